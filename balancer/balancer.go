@@ -1,0 +1,341 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Errors that callers branch on.
+var (
+	// ErrNoNode means no node is up, not draining and not full.
+	ErrNoNode = errors.New("no node in the pool can take the session")
+	// ErrUnknownNode means a node name is not in the current node set.
+	ErrUnknownNode = errors.New("unknown node")
+)
+
+// Protocol is the kind of a relayed session.
+type Protocol string
+
+// Protocols the front ends relay.
+const (
+	SSH  Protocol = "ssh"
+	HTTP Protocol = "http"
+)
+
+// Node is one member of the pool as discovery sees it.
+type Node struct {
+	Name string // unique, stable name (config name or instance computer name)
+	SSH  string // host:port of the node's sshd
+	HTTP string // host:port of the node's JupyterHub; empty if none
+	// Weight scales the node's capacity (e.g. its vCPU count). Zero or
+	// negative means 1.
+	Weight float64
+}
+
+// State is a node's routing state as ops see it.
+type State string
+
+// Node states. A node that is down is reported down even if it is draining.
+const (
+	StateUp       State = "up"
+	StateDown     State = "down"
+	StateDraining State = "draining"
+)
+
+// Config holds the balancer's settings (YAML section "balancer").
+type Config struct {
+	// AffinityGrace is how long a user stays pinned to a node after their
+	// last session there closes. Default 30m.
+	AffinityGrace time.Duration `yaml:"affinity_grace"`
+	// MaxSessionsPerNode caps the sessions a node takes from new users;
+	// users already pinned to it may still open sessions there, so a user
+	// is never split across nodes. 0 means no limit.
+	MaxSessionsPerNode int `yaml:"max_sessions_per_node"`
+}
+
+// DefaultAffinityGrace is the grace period used when Config leaves it zero.
+const DefaultAffinityGrace = 30 * time.Minute
+
+// Validate reports the first bad setting, naming its key.
+func (c Config) Validate() error {
+	if c.AffinityGrace < 0 {
+		return fmt.Errorf("affinity_grace: must not be negative, got %s", c.AffinityGrace)
+	}
+	if c.MaxSessionsPerNode < 0 {
+		return fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode)
+	}
+	return nil
+}
+
+// Options carries the balancer's collaborators. The zero value is usable.
+type Options struct {
+	Logger *zap.Logger      // nil means no logging
+	Now    func() time.Time // nil means time.Now
+	// Rand returns a uniform integer in [0, n); it must be safe for
+	// concurrent use. Nil means math/rand/v2.IntN.
+	Rand func(n int) int
+}
+
+// Balancer decides where sessions go and keeps count of them. It is safe
+// for concurrent use. Create it with New.
+type Balancer struct {
+	cfg  Config
+	log  *zap.Logger
+	now  func() time.Time
+	rand func(n int) int
+
+	// mu protects every field below and the mutable fields of each node,
+	// userState and Lease.
+	mu        sync.RWMutex
+	nodes     map[string]*node
+	order     []*node   // nodes in the order discovery listed them
+	loads     []float64 // loads[i] is order[i]'s weighted load, +Inf if it takes no new user
+	users     map[string]*userState
+	leases    map[uint64]*Lease
+	nextID    uint64
+	lastSweep time.Time
+}
+
+// node is the balancer's record of one pool member.
+type node struct {
+	Node
+	weight   float64
+	idx      int // position in Balancer.order and Balancer.loads
+	up       bool
+	checked  bool   // health was reported at least once
+	reason   string // last health detail
+	draining bool
+	removed  bool
+	changed  time.Time             // last change of State
+	sessions [2]int                // live leases by protocol index
+	users    map[string]int        // user → live leases on this node
+	pinned   map[string]*userState // users whose pin points here
+}
+
+// userState is one user's affinity.
+type userState struct {
+	name      string
+	node      *node     // current pin; nil if none
+	live      int       // live leases, on any node
+	idleSince time.Time // when live last dropped to 0
+	lost      string    // node whose pin was lost (went down or left), reported once
+}
+
+func protoIndex(p Protocol) int {
+	if p == HTTP {
+		return 1
+	}
+	return 0
+}
+
+// New returns a balancer with an empty node set.
+func New(cfg Config, opts Options) *Balancer {
+	if cfg.AffinityGrace == 0 {
+		cfg.AffinityGrace = DefaultAffinityGrace
+	}
+	b := &Balancer{
+		cfg:    cfg,
+		log:    opts.Logger,
+		now:    opts.Now,
+		rand:   opts.Rand,
+		nodes:  make(map[string]*node),
+		users:  make(map[string]*userState),
+		leases: make(map[uint64]*Lease),
+	}
+	if b.log == nil {
+		b.log = zap.NewNop()
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.rand == nil {
+		b.rand = rand.IntN
+	}
+	b.lastSweep = b.now()
+	return b
+}
+
+// SetNodes replaces the node set. New nodes start down until their first
+// health report; nodes that keep their name keep their state, sessions and
+// pins; nodes that left lose their pins (their open sessions are left to
+// end on their own and still count until released).
+func (b *Balancer) SetNodes(nodes []Node) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	seen := make(map[string]bool, len(nodes))
+	order := make([]*node, 0, len(nodes))
+	for _, nd := range nodes {
+		if nd.Name == "" || seen[nd.Name] {
+			continue
+		}
+		seen[nd.Name] = true
+		n, ok := b.nodes[nd.Name]
+		if !ok {
+			n = &node{changed: now, users: make(map[string]int), pinned: make(map[string]*userState)}
+			b.nodes[nd.Name] = n
+			b.log.Info("node added", zap.String("node", nd.Name), zap.String("ssh", nd.SSH), zap.String("http", nd.HTTP))
+		}
+		n.Node = nd
+		n.weight = nd.Weight
+		if n.weight <= 0 {
+			n.weight = 1
+		}
+		order = append(order, n)
+	}
+	for name, n := range b.nodes {
+		if !seen[name] {
+			n.removed = true
+			b.unpinAllLocked(n)
+			delete(b.nodes, name)
+			b.log.Info("node removed", zap.String("node", name))
+		}
+	}
+	b.order = order
+	b.loads = make([]float64, len(order))
+	for i, n := range order {
+		n.idx = i
+		b.refreshLocked(n)
+	}
+}
+
+// SetHealth records a health-check result for the named node. Unknown
+// names are ignored (the node may have just left the pool). A node that
+// goes down loses its pins (rule 5).
+func (b *Balancer) SetHealth(name string, up bool, reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return
+	}
+	n.reason = reason
+	if n.checked && n.up == up {
+		return
+	}
+	n.checked = true
+	n.up = up
+	n.changed = b.now()
+	if !up {
+		b.unpinAllLocked(n)
+	}
+	b.refreshLocked(n)
+}
+
+// Drain stops new users from being placed on the node. Users pinned to it
+// still reach it and existing sessions continue.
+func (b *Balancer) Drain(name string) error { return b.setDrain(name, true) }
+
+// Undrain lets the node take new users again.
+func (b *Balancer) Undrain(name string) error { return b.setDrain(name, false) }
+
+func (b *Balancer) setDrain(name string, on bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownNode, name)
+	}
+	if n.draining != on {
+		n.draining = on
+		n.changed = b.now()
+		b.refreshLocked(n)
+		b.log.Info("node drain changed", zap.String("node", name), zap.Bool("draining", on))
+	}
+	return nil
+}
+
+// unpinAllLocked drops every pin to n, remembering the loss for the users'
+// next lease.
+func (b *Balancer) unpinAllLocked(n *node) {
+	for name, u := range n.pinned {
+		u.node = nil
+		u.lost = n.Name
+		delete(n.pinned, name)
+	}
+}
+
+func (n *node) state() State {
+	switch {
+	case !n.up:
+		return StateDown
+	case n.draining:
+		return StateDraining
+	default:
+		return StateUp
+	}
+}
+
+// NodeStatus is a snapshot of one node for ops.
+type NodeStatus struct {
+	Node
+	State        State
+	SSHSessions  int
+	HTTPSessions int
+	Users        []string  // users with a live session on the node, sorted
+	Pinned       int       // users pinned to the node, including idle ones in grace
+	Checked      bool      // at least one health check has reported
+	HealthDetail string    // last health-check detail
+	Changed      time.Time // last state change
+}
+
+// Nodes returns a snapshot of the node set in discovery order.
+func (b *Balancer) Nodes() []NodeStatus {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]NodeStatus, 0, len(b.order))
+	now := b.now()
+	for _, n := range b.order {
+		pinned := 0
+		for _, u := range n.pinned {
+			if b.pinValidLocked(u, now) {
+				pinned++
+			}
+		}
+		users := make([]string, 0, len(n.users))
+		for u := range n.users {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		out = append(out, NodeStatus{
+			Node:         n.Node,
+			State:        n.state(),
+			SSHSessions:  n.sessions[0],
+			HTTPSessions: n.sessions[1],
+			Users:        users,
+			Pinned:       pinned,
+			Checked:      n.checked,
+			HealthDetail: n.reason,
+			Changed:      n.changed,
+		})
+	}
+	return out
+}
+
+// SessionInfo is a snapshot of one live session.
+type SessionInfo struct {
+	ID       uint64
+	User     string
+	Node     string
+	Protocol Protocol
+	Client   string
+	Started  time.Time
+}
+
+// Sessions returns a snapshot of the live sessions, oldest first.
+func (b *Balancer) Sessions() []SessionInfo {
+	b.mu.RLock()
+	out := make([]SessionInfo, 0, len(b.leases))
+	for _, l := range b.leases {
+		out = append(out, SessionInfo{ID: l.id, User: l.user, Node: l.node.Name, Protocol: l.proto, Client: l.client, Started: l.started})
+	}
+	b.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

@@ -1,0 +1,383 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a hand-set time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// first always picks the first of tied nodes, so table tests are exact.
+func first(int) int { return 0 }
+
+func newTest(t *testing.T, cfg Config, names ...string) (*Balancer, *clock) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	b := New(cfg, Options{Now: c.Now, Rand: first})
+	var nodes []Node
+	for _, n := range names {
+		nodes = append(nodes, Node{Name: n, SSH: n + ":22"})
+	}
+	b.SetNodes(nodes)
+	for _, n := range names {
+		b.SetHealth(n, true, "ok")
+	}
+	return b, c
+}
+
+func acquire(t *testing.T, b *Balancer, user string) *Lease {
+	t.Helper()
+	l, err := b.Acquire(user, SSH, "192.0.2.1:5000")
+	if err != nil {
+		t.Fatalf("Acquire(%s): %v", user, err)
+	}
+	return l
+}
+
+func TestRules(t *testing.T) {
+	grace := 10 * time.Minute
+	tests := []struct {
+		name string
+		run  func(t *testing.T, b *Balancer, c *clock)
+	}{
+		{"rule 3: new users spread to the least-loaded node", func(t *testing.T, b *Balancer, c *clock) {
+			got := map[string]bool{}
+			for _, u := range []string{"alice", "bob", "carol"} {
+				got[acquire(t, b, u).Node().Name] = true
+			}
+			if len(got) != 3 {
+				t.Fatalf("three users landed on %d nodes, want 3: %v", len(got), got)
+			}
+		}},
+		{"rule 2: a user's sessions stay on their node", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			acquire(t, b, "bob")
+			acquire(t, b, "carol")
+			for i := 0; i < 5; i++ {
+				if got := acquire(t, b, "alice").Node().Name; got != a.Node().Name {
+					t.Fatalf("alice session %d on %s, want %s", i+2, got, a.Node().Name)
+				}
+			}
+		}},
+		{"rule 2: the pin outlives the last session by the grace, then expires", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			home := a.Node().Name
+			// Load alice's node with others so it is no longer least loaded.
+			for _, u := range []string{"bob", "carol", "dave", "erin"} {
+				l := acquire(t, b, u)
+				_ = l
+			}
+			a.Release()
+			c.Add(grace - time.Second)
+			if got := acquire(t, b, "alice"); got.Node().Name != home {
+				t.Fatalf("within grace alice went to %s, want %s", got.Node().Name, home)
+			} else {
+				got.Release()
+			}
+			c.Add(grace)
+			p, err := b.Pick("alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := b.Pick("nobody-new")
+			if p.Name != want.Name {
+				t.Fatalf("after grace alice would go to %s, a new user to %s: want the same", p.Name, want.Name)
+			}
+		}},
+		{"rule 3: draining and down nodes take no new users", func(t *testing.T, b *Balancer, c *clock) {
+			if err := b.Drain("n1"); err != nil {
+				t.Fatal(err)
+			}
+			b.SetHealth("n2", false, "connection refused")
+			for _, u := range []string{"alice", "bob", "carol"} {
+				if got := acquire(t, b, u).Node().Name; got != "n3" {
+					t.Fatalf("%s on %s, want n3", u, got)
+				}
+			}
+		}},
+		{"rule 4: users pinned to a draining node still reach it", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			if err := b.Drain(a.Node().Name); err != nil {
+				t.Fatal(err)
+			}
+			if got := acquire(t, b, "alice").Node().Name; got != a.Node().Name {
+				t.Fatalf("pinned alice went to %s, want draining %s", got, a.Node().Name)
+			}
+			if got := acquire(t, b, "bob").Node().Name; got == a.Node().Name {
+				t.Fatalf("new user bob placed on draining node %s", got)
+			}
+			if err := b.Undrain(a.Node().Name); err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range b.Nodes() {
+				if st.State != StateUp {
+					t.Fatalf("after undrain %s is %s", st.Name, st.State)
+				}
+			}
+		}},
+		{"rule 5: a node that goes down loses its pins, and the next lease says so", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			b.SetHealth(a.Node().Name, false, "banner timeout")
+			l := acquire(t, b, "alice")
+			if l.Node().Name == a.Node().Name {
+				t.Fatalf("alice still sent to down node %s", a.Node().Name)
+			}
+			if l.Repinned() != a.Node().Name {
+				t.Fatalf("Repinned() = %q, want %q", l.Repinned(), a.Node().Name)
+			}
+			if again := acquire(t, b, "alice"); again.Repinned() != "" || again.Node() != l.Node() {
+				t.Fatalf("second lease after re-pin: node %s repinned %q", again.Node().Name, again.Repinned())
+			}
+			// The node coming back does not pull alice back.
+			b.SetHealth(a.Node().Name, true, "ok")
+			if got := acquire(t, b, "alice").Node().Name; got != l.Node().Name {
+				t.Fatalf("alice moved back to %s", got)
+			}
+		}},
+		{"rule 5: a node leaving the pool loses its pins", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			var keep []Node
+			for _, n := range b.Nodes() {
+				if n.Name != a.Node().Name {
+					keep = append(keep, n.Node)
+				}
+			}
+			b.SetNodes(keep)
+			l := acquire(t, b, "alice")
+			if l.Node().Name == a.Node().Name || l.Repinned() != a.Node().Name {
+				t.Fatalf("after removal alice on %s repinned %q", l.Node().Name, l.Repinned())
+			}
+			a.Release() // releasing a lease on a removed node is harmless
+		}},
+		{"rule 6: no node up gives ErrNoNode and leaves no trace", func(t *testing.T, b *Balancer, c *clock) {
+			for _, n := range []string{"n1", "n2", "n3"} {
+				b.SetHealth(n, false, "down")
+			}
+			if _, err := b.Acquire("alice", SSH, ""); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("Acquire err = %v, want ErrNoNode", err)
+			}
+			if _, err := b.Pick("alice"); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("Pick err = %v, want ErrNoNode", err)
+			}
+			if len(b.users) != 0 {
+				t.Fatalf("failed acquire left %d user records", len(b.users))
+			}
+		}},
+		{"max_sessions_per_node: full nodes take no new users, pinned users still fit", func(t *testing.T, b *Balancer, c *clock) {
+			b.cfg.MaxSessionsPerNode = 1
+			a := acquire(t, b, "alice")
+			acquire(t, b, "bob")
+			acquire(t, b, "carol")
+			if _, err := b.Acquire("dave", SSH, ""); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("dave on a full pool: err = %v, want ErrNoNode", err)
+			}
+			if got := acquire(t, b, "alice").Node().Name; got != a.Node().Name {
+				t.Fatalf("pinned alice went to %s", got)
+			}
+		}},
+		{"weights scale the load", func(t *testing.T, b *Balancer, c *clock) {
+			b.SetNodes([]Node{{Name: "n1", Weight: 4}, {Name: "n2", Weight: 1}, {Name: "n3", Weight: 1}})
+			counts := map[string]int{}
+			for i := 0; i < 12; i++ {
+				counts[acquire(t, b, fmt.Sprintf("u%d", i)).Node().Name]++
+			}
+			if counts["n1"] != 8 || counts["n2"] != 2 || counts["n3"] != 2 {
+				t.Fatalf("12 users over weights 4:1:1 → %v, want n1:8 n2:2 n3:2", counts)
+			}
+		}},
+		{"abort leaves no pin and no count", func(t *testing.T, b *Balancer, c *clock) {
+			l := acquire(t, b, "alice")
+			l.Abort()
+			l.Abort()
+			for _, st := range b.Nodes() {
+				if st.SSHSessions != 0 || st.Pinned != 0 || len(st.Users) != 0 {
+					t.Fatalf("after abort %s: %+v", st.Name, st)
+				}
+			}
+			if len(b.users) != 0 {
+				t.Fatalf("abort left user records: %v", b.users)
+			}
+		}},
+		{"counts and snapshots follow leases", func(t *testing.T, b *Balancer, c *clock) {
+			a1 := acquire(t, b, "alice")
+			a2 := acquire(t, b, "alice")
+			h, err := b.Acquire("alice", HTTP, "198.51.100.7:443")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := statusOf(b, a1.Node().Name)
+			if st.SSHSessions != 2 || st.HTTPSessions != 1 || len(st.Users) != 1 || st.Users[0] != "alice" || st.Pinned != 1 {
+				t.Fatalf("status with 3 leases: %+v", st)
+			}
+			if got := len(b.Sessions()); got != 3 {
+				t.Fatalf("Sessions() has %d entries, want 3", got)
+			}
+			a1.Release()
+			a1.Release() // idempotent
+			a2.Release()
+			h.Release()
+			st = statusOf(b, a1.Node().Name)
+			if st.SSHSessions != 0 || st.HTTPSessions != 0 || len(st.Users) != 0 || st.Pinned != 1 {
+				t.Fatalf("status after release: %+v (want pin kept in grace)", st)
+			}
+			if got := len(b.Sessions()); got != 0 {
+				t.Fatalf("Sessions() has %d entries after release", got)
+			}
+		}},
+		{"drain of an unknown node is an error", func(t *testing.T, b *Balancer, c *clock) {
+			if err := b.Drain("nope"); !errors.Is(err, ErrUnknownNode) {
+				t.Fatalf("Drain(nope) = %v, want ErrUnknownNode", err)
+			}
+		}},
+		{"sweep forgets users whose grace has passed", func(t *testing.T, b *Balancer, c *clock) {
+			acquire(t, b, "alice").Release()
+			c.Add(2 * grace)
+			acquire(t, b, "bob")
+			if _, ok := b.users["alice"]; ok {
+				t.Fatal("alice's expired record was not swept")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, c := newTest(t, Config{AffinityGrace: grace}, "n1", "n2", "n3")
+			tt.run(t, b, c)
+		})
+	}
+}
+
+func statusOf(b *Balancer, name string) NodeStatus {
+	for _, st := range b.Nodes() {
+		if st.Name == name {
+			return st
+		}
+	}
+	return NodeStatus{}
+}
+
+func TestNewNodesStartDown(t *testing.T) {
+	b := New(Config{}, Options{})
+	b.SetNodes([]Node{{Name: "n1"}})
+	if st := b.Nodes()[0]; st.State != StateDown || st.Checked {
+		t.Fatalf("unchecked node: state %s checked %v", st.State, st.Checked)
+	}
+	if _, err := b.Pick("alice"); !errors.Is(err, ErrNoNode) {
+		t.Fatalf("Pick before any health report: %v", err)
+	}
+}
+
+func TestTiesAreRandom(t *testing.T) {
+	b := New(Config{}, Options{}) // real randomness
+	b.SetNodes([]Node{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}})
+	for _, n := range []string{"n1", "n2", "n3"} {
+		b.SetHealth(n, true, "")
+	}
+	seen := map[string]int{}
+	for i := 0; i < 300; i++ {
+		n, err := b.Pick("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[n.Name]++
+	}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if seen[n] < 50 { // expected 100; P(<50) is negligible
+			t.Fatalf("tie-break picked %s %d times of 300: %v", n, seen[n], seen)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, ""},
+		{Config{AffinityGrace: -time.Second}, "affinity_grace"},
+		{Config{MaxSessionsPerNode: -1}, "max_sessions_per_node"},
+	} {
+		err := tt.cfg.Validate()
+		if (err == nil) != (tt.want == "") || (err != nil && !contains(err.Error(), tt.want)) {
+			t.Errorf("Validate(%+v) = %v, want mention of %q", tt.cfg, err, tt.want)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
+}
+
+// TestConcurrentUse hammers Acquire/Release/Pick/SetHealth/Drain from many
+// goroutines; with -race it checks the locking, and at the end every count
+// must be back to zero.
+func TestConcurrentUse(t *testing.T) {
+	b := New(Config{AffinityGrace: time.Minute}, Options{})
+	var nodes []Node
+	for i := 0; i < 8; i++ {
+		nodes = append(nodes, Node{Name: fmt.Sprintf("n%d", i)})
+	}
+	b.SetNodes(nodes)
+	for _, n := range nodes {
+		b.SetHealth(n.Name, true, "")
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				user := fmt.Sprintf("u%d", (w*7+i)%40)
+				l, err := b.Acquire(user, Protocol([]string{"ssh", "http"}[i%2]), "")
+				if err != nil {
+					continue
+				}
+				if p, err := b.Pick(user); err == nil && p.Name != l.Node().Name && statusOf(b, l.Node().Name).State == StateUp {
+					t.Errorf("Pick(%s) = %s while a live lease is on up node %s", user, p.Name, l.Node().Name)
+				}
+				if i%3 == 0 {
+					l.Abort()
+				} else {
+					l.Release()
+				}
+			}
+		}(w)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 300; i++ {
+			n := nodes[i%len(nodes)].Name
+			b.SetHealth(n, i%5 != 0, "")
+			if i%4 == 0 {
+				_ = b.Drain(n)
+			} else {
+				_ = b.Undrain(n)
+			}
+			b.Nodes()
+			b.Sessions()
+		}
+	}()
+	wg.Wait()
+	for _, st := range b.Nodes() {
+		if st.SSHSessions != 0 || st.HTTPSessions != 0 || len(st.Users) != 0 {
+			t.Errorf("node %s not back to zero: %+v", st.Name, st)
+		}
+	}
+	if n := len(b.Sessions()); n != 0 {
+		t.Errorf("%d sessions left", n)
+	}
+}

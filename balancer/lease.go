@@ -1,0 +1,150 @@
+package balancer
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Lease is one live session on a node. Front ends take it with Acquire
+// before relaying and Release it when the session ends; until then the
+// session counts toward the node's load and keeps the user pinned there.
+type Lease struct {
+	b        *Balancer
+	id       uint64
+	user     string
+	node     *node
+	proto    Protocol
+	client   string
+	started  time.Time
+	repinned string // node the user lost before this lease, if any
+	created  bool   // this lease created the user's pin
+	done     bool   // released; protected by b.mu
+}
+
+// ID is the session's identifier, unique within this balancer.
+func (l *Lease) ID() uint64 { return l.id }
+
+// User is the login name the lease was taken for.
+func (l *Lease) User() string { return l.user }
+
+// Node is the node the session goes to.
+func (l *Lease) Node() Node { return l.node.Node }
+
+// Repinned names the node the user was pinned to before it went down or
+// left the pool, when this lease is the first since; otherwise "".
+func (l *Lease) Repinned() string { return l.repinned }
+
+// Acquire chooses a node for the user's new session following the routing
+// rules and takes a lease on it. client is the peer address, kept for ops.
+// It returns ErrNoNode when no node can take the session.
+func (b *Balancer) Acquire(user string, proto Protocol, client string) (*Lease, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	b.maybeSweepLocked(now)
+	u := b.users[user]
+	if u == nil {
+		u = &userState{name: user}
+		b.users[user] = u
+	}
+	created := false
+	if !b.pinValidLocked(u, now) {
+		n := b.leastLoadedLocked()
+		if n == nil {
+			if u.live == 0 && u.node == nil && u.lost == "" {
+				delete(b.users, user)
+			}
+			return nil, ErrNoNode
+		}
+		b.pinLocked(u, n)
+		created = true
+	}
+	b.nextID++
+	l := &Lease{
+		b: b, id: b.nextID, user: user, node: u.node, proto: proto, client: client,
+		started: now, repinned: u.lost, created: created,
+	}
+	if u.lost != "" {
+		b.log.Info("user re-pinned", zap.String("user", user), zap.String("from", u.lost), zap.String("node", l.node.Name))
+		u.lost = ""
+	}
+	u.live++
+	l.node.sessions[protoIndex(proto)]++
+	l.node.users[user]++
+	b.refreshLocked(l.node)
+	b.leases[l.id] = l
+	return l, nil
+}
+
+func (b *Balancer) pinLocked(u *userState, n *node) {
+	if u.node != nil {
+		delete(u.node.pinned, u.name)
+	}
+	u.node = n
+	n.pinned[u.name] = u
+}
+
+// Release ends the session: it stops counting toward the node's load, and
+// when it was the user's last, the affinity grace starts. Calling Release
+// more than once is harmless.
+func (l *Lease) Release() { l.end(false) }
+
+// Abort ends a lease whose session never started (the node refused the
+// login, the user failed to authenticate there). Unlike Release it does not
+// leave the user pinned to a node the lease itself chose.
+func (l *Lease) Abort() { l.end(true) }
+
+func (l *Lease) end(abort bool) {
+	b := l.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if l.done {
+		return
+	}
+	l.done = true
+	delete(b.leases, l.id)
+	n := l.node
+	n.sessions[protoIndex(l.proto)]--
+	if n.users[l.user]--; n.users[l.user] <= 0 {
+		delete(n.users, l.user)
+	}
+	b.refreshLocked(n)
+	u := b.users[l.user]
+	if u == nil {
+		return
+	}
+	u.live--
+	if u.live > 0 {
+		return
+	}
+	u.idleSince = b.now()
+	if abort && l.created && u.node == n {
+		delete(n.pinned, u.name)
+		u.node = nil
+		if l.repinned != "" {
+			u.lost = l.repinned // tell the user on the lease that does start
+		}
+		if u.lost == "" {
+			delete(b.users, l.user)
+		}
+	}
+}
+
+// maybeSweepLocked forgets users whose grace has passed, at most once per
+// half grace period, so memory tracks active users rather than all users
+// ever seen.
+func (b *Balancer) maybeSweepLocked(now time.Time) {
+	if now.Sub(b.lastSweep) < b.cfg.AffinityGrace/2 {
+		return
+	}
+	b.lastSweep = now
+	for name, u := range b.users {
+		if u.live == 0 && now.Sub(u.idleSince) >= b.cfg.AffinityGrace {
+			if u.node != nil {
+				delete(u.node.pinned, name)
+			}
+			delete(b.users, name)
+		}
+	}
+}
