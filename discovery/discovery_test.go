@@ -1,0 +1,231 @@
+package discovery
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestReadSSHBanner(t *testing.T) {
+	for _, tt := range []struct {
+		in, want, err string
+	}{
+		{"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", "SSH-2.0-OpenSSH_9.2p1 Debian-2", ""},
+		{"hello\r\nlegal notice\r\nSSH-2.0-x\r\n", "SSH-2.0-x", ""},
+		{"SSH-1.99-old\n", "SSH-1.99-old", ""},
+		{"SSH-1.5-ancient\r\n", "", "unsupported protocol"},
+		{"HTTP/1.1 400 Bad Request\r\n", "", "no SSH version line"},
+		{"", "", "EOF"},
+		{strings.Repeat("x", 300) + "\n", "", "longer than 255"},
+		{strings.Repeat("line\n", 2000), "", "first 8 KiB"},
+	} {
+		got, err := ReadSSHBanner(bufio.NewReaderSize(strings.NewReader(tt.in), 256))
+		if got != tt.want || (tt.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("ReadSSHBanner(%.30q) = %q, %v; want %q, error containing %q", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func FuzzReadSSHBanner(f *testing.F) {
+	f.Add([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+	f.Add([]byte("banner\nSSH-2.0-x\n"))
+	f.Add([]byte(strings.Repeat("a", 400)))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := ReadSSHBanner(bufio.NewReaderSize(strings.NewReader(string(in)), 256))
+		if err == nil && !strings.HasPrefix(got, "SSH-") {
+			t.Fatalf("accepted %q as a banner", got)
+		}
+		if err == nil && !strings.Contains(string(in), got) {
+			t.Fatalf("banner %q not in input", got)
+		}
+	})
+}
+
+// recorder is a StatusSetter that keeps each node's latest state and the
+// sequence of state changes.
+type recorder struct {
+	mu      sync.Mutex
+	state   map[string]bool
+	changes []string
+}
+
+func (r *recorder) SetHealth(node string, up bool, detail string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == nil {
+		r.state = map[string]bool{}
+	}
+	if old, ok := r.state[node]; !ok || old != up {
+		r.changes = append(r.changes, map[bool]string{true: node + " up", false: node + " down"}[up])
+	}
+	r.state[node] = up
+}
+
+func (r *recorder) waitChanges(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		c := append([]string(nil), r.changes...)
+		r.mu.Unlock()
+		if len(c) >= n {
+			return c
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("waited for %d state changes, got %v", n, r.changes)
+	return nil
+}
+
+// scripted is a probe whose results follow a script, then repeat the last.
+type scripted struct {
+	mu     sync.Mutex
+	script []bool
+	calls  int
+}
+
+func (s *scripted) probe(ctx context.Context, n balancer.Node) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ok := s.script[min(s.calls, len(s.script)-1)]
+	s.calls++
+	if ok {
+		return nil
+	}
+	return errors.New("refused")
+}
+
+func TestCheckerRiseFall(t *testing.T) {
+	// up at once; two failures are not enough (fall 3); three are; one good
+	// probe is not enough to come back (rise 2); two are.
+	s := &scripted{script: []bool{true, false, false, true, false, false, false, true, false, true, true, true}}
+	rec := &recorder{}
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 2, Fall: 3}, s.probe, rec, nil)
+	c.SetNodes([]balancer.Node{{Name: "n1", SSH: "127.0.0.1:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	got := rec.waitChanges(t, 3)
+	cancel()
+	<-done
+	want := []string{"n1 up", "n1 down", "n1 up"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("changes %v, want %v", got, want)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// down only after probe 7 (3 failures in a row), up after probe 11.
+	if s.calls < 11 {
+		t.Fatalf("state changes came after %d probes, want at least 11", s.calls)
+	}
+}
+
+func TestCheckerFollowsNodeSet(t *testing.T) {
+	rec := &recorder{}
+	ok := func(ctx context.Context, n balancer.Node) error { return nil }
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond}, ok, rec, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	c.SetNodes([]balancer.Node{{Name: "a"}})
+	rec.waitChanges(t, 1)
+	c.SetNodes([]balancer.Node{{Name: "b"}})
+	got := rec.waitChanges(t, 2)
+	c.mu.Lock()
+	n := len(c.targets)
+	c.mu.Unlock()
+	cancel()
+	<-done
+	if got[1] != "b up" || n != 1 {
+		t.Fatalf("after replacing a with b: changes %v, %d targets", got, n)
+	}
+}
+
+func TestSSHBannerProbe(t *testing.T) {
+	serve := func(t *testing.T, reply string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(reply))
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	probe := SSHBannerProbe(&net.Dialer{})
+	check := func(addr string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return probe(ctx, balancer.Node{Name: "n", SSH: addr})
+	}
+	if err := check(serve(t, "SSH-2.0-OpenSSH_9.2\r\n")); err != nil {
+		t.Errorf("sshd-like server: %v", err)
+	}
+	if err := check(serve(t, "HTTP/1.0 200 OK\r\n\r\n")); !errors.Is(err, ErrNoBanner) {
+		t.Errorf("HTTP server: %v, want ErrNoBanner", err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	if err := check(closed); err == nil {
+		t.Errorf("closed port: no error")
+	}
+}
+
+func TestStaticValidate(t *testing.T) {
+	ok := StaticNode{Name: "n1", SSH: "10.0.0.4:22"}
+	for _, tt := range []struct {
+		nodes []StaticNode
+		want  string
+	}{
+		{[]StaticNode{ok}, ""},
+		{nil, "static: list at least one node"},
+		{[]StaticNode{{SSH: "10.0.0.4:22"}}, "static[0].name: missing"},
+		{[]StaticNode{ok, ok}, `static[1].name: "n1" is already used by static[0]`},
+		{[]StaticNode{{Name: "n", SSH: "10.0.0.4"}}, "static[0].ssh:"},
+		{[]StaticNode{{Name: "n", SSH: "10.0.0.4:99999"}}, "static[0].ssh:"},
+		{[]StaticNode{{Name: "n", SSH: ":22"}}, "has no host"},
+		{[]StaticNode{{Name: "n", SSH: "h:22", HTTP: "h"}}, "static[0].http:"},
+		{[]StaticNode{{Name: "n", SSH: "h:22", Weight: -1}}, "static[0].weight:"},
+	} {
+		err := Config{Static: tt.nodes}.Validate()
+		if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("Validate(%v) = %v, want %q", tt.nodes, err, tt.want)
+		}
+	}
+}
+
+func TestHealthConfig(t *testing.T) {
+	d := HealthConfig{}.WithDefaults()
+	if d.Interval != 2*time.Second || d.Timeout != time.Second || d.Rise != 2 || d.Fall != 3 {
+		t.Fatalf("defaults: %+v", d)
+	}
+	if err := (HealthConfig{Interval: time.Second, Timeout: 2 * time.Second}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "timeout:") {
+		t.Fatalf("timeout > interval: %v", err)
+	}
+	if err := (HealthConfig{Fall: -1}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "fall:") {
+		t.Fatalf("negative fall: %v", err)
+	}
+}

@@ -1,0 +1,260 @@
+package discovery
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// StatusSetter receives health-check results.
+type StatusSetter interface {
+	SetHealth(node string, up bool, detail string)
+}
+
+// HealthConfig is the YAML section "health".
+type HealthConfig struct {
+	// Interval between probes of one node. Default 2s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one probe (connect and banner). Default 1s, and never
+	// more than Interval.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rise is how many consecutive good probes bring a down node up.
+	// Default 2.
+	Rise int `yaml:"rise"`
+	// Fall is how many consecutive failed probes take an up node down.
+	// Default 3.
+	Fall int `yaml:"fall"`
+}
+
+// WithDefaults fills zero fields with the documented defaults.
+func (c HealthConfig) WithDefaults() HealthConfig {
+	if c.Interval == 0 {
+		c.Interval = 2 * time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = min(time.Second, c.Interval)
+	}
+	if c.Rise == 0 {
+		c.Rise = 2
+	}
+	if c.Fall == 0 {
+		c.Fall = 3
+	}
+	return c
+}
+
+// Validate reports the first bad setting, naming its key.
+func (c HealthConfig) Validate() error {
+	switch {
+	case c.Interval < 0:
+		return fmt.Errorf("interval: must be positive, got %s", c.Interval)
+	case c.Interval > 0 && c.Interval < 10*time.Millisecond:
+		return fmt.Errorf("interval: %s is too short (at least 10ms)", c.Interval)
+	case c.Timeout < 0:
+		return fmt.Errorf("timeout: must be positive, got %s", c.Timeout)
+	case c.Interval > 0 && c.Timeout > c.Interval:
+		return fmt.Errorf("timeout: %s is longer than interval %s", c.Timeout, c.Interval)
+	case c.Rise < 0:
+		return fmt.Errorf("rise: must be 1 or more, got %d", c.Rise)
+	case c.Fall < 0:
+		return fmt.Errorf("fall: must be 1 or more, got %d", c.Fall)
+	}
+	return nil
+}
+
+// Probe checks one node once; nil means healthy.
+type Probe func(ctx context.Context, n balancer.Node) error
+
+// SSHBannerProbe connects to the node's sshd and reads its version line
+// ("SSH-2.0-…"), which proves sshd is accepting connections, not just that
+// the port is open. It then sends its own version line and hangs up, so the
+// node logs a plain pre-auth disconnect.
+func SSHBannerProbe(dialer *net.Dialer) Probe {
+	return func(ctx context.Context, n balancer.Node) error {
+		conn, err := dialer.DialContext(ctx, "tcp", n.SSH)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			_ = conn.SetDeadline(dl)
+		}
+		_, err = ReadSSHBanner(bufio.NewReaderSize(conn, 256))
+		if err != nil {
+			return err
+		}
+		_, _ = conn.Write([]byte("SSH-2.0-poolgate_health\r\n"))
+		return nil
+	}
+}
+
+// ErrNoBanner means the peer did not send an SSH version line.
+var ErrNoBanner = errors.New("no SSH version line")
+
+// ReadSSHBanner reads lines until the SSH identification line (RFC 4253
+// §4.2: the server may send other lines first) and returns it without its
+// line ending. It reads at most 8 KiB and lines of at most 255 bytes.
+func ReadSSHBanner(r *bufio.Reader) (string, error) {
+	total := 0
+	for total < 8192 {
+		line, err := r.ReadSlice('\n')
+		total += len(line)
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return "", fmt.Errorf("%w: line longer than 255 bytes", ErrNoBanner)
+			}
+			return "", fmt.Errorf("%w: %v", ErrNoBanner, err)
+		}
+		s := strings.TrimRight(string(line), "\r\n")
+		if strings.HasPrefix(s, "SSH-") {
+			if !strings.HasPrefix(s, "SSH-2.0-") && !strings.HasPrefix(s, "SSH-1.99-") {
+				return "", fmt.Errorf("%w: unsupported protocol %q", ErrNoBanner, s)
+			}
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("%w in the first 8 KiB", ErrNoBanner)
+}
+
+// Checker probes each node of the current set on an interval and reports
+// to a StatusSetter. It is a NodeSetter: give it every node set. Create it
+// with NewChecker; Run it once.
+type Checker struct {
+	cfg   HealthConfig
+	probe Probe
+	to    StatusSetter
+	log   *zap.Logger
+
+	// mu protects ctx and targets.
+	mu      sync.Mutex
+	ctx     context.Context // set by Run; nil before
+	targets map[string]*target
+	wg      sync.WaitGroup // one per running target loop
+}
+
+type target struct {
+	node   balancer.Node
+	cancel context.CancelFunc
+}
+
+// NewChecker returns a checker using probe (nil means SSHBannerProbe).
+func NewChecker(cfg HealthConfig, probe Probe, to StatusSetter, log *zap.Logger) *Checker {
+	cfg = cfg.WithDefaults()
+	if probe == nil {
+		probe = SSHBannerProbe(&net.Dialer{})
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Checker{cfg: cfg, probe: probe, to: to, log: log, targets: map[string]*target{}}
+}
+
+// SetNodes starts probing new nodes and stops probing nodes that left.
+// A node whose addresses changed is probed afresh.
+func (c *Checker) SetNodes(nodes []balancer.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	want := make(map[string]balancer.Node, len(nodes))
+	for _, n := range nodes {
+		want[n.Name] = n
+	}
+	for name, t := range c.targets {
+		if n, ok := want[name]; !ok || n != t.node {
+			t.cancel()
+			delete(c.targets, name)
+		}
+	}
+	for name, n := range want {
+		if _, ok := c.targets[name]; !ok {
+			c.targets[name] = &target{node: n}
+			if c.ctx != nil {
+				c.startLocked(c.targets[name])
+			}
+		}
+	}
+}
+
+// Run probes until ctx ends, then waits for every probe loop to finish.
+func (c *Checker) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.ctx = ctx
+	for _, t := range c.targets {
+		c.startLocked(t)
+	}
+	c.mu.Unlock()
+	<-ctx.Done()
+	c.wg.Wait()
+}
+
+func (c *Checker) startLocked(t *target) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	t.cancel = cancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.loop(ctx, t.node)
+	}()
+}
+
+// loop probes one node until ctx ends. The first result sets the state at
+// once; after that Rise good or Fall bad probes in a row change it.
+func (c *Checker) loop(ctx context.Context, n balancer.Node) {
+	log := c.log.With(zap.String("node", n.Name), zap.String("addr", n.SSH))
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("health check loop panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	var known, up bool
+	streak := 0
+	tick := time.NewTicker(c.cfg.Interval)
+	defer tick.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		err := c.probe(pctx, n)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		ok := err == nil
+		detail := "ok"
+		if !ok {
+			detail = err.Error()
+		}
+		if !known || ok == up {
+			streak = 0
+		} else {
+			streak++
+		}
+		need := c.cfg.Rise
+		if up {
+			need = c.cfg.Fall
+		}
+		if !known || streak >= need {
+			if !known || up != ok {
+				if ok {
+					log.Info("node up", zap.String("check", detail))
+				} else {
+					log.Info("node down", zap.String("check", detail))
+				}
+			}
+			known, up, streak = true, ok, 0
+		}
+		c.to.SetHealth(n.Name, up, detail)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// NodeSetter receives the current node set.
+type NodeSetter interface {
+	SetNodes([]balancer.Node)
+}
+
+// Fanout passes every node set to each of its setters in order.
+type Fanout []NodeSetter
+
+// SetNodes implements NodeSetter.
+func (f Fanout) SetNodes(nodes []balancer.Node) {
+	for _, s := range f {
+		s.SetNodes(nodes)
+	}
+}
+
+// Source discovers nodes and pushes the set to a NodeSetter until ctx ends.
+type Source interface {
+	Run(ctx context.Context, to NodeSetter) error
+}
+
+// StaticNode is one entry of discovery.static in the config.
+type StaticNode struct {
+	Name   string  `yaml:"name"`
+	SSH    string  `yaml:"ssh"`    // host:port of sshd
+	HTTP   string  `yaml:"http"`   // host:port of JupyterHub; optional
+	Weight float64 `yaml:"weight"` // relative capacity; default 1
+}
+
+// Config is the YAML section "discovery".
+type Config struct {
+	Static []StaticNode `yaml:"static"`
+}
+
+// Validate reports the first bad entry, naming its key.
+func (c Config) Validate() error {
+	if len(c.Static) == 0 {
+		return fmt.Errorf("static: list at least one node (name, ssh)")
+	}
+	names := map[string]int{}
+	for i, n := range c.Static {
+		key := fmt.Sprintf("static[%d]", i)
+		if n.Name == "" {
+			return fmt.Errorf("%s.name: missing", key)
+		}
+		if j, dup := names[n.Name]; dup {
+			return fmt.Errorf("%s.name: %q is already used by static[%d]", key, n.Name, j)
+		}
+		names[n.Name] = i
+		if err := CheckHostPort(n.SSH); err != nil {
+			return fmt.Errorf("%s.ssh: %w", key, err)
+		}
+		if n.HTTP != "" {
+			if err := CheckHostPort(n.HTTP); err != nil {
+				return fmt.Errorf("%s.http: %w", key, err)
+			}
+		}
+		if n.Weight < 0 {
+			return fmt.Errorf("%s.weight: must not be negative, got %v", key, n.Weight)
+		}
+	}
+	return nil
+}
+
+// CheckHostPort reports whether addr is a usable host:port with a numeric
+// port in 1..65535.
+func CheckHostPort(addr string) error {
+	if addr == "" {
+		return fmt.Errorf("missing (want host:port)")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port must be a number from 1 to 65535", addr)
+	}
+	return nil
+}
+
+// Static is a Source with a fixed node list.
+type Static []StaticNode
+
+// Nodes returns the list as balancer nodes.
+func (s Static) Nodes() []balancer.Node {
+	out := make([]balancer.Node, len(s))
+	for i, n := range s {
+		out[i] = balancer.Node{Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: n.Weight}
+	}
+	return out
+}
+
+// Run pushes the list once and returns when ctx ends.
+func (s Static) Run(ctx context.Context, to NodeSetter) error {
+	to.SetNodes(s.Nodes())
+	<-ctx.Done()
+	return nil
+}
