@@ -1,0 +1,107 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/gateway/sshgw"
+)
+
+// Gateway is a wired poolgate: balancer, discovery, health checks and the
+// SSH front end. New binds the listeners, so that a busy port is reported
+// at start; Run serves until its context ends.
+type Gateway struct {
+	cfg     Config
+	log     *zap.Logger
+	bal     *balancer.Balancer
+	keys    *sshgw.Keys
+	ssh     *sshgw.Server
+	sshLn   net.Listener
+	checker *discovery.Checker
+	source  discovery.Source
+}
+
+// New builds a gateway from a validated config (see LoadConfig).
+func New(cfg Config, log *zap.Logger) (*Gateway, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	keys, err := sshgw.LoadKeys(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	bal := balancer.New(cfg.Balancer, balancer.Options{Logger: log.Named("balancer")})
+	srv, err := sshgw.New(cfg.SSH, keys, bal, log.Named("ssh"))
+	if err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.SSH.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("ssh.listen: %w", err)
+	}
+	return &Gateway{
+		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv, sshLn: ln,
+		checker: discovery.NewChecker(cfg.Health, nil, bal, log.Named("health_checker.active")),
+		source:  discovery.Static(cfg.Discovery.Static),
+	}, nil
+}
+
+// SSHAddr is the address the SSH gateway listens on.
+func (g *Gateway) SSHAddr() string { return g.sshLn.Addr().String() }
+
+// Balancer gives access to the routing state (for ops views and tests).
+func (g *Gateway) Balancer() *balancer.Balancer { return g.bal }
+
+// CALine is the line for the nodes' TrustedUserCAKeys file.
+func (g *Gateway) CALine() string { return sshgw.AuthorizedCALine(g.keys.CA) }
+
+// Run serves until ctx ends, then stops accepting, gives open sessions up
+// to shutdown_timeout to end, closes the rest and returns. It returns nil
+// after a requested stop, or the error that stopped it.
+func (g *Gateway) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := g.source.Run(bg, discovery.Fanout{g.bal, g.checker}); err != nil {
+			g.log.Error("discovery stopped", zap.Error(err))
+		}
+	}()
+	go func() { defer wg.Done(); g.checker.Run(bg) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.ssh.Serve(g.sshLn) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	g.log.Info("shutting down", zap.Duration("timeout", g.cfg.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	if serr := g.ssh.Shutdown(sctx); serr != nil {
+		g.log.Info("closed sessions still open at the shutdown timeout")
+	}
+	cancel()
+	if err == nil {
+		err = <-serveErr
+	}
+	stopBG()
+	wg.Wait()
+	if errors.Is(err, sshgw.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,187 @@
+// Command poolgate is a session-aware SSH gateway for a pool of
+// interactive VMs. See README.md and docs/CONFIG.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
+	"github.com/poolgate/poolgate/gateway/sshgw"
+)
+
+const usage = `poolgate: a session-aware SSH gateway for a pool of shared VMs
+
+Usage:
+  poolgate serve --config FILE      run the gateway
+  poolgate demo [--listen ADDR]     run the gateway with three in-process demo nodes
+  poolgate ca-pubkey --config FILE  print the user CA line for the nodes' TrustedUserCAKeys
+  poolgate version                  print the version
+
+Run 'poolgate COMMAND --help' for a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole command; it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return cmdServe(ctx, args[1:], stderr)
+	case "demo":
+		return cmdDemo(ctx, args[1:], stdout, stderr)
+	case "ca-pubkey":
+		return cmdCAPubkey(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "poolgate", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "poolgate: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// flags returns a flag set that reports errors to stderr; parse returns
+// the exit status to use, or -1 to go on.
+func flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("poolgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2
+	}
+	return -1
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flags("serve", stderr)
+	configPath := fs.String("config", "", "config file (YAML; see docs/CONFIG.md)")
+	logFormat := fs.String("log-format", "json", "log format: json or console")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	if *configPath == "" {
+		fmt.Fprintln(stderr, "poolgate serve: --config FILE is required")
+		return 2
+	}
+	log, err := newLogger(*logFormat, *logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "poolgate serve:", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := app.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "poolgate serve:", err)
+		return 1
+	}
+	gw, err := app.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "poolgate serve: %s: %v\n", *configPath, err)
+		return 1
+	}
+	log.Info("poolgate started", zap.String("version", version), zap.String("ssh", gw.SSHAddr()), zap.String("state_dir", cfg.StateDir))
+	if err := gw.Run(ctx); err != nil {
+		log.Error("poolgate stopped", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("demo", stderr)
+	listen := fs.String("listen", "127.0.0.1:2222", "address of the demo gateway")
+	stateDir := fs.String("state-dir", "", "where demo keys are kept (default: the user cache dir)")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	log, _ := newLogger("console", "info", stderr)
+	defer func() { _ = log.Sync() }()
+	if err := app.RunDemo(ctx, app.DemoOptions{Listen: *listen, StateDir: *stateDir, Out: stdout}, log); err != nil {
+		fmt.Fprintln(stderr, "poolgate demo:", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdCAPubkey(args []string, stdout, stderr io.Writer) int {
+	fs := flags("ca-pubkey", stderr)
+	configPath := fs.String("config", "", "config file (only state_dir is used)")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	if *configPath == "" {
+		fmt.Fprintln(stderr, "poolgate ca-pubkey: --config FILE is required")
+		return 2
+	}
+	cfg, err := app.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
+		return 1
+	}
+	if err := sshgw.EnsureStateDir(cfg.StateDir); err != nil {
+		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
+		return 1
+	}
+	ca, err := sshgw.LoadOrCreateKey(cfg.StateDir+"/"+sshgw.UserCAFile, "poolgate-user-ca")
+	if err != nil {
+		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, sshgw.AuthorizedCALine(ca))
+	return 0
+}
+
+func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	case "console":
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	default:
+		return nil, fmt.Errorf("--log-format: want json or console, got %q", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}

@@ -1,0 +1,276 @@
+package sshgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// Messages users see as SSH banner lines. They are short, say what
+// happened and what to do, and never reveal whether a login name exists.
+const (
+	msgNoKey       = "poolgate: none of the keys you offered is authorized for %s on this pool.\n"
+	msgNoNode      = "poolgate: no node in the pool can take your session right now (all are down, draining or full). Please try again in a few minutes.\n"
+	msgNodeDown    = "poolgate: could not reach node %s; please try again.\n"
+	msgNodeRefused = "poolgate: node %s refused the login for %s; ask your administrator to check that the node knows this user and trusts the gateway's CA.\n"
+	msgRepinned    = "poolgate: node %s, where your sessions ran, is no longer available; you are now on node %s.\n"
+)
+
+// restrictionsKey is the Permissions.ExtraData key under which
+// PublicKeyCallback hands the key's restrictions to
+// VerifiedPublicKeyCallback.
+type restrictionsKey struct{}
+
+// clientConn is one user connection during and after authentication.
+type clientConn struct {
+	s      *Server
+	nc     net.Conn
+	client string
+	log    *zap.Logger
+
+	// Set during the handshake, which runs in one goroutine.
+	pre          ssh.ServerPreAuthConn
+	keysRejected bool
+	bannersSent  map[string]bool
+	up           *upstream // the node login, once authentication succeeded
+}
+
+// upstream is the gateway's login to a node for one user connection.
+type upstream struct {
+	lease *balancer.Lease
+	conn  ssh.Conn
+	chans <-chan ssh.NewChannel
+	reqs  <-chan *ssh.Request
+}
+
+func (s *Server) handle(nc net.Conn) {
+	defer nc.Close()
+	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
+	c.log = s.log.With(zap.String("client", c.client))
+	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
+	sconn, chans, reqs, err := ssh.NewServerConn(nc, c.serverConfig())
+	if err != nil {
+		if c.up != nil { // authenticated, then the connection failed
+			c.up.conn.Close()
+			c.up.lease.Abort()
+		}
+		c.log.Debug("ssh handshake ended", zap.Error(err))
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c.relay(sconn, chans, reqs)
+}
+
+func (c *clientConn) serverConfig() *ssh.ServerConfig {
+	cfg := &ssh.ServerConfig{
+		MaxAuthTries:              c.s.cfg.MaxAuthTries,
+		ServerVersion:             "SSH-2.0-poolgate",
+		PreAuthConnCallback:       func(p ssh.ServerPreAuthConn) { c.pre = p },
+		PublicKeyCallback:         c.checkKey,
+		VerifiedPublicKeyCallback: c.keyVerified,
+		// keyboard-interactive comes after publickey in OpenSSH's order,
+		// so it is where a user whose keys were all refused hears why;
+		// with password pass-through it also asks for the password.
+		KeyboardInteractiveCallback: c.keyboardInteractive,
+		AuthLogCallback:             c.authLog,
+	}
+	if c.s.cfg.PasswordPassthrough {
+		cfg.PasswordCallback = c.password
+	}
+	cfg.AddHostKey(c.s.keys.HostKey)
+	return cfg
+}
+
+// banner sends msg to the user once per connection.
+func (c *clientConn) banner(msg string) {
+	if c.pre == nil || c.bannersSent[msg] {
+		return
+	}
+	c.bannersSent[msg] = true
+	_ = c.pre.SendAuthBanner(msg)
+}
+
+// checkKey decides whether key may log in as the user. It may be called
+// for keys the client never proves it holds, so it only looks.
+func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	user := meta.User()
+	if err := CheckUser(user); err != nil {
+		c.keysRejected = true
+		return nil, err
+	}
+	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr())
+	if err != nil {
+		c.keysRejected = true
+		return nil, err
+	}
+	perms := &ssh.Permissions{ExtraData: map[any]any{restrictionsKey{}: r}}
+	if r.noTouchRequired {
+		perms.Extensions = map[string]string{"no-touch-required": ""}
+	}
+	return perms, nil
+}
+
+// keyVerified runs once the client has proven it holds an authorized key:
+// the user is known, so the node is chosen and logged in to now.
+func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+	r, _ := perms.ExtraData[restrictionsKey{}].(restrictions)
+	user := meta.User()
+	keyID := fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
+	err := c.login(user, func() (ssh.AuthMethod, error) {
+		signer, err := signUserCert(c.s.keys.CA, user, keyID, r, c.s.now())
+		if err != nil {
+			return nil, err
+		}
+		return ssh.PublicKeys(signer), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return perms, nil
+}
+
+// keyboardInteractive asks for the password when pass-through is on;
+// otherwise it only tells a user whose keys were refused why.
+func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+	user := meta.User()
+	if !c.s.cfg.PasswordPassthrough {
+		return nil, &ssh.BannerError{Err: ErrKeyNotAllowed, Message: fmt.Sprintf(msgNoKey, safeUser(user))}
+	}
+	if c.keysRejected {
+		c.banner(fmt.Sprintf(msgNoKey, safeUser(user)))
+	}
+	answers, err := challenge(user, "", []string{"Password: "}, []bool{false})
+	if err != nil {
+		return nil, err
+	}
+	if len(answers) != 1 {
+		return nil, errors.New("expected one answer")
+	}
+	return c.password(meta, []byte(answers[0]))
+}
+
+// password passes the password to the chosen node, which verifies it.
+func (c *clientConn) password(meta ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
+	user := meta.User()
+	if err := CheckUser(user); err != nil {
+		return nil, err
+	}
+	pw := string(password)
+	err := c.login(user, func() (ssh.AuthMethod, error) {
+		return ssh.RetryableAuthMethod(ssh.KeyboardInteractive(func(_, _ string, questions []string, echos []bool) ([]string, error) {
+			answers := make([]string, len(questions))
+			for i := range questions {
+				if !echos[i] {
+					answers[i] = pw
+				}
+			}
+			return answers, nil
+		}), 1), nil
+	}, ssh.Password(pw))
+	if err != nil {
+		return nil, err
+	}
+	return &ssh.Permissions{}, nil
+}
+
+// errNodeRefused marks a node's refusal of the credentials, as opposed to
+// the node being unreachable.
+var errNodeRefused = errors.New("node refused the login")
+
+// login takes a lease for user, logs in to the leased node with the auth
+// methods (extra first, then the one auth builds), and keeps the upstream
+// for the relay. Failures come back as errors that carry the user's banner.
+func (c *clientConn) login(user string, auth func() (ssh.AuthMethod, error), extra ...ssh.AuthMethod) error {
+	lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client)
+	if errors.Is(err, balancer.ErrNoNode) {
+		c.log.Info("ssh login refused: no node available", zap.String("user", user))
+		return &ssh.BannerError{Err: err, Message: msgNoNode}
+	}
+	if err != nil {
+		return err
+	}
+	node := lease.Node()
+	log := c.log.With(zap.String("user", user), zap.String("node", node.Name))
+	method, err := auth()
+	if err != nil {
+		lease.Abort()
+		log.Error("preparing node login", zap.Error(err))
+		return err
+	}
+	up, err := c.dialNode(user, node, append(extra, method))
+	if err != nil {
+		lease.Abort()
+		if errors.Is(err, errNodeRefused) {
+			log.Info("node refused the login", zap.Error(err))
+			if len(extra) > 0 { // password: the node's verdict, the client retries
+				return err
+			}
+			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeRefused, node.Name, safeUser(user))}
+		}
+		log.Error("node login failed", zap.Error(err))
+		return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, node.Name)}
+	}
+	up.lease = lease
+	if prev := lease.Repinned(); prev != "" {
+		c.banner(fmt.Sprintf(msgRepinned, prev, node.Name))
+	}
+	c.up = up
+	return nil
+}
+
+// dialNode connects and logs in to node as user.
+func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMethod) (*upstream, error) {
+	timeout := c.s.cfg.UpstreamTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	nc, err := c.s.dial(ctx, "tcp", node.SSH)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", node.SSH, err)
+	}
+	_ = nc.SetDeadline(c.s.now().Add(timeout))
+	cfg := &ssh.ClientConfig{
+		User:              user,
+		Auth:              auth,
+		HostKeyCallback:   c.s.keys.Pins.Callback(node.Name),
+		HostKeyAlgorithms: c.s.keys.Pins.Algorithms(node.Name),
+		ClientVersion:     "SSH-2.0-poolgate",
+		// The node's own banner (a legal notice, say) reaches the user.
+		BannerCallback: func(msg string) error { c.banner(msg); return nil },
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, node.SSH, cfg)
+	if err != nil {
+		nc.Close()
+		if strings.Contains(err.Error(), "unable to authenticate") {
+			return nil, fmt.Errorf("%w: %v", errNodeRefused, err)
+		}
+		return nil, fmt.Errorf("logging in to %s: %w", node.SSH, err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return &upstream{conn: conn, chans: chans, reqs: reqs}, nil
+}
+
+func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
+	if err == nil || method == "none" {
+		return
+	}
+	if ce := c.log.Check(zap.DebugLevel, "ssh auth attempt failed"); ce != nil {
+		ce.Write(zap.String("user", safeUser(meta.User())), zap.String("method", method), zap.Error(err))
+	}
+}
+
+// safeUser returns a login name fit for logs and messages: valid names as
+// they are, anything else quoted.
+func safeUser(user string) string {
+	if CheckUser(user) == nil {
+		return user
+	}
+	return fmt.Sprintf("%q", user)
+}

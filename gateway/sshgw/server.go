@@ -1,0 +1,176 @@
+package sshgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("sshgw: server closed")
+
+// Balancer is what the gateway needs from the balancer.
+type Balancer interface {
+	Acquire(user string, proto balancer.Protocol, client string) (*balancer.Lease, error)
+}
+
+// Server is the SSH gateway. Create it with New.
+type Server struct {
+	cfg  Config
+	keys *Keys
+	bal  Balancer
+	log  *zap.Logger
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	now  func() time.Time
+
+	// mu protects listeners, conns and closed.
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	closed    bool
+	wg        sync.WaitGroup // one per Serve loop and per connection
+}
+
+// New returns a server; cfg's zero fields take their defaults.
+func New(cfg Config, keys *Keys, bal Balancer, log *zap.Logger) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if keys == nil || keys.HostKey == nil || keys.CA == nil || keys.Pins == nil {
+		return nil, errors.New("sshgw: keys missing (use LoadKeys)")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	d := &net.Dialer{}
+	return &Server{
+		cfg: cfg, keys: keys, bal: bal, log: log,
+		dial: d.DialContext, now: time.Now,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[net.Conn]struct{}{},
+	}, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and then
+// returns ErrServerClosed. Each connection is served in its own goroutine.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	s.log.Info("ssh gateway listening", zap.String("addr", ln.Addr().String()))
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			// EMFILE and the like are temporary: wait and go on, rather
+			// than take the whole gateway down.
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accepting ssh connections: %w", err)
+		}
+		backoff = 0
+		if !s.track(nc) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(nc)
+			defer func() {
+				if r := recover(); r != nil {
+					s.log.Error("ssh connection panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+				}
+			}()
+			s.handle(nc)
+		}()
+	}
+}
+
+func (s *Server) track(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[nc] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(nc net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, nc)
+	s.mu.Unlock()
+}
+
+// closeListeners stops accepting.
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+		delete(s.listeners, ln)
+	}
+}
+
+// Shutdown stops accepting connections and waits for the open ones to end
+// until ctx is done; then it closes them. It returns ctx's error if it had
+// to cut connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their
+// goroutines to finish.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.closeConns()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for nc := range s.conns {
+		nc.Close()
+	}
+}
