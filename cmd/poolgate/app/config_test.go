@@ -1,0 +1,94 @@
+package app
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = "discovery:\n  static:\n    - {name: n1, ssh: '10.0.0.4:22'}\n"
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig("p.yaml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/var/lib/poolgate" || cfg.SSH.Listen != "0.0.0.0:22" || cfg.SSH.AuthorizedKeys != "/home/{user}/.ssh/authorized_keys" ||
+		cfg.Health.Interval != 2*time.Second || cfg.ShutdownTimeout != 30*time.Second || cfg.SSH.PasswordPassthrough {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestParseConfigFull(t *testing.T) {
+	doc := `state_dir: /srv/pg
+ssh:
+  listen: 0.0.0.0:2200
+  authorized_keys: /share/home/{user}/.ssh/authorized_keys
+  password_passthrough: true
+  login_grace_time: 20s
+balancer:
+  affinity_grace: 45m
+  max_sessions_per_node: 12
+health:
+  interval: 1s
+  timeout: 500ms
+  rise: 3
+  fall: 4
+discovery:
+  static:
+    - name: node-1
+      ssh: 10.0.0.4:22
+      http: 10.0.0.4:8000
+      weight: 4
+`
+	cfg, err := ParseConfig("p.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SSH.Listen != "0.0.0.0:2200" || !cfg.SSH.PasswordPassthrough || cfg.SSH.LoginGraceTime != 20*time.Second ||
+		cfg.Balancer.AffinityGrace != 45*time.Minute || cfg.Balancer.MaxSessionsPerNode != 12 ||
+		cfg.Health.Timeout != 500*time.Millisecond || cfg.Health.Fall != 4 ||
+		len(cfg.Discovery.Static) != 1 || cfg.Discovery.Static[0].Weight != 4 || cfg.Discovery.Static[0].HTTP != "10.0.0.4:8000" {
+		t.Fatalf("parsed: %+v", cfg)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tt := range []struct{ doc, want string }{
+		{"ssh:\n  lisen: x\n" + minimal, "p.yaml:2: ssh.lisen: unknown key (known here: authorized_keys, listen,"},
+		{"http:\n  listen: x\n" + minimal, "p.yaml:1: http: unknown key"},
+		{"health:\n  interval: 5x\n" + minimal, `p.yaml:2: health.interval: "5x" is not a duration`},
+		{"health:\n  interval: 30\n" + minimal, `p.yaml:2: health.interval: "30" is not a duration`},
+		{"health:\n  rise: many\n" + minimal, `p.yaml:2: health.rise: want a whole number, got "many"`},
+		{"ssh:\n  password_passthrough: yes\n" + minimal, `p.yaml:2: ssh.password_passthrough: want true or false, got "yes"`},
+		{"ssh: [1]\n" + minimal, "p.yaml:1: ssh: want a mapping of keys, got a list"},
+		{"discovery:\n  static:\n    - {name: n1, ssh: '10.0.0.4:22', port: 1}\n", "p.yaml:3: discovery.static[0].port: unknown key"},
+		{"discovery:\n  static:\n    - {name: n1, ssh: '10.0.0.4'}\n", "p.yaml: discovery.static[0].ssh:"},
+		{"balancer:\n  affinity_grace: -1m\n" + minimal, "p.yaml: balancer.affinity_grace: must not be negative"},
+		{"ssh:\n  authorized_keys: /etc/keys\n" + minimal, "p.yaml: ssh.authorized_keys:"},
+		{"", "p.yaml: discovery.static: list at least one node"},
+		{"ssh: {\n", "p.yaml: "},
+		{minimal + "---\nstate_dir: /x\n", "more than one YAML document"},
+	} {
+		_, err := ParseConfig("p.yaml", []byte(tt.doc))
+		var ce *ConfigError
+		if err == nil || !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("config %q: error %v, want one containing %q", tt.doc, err, tt.want)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte("ssh:\n  listen: ':22'\nhealth: {interval: 1s}\n" + minimal))
+	f.Add([]byte("discovery: {static: [{name: a, ssh: 'b:1', weight: 2.5}]}"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		cfg, err := ParseConfig("f.yaml", doc)
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("accepted a config that does not validate: %v", verr)
+			}
+		}
+	})
+}
