@@ -92,6 +92,7 @@ func run(t *testing.T, name string, args ...string) string {
 // node is a real sshd on 127.0.0.N:2222.
 type node struct {
 	name, addr, dir string
+	cfgPath         string
 	cmd             *exec.Cmd
 	done            chan struct{}
 }
@@ -122,18 +123,18 @@ MaxStartups 200
 MaxSessions 100
 LogLevel ERROR
 `, n.addr, n.dir, caFile, name)
-	cfgPath := filepath.Join(n.dir, "sshd_config")
-	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
+	n.cfgPath = filepath.Join(n.dir, "sshd_config")
+	if err := os.WriteFile(n.cfgPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n.start(t, cfgPath)
+	n.start(t)
 	t.Cleanup(n.stop)
 	return n
 }
 
-func (n *node) start(t *testing.T, cfgPath string) {
+func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.cmd = exec.Command(sshdPath, "-D", "-e", "-f", cfgPath)
+	n.cmd = exec.Command(sshdPath, "-D", "-e", "-f", n.cfgPath)
 	n.cmd.Stderr = &prefixWriter{t: t, prefix: n.name + " sshd: "}
 	// sshd's connection children inherit the stderr pipe; do not wait for
 	// them to close it once the listener has exited.
@@ -159,6 +160,18 @@ func (n *node) start(t *testing.T, cfgPath string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// rekey restarts the node's sshd with a new host key, as a rebuilt VM
+// would come back.
+func (n *node) rekey(t *testing.T) {
+	t.Helper()
+	n.stop()
+	key := filepath.Join(n.dir, "host_key")
+	os.Remove(key)
+	os.Remove(key + ".pub")
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
+	n.start(t)
 }
 
 // stop ends the node's sshd listener (sessions already open on it are

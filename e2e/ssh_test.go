@@ -176,6 +176,18 @@ func TestShellsStreamsAndCopies(t *testing.T) {
 		if _, errs, code := p.runClient("sshpass", args, nil); code == 0 {
 			t.Fatalf("wrong password logged in; stderr %q", errs)
 		}
+		// keyboard-interactive: the gateway asks, the node (which offers
+		// only password) verifies.
+		args[1] = "pat-secret-1"
+		for i, a := range args {
+			if a == "PreferredAuthentications=password,keyboard-interactive" {
+				args[i] = "PreferredAuthentications=keyboard-interactive"
+			}
+		}
+		out, errs, code = p.runClient("sshpass", args, nil)
+		if code != 0 || !strings.HasPrefix(out, "node-") {
+			t.Fatalf("keyboard-interactive: exit %d, stdout %q, stderr %q", code, out, errs)
+		}
 	})
 }
 
@@ -256,6 +268,15 @@ func TestRefusals(t *testing.T) {
 	t.Run("others still served", func(t *testing.T) {
 		if out, errs, code := p.sshCmd("alice", "echo ok"); code != 0 || out != "ok\n" {
 			t.Fatalf("alice after refusals: exit %d, %q, %q", code, out, errs)
+		}
+	})
+	t.Run("node host key changed", func(t *testing.T) {
+		for _, n := range p.nodes {
+			n.rekey(t)
+		}
+		_, errs, code := p.sshCmd("erin", "true")
+		if want := "failed the gateway's host key check, so the login was stopped"; code != 255 || !strings.Contains(errs, want) {
+			t.Fatalf("exit %d, stderr %q; want 255 and %q", code, errs, want)
 		}
 	})
 	t.Run("no live node", func(t *testing.T) {

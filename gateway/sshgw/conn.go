@@ -22,6 +22,7 @@ const (
 	msgNodeDown    = "poolgate: could not reach node %s; please try again.\n"
 	msgNodeRefused = "poolgate: node %s refused the login for %s; ask your administrator to check that the node knows this user and trusts the gateway's CA.\n"
 	msgRepinned    = "poolgate: node %s, where your sessions ran, is no longer available; you are now on node %s.\n"
+	msgNodeKey     = "poolgate: node %s failed the gateway's host key check, so the login was stopped; please tell your administrator.\n"
 )
 
 // restrictionsKey is the Permissions.ExtraData key under which
@@ -214,6 +215,10 @@ func (c *clientConn) login(user string, auth func() (ssh.AuthMethod, error), ext
 				return err
 			}
 			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeRefused, node.Name, safeUser(user))}
+		}
+		if errors.Is(err, ErrHostKeyChanged) {
+			log.Error("node host key changed; login refused", zap.Error(err))
+			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeKey, node.Name)}
 		}
 		log.Error("node login failed", zap.Error(err))
 		return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, node.Name)}

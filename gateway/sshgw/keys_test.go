@@ -113,3 +113,10 @@ func TestPinStore(t *testing.T) {
 		t.Fatalf("corrupt pin file: %v", err)
 	}
 }
+
+func mkdirWrite(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}

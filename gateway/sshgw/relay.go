@@ -134,37 +134,50 @@ func pipeChannel(nc ssh.NewChannel, out ssh.Conn, st *relayStats, fromClient boo
 		streams.Wait()
 		_ = dst.CloseWrite()
 	}
+	// Each mutex is held while a request arriving on that side is being
+	// forwarded and answered; closing that side takes it first, so a reply
+	// is never overtaken by the close of its channel (a client that sent
+	// "exec" must see the reply before the channel closes, even when the
+	// command finishes at once).
+	var nearReplying, farReplying sync.Mutex
 	farDataDone := make(chan struct{})
 	wg.Add(4)
 	go func() { defer wg.Done(); half(far, near, nearToFar) }()
 	go func() { defer wg.Done(); half(near, far, farToNear); close(farDataDone) }()
 	go func() {
 		defer wg.Done()
-		forwardChannelRequests(nearReqs, far, nil)
+		forwardChannelRequests(nearReqs, far, &nearReplying, nil)
 		// The opener closed its end: close ours toward the far side.
+		farReplying.Lock()
 		far.Close()
+		farReplying.Unlock()
 	}()
 	go func() {
 		defer wg.Done()
-		forwardChannelRequests(farReqs, near, st)
+		forwardChannelRequests(farReqs, near, &farReplying, st)
 		// The far side closed. Close toward the opener only after the far
 		// side's data has been delivered, so no output or exit status is lost.
 		<-farDataDone
+		nearReplying.Lock()
 		near.Close()
+		nearReplying.Unlock()
 	}()
 	wg.Wait()
 }
 
 // forwardChannelRequests passes a channel's requests on in order, with
-// replies. When st is set, an exit-status is recorded for the log.
-func forwardChannelRequests(in <-chan *ssh.Request, out ssh.Channel, st *relayStats) {
+// replies, holding replying while each is in flight. When st is set, an
+// exit-status is recorded for the log.
+func forwardChannelRequests(in <-chan *ssh.Request, out ssh.Channel, replying *sync.Mutex, st *relayStats) {
 	for r := range in {
 		if st != nil && r.Type == "exit-status" && len(r.Payload) >= 4 {
 			st.exitStatus.Store(int64(binary.BigEndian.Uint32(r.Payload)))
 		}
+		replying.Lock()
 		ok, err := out.SendRequest(r.Type, r.WantReply, r.Payload)
 		if r.WantReply {
 			_ = r.Reply(ok && err == nil, nil)
 		}
+		replying.Unlock()
 	}
 }

@@ -1,0 +1,119 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/crypto/ssh"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestDemo follows the README: run the demo, log in as it says, and see
+// alice stay on her node while bob goes to another.
+func TestDemo(t *testing.T) {
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunDemo(ctx, DemoOptions{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Out: &out}, zaptest.NewLogger(t))
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunDemo: %v", err)
+		}
+	}()
+	re := regexp.MustCompile(`ssh -p (\d+) alice@(127\.0\.0\.1)`)
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			addr = m[2] + ":" + m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("demo printed no ssh command:\n%s", out.String())
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !strings.Contains(out.String(), "password: "+DemoPassword) {
+		t.Fatalf("demo does not say the password:\n%s", out.String())
+	}
+	dial := func(user string) *ssh.Client {
+		t.Helper()
+		var c *ssh.Client
+		var err error
+		// The first health checks may not have reported yet.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			c, err = ssh.Dial("tcp", addr, &ssh.ClientConfig{
+				User: user, Auth: []ssh.AuthMethod{ssh.Password(DemoPassword)},
+				HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+			})
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("ssh %s: %v", user, err)
+		}
+		return c
+	}
+	node := func(c *ssh.Client) string {
+		t.Helper()
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		b, err := s.Output("hostname")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	alice := dial("alice")
+	defer alice.Close()
+	home := node(alice)
+	if !strings.HasPrefix(home, "node-") {
+		t.Fatalf("demo hostname = %q", home)
+	}
+	alice2 := dial("alice")
+	defer alice2.Close()
+	if got := node(alice2); got != home {
+		t.Fatalf("alice's second session on %s, want %s", got, home)
+	}
+	bob := dial("bob")
+	defer bob.Close()
+	if got := node(bob); got == home {
+		t.Fatalf("bob landed on alice's node %s while she is connected", got)
+	}
+	s, _ := bob.NewSession()
+	defer s.Close()
+	if err := s.Run("exit 4"); err == nil || !isExit(err, 4) {
+		t.Fatalf("exit 4 through the demo: %T %v", err, err)
+	}
+}
+
+func isExit(err error, code int) bool {
+	ee, ok := err.(*ssh.ExitError)
+	return ok && ee.ExitStatus() == code
+}

@@ -1,0 +1,203 @@
+package sshgw
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// testNode is an in-process SSH node that trusts the gateway CA. Its
+// commands: "exit N" (exit at once with N), "out N" (N bytes on stdout and
+// "err" on stderr), "cat" (echo stdin).
+func testNode(t *testing.T, ca ssh.PublicKey) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &gliderssh.Server{
+		Handler: func(s gliderssh.Session) {
+			f := strings.Fields(s.RawCommand())
+			switch {
+			case len(f) == 2 && f[0] == "exit":
+				n, _ := strconv.Atoi(f[1])
+				_ = s.Exit(n)
+			case len(f) == 2 && f[0] == "out":
+				n, _ := strconv.Atoi(f[1])
+				_, _ = s.Write(bytes.Repeat([]byte("x"), n))
+				_, _ = io.WriteString(s.Stderr(), "err")
+				_ = s.Exit(0)
+			case len(f) == 1 && f[0] == "cat":
+				_, _ = io.Copy(s, s)
+				_ = s.Exit(0)
+			default:
+				_ = s.Exit(127)
+			}
+		},
+		PublicKeyHandler: func(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
+			cert, ok := key.(*ssh.Certificate)
+			return ok && bytes.Equal(cert.SignatureKey.Marshal(), ca.Marshal()) &&
+				(&ssh.CertChecker{}).CheckCert(ctx.User(), cert) == nil
+		},
+	}
+	hk, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "node_key"), "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AddHostKey(hk)
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// testGateway runs a gateway in front of one test node; alice's key is
+// authorized. It returns the gateway address and alice's signer.
+func testGateway(t *testing.T) (string, ssh.Signer) {
+	t.Helper()
+	dir := t.TempDir()
+	keys, err := LoadKeys(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeAddr := testNode(t, keys.CA.PublicKey())
+	bal := balancer.New(balancer.Config{}, balancer.Options{})
+	bal.SetNodes([]balancer.Node{{Name: "n1", SSH: nodeAddr}})
+	bal.SetHealth("n1", true, "")
+
+	userKey, err := LoadOrCreateKey(filepath.Join(dir, "alice_key"), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDir := filepath.Join(dir, "keys")
+	writeFile(t, filepath.Join(keyDir, "alice"), ssh.MarshalAuthorizedKey(userKey.PublicKey()))
+	srv, err := New(Config{AuthorizedKeys: KeysTemplate(keyDir + "/{user}")}, keys, bal, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; err != ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return ln.Addr().String(), userKey
+}
+
+func dialAs(t *testing.T, addr, user string, signer ssh.Signer) *ssh.Client {
+	t.Helper()
+	c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+		User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("dial as %s: %v", user, err)
+	}
+	return c
+}
+
+// TestRelayReplyBeforeClose: a command that ends at once must still give
+// the client its exec reply, then its exit status — over and over, since a
+// wrong order shows only sometimes.
+func TestRelayReplyBeforeClose(t *testing.T) {
+	addr, key := testGateway(t)
+	c := dialAs(t, addr, "alice", key)
+	defer c.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := c.NewSession()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			code := i % 256
+			err = s.Run(fmt.Sprintf("exit %d", code))
+			if ee, ok := err.(*ssh.ExitError); code == 0 && err != nil || code != 0 && (!ok || ee.ExitStatus() != code) {
+				errs <- fmt.Errorf("exit %d: got %v", code, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestRelayStreams(t *testing.T) {
+	addr, key := testGateway(t)
+	c := dialAs(t, addr, "alice", key)
+	defer c.Close()
+
+	s, _ := c.NewSession()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr = &out, &errb
+	if err := s.Run("out 3000000"); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 3000000 || errb.String() != "err" {
+		t.Fatalf("stdout %d bytes, stderr %q; want 3000000 and \"err\"", out.Len(), errb.String())
+	}
+
+	s, _ = c.NewSession()
+	s.Stdin = strings.NewReader("echoed through\n")
+	got, err := s.Output("cat")
+	if err != nil || string(got) != "echoed through\n" {
+		t.Fatalf("cat: %q, %v", got, err)
+	}
+}
+
+func TestRefusedKeyAndUnknownUser(t *testing.T) {
+	addr, _ := testGateway(t)
+	other, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "k"), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"alice", "nobody", "../etc"} {
+		var banners []string
+		_, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+			User: user,
+			Auth: []ssh.AuthMethod{ssh.PublicKeys(other), ssh.KeyboardInteractive(func(string, string, []string, []bool) ([]string, error) {
+				return nil, nil
+			})},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			BannerCallback:  func(m string) error { banners = append(banners, m); return nil },
+		})
+		if err == nil {
+			t.Fatalf("%s logged in with an unauthorized key", user)
+		}
+		if len(banners) != 1 || !strings.Contains(banners[0], "none of the keys you offered is authorized for") {
+			t.Fatalf("%s: banners %q", user, banners)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := mkdirWrite(path, data); err != nil {
+		t.Fatal(err)
+	}
+}
