@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // clock is a hand-set time source.
@@ -381,3 +383,5 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("%d sessions left", n)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 func runCmd(args ...string) (int, string, string) {
@@ -53,3 +55,5 @@ func TestCAPubkey(t *testing.T) {
 		t.Fatalf("state_dir: %v %v, want mode 0700", err, st.Mode().Perm())
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
