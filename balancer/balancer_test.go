@@ -240,6 +240,26 @@ func TestRules(t *testing.T) {
 				t.Fatalf("Sessions() has %d entries after release", got)
 			}
 		}},
+		{"avoid: a node the front end could not reach is skipped, and its user moved", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			if b.UserSessions("alice") != 1 {
+				t.Fatalf("UserSessions = %d, want 1", b.UserSessions("alice"))
+			}
+			l, err := b.Acquire("alice", SSH, "", a.Node().Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Node().Name == a.Node().Name || l.Repinned() != a.Node().Name {
+				t.Fatalf("avoiding %s: got %s, repinned %q", a.Node().Name, l.Node().Name, l.Repinned())
+			}
+			n, err := b.Acquire("bob", SSH, "", "n1", "n2")
+			if err != nil || n.Node().Name != "n3" {
+				t.Fatalf("bob avoiding n1, n2: %v %v", n, err)
+			}
+			if _, err := b.Acquire("carol", SSH, "", "n1", "n2", "n3"); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("all avoided: %v", err)
+			}
+		}},
 		{"drain of an unknown node is an error", func(t *testing.T, b *Balancer, c *clock) {
 			if err := b.Drain("nope"); !errors.Is(err, ErrUnknownNode) {
 				t.Fatalf("Drain(nope) = %v, want ErrUnknownNode", err)

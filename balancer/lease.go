@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,8 +38,11 @@ func (l *Lease) Repinned() string { return l.repinned }
 
 // Acquire chooses a node for the user's new session following the routing
 // rules and takes a lease on it. client is the peer address, kept for ops.
-// It returns ErrNoNode when no node can take the session.
-func (b *Balancer) Acquire(user string, proto Protocol, client string) (*Lease, error) {
+// Nodes named in avoid are not chosen: a front end that could not connect
+// to a node retries with it avoided, and a user pinned there is moved (the
+// lease's Repinned names the node). It returns ErrNoNode when no node can
+// take the session.
+func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...string) (*Lease, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
@@ -49,8 +53,15 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string) (*Lease, 
 		b.users[user] = u
 	}
 	created := false
+	if u.node != nil && slices.Contains(avoid, u.node.Name) && b.pinValidLocked(u, now) {
+		if u.lost == "" {
+			u.lost = u.node.Name
+		}
+		delete(u.node.pinned, u.name)
+		u.node = nil
+	}
 	if !b.pinValidLocked(u, now) {
-		n := b.leastLoadedLocked()
+		n := b.leastLoadedLocked(avoid)
 		if n == nil {
 			if u.live == 0 && u.node == nil && u.lost == "" {
 				delete(b.users, user)
@@ -75,6 +86,16 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string) (*Lease, 
 	b.refreshLocked(l.node)
 	b.leases[l.id] = l
 	return l, nil
+}
+
+// UserSessions counts the user's live sessions, on any node.
+func (b *Balancer) UserSessions(user string) int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if u := b.users[user]; u != nil {
+		return u.live
+	}
+	return 0
 }
 
 func (b *Balancer) pinLocked(u *userState, n *node) {

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -14,7 +15,7 @@ func (b *Balancer) Pick(user string) (Node, error) {
 	if u := b.users[user]; u != nil && b.pinValidLocked(u, time.Time{}) {
 		return u.node.Node, nil
 	}
-	n := b.leastLoadedLocked()
+	n := b.leastLoadedLocked(nil)
 	if n == nil {
 		return Node{}, ErrNoNode
 	}
@@ -38,16 +39,20 @@ func (b *Balancer) pinValidLocked(u *userState, now time.Time) bool {
 }
 
 // leastLoadedLocked returns the least-loaded node that is up, not draining
-// and not full, breaking ties uniformly at random (rule 3), or nil.
+// and not full and not named in avoid, breaking ties uniformly at random
+// (rule 3), or nil.
 //
 // It scans b.loads, a dense copy of each node's weighted load (+Inf where
 // the node may take no new user) kept current by refreshLocked: the first
 // pass finds the least load and counts the nodes that have it, one random
 // draw selects among them in a second pass. A draw per tie, or a walk over
 // the node structs, costs several times more on a large, quiet pool.
-func (b *Balancer) leastLoadedLocked() *node {
+func (b *Balancer) leastLoadedLocked(avoid []string) *node {
 	best, ties := math.Inf(1), 0
-	for _, load := range b.loads {
+	for i, load := range b.loads {
+		if len(avoid) > 0 && slices.Contains(avoid, b.order[i].Name) {
+			continue
+		}
 		switch {
 		case load < best:
 			best, ties = load, 1
@@ -63,7 +68,7 @@ func (b *Balancer) leastLoadedLocked() *node {
 		k = b.rand(ties)
 	}
 	for i, load := range b.loads {
-		if load == best {
+		if load == best && (len(avoid) == 0 || !slices.Contains(avoid, b.order[i].Name)) {
 			if k == 0 {
 				return b.order[i]
 			}

@@ -28,6 +28,44 @@ type Config struct {
 	// MaxAuthTries is how many failed authentication attempts a
 	// connection may make. Default 6 (as sshd).
 	MaxAuthTries int `yaml:"max_auth_tries"`
+	// MaxUnauthenticated caps connections that have not finished logging
+	// in; more are closed at once. Default 256.
+	MaxUnauthenticated int `yaml:"max_unauthenticated"`
+	// KeepaliveInterval is how long a connection may be silent before the
+	// gateway sends a keepalive on both legs (the user's and the node's),
+	// keeping middleboxes' idle timers from cutting it. 0 takes the
+	// default 60s; a negative value turns keepalives off.
+	KeepaliveInterval time.Duration `yaml:"keepalive_interval"`
+	// KeepaliveCountMax is how many keepalives in a row may go unanswered
+	// before that leg is taken as dead and the connection closed.
+	// Default 3.
+	KeepaliveCountMax int `yaml:"keepalive_count_max"`
+	// IdleTimeout closes connections that relayed no data for this long.
+	// 0 (default) means never.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxSessionsPerUser caps one user's simultaneous SSH connections.
+	// 0 (default) means no limit.
+	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
+	// AuthBackoff slows down clients that keep failing to log in.
+	AuthBackoff BackoffConfig `yaml:"auth_backoff"`
+}
+
+// BackoffConfig is the YAML section "ssh.auth_backoff".
+type BackoffConfig struct {
+	// After is how many failed attempts a client address may make before
+	// its failures are answered with a delay. Default 5.
+	After int `yaml:"after"`
+	// Delay is the first delay; each further failure doubles it.
+	// Default 500ms.
+	Delay time.Duration `yaml:"delay"`
+	// MaxDelay caps the delay. Default 10s.
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// Forget is how long after its last failure an address starts afresh.
+	// Default 15m.
+	Forget time.Duration `yaml:"forget"`
+	// Allow lists networks (CIDR, e.g. 10.0.0.0/8) never slowed down, such
+	// as an office NAT whose many users share one address.
+	Allow []string `yaml:"allow"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -46,6 +84,28 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxAuthTries == 0 {
 		c.MaxAuthTries = 6
+	}
+	if c.MaxUnauthenticated == 0 {
+		c.MaxUnauthenticated = 256
+	}
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = 60 * time.Second
+	}
+	if c.KeepaliveCountMax == 0 {
+		c.KeepaliveCountMax = 3
+	}
+	b := &c.AuthBackoff
+	if b.After == 0 {
+		b.After = 5
+	}
+	if b.Delay == 0 {
+		b.Delay = 500 * time.Millisecond
+	}
+	if b.MaxDelay == 0 {
+		b.MaxDelay = 10 * time.Second
+	}
+	if b.Forget == 0 {
+		b.Forget = 15 * time.Minute
 	}
 	return c
 }
@@ -70,8 +130,36 @@ func (c Config) Validate() error {
 	if c.UpstreamTimeout < 0 {
 		return fmt.Errorf("upstream_timeout: must be positive, got %s", c.UpstreamTimeout)
 	}
-	if c.MaxAuthTries < 0 {
-		return fmt.Errorf("max_auth_tries: must be 1 or more, got %d", c.MaxAuthTries)
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"max_auth_tries", c.MaxAuthTries}, {"max_unauthenticated", c.MaxUnauthenticated},
+		{"keepalive_count_max", c.KeepaliveCountMax}, {"max_sessions_per_user", c.MaxSessionsPerUser},
+		{"auth_backoff.after", c.AuthBackoff.After},
+	} {
+		if v.n < 0 {
+			return fmt.Errorf("%s: must not be negative, got %d", v.key, v.n)
+		}
+	}
+	for _, v := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"idle_timeout", c.IdleTimeout}, {"auth_backoff.delay", c.AuthBackoff.Delay},
+		{"auth_backoff.max_delay", c.AuthBackoff.MaxDelay}, {"auth_backoff.forget", c.AuthBackoff.Forget},
+	} {
+		if v.d < 0 {
+			return fmt.Errorf("%s: must not be negative, got %s", v.key, v.d)
+		}
+	}
+	if c.KeepaliveInterval > 0 && c.KeepaliveInterval < 10*time.Millisecond {
+		return fmt.Errorf("keepalive_interval: %s is too short (at least 10ms)", c.KeepaliveInterval)
+	}
+	for i, cidr := range c.AuthBackoff.Allow {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return fmt.Errorf("auth_backoff.allow[%d]: %q is not a network in CIDR form (e.g. 10.0.0.0/8)", i, cidr)
+		}
 	}
 	return nil
 }

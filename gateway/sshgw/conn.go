@@ -19,10 +19,11 @@ import (
 const (
 	msgNoKey       = "poolgate: none of the keys you offered is authorized for %s on this pool.\n"
 	msgNoNode      = "poolgate: no node in the pool can take your session right now (all are down, draining or full). Please try again in a few minutes.\n"
-	msgNodeDown    = "poolgate: could not reach node %s; please try again.\n"
+	msgNodeDown    = "poolgate: could not reach node %s, and no other node can take your session; please try again in a few minutes.\n"
 	msgNodeRefused = "poolgate: node %s refused the login for %s; ask your administrator to check that the node knows this user and trusts the gateway's CA.\n"
 	msgRepinned    = "poolgate: node %s, where your sessions ran, is no longer available; you are now on node %s.\n"
 	msgNodeKey     = "poolgate: node %s failed the gateway's host key check, so the login was stopped; please tell your administrator.\n"
+	msgTooMany     = "poolgate: you already have %d connections open, the most allowed per user; close one and try again.\n"
 )
 
 // restrictionsKey is the Permissions.ExtraData key under which
@@ -57,7 +58,9 @@ func (s *Server) handle(nc net.Conn) {
 	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
 	c.log = s.log.With(zap.String("client", c.client))
 	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
+	s.unauth.Add(1)
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, c.serverConfig())
+	s.unauth.Add(-1)
 	if err != nil {
 		if c.up != nil { // authenticated, then the connection failed
 			c.up.conn.Close()
@@ -186,49 +189,69 @@ func (c *clientConn) password(meta ssh.ConnMetadata, password []byte) (*ssh.Perm
 // the node being unreachable.
 var errNodeRefused = errors.New("node refused the login")
 
+// maxNodeTries is how many nodes one login tries when nodes cannot be
+// reached (the health checks have not noticed yet).
+const maxNodeTries = 3
+
 // login takes a lease for user, logs in to the leased node with the auth
 // methods (extra first, then the one auth builds), and keeps the upstream
-// for the relay. Failures come back as errors that carry the user's banner.
+// for the relay. A node that cannot be reached is avoided and the next one
+// tried; a node that refuses the credentials or fails its host-key check
+// ends the attempt. Failures come back as errors carrying the user's banner.
 func (c *clientConn) login(user string, auth func() (ssh.AuthMethod, error), extra ...ssh.AuthMethod) error {
-	lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client)
-	if errors.Is(err, balancer.ErrNoNode) {
-		c.log.Info("ssh login refused: no node available", zap.String("user", user))
-		return &ssh.BannerError{Err: err, Message: msgNoNode}
+	if max := c.s.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
+		c.log.Info("ssh login refused: session limit", zap.String("user", user), zap.Int("limit", max))
+		return &ssh.BannerError{Err: errors.New("session limit reached"), Message: fmt.Sprintf(msgTooMany, max)}
 	}
-	if err != nil {
-		return err
-	}
-	node := lease.Node()
-	log := c.log.With(zap.String("user", user), zap.String("node", node.Name))
-	method, err := auth()
-	if err != nil {
+	var avoid []string
+	for {
+		lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
+		if errors.Is(err, balancer.ErrNoNode) {
+			c.log.Info("ssh login refused: no node available", zap.String("user", user), zap.Strings("unreachable", avoid))
+			if len(avoid) > 0 {
+				return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
+			}
+			return &ssh.BannerError{Err: err, Message: msgNoNode}
+		}
+		if err != nil {
+			return err
+		}
+		node := lease.Node()
+		log := c.log.With(zap.String("user", user), zap.String("node", node.Name))
+		method, err := auth()
+		if err != nil {
+			lease.Abort()
+			log.Error("preparing node login", zap.Error(err))
+			return err
+		}
+		up, err := c.dialNode(user, node, append(extra, method))
+		if err == nil {
+			up.lease = lease
+			if prev := lease.Repinned(); prev != "" {
+				c.banner(fmt.Sprintf(msgRepinned, prev, node.Name))
+			}
+			c.up = up
+			return nil
+		}
 		lease.Abort()
-		log.Error("preparing node login", zap.Error(err))
-		return err
-	}
-	up, err := c.dialNode(user, node, append(extra, method))
-	if err != nil {
-		lease.Abort()
-		if errors.Is(err, errNodeRefused) {
+		switch {
+		case errors.Is(err, errNodeRefused):
 			log.Info("node refused the login", zap.Error(err))
-			if len(extra) > 0 { // password: the node's verdict, the client retries
+			if len(extra) > 0 { // password: the node's verdict; the client may retry
 				return err
 			}
 			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeRefused, node.Name, safeUser(user))}
-		}
-		if errors.Is(err, ErrHostKeyChanged) {
+		case errors.Is(err, ErrHostKeyChanged):
 			log.Error("node host key changed; login refused", zap.Error(err))
 			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeKey, node.Name)}
 		}
-		log.Error("node login failed", zap.Error(err))
-		return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, node.Name)}
+		avoid = append(avoid, node.Name)
+		if len(avoid) >= maxNodeTries {
+			log.Error("node login failed; giving up", zap.Error(err), zap.Strings("tried", avoid))
+			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
+		}
+		log.Warn("node login failed; trying another node", zap.Error(err))
 	}
-	up.lease = lease
-	if prev := lease.Repinned(); prev != "" {
-		c.banner(fmt.Sprintf(msgRepinned, prev, node.Name))
-	}
-	c.up = up
-	return nil
 }
 
 // dialNode connects and logs in to node as user.
@@ -265,6 +288,14 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
 	if err == nil || method == "none" {
 		return
+	}
+	// Passwords are what gets guessed; unmatched key offers are routine
+	// (an agent offers every key it holds) and are not counted.
+	if method == "password" || method == "keyboard-interactive" {
+		if d := c.s.backoff.failed(ipOf(meta.RemoteAddr())); d > 0 {
+			c.log.Debug("slowing down repeated login failures", zap.Duration("delay", d))
+			time.Sleep(d)
+		}
 	}
 	if ce := c.log.Check(zap.DebugLevel, "ssh auth attempt failed"); ce != nil {
 		ce.Write(zap.String("user", safeUser(meta.User())), zap.String("method", method), zap.Error(err))

@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,22 +20,28 @@ var ErrServerClosed = errors.New("sshgw: server closed")
 
 // Balancer is what the gateway needs from the balancer.
 type Balancer interface {
-	Acquire(user string, proto balancer.Protocol, client string) (*balancer.Lease, error)
+	// Acquire picks a node for the user, never one named in avoid.
+	Acquire(user string, proto balancer.Protocol, client string, avoid ...string) (*balancer.Lease, error)
+	// UserSessions counts the user's live sessions.
+	UserSessions(user string) int
 }
 
 // Server is the SSH gateway. Create it with New.
 type Server struct {
-	cfg  Config
-	keys *Keys
-	bal  Balancer
-	log  *zap.Logger
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	now  func() time.Time
+	cfg     Config
+	keys    *Keys
+	bal     Balancer
+	log     *zap.Logger
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	now     func() time.Time
+	backoff *backoff
+	unauth  atomic.Int64 // connections not yet past authentication
 
-	// mu protects listeners, conns and closed.
+	// mu protects listeners, conns, sessions and closed.
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
+	sessions  map[*session]struct{}
 	closed    bool
 	wg        sync.WaitGroup // one per Serve loop and per connection
 }
@@ -55,8 +62,10 @@ func New(cfg Config, keys *Keys, bal Balancer, log *zap.Logger) (*Server, error)
 	return &Server{
 		cfg: cfg, keys: keys, bal: bal, log: log,
 		dial: d.DialContext, now: time.Now,
+		backoff:   newBackoff(cfg.AuthBackoff, time.Now),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
+		sessions:  map[*session]struct{}{},
 	}, nil
 }
 
@@ -96,6 +105,16 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accepting ssh connections: %w", err)
 		}
 		backoff = 0
+		if s.unauth.Load() >= int64(s.cfg.MaxUnauthenticated) {
+			s.log.Info("connection refused: too many unauthenticated connections",
+				zap.String("client", nc.RemoteAddr().String()), zap.Int("limit", s.cfg.MaxUnauthenticated))
+			// Lines before the version string are allowed (RFC 4253 §4.2);
+			// ssh -v shows this one.
+			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = nc.Write([]byte("poolgate: too many connections are logging in at once; please try again in a moment.\r\n"))
+			nc.Close()
+			continue
+		}
 		if !s.track(nc) {
 			nc.Close()
 			return ErrServerClosed
@@ -130,6 +149,37 @@ func (s *Server) untrack(nc net.Conn) {
 	s.mu.Unlock()
 }
 
+// addSession registers an authenticated session for shutdown notices; it
+// reports false once the server is shutting down.
+func (s *Server) addSession(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.sessions[ss] = struct{}{}
+	return true
+}
+
+func (s *Server) removeSession(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+}
+
+// noticeAll tells every user with an open session msg.
+func (s *Server) noticeAll(msg string) {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.notice(msg)
+	}
+}
+
 // closeListeners stops accepting.
 func (s *Server) closeListeners() {
 	s.mu.Lock()
@@ -141,17 +191,24 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// Shutdown stops accepting connections and waits for the open ones to end
-// until ctx is done; then it closes them. It returns ctx's error if it had
-// to cut connections.
+// Shutdown stops accepting connections, tells users with open sessions
+// that the gateway is stopping and by when, and waits for the sessions to
+// end until ctx is done; then it closes them. It returns ctx's error if it
+// had to cut connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
+	when := "shortly"
+	if dl, ok := ctx.Deadline(); ok {
+		when = "in " + time.Until(dl).Round(time.Second).String()
+	}
+	s.noticeAll("poolgate: the gateway is shutting down; this connection will be closed " + when + ". Reconnect then to continue.\n")
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		s.noticeAll("poolgate: the gateway is shutting down now.\n")
 		s.closeConns()
 		<-done
 		return ctx.Err()

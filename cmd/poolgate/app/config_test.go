@@ -56,7 +56,8 @@ discovery:
 
 func TestParseConfigErrors(t *testing.T) {
 	for _, tt := range []struct{ doc, want string }{
-		{"ssh:\n  lisen: x\n" + minimal, "p.yaml:2: ssh.lisen: unknown key (known here: authorized_keys, listen,"},
+		{"ssh:\n  lisen: x\n" + minimal, "p.yaml:2: ssh.lisen: unknown key (known here: "},
+		{"ssh:\n  lisen: x\n" + minimal, " listen, "},
 		{"http:\n  listen: x\n" + minimal, "p.yaml:1: http: unknown key"},
 		{"health:\n  interval: 5x\n" + minimal, `p.yaml:2: health.interval: "5x" is not a duration`},
 		{"health:\n  interval: 30\n" + minimal, `p.yaml:2: health.interval: "30" is not a duration`},
