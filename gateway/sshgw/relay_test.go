@@ -66,24 +66,52 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 // testGateway runs a gateway in front of one test node; alice's key is
 // authorized. It returns the gateway address and alice's signer.
 func testGateway(t *testing.T) (string, ssh.Signer) {
+	g := newTestGW(t, nil)
+	return g.addr, g.userKey
+}
+
+type testGW struct {
+	addr    string
+	userKey ssh.Signer
+	keys    *Keys
+	bal     *balancer.Balancer
+	srv     *Server
+}
+
+// newTestGW runs a gateway with cfg adjusted by adjust, in front of the
+// nodes that nodes starts (given the gateway CA), or one testNode.
+func newTestGW(t *testing.T, adjust func(*Config), nodes ...func(ca ssh.PublicKey) string) *testGW {
 	t.Helper()
 	dir := t.TempDir()
 	keys, err := LoadKeys(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeAddr := testNode(t, keys.CA.PublicKey())
+	if len(nodes) == 0 {
+		nodes = append(nodes, func(ca ssh.PublicKey) string { return testNode(t, ca) })
+	}
 	bal := balancer.New(balancer.Config{}, balancer.Options{})
-	bal.SetNodes([]balancer.Node{{Name: "n1", SSH: nodeAddr}})
-	bal.SetHealth("n1", true, "")
-
+	var set []balancer.Node
+	for i, start := range nodes {
+		set = append(set, balancer.Node{Name: fmt.Sprintf("n%d", i+1), SSH: start(keys.CA.PublicKey())})
+	}
+	bal.SetNodes(set)
+	for _, n := range set {
+		bal.SetHealth(n.Name, true, "")
+	}
 	userKey, err := LoadOrCreateKey(filepath.Join(dir, "alice_key"), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	keyDir := filepath.Join(dir, "keys")
-	writeFile(t, filepath.Join(keyDir, "alice"), ssh.MarshalAuthorizedKey(userKey.PublicKey()))
-	srv, err := New(Config{AuthorizedKeys: KeysTemplate(keyDir + "/{user}")}, keys, bal, nil)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		writeFile(t, filepath.Join(keyDir, u), ssh.MarshalAuthorizedKey(userKey.PublicKey()))
+	}
+	cfg := Config{AuthorizedKeys: KeysTemplate(keyDir + "/{user}")}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	srv, err := New(cfg, keys, bal, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +127,7 @@ func testGateway(t *testing.T) (string, ssh.Signer) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return ln.Addr().String(), userKey
+	return &testGW{addr: ln.Addr().String(), userKey: userKey, keys: keys, bal: bal, srv: srv}
 }
 
 func dialAs(t *testing.T, addr, user string, signer ssh.Signer) *ssh.Client {
