@@ -93,6 +93,8 @@ func run(t *testing.T, name string, args ...string) string {
 type node struct {
 	name, addr, dir string
 	cfgPath         string
+	gwAddr          string     // where the gateway reaches it: addr, or its middlebox
+	box             *middlebox // between gateway and node, when the pool has them
 	cmd             *exec.Cmd
 	done            chan struct{}
 }
@@ -100,6 +102,7 @@ type node struct {
 func startNode(t *testing.T, name, ip, caFile string) *node {
 	t.Helper()
 	n := &node{name: name, addr: net.JoinHostPort(ip, "2222"), dir: filepath.Join(t.TempDir())}
+	n.gwAddr = n.addr
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +117,12 @@ KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin no
 SetEnv DSVM_NODE=%s
+AcceptEnv POOLGATE_*
 Subsystem sftp internal-sftp
 AllowTcpForwarding yes
+AllowAgentForwarding yes
+X11Forwarding yes
+X11UseLocalhost yes
 PrintMotd no
 PrintLastLog no
 StrictModes no
@@ -269,6 +276,7 @@ func orphans() []int {
 type pool struct {
 	t       *testing.T
 	dir     string
+	entry   string // where clients connect: the gateway, or its middlebox
 	gw      *app.Gateway
 	nodes   []*node
 	key     string // client private key, authorized for every test user
@@ -278,7 +286,13 @@ type pool struct {
 }
 
 type poolOptions struct {
-	nodes      int // default 3
+	nodes int // default 3
+	// nodeBoxes puts a middlebox between the gateway and each node, dropping
+	// connections idle for nodeIdle (0: never); clientIdle > 0 puts one
+	// before the gateway.
+	nodeBoxes  bool
+	nodeIdle   time.Duration
+	clientIdle time.Duration
 	cfg        func(*app.Config)
 	extraNodes []discovery.StaticNode // nodes in the config with no sshd
 }
@@ -323,8 +337,12 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 	var static []discovery.StaticNode
 	for i := 0; i < opts.nodes; i++ {
 		n := startNode(t, fmt.Sprintf("node-%d", i+1), fmt.Sprintf("127.0.0.%d", i+2), caFile)
+		if opts.nodeBoxes {
+			n.box = newMiddlebox(t, fmt.Sprintf("127.0.0.%d:2223", i+2), n.addr, opts.nodeIdle)
+			n.gwAddr = n.box.addr()
+		}
 		p.nodes = append(p.nodes, n)
-		static = append(static, discovery.StaticNode{Name: n.name, SSH: n.addr})
+		static = append(static, discovery.StaticNode{Name: n.name, SSH: n.gwAddr})
 	}
 	static = append(static, opts.extraNodes...)
 
@@ -344,6 +362,10 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 		t.Fatal(err)
 	}
 	p.gw = gw
+	p.entry = gw.SSHAddr()
+	if opts.clientIdle > 0 {
+		p.entry = newMiddlebox(t, "127.0.0.1:0", gw.SSHAddr(), opts.clientIdle).addr()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.done = make(chan error, 1)
@@ -388,7 +410,7 @@ func (p *pool) waitFor(what string, cond func() bool) {
 // sshArgs are the client options every test uses: no user config, this
 // test's key only, a throw-away known_hosts.
 func (p *pool) sshArgs(portFlag string) []string {
-	_, port, _ := net.SplitHostPort(p.gw.SSHAddr())
+	_, port, _ := net.SplitHostPort(p.entry)
 	return []string{
 		"-F", "/dev/null", portFlag, port,
 		"-i", p.key, "-o", "IdentitiesOnly=yes",
