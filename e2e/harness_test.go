@@ -460,9 +460,23 @@ func (p *pool) runClient(name string, args []string, stdin io.Reader) (string, s
 type held struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
+	out   *bufio.Reader // the session's stdout after the node line
 	node  string
-	errb  bytes.Buffer
+	errb  syncBuffer
 }
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // hold opens a session for user that prints its node and then waits on
 // stdin; it returns once the node name has arrived.
@@ -484,13 +498,27 @@ func (p *pool) hold(user string) *held {
 		p.t.Fatal(err)
 	}
 	p.t.Cleanup(h.close)
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	h.out = bufio.NewReader(stdout)
+	line, err := h.out.ReadString('\n')
 	if err != nil {
 		h.close()
 		p.t.Fatalf("session of %s printed no node: %v; stderr: %s", user, err, h.errb.String())
 	}
 	h.node = strings.TrimSpace(line)
 	return h
+}
+
+// wait waits for the session to end by itself, up to d.
+func (h *held) wait(d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- h.cmd.Wait() }()
+	select {
+	case err := <-done:
+		h.stdin = nil
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("session still open after %s", d)
+	}
 }
 
 // close ends the session by closing its stdin, as a user ending cat would.

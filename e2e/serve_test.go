@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -161,15 +162,38 @@ discovery:
 		t.Fatalf("alice on %q, bob on %q: want two different nodes", alice, bob)
 	}
 
-	// SIGTERM: the gateway stops and exits 0 within its shutdown timeout.
+	// SIGTERM with a session open: the user is told, and the gateway exits
+	// 0 within its shutdown_timeout (3s), closing the session.
+	var heldErr syncBuffer
+	held := exec.Command("ssh", "-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile="+filepath.Join(dir, "known_hosts"),
+		"alice@127.0.0.1", "echo ready; exec cat")
+	held.Stderr = &heldErr
+	heldIn, _ := held.StdinPipe()
+	heldOut, _ := held.StdoutPipe()
+	if err := held.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer heldIn.Close()
+	if line, err := readLine(bufio.NewReader(heldOut), 10*time.Second); err != nil || line != "ready\n" {
+		t.Fatalf("held session: %q %v; stderr %q", line, err, heldErr.String())
+	}
+	signalled := time.Now()
 	srv.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
 		if err != nil {
 			t.Fatalf("poolgate serve after SIGTERM: %v; log:\n%s", err, logs.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("poolgate serve still running 10s after SIGTERM")
+		if took := time.Since(signalled); took > 5*time.Second {
+			t.Errorf("exited %s after SIGTERM; shutdown_timeout is 3s", took)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("poolgate serve still running 15s after SIGTERM")
+	}
+	_ = held.Wait()
+	if want := "poolgate: the gateway is shutting down; this connection will be closed in 3s"; !strings.Contains(heldErr.String(), want) {
+		t.Errorf("held session's stderr %q lacks %q", heldErr.String(), want)
 	}
 	for _, want := range []string{`"msg":"poolgate started"`, `"msg":"ssh session started"`, `"user":"alice"`, `"msg":"shutting down"`} {
 		if !strings.Contains(logs.String(), want) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,6 +52,23 @@ type upstream struct {
 	conn  ssh.Conn
 	chans <-chan ssh.NewChannel
 	reqs  <-chan *ssh.Request
+	// broken is set when reading from the node's TCP connection fails,
+	// before x/crypto ends the channels with what looks like a clean EOF.
+	broken atomic.Bool
+}
+
+// watchedConn records a failed read on the upstream connection.
+type watchedConn struct {
+	net.Conn
+	broken *atomic.Bool
+}
+
+func (w watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.broken.Store(true)
+	}
+	return n, err
 }
 
 func (s *Server) handle(nc net.Conn) {
@@ -273,7 +291,8 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		// The node's own banner (a legal notice, say) reaches the user.
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}
-	conn, chans, reqs, err := ssh.NewClientConn(nc, node.SSH, cfg)
+	up := &upstream{}
+	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{nc, &up.broken}, node.SSH, cfg)
 	if err != nil {
 		nc.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {
@@ -282,7 +301,8 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		return nil, fmt.Errorf("logging in to %s: %w", node.SSH, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return &upstream{conn: conn, chans: chans, reqs: reqs}, nil
+	up.conn, up.chans, up.reqs = conn, chans, reqs
+	return up, nil
 }
 
 func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {

@@ -37,12 +37,16 @@ type session struct {
 	lastActive       atomic.Int64 // unix nanoseconds of the last data relayed
 	endReason        atomic.Pointer[string]
 
-	mu     sync.Mutex           // protects shells and closed
-	shells map[ssh.Channel]bool // client-side session channels, for notices
-	closed bool
+	mu     sync.Mutex             // protects shells and each shell's eof
+	shells map[ssh.Channel]*shell // client-side session channels, for notices
 
-	wg sync.WaitGroup // every goroutine of this session
+	wg    sync.WaitGroup // every goroutine of this session
+	pipes sync.WaitGroup // the channel pipes alone
 }
+
+// shell is a client-side session channel, where notices can be written
+// until EOF has been sent on it.
+type shell struct{ eof bool }
 
 // relay carries everything between the user's connection and the node's
 // until either side ends, then closes both and releases the lease.
@@ -50,7 +54,7 @@ func (c *clientConn) relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel
 	up := c.up
 	defer up.lease.Release()
 	s := &session{
-		c: c, down: down, up: up, shells: map[ssh.Channel]bool{},
+		c: c, down: down, up: up, shells: map[ssh.Channel]*shell{},
 		log: c.log.With(zap.String("user", down.User()), zap.String("node", up.lease.Node().Name), zap.Uint64("session_id", up.lease.ID())),
 	}
 	s.exitStatus.Store(-1)
@@ -76,7 +80,9 @@ func (c *clientConn) relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel
 		defer s.wg.Done()
 		s.forwardChannels(up.chans, down, false)
 		if s.end("node connection lost") {
-			s.notice("poolgate: the connection to node " + up.lease.Node().Name + " was lost.\n")
+			// Let the pipes tell open session channels and close them
+			// cleanly (see shellEOF) before the connection goes.
+			waitTimeout(&s.pipes, 5*time.Second)
 		}
 		down.Close()
 	}()
@@ -116,13 +122,33 @@ func (s *session) close(reason, msg string) {
 }
 
 // notice writes msg to the stderr of the user's open session channels
-// (their terminal, or the stderr of a remote command).
+// (their terminal, or the stderr of a remote command) that have not had
+// EOF: data after EOF is a protocol error that makes OpenSSH disconnect.
 func (s *session) notice(msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ch := range s.shells {
-		_, _ = ch.Stderr().Write([]byte(msg))
+	for ch, sh := range s.shells {
+		if !sh.eof {
+			_, _ = ch.Stderr().Write([]byte(msg))
+		}
 	}
+}
+
+// shellEOF passes the node's EOF to a session channel. If the node's
+// connection failed (its channels end with an EOF the node never sent),
+// the user is told first.
+func (s *session) shellEOF(near ssh.Channel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.shells[near]
+	if sh == nil || sh.eof {
+		return
+	}
+	if s.up.broken.Load() {
+		_, _ = near.Stderr().Write([]byte("poolgate: the connection to node " + s.up.lease.Node().Name + " was lost.\n"))
+	}
+	sh.eof = true
+	_ = near.CloseWrite()
 }
 
 // startTimers arms the keepalive and idle-timeout checks. They run on a
@@ -184,6 +210,16 @@ func (s *session) startTimers() (stop func()) {
 		stopped = true
 		timer.Stop()
 		mu.Unlock()
+	}
+}
+
+// waitTimeout waits for wg, or until d has passed.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
 	}
 }
 
@@ -299,8 +335,10 @@ func (q *requestQueue) wait() { q.idle.Wait() }
 func (s *session) forwardChannels(in <-chan ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	for nc := range in {
 		s.wg.Add(1)
+		s.pipes.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.pipes.Done()
 			s.pipe(nc, out, fromClient)
 		}()
 	}
@@ -326,10 +364,10 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 		return
 	}
 	s.channels.Add(1)
-	shell := fromClient && nc.ChannelType() == "session"
-	if shell {
+	isShell := fromClient && nc.ChannelType() == "session"
+	if isShell {
 		s.mu.Lock()
-		s.shells[near] = true
+		s.shells[near] = &shell{}
 		s.mu.Unlock()
 		defer func() {
 			s.mu.Lock()
@@ -356,19 +394,23 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	// otherwise, and an unread stream only stalls its own channel.
 	farDone := make(chan struct{})
 	farStreams := int32(1)
-	if shell {
+	if isShell {
 		farStreams = 2
 	}
 	var farLeft atomic.Int32
 	farLeft.Store(farStreams)
 	farStreamDone := func() {
 		if farLeft.Add(-1) == 0 {
-			_ = near.CloseWrite()
+			if isShell {
+				s.shellEOF(near)
+			} else {
+				_ = near.CloseWrite()
+			}
 			close(farDone)
 		}
 	}
 	wg.Add(int(farStreams) + 2)
-	if shell {
+	if isShell {
 		go func() { defer wg.Done(); s.copy(near.Stderr(), far.Stderr(), farToNear); farStreamDone() }()
 	}
 	go func() { defer wg.Done(); s.copy(near, far, farToNear); farStreamDone() }()
