@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -146,7 +147,7 @@ func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms
 	r, _ := perms.ExtraData[restrictionsKey{}].(restrictions)
 	user := meta.User()
 	keyID := fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
-	err := c.login(user, func() (ssh.AuthMethod, error) {
+	err := c.login(meta, func() (ssh.AuthMethod, error) {
 		signer, err := signUserCert(c.s.keys.CA, user, keyID, r, c.s.now())
 		if err != nil {
 			return nil, err
@@ -186,7 +187,7 @@ func (c *clientConn) password(meta ssh.ConnMetadata, password []byte) (*ssh.Perm
 		return nil, err
 	}
 	pw := string(password)
-	err := c.login(user, func() (ssh.AuthMethod, error) {
+	err := c.login(meta, func() (ssh.AuthMethod, error) {
 		return ssh.RetryableAuthMethod(ssh.KeyboardInteractive(func(_, _ string, questions []string, echos []bool) ([]string, error) {
 			answers := make([]string, len(questions))
 			for i := range questions {
@@ -216,7 +217,8 @@ const maxNodeTries = 3
 // for the relay. A node that cannot be reached is avoided and the next one
 // tried; a node that refuses the credentials or fails its host-key check
 // ends the attempt. Failures come back as errors carrying the user's banner.
-func (c *clientConn) login(user string, auth func() (ssh.AuthMethod, error), extra ...ssh.AuthMethod) error {
+func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, error), extra ...ssh.AuthMethod) error {
+	user := meta.User()
 	if max := c.s.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
 		c.log.Info("ssh login refused: session limit", zap.String("user", user), zap.Int("limit", max))
 		return &ssh.BannerError{Err: errors.New("session limit reached"), Message: fmt.Sprintf(msgTooMany, max)}
@@ -242,7 +244,7 @@ func (c *clientConn) login(user string, auth func() (ssh.AuthMethod, error), ext
 			log.Error("preparing node login", zap.Error(err))
 			return err
 		}
-		up, err := c.dialNode(user, node, append(extra, method))
+		up, err := c.dialNode(user, node, append(extra, method), upstreamCiphers(meta))
 		if err == nil {
 			up.lease = lease
 			if prev := lease.Repinned(); prev != "" {
@@ -272,8 +274,31 @@ func (c *clientConn) login(user string, auth func() (ssh.AuthMethod, error), ext
 	}
 }
 
+// upstreamCiphers prefers, toward the node, the cipher the client chose
+// toward the gateway (x/crypto's defaults otherwise): the client knows
+// best what is fast on its side, and both legs then cost the gateway the
+// same. Without AES instructions a client picks chacha20-poly1305 itself.
+func upstreamCiphers(meta ssh.ConnMetadata) []string {
+	am, ok := meta.(ssh.AlgorithmsConnMetadata)
+	if !ok {
+		return nil
+	}
+	chosen := am.Algorithms().Read.Cipher
+	supported := ssh.SupportedAlgorithms().Ciphers
+	if chosen == "" || !slices.Contains(supported, chosen) {
+		return nil
+	}
+	out := []string{chosen}
+	for _, c := range supported {
+		if c != chosen {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // dialNode connects and logs in to node as user.
-func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMethod) (*upstream, error) {
+func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMethod, ciphers []string) (*upstream, error) {
 	timeout := c.s.cfg.UpstreamTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -288,6 +313,7 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		HostKeyCallback:   c.s.keys.Pins.Callback(node.Name),
 		HostKeyAlgorithms: c.s.keys.Pins.Algorithms(node.Name),
 		ClientVersion:     "SSH-2.0-poolgate",
+		Config:            ssh.Config{Ciphers: ciphers},
 		// The node's own banner (a legal notice, say) reaches the user.
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}

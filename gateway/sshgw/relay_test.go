@@ -39,6 +39,10 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 				_, _ = s.Write(bytes.Repeat([]byte("x"), n))
 				_, _ = io.WriteString(s.Stderr(), "err")
 				_ = s.Exit(0)
+			case len(f) == 1 && f[0] == "cipher": // what the gateway negotiated with this node
+				conn := s.Context().Value(gliderssh.ContextKeyConn).(ssh.AlgorithmsConnMetadata)
+				_, _ = io.WriteString(s, conn.Algorithms().Read.Cipher)
+				_ = s.Exit(0)
 			case len(f) == 1 && f[0] == "cat":
 				_, _ = io.Copy(s, s)
 				_ = s.Exit(0)
@@ -172,6 +176,27 @@ func TestRelayReplyBeforeClose(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestUpstreamFollowsClientCipher: the node leg uses the cipher the client
+// chose toward the gateway.
+func TestUpstreamFollowsClientCipher(t *testing.T) {
+	addr, key := testGateway(t)
+	for _, cipher := range []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES256GCM, ssh.CipherAES128GCM} {
+		c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+			User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			Config: ssh.Config{Ciphers: []string{cipher}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := c.NewSession()
+		out, err := s.Output("cipher")
+		c.Close()
+		if err != nil || string(out) != cipher {
+			t.Fatalf("client chose %s; node leg uses %q (%v)", cipher, out, err)
+		}
 	}
 }
 
