@@ -40,7 +40,7 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 				_, _ = io.WriteString(s.Stderr(), "err")
 				_ = s.Exit(0)
 			case len(f) == 1 && f[0] == "cipher": // what the gateway negotiated with this node
-				conn := s.Context().Value(gliderssh.ContextKeyConn).(ssh.AlgorithmsConnMetadata)
+				conn := s.Context().Value(gliderssh.ContextKeyConn).(*ssh.ServerConn).Conn.(ssh.AlgorithmsConnMetadata)
 				_, _ = io.WriteString(s, conn.Algorithms().Read.Cipher)
 				_ = s.Exit(0)
 			case len(f) == 1 && f[0] == "cat":
