@@ -8,9 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -91,6 +95,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	configPath := fs.String("config", "", "config file (YAML; see docs/CONFIG.md)")
 	logFormat := fs.String("log-format", "json", "log format: json or console")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (e.g. 127.0.0.1:6060)")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -113,6 +118,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %s: %v\n", *configPath, err)
 		return 1
+	}
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr)
+		if err != nil {
+			fmt.Fprintln(stderr, "poolgate serve: --pprof:", err)
+			return 2
+		}
+		defer stop()
+		log.Info("pprof listening", zap.String("addr", *pprofAddr))
 	}
 	log.Info("poolgate started", zap.String("version", version), zap.String("ssh", gw.SSHAddr()), zap.String("state_dir", cfg.StateDir))
 	if err := gw.Run(ctx); err != nil {
@@ -164,6 +178,30 @@ func cmdCAPubkey(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, sshgw.AuthorizedCALine(ca))
 	return 0
+}
+
+// servePprof serves net/http/pprof on a loopback address only: profiles
+// show memory contents and must not be reachable from the network.
+func servePprof(addr string) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("%s is not a loopback address", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }
 
 func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {

@@ -35,6 +35,17 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+func TestPprofOnlyOnLoopback(t *testing.T) {
+	if _, err := servePprof("0.0.0.0:0"); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Fatalf("pprof on 0.0.0.0: %v", err)
+	}
+	stop, err := servePprof("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+}
+
 func TestServeMissingConfigFile(t *testing.T) {
 	code, _, errs := runCmd("serve", "--config", filepath.Join(t.TempDir(), "nope.yaml"))
 	if code != 1 || !strings.Contains(errs, "reading config") || !strings.Contains(errs, "nope.yaml") {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,8 +42,9 @@ type session struct {
 	mu     sync.Mutex             // protects shells and each shell's eof
 	shells map[ssh.Channel]*shell // client-side session channels, for notices
 
-	wg    sync.WaitGroup // every goroutine of this session
-	pipes sync.WaitGroup // the channel pipes alone
+	wg       sync.WaitGroup // every goroutine of this session but loop
+	pipes    sync.WaitGroup // the channel pipes alone
+	register chan *pair     // pipes hand their request streams to loop; nil: opening failed
 }
 
 // shell is a client-side session channel, where notices can be written
@@ -54,7 +57,7 @@ func (c *clientConn) relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel
 	up := c.up
 	defer up.lease.Release()
 	s := &session{
-		c: c, down: down, up: up, shells: map[ssh.Channel]*shell{},
+		c: c, down: down, up: up, shells: map[ssh.Channel]*shell{}, register: make(chan *pair),
 		log: c.log.With(zap.String("user", down.User()), zap.String("node", up.lease.Node().Name), zap.Uint64("session_id", up.lease.ID())),
 	}
 	s.exitStatus.Store(-1)
@@ -69,25 +72,7 @@ func (c *clientConn) relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel
 	s.log.Info("ssh session started")
 
 	stopKeepalive := s.startTimers()
-	s.wg.Add(4)
-	go func() { // client-opened channels; ends when the client's connection does
-		defer s.wg.Done()
-		s.forwardChannels(downChans, up.conn, true)
-		s.end("client disconnected")
-		up.conn.Close()
-	}()
-	go func() { // node-opened channels; ends when the node's connection does
-		defer s.wg.Done()
-		s.forwardChannels(up.chans, down, false)
-		if s.end("node connection lost") {
-			// Let the pipes tell open session channels and close them
-			// cleanly (see shellEOF) before the connection goes.
-			waitTimeout(&s.pipes, 5*time.Second)
-		}
-		down.Close()
-	}()
-	go func() { defer s.wg.Done(); forwardGlobal(downReqs, up.conn) }()
-	go func() { defer s.wg.Done(); forwardGlobal(up.reqs, down) }()
+	s.loop(downChans, downReqs)
 	s.wg.Wait()
 	stopKeepalive()
 
@@ -240,10 +225,10 @@ func ping(conn ssh.Conn, timeout time.Duration) bool {
 	}
 }
 
-// forwardGlobal passes global requests on in order, with their replies,
-// without ever making the sender's read loop wait.
-func forwardGlobal(in <-chan *ssh.Request, out ssh.Conn) {
-	q := newRequestQueue(func(r *ssh.Request) {
+// globalHandler returns the handler that passes one leg's global requests
+// to the other, with their replies, in order.
+func globalHandler(out ssh.Conn) func(*ssh.Request) {
+	return func(r *ssh.Request) {
 		ok, payload, err := out.SendRequest(r.Type, r.WantReply, r.Payload)
 		if r.WantReply {
 			if err != nil {
@@ -251,22 +236,172 @@ func forwardGlobal(in <-chan *ssh.Request, out ssh.Conn) {
 			}
 			_ = r.Reply(ok, payload)
 		}
-	})
-	for r := range in {
+	}
+}
+
+// pair is a relayed channel: near is the side that opened it, far its
+// twin. Requests from each side queue for the other.
+type pair struct {
+	near, far         ssh.Channel
+	nearReqs, farReqs <-chan *ssh.Request
+	toFar, toNear     *requestQueue // near's requests, far's requests
+	// Each mutex is held while a request from that side is forwarded and
+	// answered; closing that side takes it first, so a reply is never
+	// overtaken by the close of its channel (a client that sent "exec"
+	// must see the reply before the channel closes, even when the command
+	// ends at once).
+	nearReplying, farReplying sync.Mutex
+	farDone                   chan struct{} // closed when far's data has been passed on
+	exit                      *atomic.Int64 // where far's exit-status is recorded
+}
+
+// loop is the session's one long-lived goroutine besides the data copies:
+// it receives every channel open and every request of both connections and
+// hands each off at once (channel opens to a pipe goroutine, requests to
+// per-stream queues), so no stream ever waits on another and x/crypto's
+// read loops never stall. It returns when both connections have closed and
+// every channel's request streams have ended.
+func (s *session) loop(downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request) {
+	up := s.up
+	downGlobal := newRequestQueue(globalHandler(up.conn))
+	upGlobal := newRequestQueue(globalHandler(s.down))
+	defer downGlobal.wait()
+	defer upGlobal.wait()
+
+	// Fixed cases first, then two per live pair.
+	const (
+		caseDownChans = iota
+		caseUpChans
+		caseDownReqs
+		caseUpReqs
+		caseRegister
+		fixed
+	)
+	cases := []reflect.SelectCase{
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(downChans)},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(up.chans)},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(downReqs)},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(up.reqs)},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.register)},
+	}
+	var pairs []*pair // pairs[i] owns cases fixed+2i (near) and fixed+2i+1 (far)
+	open := 4         // fixed streams still open
+	opening := 0      // pipes started that have not registered yet
+	closeCase := func(i int) {
+		cases[i].Chan = reflect.Value{} // a zero Chan is never selected
+	}
+	for open > 0 || opening > 0 || len(pairs) > 0 {
+		i, v, ok := reflect.Select(cases)
 		switch {
-		case dropGlobal[r.Type]:
-			if r.WantReply {
-				_ = r.Reply(false, nil)
+		case i == caseDownChans || i == caseUpChans:
+			if !ok {
+				closeCase(i)
+				open--
+				if i == caseDownChans {
+					s.end("client disconnected")
+					up.conn.Close()
+				} else if s.end("node connection lost") {
+					// Let the pipes tell open session channels and close
+					// them cleanly (see shellEOF) before the connection goes.
+					s.wg.Add(1)
+					go func() { defer s.wg.Done(); waitTimeout(&s.pipes, 5*time.Second); s.down.Close() }()
+				} else {
+					s.down.Close()
+				}
+				continue
 			}
-		case r.Type == keepaliveRequest:
-			if r.WantReply {
-				_ = r.Reply(false, nil) // what OpenSSH answers; it proves we are alive
+			opening++
+			nc := v.Interface().(ssh.NewChannel)
+			fromClient := i == caseDownChans
+			out := ssh.Conn(up.conn)
+			if !fromClient {
+				out = s.down
 			}
+			s.wg.Add(1)
+			s.pipes.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer s.pipes.Done()
+				s.pipe(nc, out, fromClient)
+			}()
+		case i == caseDownReqs || i == caseUpReqs:
+			if !ok {
+				closeCase(i)
+				open--
+				continue
+			}
+			r := v.Interface().(*ssh.Request)
+			q := downGlobal
+			if i == caseUpReqs {
+				q = upGlobal
+			}
+			switch {
+			case dropGlobal[r.Type]:
+				if r.WantReply {
+					_ = r.Reply(false, nil)
+				}
+			case r.Type == keepaliveRequest:
+				if r.WantReply {
+					_ = r.Reply(false, nil) // what OpenSSH answers; it proves we are alive
+				}
+			default:
+				q.push(r)
+			}
+		case i == caseRegister:
+			opening--
+			p := v.Interface().(*pair)
+			if p == nil {
+				continue
+			}
+			pairs = append(pairs, p)
+			cases = append(cases,
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.nearReqs)},
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.farReqs)})
 		default:
-			q.push(r)
+			k := (i - fixed) / 2
+			p, fromNear := pairs[k], (i-fixed)%2 == 0
+			if ok {
+				r := v.Interface().(*ssh.Request)
+				if fromNear {
+					p.toFar.push(r)
+				} else {
+					if p.exit != nil && r.Type == "exit-status" && len(r.Payload) >= 4 {
+						p.exit.Store(int64(binary.BigEndian.Uint32(r.Payload)))
+					}
+					p.toNear.push(r)
+				}
+				continue
+			}
+			closeCase(i)
+			s.wg.Add(1)
+			if fromNear {
+				// The opener closed its end: close ours toward the far side
+				// once its requests have been passed on.
+				go func() {
+					defer s.wg.Done()
+					p.toFar.wait()
+					p.farReplying.Lock()
+					p.far.Close()
+					p.farReplying.Unlock()
+				}()
+			} else {
+				// The far side closed. Close toward the opener only after
+				// its requests (exit-status) and data have been passed on.
+				go func() {
+					defer s.wg.Done()
+					p.toNear.wait()
+					<-p.farDone
+					p.nearReplying.Lock()
+					p.near.Close()
+					p.nearReplying.Unlock()
+				}()
+			}
+			if !cases[fixed+2*k].Chan.IsValid() && !cases[fixed+2*k+1].Chan.IsValid() {
+				pairs = slices.Delete(pairs, k, k+1)
+				cases = slices.Delete(cases, fixed+2*k, fixed+2*k+2)
+			}
 		}
 	}
-	q.wait()
 }
 
 // requestQueue forwards requests in arrival order from a worker goroutine
@@ -330,23 +465,9 @@ func (q *requestQueue) work() {
 // wait returns once no worker is running.
 func (q *requestQueue) wait() { q.idle.Wait() }
 
-// forwardChannels opens, on out, a twin of every channel opened toward us,
-// and pipes the pair. fromClient says which way the channel goes.
-func (s *session) forwardChannels(in <-chan ssh.NewChannel, out ssh.Conn, fromClient bool) {
-	for nc := range in {
-		s.wg.Add(1)
-		s.pipes.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.pipes.Done()
-			s.pipe(nc, out, fromClient)
-		}()
-	}
-}
-
 // pipe opens nc's twin on out first, so that a refusal reaches the opener
-// with the far side's own reason, then relays data, the node's stderr, EOF,
-// requests and close between them.
+// with the far side's own reason, hands the pair's request streams to loop,
+// and relays data, the node's stderr and EOF between them.
 func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	far, farReqs, err := out.OpenChannel(nc.ChannelType(), nc.ExtraData())
 	if err != nil {
@@ -356,11 +477,14 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 		} else {
 			_ = nc.Reject(ssh.ConnectionFailed, "poolgate: "+err.Error())
 		}
+		s.register <- nil
 		return
 	}
 	near, nearReqs, err := nc.Accept()
 	if err != nil {
 		far.Close()
+		go ssh.DiscardRequests(farReqs)
+		s.register <- nil
 		return
 	}
 	s.channels.Add(1)
@@ -379,20 +503,30 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	if !fromClient {
 		nearToFar, farToNear = &s.toClient, &s.toNode
 	}
-
-	// Each mutex is held while a request arriving on that side is being
-	// forwarded and answered; closing that side takes it first, so a reply
-	// is never overtaken by the close of its channel (a client that sent
-	// "exec" must see the reply before the channel closes, even when the
-	// command finishes at once).
-	var nearReplying, farReplying sync.Mutex
-	var wg sync.WaitGroup
+	p := &pair{near: near, far: far, nearReqs: nearReqs, farReqs: farReqs, farDone: make(chan struct{}), exit: &s.exitStatus}
+	p.toFar = newRequestQueue(func(r *ssh.Request) {
+		p.nearReplying.Lock()
+		defer p.nearReplying.Unlock()
+		ok, err := far.SendRequest(r.Type, r.WantReply, r.Payload)
+		if r.WantReply {
+			_ = r.Reply(ok && err == nil, nil)
+		}
+	})
+	p.toNear = newRequestQueue(func(r *ssh.Request) {
+		p.farReplying.Lock()
+		defer p.farReplying.Unlock()
+		ok, err := near.SendRequest(r.Type, r.WantReply, r.Payload)
+		if r.WantReply {
+			_ = r.Reply(ok && err == nil, nil)
+		}
+	})
+	s.register <- p
 
 	// Data far → near: stdout, and for sessions the node's stderr. EOF is
 	// passed on when both are drained. Extended data is relayed only from
 	// the node on session channels: no SSH implementation sends it
 	// otherwise, and an unread stream only stalls its own channel.
-	farDone := make(chan struct{})
+	var wg sync.WaitGroup
 	farStreams := int32(1)
 	if isShell {
 		farStreams = 2
@@ -406,32 +540,14 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 			} else {
 				_ = near.CloseWrite()
 			}
-			close(farDone)
+			close(p.farDone)
 		}
 	}
-	wg.Add(int(farStreams) + 2)
+	wg.Add(int(farStreams))
 	if isShell {
 		go func() { defer wg.Done(); s.copy(near.Stderr(), far.Stderr(), farToNear); farStreamDone() }()
 	}
 	go func() { defer wg.Done(); s.copy(near, far, farToNear); farStreamDone() }()
-	go func() {
-		defer wg.Done()
-		forwardChannelRequests(nearReqs, far, &nearReplying, nil)
-		// The opener closed its end: close ours toward the far side.
-		farReplying.Lock()
-		far.Close()
-		farReplying.Unlock()
-	}()
-	go func() {
-		defer wg.Done()
-		forwardChannelRequests(farReqs, near, &farReplying, &s.exitStatus)
-		// The far side closed. Close toward the opener only after the far
-		// side's data has been delivered, so no output or exit status is lost.
-		<-farDone
-		nearReplying.Lock()
-		near.Close()
-		nearReplying.Unlock()
-	}()
 	// Data near → far, on this goroutine.
 	s.copy(far, near, nearToFar)
 	_ = far.CloseWrite()
@@ -440,10 +556,10 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 
 // Copy buffers: an idle stream waits in Read with a small buffer of its
 // own; a stream that fills it switches to a pooled large one, and back
-// once it goes quiet. Idle sessions thus hold ~1 KiB per stream instead of
+// once it goes quiet. Idle sessions thus hold 256 bytes per stream instead of
 // 32 KiB.
 const (
-	smallBuf = 1 << 10
+	smallBuf = 256
 	largeBuf = 32 << 10
 )
 
@@ -481,26 +597,4 @@ func (s *session) copy(dst io.Writer, src io.Reader, n *atomic.Int64) {
 			large, buf = nil, small
 		}
 	}
-}
-
-// forwardChannelRequests passes a channel's requests on in order, with
-// replies, holding replying while each is in flight. Requests queue so
-// that a slow far side never stalls the near side's read loop. When exit
-// is set, an exit-status is recorded there for the log.
-func forwardChannelRequests(in <-chan *ssh.Request, out ssh.Channel, replying *sync.Mutex, exit *atomic.Int64) {
-	q := newRequestQueue(func(r *ssh.Request) {
-		replying.Lock()
-		defer replying.Unlock()
-		ok, err := out.SendRequest(r.Type, r.WantReply, r.Payload)
-		if r.WantReply {
-			_ = r.Reply(ok && err == nil, nil)
-		}
-	})
-	for r := range in {
-		if exit != nil && r.Type == "exit-status" && len(r.Payload) >= 4 {
-			exit.Store(int64(binary.BigEndian.Uint32(r.Payload)))
-		}
-		q.push(r)
-	}
-	q.wait()
 }
