@@ -100,10 +100,25 @@ func (s *session) end(reason string) bool {
 // close ends the session for reason, telling the user msg first.
 func (s *session) close(reason, msg string) {
 	if s.end(reason) && msg != "" {
-		s.notice(msg)
+		s.tell(msg, time.Second)
 	}
 	s.down.Close()
 	s.up.conn.Close()
+}
+
+// tell is notice, waiting for it at most d: a channel write blocks while
+// the client's window is full, and a client that stopped reading must not
+// hold up a close or a shutdown. A write still blocked ends with an error
+// when the connection closes.
+func (s *session) tell(msg string, d time.Duration) {
+	done := make(chan struct{})
+	go func() { s.notice(msg); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // notice writes msg to the stderr of the user's open session channels

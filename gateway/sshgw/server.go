@@ -167,17 +167,21 @@ func (s *Server) removeSession(ss *session) {
 	s.mu.Unlock()
 }
 
-// noticeAll tells every user with an open session msg.
-func (s *Server) noticeAll(msg string) {
+// noticeAll tells every user with an open session msg, waiting at most d
+// for the slowest (see session.tell).
+func (s *Server) noticeAll(msg string, d time.Duration) {
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {
 		sessions = append(sessions, ss)
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, ss := range sessions {
-		ss.notice(msg)
+		wg.Add(1)
+		go func() { defer wg.Done(); ss.tell(msg, d) }()
 	}
+	wg.Wait()
 }
 
 // closeListeners stops accepting.
@@ -201,14 +205,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		when = "in " + time.Until(dl).Round(time.Second).String()
 	}
-	s.noticeAll("poolgate: the gateway is shutting down; this connection will be closed " + when + ". Reconnect then to continue.\n")
+	s.noticeAll("poolgate: the gateway is shutting down; this connection will be closed "+when+". Reconnect then to continue.\n", time.Second)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		s.noticeAll("poolgate: the gateway is shutting down now.\n")
+		s.noticeAll("poolgate: the gateway is shutting down now.\n", time.Second)
 		s.closeConns()
 		<-done
 		return ctx.Err()
