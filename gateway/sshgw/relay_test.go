@@ -179,9 +179,10 @@ func TestRelayReplyBeforeClose(t *testing.T) {
 	}
 }
 
-// TestUpstreamFollowsClientCipher: the node leg uses the cipher the client
-// chose toward the gateway.
-func TestUpstreamFollowsClientCipher(t *testing.T) {
+// TestUpstreamCipher: toward the node the gateway uses AES-GCM when the
+// CPU has AES instructions, whatever the client chose; otherwise the
+// client's choice.
+func TestUpstreamCipher(t *testing.T) {
 	addr, key := testGateway(t)
 	for _, cipher := range []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES256GCM, ssh.CipherAES128GCM} {
 		c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
@@ -194,9 +195,36 @@ func TestUpstreamFollowsClientCipher(t *testing.T) {
 		s, _ := c.NewSession()
 		out, err := s.Output("cipher")
 		c.Close()
-		if err != nil || string(out) != cipher {
-			t.Fatalf("client chose %s; node leg uses %q (%v)", cipher, out, err)
+		want := cipher
+		if aesHardware {
+			want = ssh.CipherAES128GCM
 		}
+		if err != nil || string(out) != want {
+			t.Fatalf("client chose %s; node leg uses %q (%v), want %s (AES hardware: %v)", cipher, out, err, want, aesHardware)
+		}
+	}
+}
+
+// fakeMeta is ConnMetadata with negotiated algorithms.
+type fakeMeta struct {
+	ssh.ConnMetadata
+	cipher string
+}
+
+func (f fakeMeta) Algorithms() ssh.NegotiatedAlgorithms {
+	return ssh.NegotiatedAlgorithms{Read: ssh.DirectionAlgorithms{Cipher: f.cipher}}
+}
+
+func TestUpstreamCiphersWithoutAES(t *testing.T) {
+	got := upstreamCiphers(fakeMeta{cipher: ssh.CipherChaCha20Poly1305}, false)
+	if len(got) == 0 || got[0] != ssh.CipherChaCha20Poly1305 || len(got) != len(ssh.SupportedAlgorithms().Ciphers) {
+		t.Fatalf("without AES hardware, client chose chacha20: %v", got)
+	}
+	if got := upstreamCiphers(fakeMeta{cipher: ssh.CipherChaCha20Poly1305}, true); got != nil {
+		t.Fatalf("with AES hardware: %v, want nil (x/crypto's default, AES-GCM first)", got)
+	}
+	if got := upstreamCiphers(fakeMeta{cipher: "none"}, false); got != nil {
+		t.Fatalf("unknown cipher: %v", got)
 	}
 }
 
