@@ -23,12 +23,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -67,6 +69,10 @@ func main() {
 		fatal("sshbench needs root: it runs sshd and adds the user " + benchUser)
 	}
 	b := newBench()
+	current = b
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sigs; fatal("interrupted") }()
 	defer b.cleanup()
 	fmt.Printf("# sshbench, %s, %d cores\n\n", time.Now().UTC().Format("2006-01-02"), numCPU())
 	if *only == "" || *only == "throughput" {
@@ -80,8 +86,14 @@ func main() {
 	}
 }
 
+// current is the running bench, cleaned up on fatal errors too.
+var current *bench
+
 func fatal(msg string) {
 	fmt.Fprintln(os.Stderr, "sshbench:", msg)
+	if current != nil {
+		current.cleanup()
+	}
 	os.Exit(1)
 }
 
@@ -115,6 +127,8 @@ func run(name string, args ...string) string {
 func newBench() *bench {
 	dir, err := os.MkdirTemp("", "sshbench")
 	must(err, "temp dir")
+	// sshd reads authorized_keys as the user: the directory must be open.
+	must(os.Chmod(dir, 0o755), "temp dir")
 	b := &bench{dir: dir, bin: filepath.Join(dir, "poolgate"), key: filepath.Join(dir, "id_ed25519")}
 	run("go", "build", "-o", b.bin, "./cmd/poolgate")
 	if _, err := user.Lookup(benchUser); err != nil {
@@ -134,11 +148,13 @@ func newBench() *bench {
 }
 
 func (b *bench) cleanup() {
+	current = nil // a failure while cleaning up must not recurse
 	b.stopGateway()
 	for _, p := range b.procs {
 		_ = p.Process.Kill()
 		_ = p.Wait()
 	}
+	b.procs = nil
 	os.RemoveAll(b.dir)
 }
 
@@ -296,8 +312,25 @@ func (b *bench) throughput(size int64, runs int) {
 						scpArgs := append(append([]string{"-q", "-P", port}, b.clientOpts(cipher)...), file, benchUser+"@"+host+":/dev/null")
 						script = "scp " + quote(scpArgs)
 					}
+					var profiled chan struct{}
+					if profileDir != "" && i == 0 && addr == gwAddr {
+						// A CPU profile of the gateway during this transfer.
+						profiled = make(chan struct{})
+						name := fmt.Sprintf("cpu-%s-%s.pb.gz", strings.TrimSuffix(cipher, "@openssh.com"), test)
+						go func() {
+							defer close(profiled)
+							resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=2")
+							must(err, "pprof")
+							data, _ := io.ReadAll(resp.Body)
+							resp.Body.Close()
+							must(os.WriteFile(filepath.Join(profileDir, name), data, 0o644), "profile")
+						}()
+					}
 					before := cpuSeconds(b.gateway.Process.Pid)
 					secs := timed(script)
+					if profiled != nil {
+						<-profiled
+					}
 					used := cpuSeconds(b.gateway.Process.Pid) - before
 					if addr == nodeAddr {
 						direct = append(direct, secs)
