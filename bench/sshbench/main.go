@@ -38,6 +38,7 @@ import (
 )
 
 var (
+	ciphers    []string
 	profileDir string
 	gatewayEnv []string // extra environment for the gateway, e.g. GODEBUG
 )
@@ -60,11 +61,13 @@ func main() {
 	logins := flag.Int("logins", 50, "sequential logins for the setup figure")
 	idle := flag.Int("idle", 2000, "concurrent idle sessions")
 	flag.StringVar(&profileDir, "profile", "", "save the gateway's heap and goroutine profiles with idle sessions open into this directory")
+	cipherList := flag.String("ciphers", "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com", "ciphers for the throughput part")
 	env := flag.String("gateway-env", "", "extra environment for the gateway process, e.g. GODEBUG=adaptivestackstart=0")
 	flag.Parse()
 	if *env != "" {
 		gatewayEnv = strings.Fields(*env)
 	}
+	ciphers = strings.Split(*cipherList, ",")
 	if os.Geteuid() != 0 {
 		fatal("sshbench needs root: it runs sshd and adds the user " + benchUser)
 	}
@@ -87,9 +90,13 @@ func main() {
 }
 
 // current is the running bench, cleaned up on fatal errors too.
-var current *bench
+var (
+	current *bench
+	fatalMu sync.Mutex // the first fatal error cleans up; others wait for it
+)
 
 func fatal(msg string) {
+	fatalMu.Lock() // never unlocked: the process ends here
 	fmt.Fprintln(os.Stderr, "sshbench:", msg)
 	if current != nil {
 		current.cleanup()
@@ -166,11 +173,17 @@ func (b *bench) start(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// waitPort waits for an SSH server's version line on addr.
 func waitPort(addr string) {
 	for i := 0; i < 200; i++ {
 		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			_, _ = c.Write([]byte("SSH-2.0-sshbench\r\n"))
 			c.Close()
-			return
+			if strings.HasPrefix(line, "SSH-") {
+				return
+			}
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
@@ -192,7 +205,11 @@ func (b *bench) startGateway(node string) {
 	if node != nodeAddr {
 		data, _ := os.ReadFile(conf)
 		conf = filepath.Join(b.dir, "poolgate-idle.yaml")
-		must(os.WriteFile(conf, bytes.ReplaceAll(data, []byte(nodeAddr), []byte(node)), 0o644), "config")
+		// Another node: another name, or the gateway's host-key pin for
+		// node-1 would (rightly) refuse it.
+		data = bytes.ReplaceAll(data, []byte(nodeAddr), []byte(node))
+		data = bytes.ReplaceAll(data, []byte("name: node-1"), []byte("name: idle-node"))
+		must(os.WriteFile(conf, data, 0o644), "config")
 	}
 	b.gateway = exec.Command(b.bin, "serve", "--config", conf, "--log-level", "warn", "--pprof", pprofAddr)
 	b.gateway.Stderr = os.Stderr
@@ -298,7 +315,7 @@ func (b *bench) throughput(size int64, runs int) {
 	fmt.Printf("## Throughput, %.1f GiB per run, median of %d\n\n", gib, runs)
 	fmt.Println("| cipher | test | direct MiB/s | via gateway MiB/s | ratio | gateway CPU s/GiB |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
-	for _, cipher := range []string{"aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"} {
+	for _, cipher := range ciphers {
 		for _, test := range []string{"cat", "scp"} {
 			var direct, via, cpu []float64
 			for i := 0; i < runs; i++ {

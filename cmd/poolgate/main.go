@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -114,6 +115,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "poolgate serve:", err)
 		return 1
 	}
+	setGCPercent(log)
 	gw, err := app.New(cfg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %s: %v\n", *configPath, err)
@@ -178,6 +180,22 @@ func cmdCAPubkey(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, sshgw.AuthorizedCALine(ca))
 	return 0
+}
+
+// defaultGOGC is the garbage collector's target unless GOGC is set. A
+// relay keeps a small live heap but allocates for every SSH packet (x/crypto
+// copies each received packet into a new buffer); at Go's default of 100
+// the collector ran dozens of times a second and cost 27% of the CPU per
+// GiB relayed (docs/PERFORMANCE.md). 400 trades about 20 KiB per idle
+// session for that. GOMEMLIMIT caps the heap if memory is tight.
+const defaultGOGC = 400
+
+func setGCPercent(log *zap.Logger) {
+	if v := os.Getenv("GOGC"); v != "" {
+		log.Info("garbage collector target from GOGC", zap.String("gogc", v))
+		return
+	}
+	debug.SetGCPercent(defaultGOGC)
 }
 
 // servePprof serves net/http/pprof on a loopback address only: profiles
