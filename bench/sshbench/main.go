@@ -38,6 +38,7 @@ import (
 )
 
 var (
+	hold       bool
 	ciphers    []string
 	profileDir string
 	gatewayEnv []string // extra environment for the gateway, e.g. GODEBUG
@@ -56,6 +57,7 @@ func main() {
 		return
 	}
 	only := flag.String("only", "", "run one part: throughput, setup or idle")
+	flag.BoolVar(&hold, "hold", false, "after the setup part, keep the gateway and node running until interrupted (for captures)")
 	size := flag.Int64("size", 1<<30, "bytes per throughput run")
 	runs := flag.Int("runs", 3, "runs per throughput figure (median reported)")
 	logins := flag.Int("logins", 50, "sequential logins for the setup figure")
@@ -386,6 +388,55 @@ func (b *bench) setup(n int) {
 	d, v := res[nodeAddr], res[gwAddr]
 	fmt.Printf("| direct | %.1f | %.1f |\n| via gateway | %.1f | %.1f |\n\n", median(d), percentile(d, 0.9), median(v), percentile(v, 0.9))
 	fmt.Printf("Added by the gateway: %.1f ms at the median.\n\n", median(v)-median(d))
+	slow := func(xs []float64) int {
+		n, m := 0, median(xs)
+		for _, x := range xs {
+			if x > m+25 {
+				n++
+			}
+		}
+		return n
+	}
+	fmt.Printf("Logins more than 25 ms over their path's median: direct %d of %d, via gateway %d of %d.\n\n", slow(d), n, slow(v), n)
+	// The same with a Go client (x/crypto, curve25519, aes128-gcm), which
+	// keeps the OpenSSH client's own behaviour out of the comparison.
+	signer, err := ssh.ParsePrivateKey(mustRead(b.key))
+	must(err, "client key")
+	goLogin := func(addr string, quickAck bool) float64 {
+		start := time.Now()
+		nc, err := net.Dial("tcp", addr)
+		must(err, "dial "+addr)
+		if quickAck {
+			nc = &quickAckConn{nc}
+		}
+		sc, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{
+			User: benchUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			Config: ssh.Config{KeyExchanges: []string{"curve25519-sha256"}, Ciphers: []string{"aes128-gcm@openssh.com"}},
+		})
+		must(err, "go client login to "+addr)
+		c := ssh.NewClient(sc, chans, reqs)
+		s, err := c.NewSession()
+		must(err, "session")
+		must(s.Run("true"), "true")
+		c.Close()
+		return float64(time.Since(start).Microseconds()) / 1000
+	}
+	var gd, gq, gv []float64
+	for i := 0; i < n; i++ {
+		gd = append(gd, goLogin(nodeAddr, false))
+		gq = append(gq, goLogin(nodeAddr, true))
+		gv = append(gv, goLogin(gwAddr, false))
+	}
+	fmt.Println("With a Go (x/crypto) client instead of OpenSSH's:")
+	fmt.Println()
+	fmt.Println("| path | median ms | p90 ms |")
+	fmt.Println("| --- | --- | --- |")
+	fmt.Printf("| direct | %.1f | %.1f |\n| direct, client acknowledging at once (TCP_QUICKACK) | %.1f | %.1f |\n| via gateway | %.1f | %.1f |\n\n",
+		median(gd), percentile(gd, 0.9), median(gq), percentile(gq, 0.9), median(gv), percentile(gv, 0.9))
+	if hold {
+		fmt.Printf("holding: gateway on %s, node on %s, key %s; interrupt to stop\n", gwAddr, nodeAddr, b.key)
+		select {}
+	}
 }
 
 func (b *bench) idle(n int) {
@@ -469,6 +520,17 @@ func (b *bench) idle(n int) {
 	for _, c := range append(conns, warm...) {
 		c.Close()
 	}
+}
+
+// quickAckConn acknowledges at once after every read (Linux TCP_QUICKACK).
+type quickAckConn struct{ net.Conn }
+
+func (c *quickAckConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if raw, rerr := c.Conn.(*net.TCPConn).SyscallConn(); rerr == nil && n > 0 {
+		_ = raw.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1) })
+	}
+	return n, err
 }
 
 func mustRead(path string) []byte {

@@ -79,7 +79,7 @@ func (s *Server) handle(nc net.Conn) {
 	c.log = s.log.With(zap.String("client", c.client))
 	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
 	s.unauth.Add(1)
-	sconn, chans, reqs, err := ssh.NewServerConn(nc, c.serverConfig())
+	sconn, chans, reqs, err := ssh.NewServerConn(withQuickAck(nc), c.serverConfig())
 	s.unauth.Add(-1)
 	if err != nil {
 		if c.up != nil { // authenticated, then the connection failed
@@ -330,7 +330,7 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}
 	up := &upstream{}
-	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{nc, &up.broken}, node.SSH, cfg)
+	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{withQuickAck(nc), &up.broken}, node.SSH, cfg)
 	if err != nil {
 		nc.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package sshgw
+
+const quickAckSupported = false
+
+func setQuickAck(uintptr) {}
