@@ -271,9 +271,26 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 	t.Run("node host key changed", func(t *testing.T) {
+		// Pins are set on first contact: make sure every node has one. Three
+		// users connected together land on three different nodes.
+		var open []*held
+		for _, u := range []string{"bob", "carol", "dave"} {
+			open = append(open, p.hold(u))
+		}
+		for _, h := range open {
+			h.close()
+		}
 		for _, n := range p.nodes {
 			n.rekey(t)
 		}
+		p.waitFor("every node up", func() bool {
+			for _, st := range p.gw.Balancer().Nodes() {
+				if st.State != balancer.StateUp {
+					return false
+				}
+			}
+			return true
+		})
 		_, errs, code := p.sshCmd("erin", "true")
 		if want := "failed the gateway's host key check, so the login was stopped"; code != 255 || !strings.Contains(errs, want) {
 			t.Fatalf("exit %d, stderr %q; want 255 and %q", code, errs, want)

@@ -162,6 +162,82 @@ func TestKeepaliveDetectsDeadNode(t *testing.T) {
 	}
 }
 
+// TestGlobalRequestsFromNode: the node's global requests reach the client,
+// except hostkeys-00@openssh.com, which would teach the client the node's
+// host keys as the gateway's.
+func TestGlobalRequestsFromNode(t *testing.T) {
+	g := newTestGW(t, nil)
+	nc, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+		User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.userKey)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	go func() {
+		for r := range reqs {
+			got <- r.Type
+		}
+		close(got)
+	}()
+	none := make(chan *ssh.Request)
+	close(none) // requests are read above; the client needs a stream that ends
+	c := ssh.NewClient(conn, chans, none)
+	s, _ := c.NewSession()
+	if err := s.Run("globals"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case typ := <-got:
+		if typ != "example@poolgate.test" {
+			t.Fatalf("first global request to reach the client: %s", typ)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the node's global request never reached the client")
+	}
+	c.Close()
+	for typ := range got {
+		t.Errorf("also reached the client: %s", typ)
+	}
+}
+
+// TestGatewayAnswersKeepalives: a client's keepalive is answered by the
+// gateway itself, even while the node answers nothing.
+func TestGatewayAnswersKeepalives(t *testing.T) {
+	g := newTestGW(t, func(c *Config) { c.KeepaliveInterval = -1 }, func(ca ssh.PublicKey) string { return stuckNode(t, ca) })
+	c := dialAs(t, g.addr, "alice", g.userKey)
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { _, _, err := c.SendRequest("keepalive@openssh.com", true, nil); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("keepalive unanswered: it went to the node")
+	}
+}
+
+// TestLoginGraceTime: a connection that does not finish logging in within
+// login_grace_time is closed.
+func TestLoginGraceTime(t *testing.T) {
+	g := newTestGW(t, func(c *Config) { c.LoginGraceTime = 300 * time.Millisecond })
+	nc, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Fatalf("connection not closed by the gateway: %v", err)
+	}
+}
+
 func TestIdleTimeout(t *testing.T) {
 	g := newTestGW(t, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
 	c := dialAs(t, g.addr, "alice", g.userKey)

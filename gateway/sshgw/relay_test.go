@@ -43,6 +43,11 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 				conn := s.Context().Value(gliderssh.ContextKeyConn).(*ssh.ServerConn).Conn.(ssh.AlgorithmsConnMetadata)
 				_, _ = io.WriteString(s, conn.Algorithms().Read.Cipher)
 				_ = s.Exit(0)
+			case len(f) == 1 && f[0] == "globals": // global requests toward the client, as sshd sends after login
+				conn := s.Context().Value(gliderssh.ContextKeyConn).(*ssh.ServerConn)
+				_, _, _ = conn.SendRequest("hostkeys-00@openssh.com", false, nil)
+				_, _, _ = conn.SendRequest("example@poolgate.test", false, []byte("passed"))
+				_ = s.Exit(0)
 			case len(f) == 1 && f[0] == "cat":
 				_, _ = io.Copy(s, s)
 				_ = s.Exit(0)
