@@ -170,8 +170,7 @@ func (s *session) startTimers() (stop func()) {
 	var timer *time.Timer
 	stopped := false
 	missed := [2]int{}
-	var tick func()
-	tick = func() {
+	tick := func() {
 		idle := time.Duration(s.c.s.now().UnixNano() - s.lastActive.Load())
 		if cfg.IdleTimeout > 0 && idle >= cfg.IdleTimeout {
 			s.close("idle timeout", "poolgate: closing this connection after "+cfg.IdleTimeout.String()+" without activity.\n")
