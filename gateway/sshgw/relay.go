@@ -253,6 +253,19 @@ func globalHandler(out ssh.Conn) func(*ssh.Request) {
 	}
 }
 
+// channelHandler returns the handler that passes a channel request on to
+// out and its reply back, holding replying meanwhile (see pair).
+func channelHandler(out ssh.Channel, replying *sync.Mutex) func(*ssh.Request) {
+	return func(r *ssh.Request) {
+		replying.Lock()
+		defer replying.Unlock()
+		ok, err := out.SendRequest(r.Type, r.WantReply, r.Payload)
+		if r.WantReply {
+			_ = r.Reply(ok && err == nil, nil)
+		}
+	}
+}
+
 // pair is a relayed channel: near is the side that opened it, far its
 // twin. Requests from each side queue for the other.
 type pair struct {
@@ -518,22 +531,8 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 		nearToFar, farToNear = &s.toClient, &s.toNode
 	}
 	p := &pair{near: near, far: far, nearReqs: nearReqs, farReqs: farReqs, farDone: make(chan struct{}), exit: &s.exitStatus}
-	p.toFar = newRequestQueue(func(r *ssh.Request) {
-		p.nearReplying.Lock()
-		defer p.nearReplying.Unlock()
-		ok, err := far.SendRequest(r.Type, r.WantReply, r.Payload)
-		if r.WantReply {
-			_ = r.Reply(ok && err == nil, nil)
-		}
-	})
-	p.toNear = newRequestQueue(func(r *ssh.Request) {
-		p.farReplying.Lock()
-		defer p.farReplying.Unlock()
-		ok, err := near.SendRequest(r.Type, r.WantReply, r.Payload)
-		if r.WantReply {
-			_ = r.Reply(ok && err == nil, nil)
-		}
-	})
+	p.toFar = newRequestQueue(channelHandler(far, &p.nearReplying))
+	p.toNear = newRequestQueue(channelHandler(near, &p.farReplying))
 	s.register <- p
 
 	// Data far → near: stdout, and for sessions the node's stderr. EOF is
