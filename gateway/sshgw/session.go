@@ -1,0 +1,184 @@
+package sshgw
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
+)
+
+// session is one user connection relayed to one node. It is owned by the
+// goroutine running relay; Server keeps it in its set for notices.
+type session struct {
+	c    *clientConn
+	down *ssh.ServerConn
+	up   *upstream
+	log  *zap.Logger
+
+	toNode, toClient atomic.Int64
+	exitStatus       atomic.Int64 // -1 until the node reports one
+	channels         atomic.Int64
+	lastActive       atomic.Int64 // unix nanoseconds of the last data relayed
+	endReason        atomic.Pointer[string]
+
+	mu     sync.Mutex             // protects shells and each shell's eof
+	shells map[ssh.Channel]*shell // client-side session channels, for notices
+
+	wg       sync.WaitGroup // every goroutine of this session but loop
+	pipes    sync.WaitGroup // the channel pipes alone
+	register chan *pair     // pipes hand their request streams to loop; nil: opening failed
+}
+
+// shell is a client-side session channel, where notices can be written
+// until EOF has been sent on it.
+type shell struct{ eof bool }
+
+// end records why the session ended; only the first reason counts. It
+// reports whether this call set it.
+func (s *session) end(reason string) bool {
+	return s.endReason.CompareAndSwap(nil, &reason)
+}
+
+// close ends the session for reason, telling the user msg first.
+func (s *session) close(reason, msg string) {
+	if s.end(reason) && msg != "" {
+		s.tell(msg, time.Second)
+	}
+	s.down.Close()
+	s.up.conn.Close()
+}
+
+// tell is notice, waiting for it at most d: a channel write blocks while
+// the client's window is full, and a client that stopped reading must not
+// hold up a close or a shutdown. A write still blocked ends with an error
+// when the connection closes.
+func (s *session) tell(msg string, d time.Duration) {
+	done := make(chan struct{})
+	go func() { s.notice(msg); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// notice writes msg to the stderr of the user's open session channels
+// (their terminal, or the stderr of a remote command) that have not had
+// EOF: data after EOF is a protocol error that makes OpenSSH disconnect.
+func (s *session) notice(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch, sh := range s.shells {
+		if !sh.eof {
+			_, _ = ch.Stderr().Write([]byte(msg))
+		}
+	}
+}
+
+// shellEOF passes the node's EOF to a session channel. If the node's
+// connection failed (its channels end with an EOF the node never sent),
+// the user is told first.
+func (s *session) shellEOF(near ssh.Channel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.shells[near]
+	if sh == nil || sh.eof {
+		return
+	}
+	if s.up.broken.Load() {
+		_, _ = near.Stderr().Write([]byte("poolgate: the connection to node " + s.up.lease.Node().Name + " was lost.\n"))
+	}
+	sh.eof = true
+	_ = near.CloseWrite()
+}
+
+// startTimers arms the keepalive and idle-timeout checks. They run on a
+// timer, not a goroutine, so an idle session costs no stack for them.
+func (s *session) startTimers() (stop func()) {
+	cfg := s.c.s.cfg
+	if cfg.KeepaliveInterval <= 0 && cfg.IdleTimeout <= 0 {
+		return func() {}
+	}
+	// Check at the keepalive interval, and at least twice per idle timeout.
+	period := time.Duration(1<<63 - 1)
+	if cfg.KeepaliveInterval > 0 {
+		period = cfg.KeepaliveInterval
+	}
+	if cfg.IdleTimeout > 0 {
+		period = min(period, max(cfg.IdleTimeout/2, 10*time.Millisecond))
+	}
+	var mu sync.Mutex // protects timer and stopped
+	var timer *time.Timer
+	stopped := false
+	missed := [2]int{}
+	tick := func() {
+		idle := time.Duration(s.c.s.now().UnixNano() - s.lastActive.Load())
+		if cfg.IdleTimeout > 0 && idle >= cfg.IdleTimeout {
+			s.close("idle timeout", "poolgate: closing this connection after "+cfg.IdleTimeout.String()+" without activity.\n")
+			return
+		}
+		if cfg.KeepaliveInterval > 0 && idle >= cfg.KeepaliveInterval {
+			for i, conn := range []ssh.Conn{s.down, s.up.conn} {
+				if ping(conn, cfg.KeepaliveInterval) {
+					missed[i] = 0
+				} else {
+					missed[i]++
+				}
+			}
+			if missed[0] >= cfg.KeepaliveCountMax {
+				s.log.Info("client stopped answering keepalives")
+				s.close("client keepalive timeout", "")
+				return
+			}
+			if missed[1] >= cfg.KeepaliveCountMax {
+				s.log.Info("node stopped answering keepalives")
+				s.close("node keepalive timeout", "poolgate: node "+s.up.lease.Node().Name+" stopped responding; closing this connection.\n")
+				return
+			}
+		}
+		mu.Lock()
+		if !stopped {
+			timer.Reset(period)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	timer = time.AfterFunc(period, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
+	}
+}
+
+// waitTimeout waits for wg, or until d has passed.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// ping sends a keepalive and reports whether any answer (OpenSSH answers
+// "failure") came within timeout. A peer that never answers leaves the
+// request pending until the connection closes.
+func ping(conn ssh.Conn, timeout time.Duration) bool {
+	answered := make(chan bool, 1)
+	go func() {
+		_, _, err := conn.SendRequest(keepaliveRequest, true, nil)
+		answered <- err == nil
+	}()
+	select {
+	case ok := <-answered:
+		return ok
+	case <-time.After(timeout):
+		return false
+	}
+}
