@@ -348,6 +348,7 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 
 	cfg := app.Config{StateDir: stateDir, ShutdownTimeout: 5 * time.Second}
 	cfg.SSH.Listen = "127.0.0.1:0"
+	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.SSH.AuthorizedKeys = sshgw.KeysTemplate(filepath.Join(p.dir, "keys", "{user}", "authorized_keys"))
 	cfg.SSH.PasswordPassthrough = true
 	cfg.Health = discovery.HealthConfig{Interval: 200 * time.Millisecond, Rise: 1, Fall: 2}

@@ -30,7 +30,16 @@ Usage:
   poolgate serve --config FILE      run the gateway
   poolgate demo [--listen ADDR]     run the gateway with three in-process demo nodes
   poolgate ca-pubkey --config FILE  print the user CA line for the nodes' TrustedUserCAKeys
+  poolgate nodes                    list the nodes with their state, sessions and users
+  poolgate sessions [--node N] [--user U]
+                                    list the live sessions
+  poolgate drain NODE               stop sending new users to NODE (before scale-in)
+  poolgate undrain NODE             let NODE take new users again
   poolgate version                  print the version
+
+nodes, sessions, drain and undrain talk to a running gateway's admin API:
+--admin URL (env POOLGATE_ADMIN, default http://127.0.0.1:9090),
+--token T (env POOLGATE_TOKEN), --json for scripts.
 
 Run 'poolgate COMMAND --help' for a command's flags.
 `
@@ -58,6 +67,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(ctx, args[1:], stdout, stderr)
 	case "ca-pubkey":
 		return cmdCAPubkey(args[1:], stdout, stderr)
+	case "nodes":
+		return cmdNodes(args[1:], stdout, stderr)
+	case "sessions":
+		return cmdSessions(args[1:], stdout, stderr)
+	case "drain", "undrain":
+		return cmdDrain(args[0], args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "poolgate", version)
 		return 0
@@ -141,13 +156,14 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("demo", stderr)
 	listen := fs.String("listen", "127.0.0.1:2222", "address of the demo gateway")
+	adminListen := fs.String("admin-listen", "127.0.0.1:9090", "address of the demo's admin API")
 	stateDir := fs.String("state-dir", "", "where demo keys are kept (default: the user cache dir)")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
 	log, _ := newLogger("console", "info", stderr)
 	defer func() { _ = log.Sync() }()
-	if err := app.RunDemo(ctx, app.DemoOptions{Listen: *listen, StateDir: *stateDir, Out: stdout}, log); err != nil {
+	if err := app.RunDemo(ctx, app.DemoOptions{Listen: *listen, AdminListen: *adminListen, StateDir: *stateDir, Out: stdout}, log); err != nil {
 		fmt.Fprintln(stderr, "poolgate demo:", err)
 		return 1
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -28,6 +29,7 @@ type Config struct {
 	// closing them. Default 30s.
 	ShutdownTimeout time.Duration          `yaml:"shutdown_timeout"`
 	SSH             sshgw.Config           `yaml:"ssh"`
+	Admin           admin.Config           `yaml:"admin"`
 	Balancer        balancer.Config        `yaml:"balancer"`
 	Health          discovery.HealthConfig `yaml:"health"`
 	Discovery       discovery.Config       `yaml:"discovery"`
@@ -42,6 +44,7 @@ func (c Config) WithDefaults() Config {
 		c.ShutdownTimeout = 30 * time.Second
 	}
 	c.SSH = c.SSH.WithDefaults()
+	c.Admin = c.Admin.WithDefaults()
 	c.Health = c.Health.WithDefaults()
 	return c
 }
@@ -55,7 +58,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery},
+		{"ssh", c.SSH}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)

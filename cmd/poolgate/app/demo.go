@@ -17,10 +17,11 @@ import (
 
 // DemoOptions configures RunDemo.
 type DemoOptions struct {
-	Listen   string    // gateway address; default 127.0.0.1:2222
-	StateDir string    // keys kept between runs so ssh does not warn of a changed host key
-	Out      io.Writer // where the instructions go
-	Nodes    int       // number of demo nodes; default 3
+	Listen      string    // gateway address; default 127.0.0.1:2222
+	AdminListen string    // admin API address; default 127.0.0.1:9090
+	StateDir    string    // keys kept between runs so ssh does not warn of a changed host key
+	Out         io.Writer // where the instructions go
+	Nodes       int       // number of demo nodes; default 3
 }
 
 // DemoPassword is the password every demo user logs in with.
@@ -33,6 +34,9 @@ var demoUsers = []string{"alice", "bob", "carol", "dave", "erin"}
 func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:2222"
+	}
+	if opts.AdminListen == "" {
+		opts.AdminListen = "127.0.0.1:9090"
 	}
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
@@ -82,6 +86,7 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 
 	cfg := Config{StateDir: opts.StateDir, ShutdownTimeout: 2 * time.Second}
 	cfg.SSH.Listen = opts.Listen
+	cfg.Admin.Listen = opts.AdminListen
 	cfg.SSH.AuthorizedKeys = sshgw.KeysTemplate(filepath.Join(keyDir, "{user}"))
 	cfg.SSH.PasswordPassthrough = true
 	cfg.Health.Interval = time.Second
@@ -98,6 +103,7 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	}
 	fmt.Fprintf(opts.Out, "The demo shell tells you which node you are on (try 'hostname').\n")
 	fmt.Fprintf(opts.Out, "A second terminal as alice lands on the same node; bob lands on another.\n")
+	fmt.Fprintf(opts.Out, "See the pool: poolgate nodes --admin http://%s (or: go run ./cmd/poolgate nodes ...)\n", gw.AdminAddr())
 	fmt.Fprintf(opts.Out, "Keys are kept in %s. Press Ctrl-C to stop.\n\n", opts.StateDir)
 	return gw.Run(ctx)
 }

@@ -36,7 +36,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunDemo(ctx, DemoOptions{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Out: &out}, zaptest.NewLogger(t))
+		done <- RunDemo(ctx, DemoOptions{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", StateDir: t.TempDir(), Out: &out}, zaptest.NewLogger(t))
 	}()
 	defer func() {
 		cancel()

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -24,6 +27,8 @@ type Gateway struct {
 	keys    *sshgw.Keys
 	ssh     *sshgw.Server
 	sshLn   net.Listener
+	admin   *http.Server
+	adminLn net.Listener
 	checker *discovery.Checker
 	source  discovery.Source
 }
@@ -46,12 +51,22 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh: %w", err)
 	}
+	api, err := admin.New(cfg.Admin, bal, log.Named("admin"))
+	if err != nil {
+		return nil, fmt.Errorf("admin.%w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.SSH.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("ssh.listen: %w", err)
 	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
 	return &Gateway{
-		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv, sshLn: ln,
+		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv, sshLn: ln, adminLn: adminLn,
+		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
 		checker: discovery.NewChecker(cfg.Health, nil, bal, log.Named("health_checker.active")),
 		source:  discovery.Static(cfg.Discovery.Static),
 	}, nil
@@ -59,6 +74,9 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 
 // SSHAddr is the address the SSH gateway listens on.
 func (g *Gateway) SSHAddr() string { return g.sshLn.Addr().String() }
+
+// AdminAddr is the address the admin API listens on.
+func (g *Gateway) AdminAddr() string { return g.adminLn.Addr().String() }
 
 // Balancer gives access to the routing state (for ops views and tests).
 func (g *Gateway) Balancer() *balancer.Balancer { return g.bal }
@@ -83,6 +101,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.ssh.Serve(g.sshLn) }()
+	adminDone := make(chan struct{})
+	go func() {
+		defer close(adminDone)
+		g.log.Info("admin API listening", zap.String("addr", g.adminLn.Addr().String()))
+		if err := g.admin.Serve(g.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error("admin API stopped", zap.Error(err))
+		}
+	}()
 
 	var err error
 	select {
@@ -98,6 +124,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err == nil {
 		err = <-serveErr
 	}
+	_ = g.admin.Close()
+	<-adminDone
 	stopBG()
 	wg.Wait()
 	if errors.Is(err, sshgw.ErrServerClosed) {

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/poolgate/poolgate/gateway/admin"
+)
+
+// adminClient talks to a running gateway's admin API.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// clientFlags adds --admin, --token and --json to fs.
+func clientFlags(fs *flag.FlagSet) (base, token *string, asJSON *bool) {
+	defBase := os.Getenv("POOLGATE_ADMIN")
+	if defBase == "" {
+		defBase = "http://127.0.0.1:9090"
+	}
+	base = fs.String("admin", defBase, "admin API URL (env POOLGATE_ADMIN)")
+	token = fs.String("token", os.Getenv("POOLGATE_TOKEN"), "bearer token (env POOLGATE_TOKEN)")
+	asJSON = fs.Bool("json", false, "print the API's JSON")
+	return
+}
+
+// parseWithArgs parses flags that may come before or after positional
+// arguments ("drain node-1 --admin URL") and returns the positionals.
+func parseWithArgs(fs *flag.FlagSet, args []string) ([]string, int) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0
+			}
+			return nil, 2
+		}
+		if fs.NArg() == 0 {
+			return pos, -1
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func (c *adminClient) do(method, path string, out any) error {
+	req, err := http.NewRequest(method, strings.TrimRight(c.base, "/")+path, nil)
+	if err != nil {
+		return fmt.Errorf("admin URL %q: %w", c.base, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the admin API at %s: %v (is poolgate serve running? --admin or POOLGATE_ADMIN set the address)", c.base, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading the admin API's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusUnauthorized {
+				return fmt.Errorf("%s (pass --token or set POOLGATE_TOKEN)", e.Error)
+			}
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("admin API answered %s", resp.Status)
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = body
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("admin API answered something other than the expected JSON: %w", err)
+	}
+	return nil
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func printJSON(w io.Writer, raw json.RawMessage) {
+	var buf bytes.Buffer
+	if json.Indent(&buf, raw, "", "  ") != nil {
+		buf.Reset()
+		buf.Write(raw)
+	}
+	fmt.Fprintln(w, strings.TrimSpace(buf.String()))
+}
+
+func cmdNodes(args []string, stdout, stderr io.Writer) int {
+	fs := flags("nodes", stderr)
+	base, token, asJSON := clientFlags(fs)
+	pos, code := parseWithArgs(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "poolgate nodes: unexpected argument %q\n", pos[0])
+		return 2
+	}
+	c := &adminClient{base: *base, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	var raw json.RawMessage
+	if err := c.do("GET", "/api/nodes", &raw); err != nil {
+		fmt.Fprintln(stderr, "poolgate nodes:", err)
+		return 1
+	}
+	if *asJSON {
+		printJSON(stdout, raw)
+		return 0
+	}
+	var resp struct {
+		Nodes []admin.NodeJSON `json:"nodes"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		fmt.Fprintln(stderr, "poolgate nodes:", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tSSH\tHTTP\tUSERS\tPINNED\tHEALTH\tSINCE")
+	total := admin.SessionCount{}
+	for _, n := range resp.Nodes {
+		state := n.State
+		if n.State == "draining" && n.Sessions.SSH+n.Sessions.HTTP == 0 {
+			state = "draining (empty: safe to remove)"
+		}
+		users := strings.Join(n.Users, ",")
+		if users == "" {
+			users = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", n.Name, state, n.Sessions.SSH, n.Sessions.HTTP, users, n.Pinned, n.Health, ago(n.Changed))
+		total.SSH += n.Sessions.SSH
+		total.HTTP += n.Sessions.HTTP
+	}
+	fmt.Fprintf(tw, "TOTAL (%d nodes)\t\t%d\t%d\t\t\t\t\n", len(resp.Nodes), total.SSH, total.HTTP)
+	_ = tw.Flush()
+	return 0
+}
+
+func cmdSessions(args []string, stdout, stderr io.Writer) int {
+	fs := flags("sessions", stderr)
+	base, token, asJSON := clientFlags(fs)
+	node := fs.String("node", "", "only sessions on this node")
+	user := fs.String("user", "", "only this user's sessions")
+	pos, code := parseWithArgs(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "poolgate sessions: unexpected argument %q\n", pos[0])
+		return 2
+	}
+	q := url.Values{}
+	if *node != "" {
+		q.Set("node", *node)
+	}
+	if *user != "" {
+		q.Set("user", *user)
+	}
+	path := "/api/sessions"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	c := &adminClient{base: *base, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	var raw json.RawMessage
+	if err := c.do("GET", path, &raw); err != nil {
+		fmt.Fprintln(stderr, "poolgate sessions:", err)
+		return 1
+	}
+	if *asJSON {
+		printJSON(stdout, raw)
+		return 0
+	}
+	var resp struct {
+		Sessions []admin.SessionJSON `json:"sessions"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		fmt.Fprintln(stderr, "poolgate sessions:", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tUSER\tNODE\tPROTOCOL\tCLIENT\tSTARTED")
+	for _, s := range resp.Sessions {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.User, s.Node, s.Protocol, s.Client, ago(s.Started))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(stdout, "%d sessions\n", len(resp.Sessions))
+	return 0
+}
+
+func cmdDrain(action string, args []string, stdout, stderr io.Writer) int {
+	fs := flags(action, stderr)
+	base, token, asJSON := clientFlags(fs)
+	pos, code := parseWithArgs(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "poolgate %s: name exactly one node: poolgate %s NODE\n", action, action)
+		return 2
+	}
+	c := &adminClient{base: *base, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	var raw json.RawMessage
+	if err := c.do("POST", "/api/nodes/"+url.PathEscape(pos[0])+"/"+action, &raw); err != nil {
+		fmt.Fprintf(stderr, "poolgate %s: %v\n", action, err)
+		return 1
+	}
+	if *asJSON {
+		printJSON(stdout, raw)
+		return 0
+	}
+	var resp struct {
+		Node     string             `json:"node"`
+		State    string             `json:"state"`
+		Sessions admin.SessionCount `json:"sessions"`
+	}
+	_ = json.Unmarshal(raw, &resp)
+	fmt.Fprintf(stdout, "%s: %s (%d ssh, %d http sessions open)\n", resp.Node, resp.State, resp.Sessions.SSH, resp.Sessions.HTTP)
+	if action == "drain" {
+		fmt.Fprintln(stdout, "New users go elsewhere; users already there keep reaching it. 'poolgate nodes' shows when it is empty.")
+	}
+	return 0
+}
+
+// ago renders a past time as a short age.
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return d.String() + " ago"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return t.Format("2006-01-02 15:04")
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/admin"
+)
+
+// apiServer serves the real admin API over a balancer with alice and bob
+// connected; token, if set, is required.
+func apiServer(t *testing.T, token string) (string, *balancer.Balancer) {
+	t.Helper()
+	b := balancer.New(balancer.Config{}, balancer.Options{})
+	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22"}, {Name: "node-2", SSH: "10.0.0.5:22"}})
+	b.SetHealth("node-1", true, "ok")
+	b.SetHealth("node-2", true, "ok")
+	for _, u := range []string{"alice", "bob"} {
+		if _, err := b.Acquire(u, balancer.SSH, "192.0.2.1:4000"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := admin.Config{}
+	if token != "" {
+		cfg.TokenFile = filepath.Join(t.TempDir(), "token")
+		os.WriteFile(cfg.TokenFile, []byte(token), 0o600)
+	}
+	api, err := admin.New(cfg, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL, b
+}
+
+func TestCLINodesAndSessions(t *testing.T) {
+	url, _ := apiServer(t, "")
+	code, out, errs := runCmd("nodes", "--admin", url)
+	if code != 0 || !strings.Contains(out, "NODE") || !strings.Contains(out, "node-1") || !strings.Contains(out, "TOTAL (2 nodes)") {
+		t.Fatalf("nodes: %d %q %q", code, out, errs)
+	}
+	for _, u := range []string{"alice", "bob"} {
+		if !strings.Contains(out, u) {
+			t.Fatalf("nodes table lacks %s:\n%s", u, out)
+		}
+	}
+	code, out, _ = runCmd("nodes", "--json", "--admin", url)
+	var js struct {
+		Nodes []admin.NodeJSON `json:"nodes"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &js) != nil || len(js.Nodes) != 2 || js.Nodes[0].Sessions.SSH+js.Nodes[1].Sessions.SSH != 2 {
+		t.Fatalf("nodes --json: %d %q", code, out)
+	}
+	code, out, _ = runCmd("sessions", "--user", "alice", "--admin", url)
+	if code != 0 || !strings.Contains(out, "alice") || strings.Contains(out, "bob") || !strings.Contains(out, "1 sessions") {
+		t.Fatalf("sessions --user alice: %d %q", code, out)
+	}
+}
+
+func TestCLIDrain(t *testing.T) {
+	url, b := apiServer(t, "")
+	t.Setenv("POOLGATE_ADMIN", url)
+	code, out, errs := runCmd("drain", "node-2")
+	if code != 0 || !strings.Contains(out, "node-2: draining") {
+		t.Fatalf("drain: %d %q %q", code, out, errs)
+	}
+	if b.Nodes()[1].State != balancer.StateDraining {
+		t.Fatalf("node-2 is %s after drain", b.Nodes()[1].State)
+	}
+	code, out, _ = runCmd("undrain", "node-2", "--json")
+	if code != 0 || !strings.Contains(out, `"state": "up"`) {
+		t.Fatalf("undrain --json: %d %q", code, out)
+	}
+	code, _, errs = runCmd("drain", "node-9")
+	if code != 1 || !strings.Contains(errs, "no node named node-9") {
+		t.Fatalf("drain of an unknown node: %d %q", code, errs)
+	}
+	if code, _, errs = runCmd("drain"); code != 2 || !strings.Contains(errs, "name exactly one node") {
+		t.Fatalf("drain without a node: %d %q", code, errs)
+	}
+}
+
+func TestCLIEmptyDrainedNode(t *testing.T) {
+	url, b := apiServer(t, "")
+	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22"}, {Name: "node-2", SSH: "10.0.0.5:22"}, {Name: "node-3", SSH: "10.0.0.6:22"}})
+	b.SetHealth("node-3", true, "ok")
+	if code, _, errs := runCmd("drain", "node-3", "--admin", url); code != 0 {
+		t.Fatal(errs)
+	}
+	_, out, _ := runCmd("nodes", "--admin", url)
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "node-3 ") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "draining (empty: safe to remove)") {
+		t.Fatalf("an empty drained node is not shown as safe to remove:\n%s", out)
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	url, _ := apiServer(t, "cli-test-token-0123456789")
+	code, _, errs := runCmd("nodes", "--admin", url)
+	if code != 1 || !strings.Contains(errs, "pass --token or set POOLGATE_TOKEN") {
+		t.Fatalf("without token: %d %q", code, errs)
+	}
+	t.Setenv("POOLGATE_TOKEN", "cli-test-token-0123456789")
+	if code, _, errs := runCmd("nodes", "--admin", url); code != 0 {
+		t.Fatalf("with POOLGATE_TOKEN: %d %q", code, errs)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	code, _, errs = runCmd("sessions", "--admin", dead)
+	if code != 1 || !strings.Contains(errs, "cannot reach the admin API at "+dead) || !strings.Contains(errs, "is poolgate serve running?") {
+		t.Fatalf("unreachable API: %d %q", code, errs)
+	}
+}

@@ -1,0 +1,57 @@
+package admin
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// Config is the YAML section "admin".
+type Config struct {
+	// Listen is the admin API's address. Default 127.0.0.1:9090.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the token that may read and change state (drain).
+	// Required when Listen is not a loopback address.
+	TokenFile string `yaml:"token_file"`
+	// ReadTokenFile holds a token that may only read (for dashboards and
+	// monitoring). Optional.
+	ReadTokenFile string `yaml:"read_token_file"`
+}
+
+// WithDefaults fills zero fields with the documented defaults.
+func (c Config) WithDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:9090"
+	}
+	return c
+}
+
+// Validate reports the first bad setting, naming its key.
+func (c Config) Validate() error {
+	if c.Listen == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("listen: %q: port must be a number from 0 to 65535", c.Listen)
+	}
+	if !IsLoopback(host) && c.TokenFile == "" {
+		return fmt.Errorf("token_file: required when listen (%s) is not a loopback address: the admin API can drain nodes", c.Listen)
+	}
+	if c.ReadTokenFile != "" && c.TokenFile == "" {
+		return fmt.Errorf("read_token_file: set token_file too: without it the API is open and a read-only token means nothing")
+	}
+	return nil
+}
+
+// IsLoopback reports whether host names only this machine.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,259 @@
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// Pool is what the admin API reads and changes.
+type Pool interface {
+	Nodes() []balancer.NodeStatus
+	Sessions() []balancer.SessionInfo
+	Drain(name string) error
+	Undrain(name string) error
+}
+
+// Server is the admin API. Create it with New and serve Handler.
+type Server struct {
+	pool      Pool
+	log       *zap.Logger
+	writeTok  []byte // empty: no token required
+	readTok   []byte
+	startedAt time.Time
+}
+
+// New reads the token files and returns the API.
+func New(cfg Config, pool Pool, log *zap.Logger) (*Server, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &Server{pool: pool, log: log, startedAt: time.Now()}
+	var err error
+	if s.writeTok, err = readToken(cfg.TokenFile); err != nil {
+		return nil, fmt.Errorf("token_file: %w", err)
+	}
+	if s.readTok, err = readToken(cfg.ReadTokenFile); err != nil {
+		return nil, fmt.Errorf("read_token_file: %w", err)
+	}
+	return s, nil
+}
+
+// readToken reads a token file (first line, surrounding space trimmed).
+func readToken(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	tok, _, _ := strings.Cut(string(data), "\n")
+	tok = strings.TrimSpace(tok)
+	if len(tok) < 16 {
+		return nil, fmt.Errorf("%s: the token must be at least 16 characters (e.g. openssl rand -hex 32)", path)
+	}
+	return []byte(tok), nil
+}
+
+// access levels
+type access int
+
+const (
+	noAccess access = iota
+	readAccess
+	writeAccess
+)
+
+// accessOf checks the request's bearer token in constant time.
+func (s *Server) accessOf(r *http.Request) access {
+	if len(s.writeTok) == 0 {
+		return writeAccess // loopback without tokens: open, as configured
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return noAccess
+	}
+	tok := []byte(strings.TrimSpace(got))
+	if subtle.ConstantTimeCompare(tok, s.writeTok) == 1 {
+		return writeAccess
+	}
+	if len(s.readTok) > 0 && subtle.ConstantTimeCompare(tok, s.readTok) == 1 {
+		return readAccess
+	}
+	return noAccess
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/nodes", s.read(s.nodes))
+	mux.HandleFunc("/api/sessions", s.read(s.sessions))
+	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
+	mux.HandleFunc("/healthz", s.read(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_seconds": int(time.Since(s.startedAt).Seconds())})
+	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if s.accessOf(r) == noAccess {
+			s.unauthorized(w)
+			return
+		}
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	return mux
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="poolgate"`)
+	writeError(w, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")
+}
+
+// read wraps a GET endpoint.
+func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.accessOf(r) == noAccess {
+			s.unauthorized(w)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use GET")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// write wraps a POST endpoint that changes state.
+func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch s.accessOf(r) {
+		case noAccess:
+			s.unauthorized(w)
+			return
+		case readAccess:
+			writeError(w, http.StatusForbidden, "this token may only read; changes need the token from token_file")
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use POST")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// NodeJSON is one node in GET /api/nodes.
+type NodeJSON struct {
+	Name     string       `json:"name"`
+	SSH      string       `json:"ssh"`
+	HTTP     string       `json:"http"`
+	Weight   float64      `json:"weight"`
+	State    string       `json:"state"`
+	Sessions SessionCount `json:"sessions"`
+	Users    []string     `json:"users"`
+	Pinned   int          `json:"pinned"`
+	Health   string       `json:"health"`
+	Changed  time.Time    `json:"changed"`
+}
+
+// SessionCount counts a node's live sessions by protocol.
+type SessionCount struct {
+	SSH  int `json:"ssh"`
+	HTTP int `json:"http"`
+}
+
+// SessionJSON is one session in GET /api/sessions.
+type SessionJSON struct {
+	ID       uint64    `json:"id"`
+	User     string    `json:"user"`
+	Node     string    `json:"node"`
+	Protocol string    `json:"protocol"`
+	Client   string    `json:"client"`
+	Started  time.Time `json:"started"`
+}
+
+func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
+	out := []NodeJSON{}
+	for _, n := range s.pool.Nodes() {
+		weight := n.Weight
+		if weight <= 0 {
+			weight = 1
+		}
+		health := n.HealthDetail
+		if !n.Checked {
+			health = "not checked yet"
+		}
+		out = append(out, NodeJSON{
+			Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: weight, State: string(n.State),
+			Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions},
+			Users:    append([]string{}, n.Users...), Pinned: n.Pinned, Health: health, Changed: n.Changed.UTC(),
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
+}
+
+func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
+	node, user := r.URL.Query().Get("node"), r.URL.Query().Get("user")
+	out := []SessionJSON{}
+	for _, ss := range s.pool.Sessions() {
+		if (node != "" && ss.Node != node) || (user != "" && ss.User != user) {
+			continue
+		}
+		out = append(out, SessionJSON{ID: ss.ID, User: ss.User, Node: ss.Node, Protocol: string(ss.Protocol), Client: ss.Client, Started: ss.Started.UTC()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	name, action := r.PathValue("name"), r.PathValue("action")
+	var err error
+	switch action {
+	case "drain":
+		err = s.pool.Drain(name)
+	case "undrain":
+		err = s.pool.Undrain(name)
+	default:
+		writeError(w, http.StatusNotFound, "no such action "+action+"; use drain or undrain")
+		return
+	}
+	if errors.Is(err, balancer.ErrUnknownNode) {
+		writeError(w, http.StatusNotFound, "no node named "+name)
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.log.Info("node "+action+" requested through the admin API", zap.String("node", name), zap.String("client", r.RemoteAddr))
+	for _, n := range s.pool.Nodes() {
+		if n.Name == name {
+			writeJSON(w, http.StatusOK, map[string]any{"node": name, "state": string(n.State), "sessions": SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions}})
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "no node named "+name)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]any{"error": msg, "status": status})
+}
