@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/poolgate/poolgate/gateway/admin"
+)
+
+// apiNodes reads GET /api/nodes.
+func apiNodes(t *testing.T, p *pool) []admin.NodeJSON {
+	t.Helper()
+	var resp struct {
+		Nodes []admin.NodeJSON `json:"nodes"`
+	}
+	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/nodes", &resp)
+	return resp.Nodes
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || json.Unmarshal(body, out) != nil {
+		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
+	}
+}
+
+// counts summarises nodes as node → "ssh-count users".
+func counts(nodes []admin.NodeJSON) map[string]string {
+	out := map[string]string{}
+	for _, n := range nodes {
+		users := append([]string(nil), n.Users...)
+		sort.Strings(users)
+		out[n.Name] = strings.TrimSpace(strings.Repeat("x", n.Sessions.SSH) + " " + strings.Join(users, ","))
+	}
+	return out
+}
+
+// TestOpsView: the API and the CLI report exactly the sessions that are
+// open, and drain through the CLI steers new users away while pinned
+// users still reach the node.
+func TestOpsView(t *testing.T) {
+	p := newPool(t, poolOptions{})
+	bin := buildPoolgate(t)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append(args, "--admin", "http://"+p.gw.AdminAddr())...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("poolgate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	// A known set: alice twice, bob once, carol once.
+	a1, a2, b, c := p.hold("alice"), p.hold("alice"), p.hold("bob"), p.hold("carol")
+	want := map[string]string{}
+	for _, n := range p.nodes {
+		want[n.name] = ""
+	}
+	want[a1.node] = "xx alice"
+	want[b.node] = "x bob"
+	want[c.node] = "x carol"
+	if got := counts(apiNodes(t, p)); !equalMaps(got, want) {
+		t.Fatalf("/api/nodes: %v, want %v", got, want)
+	}
+	var viaCLI struct {
+		Nodes []admin.NodeJSON `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(cli("nodes", "--json")), &viaCLI); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(viaCLI.Nodes); !equalMaps(got, want) {
+		t.Fatalf("poolgate nodes --json: %v, want %v", got, want)
+	}
+	var sessions struct {
+		Sessions []admin.SessionJSON `json:"sessions"`
+	}
+	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/sessions", &sessions)
+	perUser := map[string]int{}
+	for _, s := range sessions.Sessions {
+		perUser[s.User]++
+		if s.Protocol != "ssh" || !strings.HasPrefix(s.Client, "127.0.0.1:") {
+			t.Fatalf("session %+v", s)
+		}
+	}
+	if perUser["alice"] != 2 || perUser["bob"] != 1 || perUser["carol"] != 1 || len(sessions.Sessions) != 4 {
+		t.Fatalf("/api/sessions: %v", perUser)
+	}
+	if out := cli("sessions", "--user", "alice"); !strings.Contains(out, "2 sessions") {
+		t.Fatalf("poolgate sessions --user alice:\n%s", out)
+	}
+
+	// Drain alice's node through the CLI.
+	if out := cli("drain", a1.node); !strings.Contains(out, a1.node+": draining (2 ssh") {
+		t.Fatalf("poolgate drain:\n%s", out)
+	}
+	d := p.hold("dave")
+	if d.node == a1.node {
+		t.Fatalf("new user dave landed on drained node %s", a1.node)
+	}
+	a3 := p.hold("alice")
+	if a3.node != a1.node {
+		t.Fatalf("pinned alice went to %s, not her drained node %s", a3.node, a1.node)
+	}
+	if out := cli("undrain", a1.node); !strings.Contains(out, a1.node+": up") {
+		t.Fatalf("poolgate undrain:\n%s", out)
+	}
+
+	// All sessions end: what ops see returns to zero.
+	for _, h := range []*held{a1, a2, a3, b, c, d} {
+		h.close()
+	}
+	p.waitFor("every session to end", func() bool { return len(p.gw.Balancer().Sessions()) == 0 })
+	for name, v := range counts(apiNodes(t, p)) {
+		if v != "" {
+			t.Fatalf("after every session ended, /api/nodes shows %s: %q", name, v)
+		}
+	}
+	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/sessions", &sessions)
+	if len(sessions.Sessions) != 0 {
+		t.Fatalf("/api/sessions after the end: %+v", sessions.Sessions)
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
