@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -100,6 +101,8 @@ type Balancer struct {
 	leases    map[uint64]*Lease
 	nextID    uint64
 	lastSweep time.Time
+
+	started, ended [2]atomic.Uint64 // leases taken and ended, by protocol index
 }
 
 // node is the balancer's record of one pool member.
@@ -317,6 +320,12 @@ func (b *Balancer) Nodes() []NodeStatus {
 	}
 	return out
 }
+
+// Started counts the sessions of proto ever started; Ended those ended.
+func (b *Balancer) Started(proto Protocol) uint64 { return b.started[protoIndex(proto)].Load() }
+
+// Ended counts the sessions of proto that ended (released or aborted).
+func (b *Balancer) Ended(proto Protocol) uint64 { return b.ended[protoIndex(proto)].Load() }
 
 // SessionInfo is a snapshot of one live session.
 type SessionInfo struct {

@@ -239,6 +239,9 @@ func TestRules(t *testing.T) {
 			if got := len(b.Sessions()); got != 0 {
 				t.Fatalf("Sessions() has %d entries after release", got)
 			}
+			if b.Started(SSH) != 2 || b.Ended(SSH) != 2 || b.Started(HTTP) != 1 || b.Ended(HTTP) != 1 {
+				t.Fatalf("counters: ssh %d/%d http %d/%d", b.Started(SSH), b.Ended(SSH), b.Started(HTTP), b.Ended(HTTP))
+			}
 		}},
 		{"avoid: a node the front end could not reach is skipped, and its user moved", func(t *testing.T, b *Balancer, c *clock) {
 			a := acquire(t, b, "alice")

@@ -85,6 +85,7 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 	l.node.users[user]++
 	b.refreshLocked(l.node)
 	b.leases[l.id] = l
+	b.started[protoIndex(proto)].Add(1)
 	return l, nil
 }
 
@@ -125,6 +126,7 @@ func (l *Lease) end(abort bool) {
 	}
 	l.done = true
 	delete(b.leases, l.id)
+	b.ended[protoIndex(l.proto)].Add(1)
 	n := l.node
 	n.sessions[protoIndex(l.proto)]--
 	if n.users[l.user]--; n.users[l.user] <= 0 {

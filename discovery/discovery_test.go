@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -227,5 +229,29 @@ func TestHealthConfig(t *testing.T) {
 	}
 	if err := (HealthConfig{Fall: -1}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "fall:") {
 		t.Fatalf("negative fall: %v", err)
+	}
+}
+
+func TestCheckerCountsResults(t *testing.T) {
+	s := &scripted{script: []bool{true, false, true}}
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond}, s.probe, &recorder{}, nil)
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"node", "result"})
+	c.CountResults(v)
+	c.SetNodes([]balancer.Node{{Name: "n1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(v.WithLabelValues("n1", "ok")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ok, fail := testutil.ToFloat64(v.WithLabelValues("n1", "ok")), testutil.ToFloat64(v.WithLabelValues("n1", "fail")); ok < 2 || fail != 1 {
+		t.Fatalf("results ok %v fail %v, want at least 2 and exactly 1", ok, fail)
+	}
+	c.SetNodes(nil) // n1 leaves the pool: its series go
+	cancel()
+	<-done
+	if n := testutil.CollectAndCount(v); n != 0 {
+		t.Fatalf("%d series left after the node left", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -135,6 +136,8 @@ type Checker struct {
 	to    StatusSetter
 	log   *zap.Logger
 
+	results *prometheus.CounterVec // by node and result; nil: not counted
+
 	// mu protects ctx and targets.
 	mu      sync.Mutex
 	ctx     context.Context // set by Run; nil before
@@ -159,6 +162,11 @@ func NewChecker(cfg HealthConfig, probe Probe, to StatusSetter, log *zap.Logger)
 	return &Checker{cfg: cfg, probe: probe, to: to, log: log, targets: map[string]*target{}}
 }
 
+// CountResults makes the checker count probe results in v, labelled node
+// and result ("ok" or "fail"); call it before Run. A node's series are
+// deleted when it leaves the pool.
+func (c *Checker) CountResults(v *prometheus.CounterVec) { c.results = v }
+
 // SetNodes starts probing new nodes and stops probing nodes that left.
 // A node whose addresses changed is probed afresh.
 func (c *Checker) SetNodes(nodes []balancer.Node) {
@@ -170,8 +178,13 @@ func (c *Checker) SetNodes(nodes []balancer.Node) {
 	}
 	for name, t := range c.targets {
 		if n, ok := want[name]; !ok || n != t.node {
-			t.cancel()
+			if t.cancel != nil {
+				t.cancel()
+			}
 			delete(c.targets, name)
+			if c.results != nil && !ok {
+				c.results.DeletePartialMatch(prometheus.Labels{"node": name})
+			}
 		}
 	}
 	for name, n := range want {
@@ -230,6 +243,13 @@ func (c *Checker) loop(ctx context.Context, n balancer.Node) {
 		detail := "ok"
 		if !ok {
 			detail = err.Error()
+		}
+		if c.results != nil {
+			result := "ok"
+			if !ok {
+				result = "fail"
+			}
+			c.results.WithLabelValues(n.Name, result).Inc()
 		}
 		if !known || ok == up {
 			streak = 0

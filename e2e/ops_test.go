@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -96,6 +97,7 @@ func TestOpsView(t *testing.T) {
 	if perUser["alice"] != 2 || perUser["bob"] != 1 || perUser["carol"] != 1 || len(sessions.Sessions) != 4 {
 		t.Fatalf("/api/sessions: %v", perUser)
 	}
+	checkMetrics(t, p, map[string]int{a1.node: 2, b.node: 1, c.node: 1})
 	if out := cli("sessions", "--user", "alice"); !strings.Contains(out, "2 sessions") {
 		t.Fatalf("poolgate sessions --user alice:\n%s", out)
 	}
@@ -129,6 +131,25 @@ func TestOpsView(t *testing.T) {
 	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/sessions", &sessions)
 	if len(sessions.Sessions) != 0 {
 		t.Fatalf("/api/sessions after the end: %+v", sessions.Sessions)
+	}
+	checkMetrics(t, p, map[string]int{})
+}
+
+// checkMetrics scrapes /metrics and compares each node's SSH session gauge
+// with want (nodes not named: 0).
+func checkMetrics(t *testing.T, p *pool, want map[string]int) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.gw.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, n := range p.nodes {
+		line := fmt.Sprintf(`poolgate_node_sessions{node="%s",protocol="ssh"} %d`, n.name, want[n.name])
+		if !strings.Contains(string(body), line+"\n") {
+			t.Fatalf("/metrics lacks %q", line)
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ type Server struct {
 	writeTok  []byte // empty: no token required
 	readTok   []byte
 	startedAt time.Time
+	metrics   http.Handler // nil: no /metrics
 }
 
 // New reads the token files and returns the API.
@@ -100,6 +101,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/nodes", s.read(s.nodes))
 	mux.HandleFunc("/api/sessions", s.read(s.sessions))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
+	mux.HandleFunc("/metrics", s.read(s.metricsHandler))
 	mux.HandleFunc("/healthz", s.read(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_seconds": int(time.Since(s.startedAt).Seconds())})
 	}))

@@ -205,9 +205,14 @@ func (c *clientConn) password(meta ssh.ConnMetadata, password []byte) (*ssh.Perm
 	return &ssh.Permissions{}, nil
 }
 
-// errNodeRefused marks a node's refusal of the credentials, as opposed to
-// the node being unreachable.
-var errNodeRefused = errors.New("node refused the login")
+// Errors behind refused logins, for logs and metrics.
+var (
+	// errNodeRefused marks a node's refusal of the credentials, as
+	// opposed to the node being unreachable.
+	errNodeRefused     = errors.New("node refused the login")
+	errNodeUnreachable = errors.New("no reachable node")
+	errSessionLimit    = errors.New("session limit reached")
+)
 
 // maxNodeTries is how many nodes one login tries when nodes cannot be
 // reached (the health checks have not noticed yet).
@@ -222,15 +227,17 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 	user := meta.User()
 	if max := c.s.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
 		c.log.Info("ssh login refused: session limit", zap.String("user", user), zap.Int("limit", max))
-		return &ssh.BannerError{Err: errors.New("session limit reached"), Message: fmt.Sprintf(msgTooMany, max)}
+		return &ssh.BannerError{Err: errSessionLimit, Message: fmt.Sprintf(msgTooMany, max)}
 	}
 	var avoid []string
 	for {
+		start := time.Now()
 		lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
+		c.s.metrics.picked(time.Since(start).Seconds())
 		if errors.Is(err, balancer.ErrNoNode) {
 			c.log.Info("ssh login refused: no node available", zap.String("user", user), zap.Strings("unreachable", avoid))
 			if len(avoid) > 0 {
-				return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
+				return &ssh.BannerError{Err: fmt.Errorf("%w: %v", errNodeUnreachable, err), Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
 			}
 			return &ssh.BannerError{Err: err, Message: msgNoNode}
 		}
@@ -269,7 +276,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		avoid = append(avoid, node.Name)
 		if len(avoid) >= maxNodeTries {
 			log.Error("node login failed; giving up", zap.Error(err), zap.Strings("tried", avoid))
-			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
+			return &ssh.BannerError{Err: fmt.Errorf("%w: %v", errNodeUnreachable, err), Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
 		}
 		log.Warn("node login failed; trying another node", zap.Error(err))
 	}
@@ -347,6 +354,7 @@ func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
 	if err == nil || method == "none" {
 		return
 	}
+	c.s.metrics.authFailed(failureReason(method, err))
 	// Passwords are what gets guessed; unmatched key offers are routine
 	// (an agent offers every key it holds) and are not counted.
 	if method == "password" || method == "keyboard-interactive" {

@@ -52,8 +52,8 @@ func (c *clientConn) relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel
 
 	fields := []zap.Field{
 		zap.Duration("duration", c.s.now().Sub(start).Round(time.Millisecond)),
-		zap.Int64("bytes_to_node", s.toNode.Load()),
-		zap.Int64("bytes_to_client", s.toClient.Load()),
+		zap.Int64("bytes_to_node", s.bytes[toNode].Load()),
+		zap.Int64("bytes_to_client", s.bytes[toClient].Load()),
 		zap.Int64("channels", s.channels.Load()),
 	}
 	if r := s.endReason.Load(); r != nil {
@@ -291,9 +291,9 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 			s.mu.Unlock()
 		}()
 	}
-	nearToFar, farToNear := &s.toNode, &s.toClient
+	nearToFar, farToNear := toNode, toClient
 	if !fromClient {
-		nearToFar, farToNear = &s.toClient, &s.toNode
+		nearToFar, farToNear = toClient, toNode
 	}
 	p := &pair{near: near, far: far, nearReqs: nearReqs, farReqs: farReqs, farDone: make(chan struct{}), exit: &s.exitStatus}
 	p.toFar = newRequestQueue(channelHandler(far, &p.nearReplying))
@@ -343,9 +343,10 @@ const (
 
 var largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
 
-// copy relays src to dst until EOF or error, counting bytes into n and
-// recording activity for the keepalive and idle checks.
-func (s *session) copy(dst io.Writer, src io.Reader, n *atomic.Int64) {
+// copy relays src to dst until EOF or error, counting bytes in direction
+// dir and recording activity for the keepalive and idle checks.
+func (s *session) copy(dst io.Writer, src io.Reader, dir int) {
+	n := &s.bytes[dir]
 	small := make([]byte, smallBuf)
 	buf := small
 	var large *[]byte
@@ -359,6 +360,7 @@ func (s *session) copy(dst io.Writer, src io.Reader, n *atomic.Int64) {
 		if k > 0 {
 			s.lastActive.Store(s.c.s.now().UnixNano())
 			n.Add(int64(k))
+			s.c.s.metrics.relayed(dir, k)
 			if _, werr := dst.Write(buf[:k]); werr != nil {
 				return
 			}

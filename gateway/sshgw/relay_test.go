@@ -91,6 +91,12 @@ type testGW struct {
 // nodes that nodes starts (given the gateway CA), or one testNode.
 func newTestGW(t *testing.T, adjust func(*Config), nodes ...func(ca ssh.PublicKey) string) *testGW {
 	t.Helper()
+	return newTestGWMetrics(t, nil, adjust, nodes...)
+}
+
+// newTestGWMetrics is newTestGW recording into m.
+func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...func(ca ssh.PublicKey) string) *testGW {
+	t.Helper()
 	dir := t.TempDir()
 	keys, err := LoadKeys(filepath.Join(dir, "state"))
 	if err != nil {
@@ -124,6 +130,7 @@ func newTestGW(t *testing.T, adjust func(*Config), nodes ...func(ca ssh.PublicKe
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.SetMetrics(m)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ type Server struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	now     func() time.Time
 	backoff *backoff
+	metrics *Metrics     // nil: none
 	unauth  atomic.Int64 // connections not yet past authentication
 
 	// mu protects listeners, conns, sessions and closed.
@@ -45,6 +46,9 @@ type Server struct {
 	closed    bool
 	wg        sync.WaitGroup // one per Serve loop and per connection
 }
+
+// SetMetrics makes the server record into m; call it before Serve.
+func (s *Server) SetMetrics(m *Metrics) { s.metrics = m }
 
 // New returns a server; cfg's zero fields take their defaults.
 func New(cfg Config, keys *Keys, bal Balancer, log *zap.Logger) (*Server, error) {
@@ -106,6 +110,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		if s.unauth.Load() >= int64(s.cfg.MaxUnauthenticated) {
+			s.metrics.authFailed("too_many_unauthenticated")
 			s.log.Info("connection refused: too many unauthenticated connections",
 				zap.String("client", nc.RemoteAddr().String()), zap.Int("limit", s.cfg.MaxUnauthenticated))
 			// Lines before the version string are allowed (RFC 4253 §4.2);

@@ -17,11 +17,11 @@ type session struct {
 	up   *upstream
 	log  *zap.Logger
 
-	toNode, toClient atomic.Int64
-	exitStatus       atomic.Int64 // -1 until the node reports one
-	channels         atomic.Int64
-	lastActive       atomic.Int64 // unix nanoseconds of the last data relayed
-	endReason        atomic.Pointer[string]
+	bytes      [2]atomic.Int64 // relayed, by direction (toNode, toClient)
+	exitStatus atomic.Int64    // -1 until the node reports one
+	channels   atomic.Int64
+	lastActive atomic.Int64 // unix nanoseconds of the last data relayed
+	endReason  atomic.Pointer[string]
 
 	mu     sync.Mutex             // protects shells and each shell's eof
 	shells map[ssh.Channel]*shell // client-side session channels, for notices

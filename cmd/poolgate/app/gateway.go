@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -55,6 +57,16 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin.%w", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(bal, bal))
+	srv.SetMetrics(sshgw.NewMetrics(reg))
+	checker := discovery.NewChecker(cfg.Health, nil, bal, log.Named("health_checker.active"))
+	healthResults := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "poolgate_health_checks_total", Help: "Node health probes, by node and result (ok or fail).",
+	}, []string{"node", "result"})
+	reg.MustRegister(healthResults)
+	checker.CountResults(healthResults)
+	api.ServeMetrics(reg)
 	ln, err := net.Listen("tcp", cfg.SSH.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("ssh.listen: %w", err)
@@ -67,7 +79,7 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	return &Gateway{
 		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv, sshLn: ln, adminLn: adminLn,
 		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
-		checker: discovery.NewChecker(cfg.Health, nil, bal, log.Named("health_checker.active")),
+		checker: checker,
 		source:  discovery.Static(cfg.Discovery.Static),
 	}, nil
 }

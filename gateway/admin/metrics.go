@@ -1,0 +1,79 @@
+package admin
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// Counts is what the pool collector reads besides the snapshot.
+type Counts interface {
+	Started(balancer.Protocol) uint64
+	Ended(balancer.Protocol) uint64
+}
+
+// poolCollector exports the pool's state at scrape time from the
+// balancer's snapshot, so routing does no bookkeeping for metrics.
+type poolCollector struct {
+	pool   Pool
+	counts Counts
+}
+
+var (
+	descSessions = prometheus.NewDesc("poolgate_node_sessions", "Live sessions on a node, by protocol.", []string{"node", "protocol"}, nil)
+	descState    = prometheus.NewDesc("poolgate_node_state", "1 for the node's current state (up, down or draining), 0 for the others.", []string{"node", "state"}, nil)
+	descUsers    = prometheus.NewDesc("poolgate_node_users", "Users with a live session on a node.", []string{"node"}, nil)
+	descPinned   = prometheus.NewDesc("poolgate_node_pinned_users", "Users pinned to a node, including those idle within the affinity grace.", []string{"node"}, nil)
+	descChanged  = prometheus.NewDesc("poolgate_node_state_change_timestamp_seconds", "When the node's state last changed (Unix time).", []string{"node"}, nil)
+	descStarted  = prometheus.NewDesc("poolgate_sessions_started_total", "Sessions started, by protocol.", []string{"protocol"}, nil)
+	descEnded    = prometheus.NewDesc("poolgate_sessions_ended_total", "Sessions ended, by protocol.", []string{"protocol"}, nil)
+)
+
+// NewCollector returns a Prometheus collector over the pool.
+func NewCollector(pool Pool, counts Counts) prometheus.Collector {
+	return &poolCollector{pool: pool, counts: counts}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded} {
+		ch <- d
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.pool.Nodes() {
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.SSHSessions), n.Name, "ssh")
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.HTTPSessions), n.Name, "http")
+		for _, st := range []balancer.State{balancer.StateUp, balancer.StateDown, balancer.StateDraining} {
+			v := 0.0
+			if n.State == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, n.Name, string(st))
+		}
+		ch <- prometheus.MustNewConstMetric(descUsers, prometheus.GaugeValue, float64(len(n.Users)), n.Name)
+		ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(n.Pinned), n.Name)
+		ch <- prometheus.MustNewConstMetric(descChanged, prometheus.GaugeValue, float64(n.Changed.UnixNano())/1e9, n.Name)
+	}
+	for _, p := range []balancer.Protocol{balancer.SSH, balancer.HTTP} {
+		ch <- prometheus.MustNewConstMetric(descStarted, prometheus.CounterValue, float64(c.counts.Started(p)), string(p))
+		ch <- prometheus.MustNewConstMetric(descEnded, prometheus.CounterValue, float64(c.counts.Ended(p)), string(p))
+	}
+}
+
+// ServeMetrics makes GET /metrics serve g in the Prometheus text format,
+// behind the same read access as the API.
+func (s *Server) ServeMetrics(g prometheus.Gatherer) {
+	s.metrics = promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request) {
+	if s.metrics == nil {
+		writeError(w, http.StatusNotFound, "metrics are not enabled")
+		return
+	}
+	s.metrics.ServeHTTP(w, r)
+}
