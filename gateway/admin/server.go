@@ -76,16 +76,25 @@ const (
 	writeAccess
 )
 
-// accessOf checks the request's bearer token in constant time.
+// accessOf checks the request's bearer token, or the dashboard's cookie.
 func (s *Server) accessOf(r *http.Request) access {
 	if len(s.writeTok) == 0 {
 		return writeAccess // loopback without tokens: open, as configured
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		return noAccess
+	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return s.levelOf([]byte(strings.TrimSpace(got)))
 	}
-	tok := []byte(strings.TrimSpace(got))
+	if c, err := r.Cookie(cookieName); err == nil {
+		return s.levelOf([]byte(c.Value))
+	}
+	return noAccess
+}
+
+// levelOf compares a token with the configured ones in constant time.
+func (s *Server) levelOf(tok []byte) access {
+	if len(s.writeTok) == 0 {
+		return writeAccess
+	}
 	if subtle.ConstantTimeCompare(tok, s.writeTok) == 1 {
 		return writeAccess
 	}
@@ -105,6 +114,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/healthz", s.read(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_seconds": int(time.Since(s.startedAt).Seconds())})
 	}))
+	mux.HandleFunc("/api/access", s.read(s.access))
+	mux.HandleFunc("GET /{$}", s.dashboard)
+	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if s.accessOf(r) == noAccess {
 			s.unauthorized(w)

@@ -134,7 +134,7 @@ func TestAPITokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := s.Handler()
-	for _, path := range []string{"/api/nodes", "/api/sessions", "/healthz", "/", "/api/nothing"} {
+	for _, path := range []string{"/api/nodes", "/api/sessions", "/healthz", "/api/access", "/metrics", "/api/nothing"} {
 		for _, tok := range []string{"", "wrong-token-0123456789", write[:10]} {
 			if code, _ := do(t, h, "GET", path, tok); code != 401 {
 				t.Errorf("GET %s with token %q: %d, want 401", path, tok, code)
