@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/gateway/admin"
 )
 
@@ -163,4 +167,50 @@ func equalMaps(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestAdminOnNonLoopbackNeedsTokens: bound to all interfaces, every
+// endpoint and the dashboard answer 401 without a token, and the read-only
+// token cannot drain.
+func TestAdminOnNonLoopbackNeedsTokens(t *testing.T) {
+	dir := t.TempDir()
+	write, read := filepath.Join(dir, "write"), filepath.Join(dir, "read")
+	os.WriteFile(write, []byte("nonloopback-write-token-0123456789\n"), 0o600)
+	os.WriteFile(read, []byte("nonloopback-read-token-0123456789\n"), 0o600)
+	p := newPool(t, poolOptions{nodes: 1, cfg: func(c *app.Config) {
+		c.Admin.Listen = "0.0.0.0:0"
+		c.Admin.TokenFile = write
+		c.Admin.ReadTokenFile = read
+	}})
+	_, port, _ := net.SplitHostPort(p.gw.AdminAddr())
+	base := "http://127.0.0.1:" + port
+	req := func(method, path, token string) int {
+		r, _ := http.NewRequest(method, base+path, nil)
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, path := range []string{"/", "/api/nodes", "/api/sessions", "/metrics", "/healthz", "/api/access"} {
+		if code := req("GET", path, ""); code != 401 {
+			t.Errorf("GET %s without a token: %d, want 401", path, code)
+		}
+	}
+	if code := req("POST", "/api/nodes/node-1/drain", ""); code != 401 {
+		t.Errorf("drain without a token: %d", code)
+	}
+	if code := req("GET", "/api/nodes", "nonloopback-read-token-0123456789"); code != 200 {
+		t.Errorf("read token reading: %d", code)
+	}
+	if code := req("POST", "/api/nodes/node-1/drain", "nonloopback-read-token-0123456789"); code != 403 {
+		t.Errorf("read token draining: %d, want 403", code)
+	}
+	if code := req("POST", "/api/nodes/node-1/drain", "nonloopback-write-token-0123456789"); code != 200 {
+		t.Errorf("write token draining: %d", code)
+	}
 }

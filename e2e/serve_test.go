@@ -212,6 +212,7 @@ func TestServeRejectsBadConfig(t *testing.T) {
 		{"health:\n  interval: 5x\n", `poolgate.yaml:2: health.interval: "5x" is not a duration`},
 		{"ssh:\n  listen: nowhere\ndiscovery:\n  static: [{name: a, ssh: 'h:22'}]\n", `poolgate.yaml: ssh.listen: "nowhere" is not host:port`},
 		{"state_dir: /tmp\n", "poolgate.yaml: discovery.static: list at least one node"},
+		{"admin:\n  listen: 0.0.0.0:9090\ndiscovery:\n  static: [{name: a, ssh: 'h:22'}]\n", "poolgate.yaml: admin.token_file: required when listen (0.0.0.0:9090) is not a loopback address"},
 	} {
 		conf := filepath.Join(dir, "poolgate.yaml")
 		os.WriteFile(conf, []byte(tt.yaml), 0o644)
