@@ -237,8 +237,10 @@ func reapOrphans(t *testing.T) {
 	}
 }
 
-// orphans lists sshd processes whose parent is this process and that no
-// exec.Cmd of ours started (those are waited for by their owners).
+// orphans lists processes re-parented to this process: sshd's connection
+// children, Chromium's helpers after its main process exits, and any
+// child that has exited unreaped. Processes that exec.Cmd started are
+// waited for by their owners before a test's cleanup runs.
 func orphans() []int {
 	me := os.Getpid()
 	entries, _ := os.ReadDir("/proc")
@@ -264,7 +266,8 @@ func orphans() []int {
 		}
 		ppid, _ := strconv.Atoi(f[1])
 		comm := s[strings.IndexByte(s, '(')+1 : i]
-		if ppid == me && strings.HasPrefix(comm, "sshd") {
+		zombie := f[0] == "Z"
+		if ppid == me && (zombie || strings.HasPrefix(comm, "sshd") || strings.HasPrefix(comm, "chrom")) {
 			out = append(out, pid)
 		}
 	}
