@@ -107,6 +107,11 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("bob landed on alice's node %s while she is connected", got)
 	}
 	s, _ := bob.NewSession()
+	if out, err := s.Output("sleep 0"); err != nil || len(out) != 0 {
+		t.Fatalf("sleep 0: %q %v", out, err)
+	}
+	s.Close()
+	s, _ = bob.NewSession()
 	defer s.Close()
 	if err := s.Run("exit 4"); err == nil || !isExit(err, 4) {
 		t.Fatalf("exit 4 through the demo: %T %v", err, err)

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
@@ -125,8 +126,22 @@ func (d *DemoNode) exec(s gliderssh.Session, line string) (string, int) {
 			code = n
 		}
 		return "", code
+	case "sleep":
+		secs := 1
+		if len(f) > 1 {
+			n, err := strconv.Atoi(f[1])
+			if err != nil || n < 0 || n > 3600 {
+				return "sleep: want seconds from 0 to 3600\n", 2
+			}
+			secs = n
+		}
+		select {
+		case <-time.After(time.Duration(secs) * time.Second):
+		case <-s.Context().Done():
+		}
+		return "", 0
 	case "help":
-		return "demo shell commands: hostname (or node), whoami, echo ARGS, env, exit [N], help\n", 0
+		return "demo shell commands: hostname (or node), whoami, echo ARGS, env, sleep SECONDS, exit [N], help\n", 0
 	}
 	return fmt.Sprintf("demo shell: %s: command not found (try help)\n", f[0]), 127
 }
