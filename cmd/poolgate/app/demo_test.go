@@ -106,7 +106,16 @@ func TestDemo(t *testing.T) {
 	if got := node(bob); got == home {
 		t.Fatalf("bob landed on alice's node %s while she is connected", got)
 	}
+	// A script on stdin: a mistyped "exitx" is a command not found, not
+	// an exit; the script goes on.
 	s, _ := bob.NewSession()
+	s.Stdin = strings.NewReader("exitx\nhostname\nexit 3\n")
+	script, err := s.Output("")
+	if !isExit(err, 3) || !strings.Contains(string(script), "exitx: command not found") || !strings.Contains(string(script), "node-") {
+		t.Fatalf("script exitx/hostname/exit 3: %q, %v", script, err)
+	}
+	s.Close()
+	s, _ = bob.NewSession()
 	if out, err := s.Output("sleep 0"); err != nil || len(out) != 0 {
 		t.Fatalf("sleep 0: %q %v", out, err)
 	}

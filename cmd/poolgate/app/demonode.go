@@ -64,7 +64,7 @@ func (d *DemoNode) Close() error {
 // read from stdin.
 func (d *DemoNode) session(s gliderssh.Session) {
 	if cmd := s.RawCommand(); cmd != "" {
-		out, code := d.exec(s, cmd)
+		out, code, _ := d.exec(s, cmd)
 		_, _ = io.WriteString(s, out)
 		_ = s.Exit(code)
 		return
@@ -78,9 +78,9 @@ func (d *DemoNode) session(s gliderssh.Session) {
 				_ = s.Exit(0)
 				return
 			}
-			out, code := d.exec(s, line)
+			out, code, exit := d.exec(s, line)
 			_, _ = io.WriteString(t, out)
-			if code >= 0 && strings.HasPrefix(strings.TrimSpace(line), "exit") {
+			if exit {
 				_ = s.Exit(code)
 				return
 			}
@@ -89,22 +89,39 @@ func (d *DemoNode) session(s gliderssh.Session) {
 	sc := bufio.NewScanner(s)
 	code := 0
 	for sc.Scan() {
-		var out string
-		out, code = d.exec(s, sc.Text())
+		out, c, exit := d.exec(s, sc.Text())
+		code = c
 		_, _ = io.WriteString(s, out)
-		if strings.HasPrefix(strings.TrimSpace(sc.Text()), "exit") {
+		if exit {
 			break
 		}
 	}
 	_ = s.Exit(code)
 }
 
-// exec runs one line of the demo shell and returns its output and status.
-func (d *DemoNode) exec(s gliderssh.Session, line string) (string, int) {
+// exec runs one line of the demo shell and returns its output, its status,
+// and whether the line was a (valid) exit.
+func (d *DemoNode) exec(s gliderssh.Session, line string) (out string, code int, exit bool) {
 	f := strings.Fields(line)
 	if len(f) == 0 {
-		return "", 0
+		return "", 0, false
 	}
+	if f[0] == "exit" {
+		if len(f) > 1 {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				return "exit: want a number\n", 2, false
+			}
+			return "", n, true
+		}
+		return "", 0, true
+	}
+	out, code = d.run(s, f)
+	return out, code, false
+}
+
+// run runs one command of the demo shell other than exit.
+func (d *DemoNode) run(s gliderssh.Session, f []string) (string, int) {
 	switch f[0] {
 	case "hostname", "node":
 		return d.Name + "\n", 0
@@ -116,16 +133,6 @@ func (d *DemoNode) exec(s gliderssh.Session, line string) (string, int) {
 		env := append([]string{"DSVM_NODE=" + d.Name, "USER=" + s.User()}, s.Environ()...)
 		sort.Strings(env)
 		return strings.Join(env, "\n") + "\n", 0
-	case "exit":
-		code := 0
-		if len(f) > 1 {
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				return "exit: want a number\n", 2
-			}
-			code = n
-		}
-		return "", code
 	case "sleep":
 		secs := 1
 		if len(f) > 1 {
