@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// serveOnce answers every TCP connection on addr with reply; it returns the
+// serveLine answers every TCP connection on addr with reply; it returns the
 // listening address.
 func serveLine(t *testing.T, addr, reply string) string {
 	t.Helper()

@@ -196,21 +196,19 @@ func (n *node) stop() {
 	}
 }
 
-// prefixWriter sends a process's output lines to the test log.
+// prefixWriter sends a process's output lines to the test log. exec.Cmd's
+// WaitDelay ends its writes when the process is waited for, within the test.
 type prefixWriter struct {
 	t      *testing.T
 	prefix string
-	mu     sync.Mutex
-	done   bool
+	mu     sync.Mutex // keeps one write's lines together
 }
 
 func (w *prefixWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.done {
-		for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-			w.t.Log(w.prefix + line)
-		}
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.t.Log(w.prefix + line)
 	}
 	return len(p), nil
 }

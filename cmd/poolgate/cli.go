@@ -111,6 +111,21 @@ func printJSON(w io.Writer, raw json.RawMessage) {
 	fmt.Fprintln(w, strings.TrimSpace(buf.String()))
 }
 
+// fetch GETs path from the admin API and, with --json, prints the answer.
+// It returns the body to decode, or the exit status when done.
+func fetch(cmd string, c *adminClient, path string, asJSON bool, stdout, stderr io.Writer) (json.RawMessage, int) {
+	var raw json.RawMessage
+	if err := c.do("GET", path, &raw); err != nil {
+		fmt.Fprintf(stderr, "poolgate %s: %v\n", cmd, err)
+		return nil, 1
+	}
+	if asJSON {
+		printJSON(stdout, raw)
+		return nil, 0
+	}
+	return raw, -1
+}
+
 func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	fs := flags("nodes", stderr)
 	base, token, asJSON := clientFlags(fs)
@@ -123,14 +138,9 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c := &adminClient{base: *base, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
-	var raw json.RawMessage
-	if err := c.do("GET", "/api/nodes", &raw); err != nil {
-		fmt.Fprintln(stderr, "poolgate nodes:", err)
-		return 1
-	}
-	if *asJSON {
-		printJSON(stdout, raw)
-		return 0
+	raw, code := fetch("nodes", c, "/api/nodes", *asJSON, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 	var resp struct {
 		Nodes []admin.NodeJSON `json:"nodes"`
@@ -185,14 +195,9 @@ func cmdSessions(args []string, stdout, stderr io.Writer) int {
 		path += "?" + q.Encode()
 	}
 	c := &adminClient{base: *base, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
-	var raw json.RawMessage
-	if err := c.do("GET", path, &raw); err != nil {
-		fmt.Fprintln(stderr, "poolgate sessions:", err)
-		return 1
-	}
-	if *asJSON {
-		printJSON(stdout, raw)
-		return 0
+	raw, code := fetch("sessions", c, path, *asJSON, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 	var resp struct {
 		Sessions []admin.SessionJSON `json:"sessions"`

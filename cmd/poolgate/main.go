@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -189,7 +190,7 @@ func cmdCAPubkey(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
 		return 1
 	}
-	ca, err := sshgw.LoadOrCreateKey(cfg.StateDir+"/"+sshgw.UserCAFile, "poolgate-user-ca")
+	ca, err := sshgw.LoadOrCreateKey(filepath.Join(cfg.StateDir, sshgw.UserCAFile), "poolgate-user-ca")
 	if err != nil {
 		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
 		return 1
