@@ -48,11 +48,19 @@ func (b *Balancer) pinValidLocked(u *userState, now time.Time) bool {
 // draw selects among them in a second pass. A draw per tie, or a walk over
 // the node structs, costs several times more on a large, quiet pool.
 func (b *Balancer) leastLoadedLocked(avoid []string) *node {
-	best, ties := math.Inf(1), 0
-	for i, load := range b.loads {
-		if len(avoid) > 0 && slices.Contains(avoid, b.order[i].Name) {
-			continue
+	loads := b.loads
+	if len(avoid) > 0 {
+		// Rare (a front end could not reach a node): scan a copy in which
+		// the avoided nodes take no new user, keeping the common scan tight.
+		loads = slices.Clone(b.loads)
+		for i, n := range b.order {
+			if slices.Contains(avoid, n.Name) {
+				loads[i] = math.Inf(1)
+			}
 		}
+	}
+	best, ties := math.Inf(1), 0
+	for _, load := range loads {
 		switch {
 		case load < best:
 			best, ties = load, 1
@@ -67,15 +75,15 @@ func (b *Balancer) leastLoadedLocked(avoid []string) *node {
 	if ties > 1 {
 		k = b.rand(ties)
 	}
-	for i, load := range b.loads {
-		if load == best && (len(avoid) == 0 || !slices.Contains(avoid, b.order[i].Name)) {
+	for i, load := range loads {
+		if load == best {
 			if k == 0 {
 				return b.order[i]
 			}
 			k--
 		}
 	}
-	return nil // unreachable: b.loads cannot change under b.mu
+	return nil // unreachable: the loads cannot change under b.mu
 }
 
 // refreshLocked recomputes n's entry in b.loads after any change to its
