@@ -96,7 +96,9 @@ type Balancer struct {
 	mu        sync.RWMutex
 	nodes     map[string]*node
 	order     []*node   // nodes in the order discovery listed them
-	loads     []float64 // loads[i] is order[i]'s weighted load, +Inf if it takes no new user
+	// loads[p][i] is order[i]'s weighted load for a new session of
+	// protocol index p, +Inf if it takes no new user of that protocol.
+	loads     [2][]float64
 	users     map[string]*userState
 	leases    map[uint64]*Lease
 	nextID    uint64
@@ -110,15 +112,32 @@ type node struct {
 	Node
 	weight   float64
 	idx      int // position in Balancer.order and Balancer.loads
-	up       bool
-	checked  bool   // health was reported at least once
-	reason   string // last health detail
+	up       bool   // the SSH check passes (the node's state)
+	checked  bool   // the SSH check reported at least once
+	reason   string // last SSH health detail
+	http     httpHealth
 	draining bool
 	removed  bool
 	changed  time.Time             // last change of State
 	sessions [2]int                // live leases by protocol index
 	users    map[string]int        // user → live leases on this node
 	pinned   map[string]*userState // users whose pin points here
+}
+
+// httpHealth is the node's HTTP (JupyterHub) check. A node whose hub is
+// down takes no browser sessions, but keeps its SSH users and pins.
+type httpHealth struct {
+	up      bool
+	checked bool
+	reason  string
+}
+
+// upFor reports whether n may take a session of protocol index p.
+func (n *node) upFor(p int) bool {
+	if p == 1 {
+		return n.up && n.http.up && n.HTTP != ""
+	}
+	return n.up
 }
 
 // userState is one user's affinity.
@@ -201,7 +220,7 @@ func (b *Balancer) SetNodes(nodes []Node) {
 		}
 	}
 	b.order = order
-	b.loads = make([]float64, len(order))
+	b.loads = [2][]float64{make([]float64, len(order)), make([]float64, len(order))}
 	for i, n := range order {
 		n.idx = i
 		b.refreshLocked(n)
@@ -228,6 +247,26 @@ func (b *Balancer) SetHealth(name string, up bool, reason string) {
 	if !up {
 		b.unpinAllLocked(n)
 	}
+	b.refreshLocked(n)
+}
+
+// SetHTTPHealth records a result of the node's HTTP (JupyterHub) check.
+// A node whose hub is down takes no new browser sessions and a browser
+// user pinned there is moved on their next request; its SSH users and
+// their pins are left alone, since sshd still works.
+func (b *Balancer) SetHTTPHealth(name string, up bool, reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return
+	}
+	n.http.reason = reason
+	if n.http.checked && n.http.up == up {
+		return
+	}
+	n.http.checked, n.http.up = true, up
+	n.changed = b.now()
 	b.refreshLocked(n)
 }
 
@@ -286,6 +325,9 @@ type NodeStatus struct {
 	Checked      bool      // at least one health check has reported
 	HealthDetail string    // last health-check detail
 	Changed      time.Time // last state change
+	// HTTP is the node's JupyterHub check: HTTPChecked once it reported.
+	HTTPUp, HTTPChecked bool
+	HTTPDetail          string
 }
 
 // Nodes returns a snapshot of the node set in discovery order.
@@ -297,7 +339,7 @@ func (b *Balancer) Nodes() []NodeStatus {
 	for _, n := range b.order {
 		pinned := 0
 		for _, u := range n.pinned {
-			if b.pinValidLocked(u, now) {
+			if b.pinValidLocked(u, now, 0) {
 				pinned++
 			}
 		}
@@ -316,6 +358,9 @@ func (b *Balancer) Nodes() []NodeStatus {
 			Checked:      n.checked,
 			HealthDetail: n.reason,
 			Changed:      n.changed,
+			HTTPUp:       n.http.up,
+			HTTPChecked:  n.http.checked,
+			HTTPDetail:   n.http.reason,
 		})
 	}
 	return out

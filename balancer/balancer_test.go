@@ -32,11 +32,12 @@ func newTest(t *testing.T, cfg Config, names ...string) (*Balancer, *clock) {
 	b := New(cfg, Options{Now: c.Now, Rand: first})
 	var nodes []Node
 	for _, n := range names {
-		nodes = append(nodes, Node{Name: n, SSH: n + ":22"})
+		nodes = append(nodes, Node{Name: n, SSH: n + ":22", HTTP: n + ":8000"})
 	}
 	b.SetNodes(nodes)
 	for _, n := range names {
 		b.SetHealth(n, true, "ok")
+		b.SetHTTPHealth(n, true, "ok")
 	}
 	return b, c
 }
@@ -214,6 +215,80 @@ func TestRules(t *testing.T) {
 				t.Fatalf("abort left user records: %v", b.users)
 			}
 		}},
+		{"a hub that is down takes no browser user and keeps its SSH users", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice") // n1
+			b.SetHTTPHealth("n1", false, "GET /hub/health: 502")
+			h, err := b.Acquire("alice", HTTP, "198.51.100.7:443")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Node().Name == "n1" || h.Repinned() != "n1" {
+				t.Fatalf("browser session went to %s (repinned from %q), want another node, moved from n1", h.Node().Name, h.Repinned())
+			}
+			if st := statusOf(b, "n1"); st.State != StateUp || st.HTTPUp || !st.HTTPChecked || st.HTTPDetail != "GET /hub/health: 502" {
+				t.Fatalf("n1 status: %+v", st)
+			}
+			// New SSH users still go to n1: only its hub is down.
+			// n1 holds alice's SSH session, n2 her browser: bob goes to
+			// n3, then dave to n1 (first of three equally loaded nodes).
+			acquire(t, b, "bob")
+			if dave := acquire(t, b, "dave"); dave.Node().Name != "n1" {
+				t.Fatalf("dave went to %s, want n1: a node whose hub is down still takes SSH users", dave.Node().Name)
+			}
+			for _, n := range []string{"n2", "n3"} {
+				b.SetHTTPHealth(n, false, "down")
+			}
+			if _, err := b.Acquire("carol", HTTP, ""); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("no hub up: got %v, want ErrNoNode", err)
+			}
+			if _, err := b.Acquire("alice", HTTP, ""); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("no hub up: got %v for alice, want ErrNoNode", err)
+			}
+			if p, _ := b.Pick("alice"); p.Name != h.Node().Name {
+				t.Fatalf("a failed browser Acquire moved alice's pin to %s", p.Name)
+			}
+			if _, err := b.Acquire("carol", SSH, ""); err != nil {
+				t.Fatalf("no hub up must not stop SSH: %v", err)
+			}
+			a.Release()
+			h.Release()
+		}},
+		{"anonymous browser requests follow their preferred node while it is up", func(t *testing.T, b *Balancer, c *clock) {
+			if n, err := b.Route(HTTP, "n2"); err != nil || n.Name != "n2" {
+				t.Fatalf("Route(http, n2) = %v, %v", n.Name, err)
+			}
+			b.SetHTTPHealth("n2", false, "down")
+			if b.Usable("n2", HTTP) || !b.Usable("n2", SSH) || b.Usable("gone", SSH) {
+				t.Fatal("Usable does not follow per-protocol health")
+			}
+			if n, err := b.Route(HTTP, "n2"); err != nil || n.Name != "n1" {
+				t.Fatalf("Route(http, n2) with n2's hub down = %v, %v; want n1", n.Name, err)
+			}
+			if n, err := b.Route(HTTP, "forged"); err != nil || n.Name != "n1" {
+				t.Fatalf("Route(http, unknown) = %v, %v; want n1", n.Name, err)
+			}
+			if len(b.Sessions()) != 0 {
+				t.Fatal("Route took a lease")
+			}
+			for _, n := range []string{"n1", "n3"} {
+				b.SetHTTPHealth(n, false, "down")
+			}
+			if _, err := b.Route(HTTP, ""); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("Route with no hub up: %v", err)
+			}
+		}},
+		{"a node without a hub address takes no browser user", func(t *testing.T, b *Balancer, c *clock) {
+			b.SetNodes([]Node{{Name: "n1", SSH: "n1:22"}, {Name: "n2", SSH: "n2:22", HTTP: "n2:8000"}, {Name: "n3", SSH: "n3:22", HTTP: "n3:8000"}})
+			b.SetHTTPHealth("n1", true, "ok")
+			b.SetHTTPHealth("n3", false, "down")
+			for range 3 {
+				h, err := b.Acquire("u"+fmt.Sprint(c.t.Nanosecond()), HTTP, "")
+				if err != nil || h.Node().Name != "n2" {
+					t.Fatalf("browser session: %v on %v, want n2", err, h)
+				}
+				c.t = c.t.Add(time.Nanosecond)
+			}
+		}},
 		{"counts and snapshots follow leases", func(t *testing.T, b *Balancer, c *clock) {
 			a1 := acquire(t, b, "alice")
 			a2 := acquire(t, b, "alice")
@@ -362,11 +437,12 @@ func TestConcurrentUse(t *testing.T) {
 			b := New(Config{AffinityGrace: time.Minute}, Options{})
 			var nodes []Node
 			for i := 0; i < 8; i++ {
-				nodes = append(nodes, Node{Name: fmt.Sprintf("n%d", i)})
+				nodes = append(nodes, Node{Name: fmt.Sprintf("n%d", i), HTTP: fmt.Sprintf("n%d:8000", i)})
 			}
 			b.SetNodes(nodes)
 			for _, n := range nodes {
 				b.SetHealth(n.Name, true, "")
+				b.SetHTTPHealth(n.Name, true, "")
 			}
 			var wg sync.WaitGroup
 			for w := 0; w < 16; w++ {

@@ -53,20 +53,21 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 		b.users[user] = u
 	}
 	created := false
-	if u.node != nil && slices.Contains(avoid, u.node.Name) && b.pinValidLocked(u, now) {
-		if u.lost == "" {
-			u.lost = u.node.Name
-		}
-		delete(u.node.pinned, u.name)
-		u.node = nil
-	}
-	if !b.pinValidLocked(u, now) {
-		n := b.leastLoadedLocked(avoid)
+	p := protoIndex(proto)
+	// A live pin this protocol cannot use (the node's hub is down, or the
+	// front end could not reach the node) moves the user, but only once
+	// another node can take them: a failed Acquire changes nothing.
+	move := u.node != nil && b.pinValidLocked(u, now, 0) && (!u.node.upFor(p) || slices.Contains(avoid, u.node.Name))
+	if move || !b.pinValidLocked(u, now, p) {
+		n := b.leastLoadedLocked(p, avoid)
 		if n == nil {
 			if u.live == 0 && u.node == nil && u.lost == "" {
 				delete(b.users, user)
 			}
 			return nil, ErrNoNode
+		}
+		if move && u.lost == "" {
+			u.lost = u.node.Name
 		}
 		b.pinLocked(u, n)
 		created = true

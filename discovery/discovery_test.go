@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,5 +256,70 @@ func TestCheckerCountsResults(t *testing.T) {
 	<-done
 	if n := testutil.CollectAndCount(v); n != 0 {
 		t.Fatalf("%d series left after the node left", n)
+	}
+}
+
+// TestHubHealthChecker runs the HTTP checker against a hub stand-in that
+// answers /hub/health as told: a node whose hub fails goes down, one
+// without an HTTP address is never probed, and the detail says what the
+// hub answered.
+func TestHubHealthChecker(t *testing.T) {
+	var status atomic.Int32
+	status.Store(200)
+	var paths sync.Map
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths.Store(r.URL.Path, true)
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer hub.Close()
+	addr := strings.TrimPrefix(hub.URL, "http://")
+
+	var mu sync.Mutex
+	details := map[string]string{}
+	rec := &recorder{}
+	to := StatusFunc(func(node string, up bool, detail string) {
+		mu.Lock()
+		details[node] = detail
+		mu.Unlock()
+		rec.SetHealth(node, up, detail)
+	})
+	c := NewHTTPChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 1}, nil, to, nil)
+	c.SetNodes([]balancer.Node{{Name: "hub", SSH: "127.0.0.1:1", HTTP: addr}, {Name: "ssh-only", SSH: "127.0.0.1:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	rec.waitChanges(t, 1)
+	status.Store(503)
+	got := rec.waitChanges(t, 2)
+	if got[0] != "hub up" || got[1] != "hub down" {
+		t.Fatalf("changes %v, want hub up then hub down", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if d := details["hub"]; d != "GET /hub/health: 503 Service Unavailable" {
+		t.Fatalf("detail %q", d)
+	}
+	if _, probed := details["ssh-only"]; probed {
+		t.Fatal("a node without an HTTP address was probed")
+	}
+	if _, ok := paths.Load("/hub/health"); !ok {
+		t.Fatal("the probe did not ask for /hub/health")
+	}
+}
+
+func TestHubHealthProbeRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = HubHealthProbe(&http.Client{}, "http")(ctx, balancer.Node{Name: "n", HTTP: addr})
+	if err == nil || !strings.Contains(err.Error(), "GET /hub/health") || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("probe of a closed port: %v", err)
 	}
 }

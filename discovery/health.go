@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -127,6 +130,41 @@ func ReadSSHBanner(r *bufio.Reader) (string, error) {
 	return "", fmt.Errorf("%w in the first 8 KiB", ErrNoBanner)
 }
 
+// StatusFunc adapts a function to StatusSetter (for example a balancer's
+// SetHTTPHealth for the JupyterHub checks).
+type StatusFunc func(node string, up bool, detail string)
+
+// SetHealth calls f.
+func (f StatusFunc) SetHealth(node string, up bool, detail string) { f(node, up, detail) }
+
+// HubHealthProbe asks the node's JupyterHub for GET /hub/health and wants
+// 200. scheme is "http" or "https"; client carries the upstream TLS
+// policy (CA, pins or skip-verify) the proxy itself uses. Nodes without an
+// HTTP address are not probed by an HTTP checker (see NewHTTPChecker).
+func HubHealthProbe(client *http.Client, scheme string) Probe {
+	return func(ctx context.Context, n balancer.Node) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+n.HTTP+"/hub/health", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "poolgate-health")
+		resp, err := client.Do(req)
+		if err != nil {
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err // the URL is in the log line's addr already
+			}
+			return fmt.Errorf("GET /hub/health: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /hub/health: %s", resp.Status)
+		}
+		return nil
+	}
+}
+
 // Checker probes each node of the current set on an interval and reports
 // to a StatusSetter. It is a NodeSetter: give it every node set. Create it
 // with NewChecker; Run it once.
@@ -137,6 +175,7 @@ type Checker struct {
 	log   *zap.Logger
 
 	results *prometheus.CounterVec // by node and result; nil: not counted
+	http    bool                   // probes the nodes' HTTP address (hub checks)
 
 	// mu protects ctx and targets.
 	mu      sync.Mutex
@@ -162,6 +201,19 @@ func NewChecker(cfg HealthConfig, probe Probe, to StatusSetter, log *zap.Logger)
 	return &Checker{cfg: cfg, probe: probe, to: to, log: log, targets: map[string]*target{}}
 }
 
+// NewHTTPChecker returns a checker of the nodes' JupyterHubs: it probes
+// only nodes with an HTTP address, with probe (nil means HubHealthProbe
+// over plain HTTP), and reports to to, typically the balancer's
+// SetHTTPHealth wrapped in StatusFunc.
+func NewHTTPChecker(cfg HealthConfig, probe Probe, to StatusSetter, log *zap.Logger) *Checker {
+	if probe == nil {
+		probe = HubHealthProbe(&http.Client{}, "http")
+	}
+	c := NewChecker(cfg, probe, to, log)
+	c.http = true
+	return c
+}
+
 // CountResults makes the checker count probe results in v, labelled node
 // and result ("ok" or "fail"); call it before Run. A node's series are
 // deleted when it leaves the pool.
@@ -174,6 +226,9 @@ func (c *Checker) SetNodes(nodes []balancer.Node) {
 	defer c.mu.Unlock()
 	want := make(map[string]balancer.Node, len(nodes))
 	for _, n := range nodes {
+		if c.http && n.HTTP == "" {
+			continue
+		}
 		want[n.Name] = n
 	}
 	for name, t := range c.targets {
@@ -222,7 +277,11 @@ func (c *Checker) startLocked(t *target) {
 // loop probes one node until ctx ends. The first result sets the state at
 // once; after that Rise good or Fall bad probes in a row change it.
 func (c *Checker) loop(ctx context.Context, n balancer.Node) {
-	log := c.log.With(zap.String("node", n.Name), zap.String("addr", n.SSH))
+	addr := n.SSH
+	if c.http {
+		addr = n.HTTP
+	}
+	log := c.log.With(zap.String("node", n.Name), zap.String("addr", addr))
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("health check loop panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))

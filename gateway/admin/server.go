@@ -180,6 +180,10 @@ type NodeJSON struct {
 	Pinned   int          `json:"pinned"`
 	Health   string       `json:"health"`
 	Changed  time.Time    `json:"changed"`
+	// HTTPState is the JupyterHub check, "up", "down" or "unchecked";
+	// absent for a node without a hub address.
+	HTTPState  string `json:"http_state,omitempty"`
+	HTTPHealth string `json:"http_health,omitempty"`
 }
 
 // SessionCount counts a node's live sessions by protocol.
@@ -209,11 +213,22 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		if !n.Checked {
 			health = "not checked yet"
 		}
-		out = append(out, NodeJSON{
+		nj := NodeJSON{
 			Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: weight, State: string(n.State),
 			Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions},
 			Users:    append([]string{}, n.Users...), Pinned: n.Pinned, Health: health, Changed: n.Changed.UTC(),
-		})
+		}
+		if n.HTTP != "" {
+			switch {
+			case !n.HTTPChecked:
+				nj.HTTPState, nj.HTTPHealth = "unchecked", "not checked yet"
+			case n.HTTPUp:
+				nj.HTTPState, nj.HTTPHealth = "up", n.HTTPDetail
+			default:
+				nj.HTTPState, nj.HTTPHealth = "down", n.HTTPDetail
+			}
+		}
+		out = append(out, nj)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }

@@ -177,3 +177,32 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("short token: %v", err)
 	}
 }
+
+func TestAPINodesShowHubHealth(t *testing.T) {
+	b := balancer.New(balancer.Config{}, balancer.Options{})
+	b.SetNodes([]balancer.Node{
+		{Name: "node-1", SSH: "10.0.0.4:22", HTTP: "10.0.0.4:8000"},
+		{Name: "node-2", SSH: "10.0.0.5:22", HTTP: "10.0.0.5:8000"},
+		{Name: "node-3", SSH: "10.0.0.6:22", HTTP: "10.0.0.6:8000"},
+		{Name: "node-4", SSH: "10.0.0.7:22"},
+	})
+	b.SetHTTPHealth("node-1", true, "ok")
+	b.SetHTTPHealth("node-2", false, "GET /hub/health: 503 Service Unavailable")
+	s, err := New(Config{}, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := do(t, s.Handler(), "GET", "/api/nodes", "")
+	want := map[string][2]any{
+		"node-1": {"up", "ok"},
+		"node-2": {"down", "GET /hub/health: 503 Service Unavailable"},
+		"node-3": {"unchecked", "not checked yet"},
+		"node-4": {nil, nil},
+	}
+	for _, n := range body["nodes"].([]any) {
+		n := n.(map[string]any)
+		if w := want[n["name"].(string)]; n["http_state"] != w[0] || n["http_health"] != w[1] {
+			t.Errorf("%s: http_state %v http_health %v, want %v", n["name"], n["http_state"], n["http_health"], w)
+		}
+	}
+}
