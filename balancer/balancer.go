@@ -93,9 +93,9 @@ type Balancer struct {
 
 	// mu protects every field below and the mutable fields of each node,
 	// userState and Lease.
-	mu        sync.RWMutex
-	nodes     map[string]*node
-	order     []*node   // nodes in the order discovery listed them
+	mu    sync.RWMutex
+	nodes map[string]*node
+	order []*node // nodes in the order discovery listed them
 	// loads[p][i] is order[i]'s weighted load for a new session of
 	// protocol index p, +Inf if it takes no new user of that protocol.
 	loads     [2][]float64
@@ -111,7 +111,7 @@ type Balancer struct {
 type node struct {
 	Node
 	weight   float64
-	idx      int // position in Balancer.order and Balancer.loads
+	idx      int    // position in Balancer.order and Balancer.loads
 	up       bool   // the SSH check passes (the node's state)
 	checked  bool   // the SSH check reported at least once
 	reason   string // last SSH health detail
