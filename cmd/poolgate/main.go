@@ -146,7 +146,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		defer stop()
 		log.Info("pprof listening", zap.String("addr", *pprofAddr))
 	}
-	log.Info("poolgate started", zap.String("version", version), zap.String("ssh", gw.SSHAddr()), zap.String("state_dir", cfg.StateDir))
+	log.Info("poolgate started", zap.String("version", version), zap.String("ssh", gw.SSHAddr()), zap.String("http", gw.HTTPAddr()), zap.String("state_dir", cfg.StateDir))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			if err := gw.Reload(); err != nil {
+				log.Error("SIGHUP: reload failed; still serving the previous certificate", zap.Error(err))
+			} else {
+				log.Info("SIGHUP: reloaded")
+			}
+		}
+	}()
 	if err := gw.Run(ctx); err != nil {
 		log.Error("poolgate stopped", zap.Error(err))
 		return 1

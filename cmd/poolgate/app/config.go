@@ -17,6 +17,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -29,6 +30,7 @@ type Config struct {
 	// closing them. Default 30s.
 	ShutdownTimeout time.Duration          `yaml:"shutdown_timeout"`
 	SSH             sshgw.Config           `yaml:"ssh"`
+	HTTP            httpgw.Config          `yaml:"http"`
 	Admin           admin.Config           `yaml:"admin"`
 	Balancer        balancer.Config        `yaml:"balancer"`
 	Health          discovery.HealthConfig `yaml:"health"`
@@ -44,6 +46,7 @@ func (c Config) WithDefaults() Config {
 		c.ShutdownTimeout = 30 * time.Second
 	}
 	c.SSH = c.SSH.WithDefaults()
+	c.HTTP = c.HTTP.WithDefaults()
 	c.Admin = c.Admin.WithDefaults()
 	c.Health = c.Health.WithDefaults()
 	return c
@@ -58,7 +61,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)
@@ -141,6 +144,9 @@ func checkNode(n *yaml.Node, t reflect.Type, key string) *ConfigError {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil
 	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	bad := func(format string, args ...any) *ConfigError {
 		return &ConfigError{Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -181,6 +187,16 @@ func checkNode(n *yaml.Node, t reflect.Type, key string) *ConfigError {
 				return &ConfigError{Line: k.Line, Key: sub, Msg: fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))}
 			}
 			if err := checkNode(v, f.Type, sub); err != nil {
+				return err
+			}
+		}
+		return nil
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return bad("want a mapping, got %s", describe(n))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkNode(n.Content[i+1], t.Elem(), key+"."+n.Content[i].Value); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -33,6 +34,10 @@ type Gateway struct {
 	adminLn net.Listener
 	checker *discovery.Checker
 	source  discovery.Source
+
+	http     *httpgw.Server // nil when http.listen is empty
+	httpLn   net.Listener
+	hubCheck *discovery.Checker
 }
 
 // New builds a gateway from a validated config (see LoadConfig).
@@ -67,21 +72,67 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	reg.MustRegister(healthResults)
 	checker.CountResults(healthResults)
 	api.ServeMetrics(reg)
-	ln, err := net.Listen("tcp", cfg.SSH.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("ssh.listen: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("admin.listen: %w", err)
-	}
-	return &Gateway{
-		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv, sshLn: ln, adminLn: adminLn,
+	g := &Gateway{
+		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv,
 		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
 		checker: checker,
 		source:  discovery.Static(cfg.Discovery.Static),
-	}, nil
+	}
+	if cfg.HTTP.Enabled() {
+		hs, err := httpgw.New(cfg.HTTP, bal, httpgw.Options{StateDir: cfg.StateDir, Logger: log.Named("http")})
+		if err != nil {
+			return nil, fmt.Errorf("http.%w", err)
+		}
+		g.http = hs
+		g.hubCheck = discovery.NewHTTPChecker(cfg.Health, discovery.HubHealthProbe(hs.HealthClient(), hs.HealthScheme()),
+			discovery.StatusFunc(bal.SetHTTPHealth), log.Named("health_checker.hub"))
+		hubResults := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "poolgate_hub_health_checks_total", Help: "JupyterHub /hub/health probes, by node and result (ok or fail).",
+		}, []string{"node", "result"})
+		reg.MustRegister(hubResults)
+		g.hubCheck.CountResults(hubResults)
+	}
+	var lns []net.Listener
+	listen := func(key, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		lns = append(lns, ln)
+		return ln, nil
+	}
+	if g.sshLn, err = listen("ssh.listen", cfg.SSH.Listen); err != nil {
+		return nil, err
+	}
+	if g.adminLn, err = listen("admin.listen", cfg.Admin.Listen); err != nil {
+		return nil, err
+	}
+	if g.http != nil {
+		if g.httpLn, err = listen("http.listen", cfg.HTTP.Listen); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// HTTPAddr is the address the HTTP gateway listens on, "" when it is off.
+func (g *Gateway) HTTPAddr() string {
+	if g.httpLn == nil {
+		return ""
+	}
+	return g.httpLn.Addr().String()
+}
+
+// Reload re-reads what can change without a restart (SIGHUP): the HTTP
+// gateway's TLS certificate.
+func (g *Gateway) Reload() error {
+	if g.http == nil {
+		return nil
+	}
+	return g.http.Reload()
 }
 
 // SSHAddr is the address the SSH gateway listens on.
@@ -102,14 +153,32 @@ func (g *Gateway) CALine() string { return sshgw.AuthorizedCALine(g.keys.CA) }
 func (g *Gateway) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	fan := discovery.Fanout{g.bal, g.checker}
+	if g.hubCheck != nil {
+		fan = append(fan, g.hubCheck)
+		wg.Add(1)
+		go func() { defer wg.Done(); g.hubCheck.Run(bg) }()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := g.source.Run(bg, discovery.Fanout{g.bal, g.checker}); err != nil {
+		if err := g.source.Run(bg, fan); err != nil {
 			g.log.Error("discovery stopped", zap.Error(err))
 		}
 	}()
 	go func() { defer wg.Done(); g.checker.Run(bg) }()
+
+	httpDone := make(chan struct{})
+	if g.http != nil {
+		go func() {
+			defer close(httpDone)
+			if err := g.http.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Error("HTTP gateway stopped", zap.Error(err))
+			}
+		}()
+	} else {
+		close(httpDone)
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.ssh.Serve(g.sshLn) }()
@@ -129,9 +198,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("shutting down", zap.Duration("timeout", g.cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	var hwg sync.WaitGroup
+	if g.http != nil {
+		hwg.Add(1)
+		go func() {
+			defer hwg.Done()
+			if herr := g.http.Shutdown(sctx); herr != nil {
+				_ = g.http.Close()
+			}
+		}()
+	}
 	if serr := g.ssh.Shutdown(sctx); serr != nil {
 		g.log.Info("closed sessions still open at the shutdown timeout")
 	}
+	hwg.Wait()
+	<-httpDone
 	cancel()
 	if err == nil {
 		err = <-serveErr

@@ -1,0 +1,3 @@
+package httpgw
+
+func (s *Server) stateDirForTest() string { return s.stateDir }

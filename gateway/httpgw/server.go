@@ -1,0 +1,450 @@
+package httpgw
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// Options are the server's collaborators beyond its config.
+type Options struct {
+	// StateDir holds the affinity cookie key, learned hub certificate pins
+	// and the self-signed certificate.
+	StateDir string
+	Logger   *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// CertCheckInterval is how often cert_file and key_file are checked
+	// for changes. Default 5s.
+	CertCheckInterval time.Duration
+}
+
+// Server is the HTTP gateway. Create it with New, run it with Serve, stop
+// it with Shutdown or Close.
+type Server struct {
+	cfg       Config
+	stateDir  string
+	bal       *balancer.Balancer
+	log       *zap.Logger
+	now       func() time.Time
+	sign      signer
+	track     *tracker
+	proxy     *httputil.ReverseProxy
+	transport *http.Transport
+	scheme    string // upstream
+	certs     *certSource
+	tlsConfig *tls.Config
+	certEvery time.Duration
+	srv       *http.Server
+
+	base     context.Context // parent of every request; cancelled by Close
+	cancel   context.CancelFunc
+	handlers sync.WaitGroup // ServeHTTP calls in flight, WebSockets included
+	bgOnce   sync.Once
+	bg       sync.WaitGroup
+}
+
+// New builds the HTTP gateway from a validated, defaulted config.
+func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, stateDir: opts.StateDir, bal: bal, log: opts.Logger, now: opts.Now, certEvery: opts.CertCheckInterval}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.certEvery == 0 {
+		s.certEvery = 5 * time.Second
+	}
+	key, err := loadAffinityKey(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	s.sign = signer{key: key}
+	s.track = newTracker(bal, cfg.SessionIdle, s.now)
+	s.transport, err = newTransport(cfg, opts.StateDir, s.nodeOf, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.scheme = "http"
+	if *cfg.UpstreamTLS {
+		s.scheme = "https"
+	}
+	s.proxy = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      s.transport,
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		BufferPool:     bufferPool{},
+	}
+	if *cfg.TLS {
+		if err := s.setupTLS(opts.StateDir); err != nil {
+			return nil, err
+		}
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+		// TLS handshake failures from scanners are noise at info level.
+		ErrorLog: zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+	}
+	return s, nil
+}
+
+func (s *Server) setupTLS(stateDir string) error {
+	certFile, keyFile := s.cfg.CertFile, s.cfg.KeyFile
+	if certFile == "" {
+		host, _, _ := net.SplitHostPort(s.cfg.Listen)
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if hn, err := os.Hostname(); err == nil {
+			hosts = append(hosts, hn)
+		}
+		if ip := net.ParseIP(host); (ip != nil && !ip.IsUnspecified()) || (ip == nil && host != "") {
+			hosts = append(hosts, host)
+		}
+		var created bool
+		var err error
+		certFile, keyFile, created, err = selfSigned(stateDir, hosts)
+		if err != nil {
+			return fmt.Errorf("state_dir: creating a self-signed certificate: %w", err)
+		}
+		verb := "using"
+		if created {
+			verb = "created"
+		}
+		s.log.Warn("http.cert_file is not set: "+verb+" a self-signed certificate; browsers will warn until http.cert_file and http.key_file name a real one",
+			zap.String("cert_file", certFile))
+	}
+	s.certs = &certSource{certFile: certFile, keyFile: keyFile, log: s.log}
+	if err := s.certs.reload(); err != nil {
+		return err
+	}
+	s.tlsConfig = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: s.certs.getCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+	return nil
+}
+
+// Reload loads cert_file and key_file again (SIGHUP). Without TLS it does
+// nothing.
+func (s *Server) Reload() error {
+	if s.certs == nil {
+		return nil
+	}
+	return s.certs.reload()
+}
+
+// HealthClient is an HTTP client with the same upstream TLS policy as the
+// proxy, and HealthScheme its scheme, for the hub health checks.
+func (s *Server) HealthClient() *http.Client { return &http.Client{Transport: s.transport} }
+
+// HealthScheme is "https" when the hubs speak TLS, else "http".
+func (s *Server) HealthScheme() string { return s.scheme }
+
+// nodeOf names the node whose hub listens on addr.
+func (s *Server) nodeOf(addr string) string {
+	for _, n := range s.bal.Nodes() {
+		if n.HTTP == addr {
+			return n.Name
+		}
+	}
+	return ""
+}
+
+// Serve accepts browsers on ln until Shutdown or Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.bgOnce.Do(func() {
+		every := min(max(s.cfg.SessionIdle/4, 10*time.Millisecond), 30*time.Second)
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-s.base.Done():
+					return
+				case <-t.C:
+					s.track.sweep()
+				}
+			}
+		}()
+		if s.certs != nil && s.cfg.CertFile != "" {
+			s.bg.Add(1)
+			go func() { defer s.bg.Done(); s.certs.watch(s.base, s.certEvery) }()
+		}
+	})
+	if s.tlsConfig != nil {
+		ln = newSniffListener(ln, s.tlsConfig, s.cfg.ReadHeaderTimeout, s.log)
+	}
+	s.log.Info("HTTP gateway listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", s.tlsConfig != nil), zap.String("upstream", s.scheme))
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting, waits for plain requests to finish and then
+// ends WebSockets and event streams (browsers reconnect to the next
+// gateway), or gives up when ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	s.cancel() // hijacked connections are not waited for by http.Server
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	s.finish()
+	return err
+}
+
+// Close stops at once.
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	s.cancel()
+	s.handlers.Wait()
+	s.finish()
+	return err
+}
+
+func (s *Server) finish() {
+	s.bg.Wait()
+	s.track.closeAll()
+	s.transport.CloseIdleConnections()
+}
+
+// ctxKey carries a request's routing state to Rewrite and ModifyResponse.
+type ctxKey struct{}
+
+type reqState struct {
+	user      string
+	node      balancer.Node
+	sess      *session
+	aff       affinity
+	affOK     bool
+	login     bool // POST /hub/login naming user
+	logout    bool
+	status    int
+	confirmed bool
+}
+
+func isLoginPath(p string) bool  { return p == "/hub/login" }
+func isLogoutPath(p string) bool { return p == "/hub/logout" }
+
+// ServeHTTP routes one request: who it belongs to, which node, then the
+// reverse proxy.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+	start := s.now()
+	st := &reqState{}
+	defer func() { s.accessLog(r, st, start) }()
+
+	user, err := userFromPath(r.URL.EscapedPath())
+	if err != nil {
+		st.status = http.StatusBadRequest
+		writePage(w, page{Status: st.status, Title: "Bad request", Message: "The address names a user in a form JupyterHub does not allow."})
+		return
+	}
+	cookieUser, affRaw := scanCookies(r.Header["Cookie"], AffinityCookie)
+	if affRaw != "" {
+		st.aff, err = s.sign.decode(affRaw, start)
+		st.affOK = err == nil
+	}
+	if user == "" {
+		user = cookieUser
+	}
+	if r.Method == http.MethodPost && isLoginPath(r.URL.Path) {
+		formUser, ok := s.readLoginForm(w, r, st)
+		if !ok {
+			return
+		}
+		if user == "" && formUser != "" {
+			user, st.login = formUser, true
+		}
+	}
+	if user == "" && st.affOK && st.aff.User != "" {
+		user = st.aff.User
+	}
+	st.logout = isLogoutPath(r.URL.Path)
+	st.user = user
+
+	if user != "" {
+		sess, err := s.track.begin(user, r.RemoteAddr)
+		if err != nil {
+			s.unavailable(w, st, "")
+			return
+		}
+		st.sess, st.node = sess, sess.node
+		defer func() { s.track.end(sess, st.confirmed) }()
+	} else {
+		prefer := ""
+		if st.affOK {
+			prefer = st.aff.Node
+		}
+		node, err := s.bal.Route(balancer.HTTP, prefer)
+		if err != nil {
+			s.unavailable(w, st, "")
+			return
+		}
+		st.node = node
+	}
+	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+}
+
+// readLoginForm reads a POST /hub/login body (up to max_login_form) to
+// learn the user name and puts it back unchanged for the hub. It answers
+// 413 itself for a larger body and returns false.
+func (s *Server) readLoginForm(w http.ResponseWriter, r *http.Request, st *reqState) (string, bool) {
+	limit := int64(s.cfg.MaxLoginForm)
+	if r.ContentLength > limit {
+		st.status = http.StatusRequestEntityTooLarge
+		writePage(w, page{Status: st.status, Title: "Login form too large", Message: fmt.Sprintf("The login form sent is larger than %d bytes.", limit)})
+		return "", false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		st.status = http.StatusBadRequest
+		writePage(w, page{Status: st.status, Title: "Bad request", Message: "The login form could not be read."})
+		return "", false
+	}
+	if int64(len(body)) > limit {
+		st.status = http.StatusRequestEntityTooLarge
+		writePage(w, page{Status: st.status, Title: "Login form too large", Message: fmt.Sprintf("The login form sent is larger than %d bytes.", limit)})
+		return "", false
+	}
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+		return "", true
+	}
+	// A name the hub would refuse routes like an anonymous request: the
+	// hub itself answers the failed login.
+	user, _ := userFromLoginForm(body)
+	return user, true
+}
+
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(ctxKey{}).(*reqState)
+	pr.Out.URL.Scheme = s.scheme
+	pr.Out.URL.Host = st.node.HTTP
+	pr.Out.Host = pr.In.Host // jupyter_server checks Origin against Host
+	pr.SetXForwarded()
+}
+
+// modifyResponse learns from the hub's answer whether the user is logged
+// in, and sets the affinity cookie when it is missing, names another node
+// or user, or is old.
+func (s *Server) modifyResponse(resp *http.Response) error {
+	st := resp.Request.Context().Value(ctxKey{}).(*reqState)
+	st.status = resp.StatusCode
+	code := resp.StatusCode
+	ok := code == http.StatusSwitchingProtocols || (code >= 200 && code < 300) || code == http.StatusNotModified
+	if st.login {
+		// A successful login redirects and sets the hub's login cookie; a
+		// failed one shows the form again.
+		ok = code >= 300 && code < 400 && len(resp.Header["Set-Cookie"]) > 0
+	}
+	st.confirmed = ok && st.user != ""
+
+	cookieUser := ""
+	if st.affOK {
+		cookieUser = st.aff.User
+	}
+	switch {
+	case st.logout:
+		cookieUser = ""
+	case st.confirmed:
+		cookieUser = st.user
+	case st.user != "" && cookieUser != "" && cookieUser != st.user:
+		return nil // a request for another user, not shown logged in: leave the browser's cookie alone
+	}
+	now := s.now()
+	if st.affOK && st.aff.Node == st.node.Name && st.aff.User == cookieUser && st.aff.Expires.Sub(now) > affinityTTL/2 {
+		return nil
+	}
+	c := &http.Cookie{
+		Name:     AffinityCookie,
+		Value:    s.sign.encode(affinity{Node: st.node.Name, User: cookieUser, Expires: now.Add(affinityTTL)}),
+		Path:     "/",
+		MaxAge:   int(affinityTTL / time.Second),
+		HttpOnly: true,
+		Secure:   s.tlsConfig != nil,
+		SameSite: http.SameSiteLaxMode,
+	}
+	resp.Header.Add("Set-Cookie", c.String())
+	return nil
+}
+
+// proxyError answers when the node's hub could not be reached: the 503
+// page, never a bare 502. The health check takes the hub out of routing;
+// the user's next request then goes to another node.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st := r.Context().Value(ctxKey{}).(*reqState)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		st.status = 499 // the browser went away; nobody reads an answer
+		return
+	}
+	s.log.Warn("hub did not answer", zap.String("node", st.node.Name), zap.String("user", st.user), zap.Error(err))
+	s.unavailable(w, st, st.node.Name)
+}
+
+func (s *Server) unavailable(w http.ResponseWriter, st *reqState, node string) {
+	st.status = http.StatusServiceUnavailable
+	p := page{Status: st.status, Retry: 10, Title: "No node available",
+		Message: "No node in the pool can take your session right now. Nodes may be starting or under maintenance."}
+	if node != "" {
+		p.Title = "Your node is not responding"
+		p.Message = "The node running your JupyterHub (" + node + ") is not answering. If it stays down, you will be moved to another node."
+	}
+	writePage(w, p)
+}
+
+func (s *Server) accessLog(r *http.Request, st *reqState, start time.Time) {
+	if !*s.cfg.AccessLog {
+		return
+	}
+	// The path only: queries can carry tokens (?token=…). Cookies and
+	// form fields are never logged.
+	s.log.Info("http request",
+		zap.String("user", st.user), zap.String("node", st.node.Name), zap.String("client", r.RemoteAddr),
+		zap.String("method", r.Method), zap.String("path", r.URL.Path),
+		zap.Int("status", st.status), zap.Duration("duration", s.now().Sub(start)))
+}
+
+// bufferPool lends the proxy 32 KiB copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

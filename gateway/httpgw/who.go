@@ -1,0 +1,111 @@
+package httpgw
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxUserLen bounds a user name taken from a request; JupyterHub's own
+// limit is 255 characters.
+const maxUserLen = 255
+
+// errBadUser means a request names a user in a form no hub would accept
+// (empty, ".", "..", a slash or control character once unquoted, too long
+// or not UTF-8). Such requests get 400 instead of being routed.
+var errBadUser = errors.New("invalid user name")
+
+// checkUser validates a user name from a request and returns the
+// balancer's key for it: JupyterHub normalizes names to lower case, so
+// the key is lower case too.
+func checkUser(name string) (string, error) {
+	if name == "" || name == "." || name == ".." || len(name) > maxUserLen || !utf8.ValidString(name) {
+		return "", errBadUser
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
+			return "", errBadUser
+		}
+	}
+	return strings.ToLower(name), nil
+}
+
+// userFromPath returns the user named by a /user/<name> prefix of the
+// request's escaped path ("" when the path has no such prefix). The name
+// is one path segment, URL-unquoted after splitting, so "/user/a%2Fb/" is
+// the (invalid) name "a/b" and never the user "a".
+func userFromPath(escapedPath string) (string, error) {
+	rest, ok := strings.CutPrefix(escapedPath, "/user/")
+	if !ok {
+		return "", nil
+	}
+	seg, _, _ := strings.Cut(rest, "/")
+	if seg == "" {
+		return "", nil // "/user/" alone: the hub's own redirect page
+	}
+	name, err := url.PathUnescape(seg)
+	if err != nil {
+		return "", errBadUser
+	}
+	return checkUser(name)
+}
+
+// userCookiePrefix starts the name of the cookie a user's single-user
+// server sets: "jupyterhub-user-" + the URL-quoted user name.
+const userCookiePrefix = "jupyterhub-user-"
+
+// scanCookies walks the request's Cookie header values once, returning
+// the first jupyterhub-user-<name> cookie's user (not its value, which
+// the hub encrypts) and the raw value of the cookie named affinity. It
+// does not allocate for the common header, unlike http.Request.Cookies.
+// A malformed user cookie name is skipped, not an error: a browser may
+// hold cookies from elsewhere.
+func scanCookies(headers []string, affinity string) (user, aff string) {
+	for _, h := range headers {
+		for len(h) > 0 {
+			var part string
+			part, h, _ = strings.Cut(h, ";")
+			part = strings.TrimSpace(part)
+			name, value, ok := strings.Cut(part, "=")
+			if !ok {
+				continue
+			}
+			switch {
+			case name == affinity && aff == "":
+				aff = strings.Trim(value, `"`)
+			case user == "" && strings.HasPrefix(name, userCookiePrefix):
+				quoted := name[len(userCookiePrefix):]
+				// The OAuth state cookie is <client id>-oauth-state[-<n>];
+				// its prefix is not the user's whole name.
+				if i := strings.Index(quoted, "-oauth-state"); i >= 0 {
+					continue
+				}
+				n, err := url.QueryUnescape(quoted)
+				if err != nil {
+					continue
+				}
+				if key, err := checkUser(n); err == nil {
+					user = key
+				}
+			}
+		}
+	}
+	return user, aff
+}
+
+// userFromLoginForm returns the username field of a URL-encoded login
+// form body ("" when there is none).
+func userFromLoginForm(body []byte) (string, error) {
+	vals, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", errBadForm
+	}
+	name := strings.TrimSpace(vals.Get("username"))
+	if name == "" {
+		return "", nil
+	}
+	return checkUser(name)
+}
+
+var errBadForm = errors.New("malformed login form")
