@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -265,12 +266,18 @@ func orphans() []int {
 		ppid, _ := strconv.Atoi(f[1])
 		comm := s[strings.IndexByte(s, '(')+1 : i]
 		zombie := f[0] == "Z"
-		if ppid == me && (zombie || strings.HasPrefix(comm, "sshd") || strings.HasPrefix(comm, "chrom")) {
+		if ppid == me && (zombie || slices.ContainsFunc(orphanComms, func(c string) bool { return strings.HasPrefix(comm, c) })) {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
+
+// orphanComms are the command names of processes the tests' peers leave
+// behind when their parent exits first: sshd's connection children,
+// Chromium's helpers, and JupyterHub's proxy, single-user servers and
+// kernels (when a hub is killed rather than stopped).
+var orphanComms = []string{"sshd", "chrom", "jupyterhub", "configurable-ht", "node", "python3"}
 
 // pool is a gateway in front of real sshd nodes, with a client key and
 // users ready.
@@ -284,6 +291,7 @@ type pool struct {
 	cancel  context.CancelFunc
 	done    chan error
 	stopped bool
+	hubs    []*hub // when poolOptions.hubs
 }
 
 type poolOptions struct {
@@ -296,6 +304,9 @@ type poolOptions struct {
 	clientIdle time.Duration
 	cfg        func(*app.Config)
 	extraNodes []discovery.StaticNode // nodes in the config with no sshd
+	// hubs starts a JupyterHub beside each sshd and turns on the HTTP
+	// gateway (TLS, self-signed) in front of them.
+	hubs bool
 }
 
 var testUsers = []string{"alice", "bob", "carol", "dave", "erin", "frank"}
@@ -345,6 +356,13 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 		p.nodes = append(p.nodes, n)
 		static = append(static, discovery.StaticNode{Name: n.name, SSH: n.gwAddr})
 	}
+	if opts.hubs {
+		requirePeers(t, "jupyterhub")
+		p.hubs = startHubs(t, p.nodes, testUsers)
+		for i, h := range p.hubs {
+			static[i].HTTP = h.addr
+		}
+	}
 	static = append(static, opts.extraNodes...)
 
 	cfg := app.Config{StateDir: stateDir, ShutdownTimeout: 5 * time.Second}
@@ -355,6 +373,11 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 	cfg.Health = discovery.HealthConfig{Interval: 200 * time.Millisecond, Rise: 1, Fall: 2}
 	cfg.Balancer.AffinityGrace = 30 * time.Minute
 	cfg.Discovery.Static = static
+	if opts.hubs {
+		cfg.HTTP.Listen = "127.0.0.1:0"
+		no := false
+		cfg.HTTP.UpstreamTLS = &no
+	}
 	if opts.cfg != nil {
 		opts.cfg(&cfg)
 	}
@@ -383,6 +406,17 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 		}
 		return up == len(p.nodes)
 	})
+	if opts.hubs {
+		p.waitFor("all hubs up", func() bool {
+			up := 0
+			for _, st := range gw.Balancer().Nodes() {
+				if st.HTTPUp {
+					up++
+				}
+			}
+			return up == len(p.hubs)
+		})
+	}
 	return p
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"mime"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/poolgate/poolgate/balancer"
 )
@@ -93,7 +95,7 @@ func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
 		Transport:      s.transport,
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.proxyError,
-		ErrorLog:       zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		ErrorLog:       mustStdLog(s.log, zap.WarnLevel),
 		BufferPool:     bufferPool{},
 	}
 	if *cfg.TLS {
@@ -109,7 +111,7 @@ func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 		// TLS handshake failures from scanners are noise at info level.
-		ErrorLog: zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+		ErrorLog: mustStdLog(s.log, zap.DebugLevel),
 	}
 	return s, nil
 }
@@ -448,3 +450,12 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// mustStdLog adapts the logger for net/http's error log at level.
+func mustStdLog(l *zap.Logger, level zapcore.Level) *log.Logger {
+	std, err := zap.NewStdLogAt(l, level)
+	if err != nil {
+		return zap.NewStdLog(l)
+	}
+	return std
+}
