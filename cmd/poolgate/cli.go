@@ -161,7 +161,11 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		if users == "" {
 			users = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", n.Name, state, n.Sessions.SSH, n.Sessions.HTTP, users, n.Pinned, n.Health, ago(n.Changed))
+		health := n.Health
+		if n.HTTPState == "down" || n.HTTPState == "unchecked" {
+			health += "; hub " + n.HTTPState + ": " + n.HTTPHealth
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", n.Name, state, n.Sessions.SSH, n.Sessions.HTTP, users, n.Pinned, health, ago(n.Changed))
 		total.SSH += n.Sessions.SSH
 		total.HTTP += n.Sessions.HTTP
 	}

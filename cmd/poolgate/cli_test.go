@@ -124,3 +124,22 @@ func TestCLIErrors(t *testing.T) {
 		t.Fatalf("unreachable API: %d %q", code, errs)
 	}
 }
+
+func TestCLINodesShowsHubDown(t *testing.T) {
+	url, b := apiServer(t, "")
+	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22", HTTP: "10.0.0.4:8000"}, {Name: "node-2", SSH: "10.0.0.5:22", HTTP: "10.0.0.5:8000"}})
+	b.SetHealth("node-1", true, "ok")
+	b.SetHTTPHealth("node-1", false, "GET /hub/health: 502 Bad Gateway")
+	b.SetHealth("node-2", true, "ok")
+	b.SetHTTPHealth("node-2", true, "ok")
+	_, out, _ := runCmd("nodes", "--admin", url)
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if name, _, ok := strings.Cut(l, " "); ok {
+			lines[name] = l
+		}
+	}
+	if !strings.Contains(lines["node-1"], "hub down: GET /hub/health: 502 Bad Gateway") || strings.Contains(lines["node-2"], "hub") {
+		t.Fatalf("nodes output does not show the hub states:\n%s", out)
+	}
+}
