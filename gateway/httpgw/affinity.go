@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"hash"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -34,12 +37,24 @@ type affinity struct {
 
 // signer makes and checks affinity cookie values:
 // base64url("1\x00node\x00user\x00expiry-unix") "." base64url(HMAC-SHA256[:16]).
-type signer struct{ key []byte }
+// It keeps keyed HMAC states for reuse: setting one up costs more than
+// signing a cookie, and every routed request checks or signs one.
+type signer struct {
+	key  []byte
+	macs *sync.Pool
+}
+
+func newSigner(key []byte) signer {
+	return signer{key: key, macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+}
 
 func (s signer) mac(payload []byte) []byte {
-	m := hmac.New(sha256.New, s.key)
+	m := s.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write(payload)
-	return m.Sum(nil)[:16]
+	sum := m.Sum(make([]byte, 0, sha256.Size))[:16]
+	s.macs.Put(m)
+	return sum
 }
 
 func (s signer) encode(a affinity) string {
@@ -104,3 +119,66 @@ func loadAffinityKey(dir string) ([]byte, error) {
 }
 
 var b64 = base64.RawURLEncoding
+
+// cookieCache remembers the affinity cookies this gateway issued, so that
+// the common requests neither sign a new value nor verify a known one: a
+// (node, user) pair reuses its Set-Cookie line for up to an hour (the
+// cookie then still has over 29 of its 30 days), and a value it issued
+// decodes without an HMAC. It forgets everything past 50,000 entries.
+type cookieCache struct {
+	sign   signer
+	secure bool
+
+	mu     sync.Mutex
+	byPair map[string]issued // node \x00 user → what was issued
+	byVal  map[string]affinity
+}
+
+type issued struct {
+	header string
+	made   time.Time
+}
+
+const (
+	cookieReuse    = time.Hour
+	cookieCacheMax = 50000
+)
+
+func newCookieCache(s signer, secure bool) *cookieCache {
+	return &cookieCache{sign: s, secure: secure, byPair: map[string]issued{}, byVal: map[string]affinity{}}
+}
+
+// header returns a Set-Cookie value naming node and user.
+func (c *cookieCache) header(node, user string, now time.Time) string {
+	key := node + "\x00" + user
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if is, ok := c.byPair[key]; ok && now.Sub(is.made) < cookieReuse && !now.Before(is.made) {
+		return is.header
+	}
+	if len(c.byPair) >= cookieCacheMax || len(c.byVal) >= cookieCacheMax {
+		c.byPair, c.byVal = map[string]issued{}, map[string]affinity{}
+	}
+	a := affinity{Node: node, User: user, Expires: now.Add(affinityTTL)}
+	v := c.sign.encode(a)
+	ck := &http.Cookie{Name: AffinityCookie, Value: v, Path: "/", MaxAge: int(affinityTTL / time.Second),
+		HttpOnly: true, Secure: c.secure, SameSite: http.SameSiteLaxMode}
+	h := ck.String()
+	c.byPair[key] = issued{header: h, made: now}
+	c.byVal[v] = affinity{Node: node, User: user, Expires: time.Unix(a.Expires.Unix(), 0)}
+	return h
+}
+
+// decode is signer.decode, skipping the HMAC for values issued here.
+func (c *cookieCache) decode(v string, now time.Time) (affinity, error) {
+	c.mu.Lock()
+	a, ok := c.byVal[v]
+	c.mu.Unlock()
+	if ok {
+		if !now.Before(a.Expires) {
+			return affinity{}, errBadAffinity
+		}
+		return a, nil
+	}
+	return c.sign.decode(v, now)
+}

@@ -35,7 +35,7 @@ type Config struct {
 	// UpstreamTimeout bounds connecting to a hub. Default 10s.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxIdlePerNode is how many idle keep-alive connections to each hub
-	// are kept for reuse. Default 256.
+	// are kept for reuse. Default 1024.
 	MaxIdlePerNode int `yaml:"max_idle_per_node"`
 	// SessionIdle is how long after a user's last request, with no
 	// WebSocket or event stream open, their HTTP session ends. Default 10m.
@@ -72,7 +72,7 @@ func (c Config) WithDefaults() Config {
 		c.UpstreamTimeout = 10 * time.Second
 	}
 	if c.MaxIdlePerNode == 0 {
-		c.MaxIdlePerNode = 256
+		c.MaxIdlePerNode = 1024
 	}
 	if c.SessionIdle == 0 {
 		c.SessionIdle = 10 * time.Minute

@@ -44,6 +44,7 @@ type Server struct {
 	log       *zap.Logger
 	now       func() time.Time
 	sign      signer
+	cookies   *cookieCache
 	track     *tracker
 	proxy     *httputil.ReverseProxy
 	transport *http.Transport
@@ -80,7 +81,8 @@ func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	s.sign = signer{key: key}
+	s.sign = newSigner(key)
+	s.cookies = newCookieCache(s.sign, *cfg.TLS)
 	s.track = newTracker(bal, cfg.SessionIdle, s.now)
 	s.transport, err = newTransport(cfg, opts.StateDir, s.nodeOf, s.log)
 	if err != nil {
@@ -277,7 +279,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cookieUser, affRaw := scanCookies(r.Header["Cookie"], AffinityCookie)
 	if affRaw != "" {
-		st.aff, err = s.sign.decode(affRaw, start)
+		st.aff, err = s.cookies.decode(affRaw, start)
 		st.affOK = err == nil
 	}
 	if user == "" {
@@ -394,16 +396,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if st.affOK && st.aff.Node == st.node.Name && st.aff.User == cookieUser && st.aff.Expires.Sub(now) > affinityTTL/2 {
 		return nil
 	}
-	c := &http.Cookie{
-		Name:     AffinityCookie,
-		Value:    s.sign.encode(affinity{Node: st.node.Name, User: cookieUser, Expires: now.Add(affinityTTL)}),
-		Path:     "/",
-		MaxAge:   int(affinityTTL / time.Second),
-		HttpOnly: true,
-		Secure:   s.tlsConfig != nil,
-		SameSite: http.SameSiteLaxMode,
-	}
-	resp.Header.Add("Set-Cookie", c.String())
+	resp.Header.Add("Set-Cookie", s.cookies.header(st.node.Name, cookieUser, now))
 	return nil
 }
 

@@ -77,7 +77,7 @@ func TestUserFromLoginForm(t *testing.T) {
 
 func TestAffinityCookie(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	s := signer{key: []byte("0123456789abcdef0123456789abcdef")}
+	s := newSigner([]byte("0123456789abcdef0123456789abcdef"))
 	v := s.encode(affinity{Node: "node-2", User: "alice", Expires: now.Add(time.Hour)})
 	a, err := s.decode(v, now)
 	if err != nil || a.Node != "node-2" || a.User != "alice" {
@@ -86,7 +86,7 @@ func TestAffinityCookie(t *testing.T) {
 	if _, err := s.decode(v, now.Add(2*time.Hour)); err == nil {
 		t.Fatal("an expired cookie was accepted")
 	}
-	other := signer{key: []byte("another key, another gateway....")}
+	other := newSigner([]byte("another key, another gateway...."))
 	if _, err := other.decode(v, now); err == nil {
 		t.Fatal("a cookie signed with another key was accepted")
 	}
@@ -136,7 +136,7 @@ func FuzzRequestUser(f *testing.F) {
 // FuzzAffinityDecode: no input makes decode panic or accept a value the
 // signer did not make.
 func FuzzAffinityDecode(f *testing.F) {
-	s := signer{key: []byte("0123456789abcdef0123456789abcdef")}
+	s := newSigner([]byte("0123456789abcdef0123456789abcdef"))
 	now := time.Unix(1_800_000_000, 0)
 	f.Add(s.encode(affinity{Node: "n", User: "u", Expires: now.Add(time.Hour)}))
 	f.Add("AA.BB")
@@ -155,3 +155,33 @@ func decodeB64(s string) ([]byte, error) { return b64.DecodeString(s) }
 func encodeB64(b []byte) string          { return b64.EncodeToString(b) }
 
 
+
+func TestCookieCache(t *testing.T) {
+	s := newSigner([]byte("0123456789abcdef0123456789abcdef"))
+	c := newCookieCache(s, true)
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	h1 := c.header("node-1", "alice", now)
+	if h1 != c.header("node-1", "alice", now.Add(time.Minute)) {
+		t.Fatal("a header was not reused within the hour")
+	}
+	h2 := c.header("node-1", "alice", now.Add(2*time.Hour))
+	if h1 == h2 || !strings.Contains(h2, "Secure") || !strings.Contains(h2, "HttpOnly") || !strings.Contains(h2, "SameSite=Lax") {
+		t.Fatalf("headers %q then %q", h1, h2)
+	}
+	v := strings.TrimPrefix(strings.SplitN(h1, ";", 2)[0], AffinityCookie+"=")
+	// Values issued here and values from another replica with the same key
+	// decode alike; the cache never accepts what the signer would not.
+	other := newCookieCache(s, true)
+	for _, cc := range []*cookieCache{c, other} {
+		a, err := cc.decode(v, now.Add(24*time.Hour))
+		if err != nil || a.Node != "node-1" || a.User != "alice" {
+			t.Fatalf("decode: %+v %v", a, err)
+		}
+		if _, err := cc.decode(v, now.Add(31*24*time.Hour)); err == nil {
+			t.Fatal("an expired cookie decoded")
+		}
+	}
+	if _, err := c.decode(v[:len(v)-2]+"AA", now); err == nil {
+		t.Fatal("a damaged value decoded")
+	}
+}
