@@ -152,4 +152,3 @@ func tailN(s string, n int) string {
 	}
 	return s
 }
-

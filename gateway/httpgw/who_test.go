@@ -1,7 +1,6 @@
 package httpgw
 
 import (
-
 	"strings"
 	"testing"
 	"time"
@@ -153,8 +152,6 @@ func FuzzAffinityDecode(f *testing.F) {
 
 func decodeB64(s string) ([]byte, error) { return b64.DecodeString(s) }
 func encodeB64(b []byte) string          { return b64.EncodeToString(b) }
-
-
 
 func TestCookieCache(t *testing.T) {
 	s := newSigner([]byte("0123456789abcdef0123456789abcdef"))
