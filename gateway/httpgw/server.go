@@ -387,10 +387,12 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	switch {
 	case st.logout:
 		cookieUser = ""
-	case st.confirmed:
+	case st.confirmed && (st.login || cookieUser == ""):
 		cookieUser = st.user
 	case st.user != "" && cookieUser != "" && cookieUser != st.user:
-		return nil // a request for another user, not shown logged in: leave the browser's cookie alone
+		// A request for another user's server: the browser's own login
+		// stays where it is; leave its cookie alone.
+		return nil
 	}
 	now := s.now()
 	if st.affOK && st.aff.Node == st.node.Name && st.aff.User == cookieUser && st.aff.Expires.Sub(now) > affinityTTL/2 {

@@ -657,3 +657,38 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Fatalf("sessions left after shutdown: %+v", e.bal.Sessions())
 	}
 }
+
+func TestCloseDoesNotWaitForSilentClients(t *testing.T) {
+	e := newEnv(t, Config{TLS: boolPtr(true), ReadHeaderTimeout: time.Minute}, false)
+	u, _ := url.Parse(e.url)
+	c, err := net.Dial("tcp", u.Host) // connects, never sends a byte
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	_ = e.gw.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %s with a silent client", d)
+	}
+}
+
+func TestAnotherUsersPathKeepsTheBrowsersLogin(t *testing.T) {
+	e := newEnv(t, Config{}, false)
+	b := e.browser()
+	resp, err := b.Post(e.url+"/hub/login", "application/x-www-form-urlencoded", strings.NewReader("username=alice&password=pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, aliceHome, _ := e.get(b, "/hub/home")
+	// alice opens bob's (shared) server: it is served from bob's node,
+	// and her /hub/ pages still go to hers.
+	if code, _, _ := e.get(b, "/user/bob/tree"); code != 200 {
+		t.Fatalf("bob's server: %d", code)
+	}
+	if _, home, _ := e.get(b, "/hub/home"); home != aliceHome || !strings.HasSuffix(home, "home of alice") {
+		t.Fatalf("after visiting bob's server, alice's hub home is %q, was %q", home, aliceHome)
+	}
+}

@@ -176,11 +176,14 @@ type sniffListener struct {
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{} // being sniffed; closed by Close
 }
 
 func newSniffListener(ln net.Listener, cfg *tls.Config, within time.Duration, log *zap.Logger) *sniffListener {
 	l := &sniffListener{Listener: ln, tlsConfig: cfg, sniffWithin: within, log: log,
-		conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{})}
+		conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{}), pending: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -214,6 +217,19 @@ func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 func (l *sniffListener) sniff(c net.Conn) {
 	defer l.wg.Done()
+	l.mu.Lock()
+	if l.pending == nil { // closed
+		l.mu.Unlock()
+		c.Close()
+		return
+	}
+	l.pending[c] = struct{}{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pending, c)
+		l.mu.Unlock()
+	}()
 	_ = c.SetReadDeadline(time.Now().Add(l.sniffWithin))
 	br := bufio.NewReaderSize(c, 1024)
 	first, err := br.Peek(1)
@@ -263,6 +279,12 @@ func (l *sniffListener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		err = l.Listener.Close()
+		l.mu.Lock()
+		for c := range l.pending { // slow or silent clients: do not wait out their deadline
+			c.Close()
+		}
+		l.pending = nil
+		l.mu.Unlock()
 		l.wg.Wait()
 	})
 	return err
