@@ -170,13 +170,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flags("demo", stderr)
 	listen := fs.String("listen", "127.0.0.1:2222", "address of the demo gateway")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9090", "address of the demo's admin API")
+	httpListen := fs.String("http-listen", "127.0.0.1:8000", "address of the demo's HTTP gateway (for a browser)")
 	stateDir := fs.String("state-dir", "", "where demo keys are kept (default: the user cache dir)")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
 	log, _ := newLogger("console", "info", stderr)
 	defer func() { _ = log.Sync() }()
-	if err := app.RunDemo(ctx, app.DemoOptions{Listen: *listen, AdminListen: *adminListen, StateDir: *stateDir, Out: stdout}, log); err != nil {
+	if err := app.RunDemo(ctx, app.DemoOptions{Listen: *listen, AdminListen: *adminListen, HTTPListen: *httpListen, StateDir: *stateDir, Out: stdout}, log); err != nil {
 		fmt.Fprintln(stderr, "poolgate demo:", err)
 		return 1
 	}

@@ -19,6 +19,7 @@ import (
 type DemoOptions struct {
 	Listen      string    // gateway address; default 127.0.0.1:2222
 	AdminListen string    // admin API address; default 127.0.0.1:9090
+	HTTPListen  string    // HTTP gateway address (plain HTTP); default 127.0.0.1:8000
 	StateDir    string    // keys kept between runs so ssh does not warn of a changed host key
 	Out         io.Writer // where the instructions go
 	Nodes       int       // number of demo nodes; default 3
@@ -37,6 +38,9 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	}
 	if opts.AdminListen == "" {
 		opts.AdminListen = "127.0.0.1:9090"
+	}
+	if opts.HTTPListen == "" {
+		opts.HTTPListen = "127.0.0.1:8000"
 	}
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
@@ -65,9 +69,13 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 
 	var static []discovery.StaticNode
 	var nodes []*DemoNode
+	var hubs []*DemoHub
 	defer func() {
 		for _, n := range nodes {
 			n.Close()
+		}
+		for _, h := range hubs {
+			h.Close()
 		}
 	}()
 	for i := 1; i <= opts.Nodes; i++ {
@@ -81,7 +89,12 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 			return err
 		}
 		nodes = append(nodes, n)
-		static = append(static, discovery.StaticNode{Name: name, SSH: n.Addr()})
+		hub, err := StartDemoHub(name, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		hubs = append(hubs, hub)
+		static = append(static, discovery.StaticNode{Name: name, SSH: n.Addr(), HTTP: hub.Addr()})
 	}
 
 	cfg := Config{StateDir: opts.StateDir, ShutdownTimeout: 2 * time.Second}
@@ -89,6 +102,10 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	cfg.Admin.Listen = opts.AdminListen
 	cfg.SSH.AuthorizedKeys = sshgw.KeysTemplate(filepath.Join(keyDir, "{user}"))
 	cfg.SSH.PasswordPassthrough = true
+	cfg.HTTP.Listen = opts.HTTPListen
+	no := false
+	cfg.HTTP.TLS, cfg.HTTP.UpstreamTLS = &no, &no // a local demo: plain HTTP both sides
+	cfg.HTTP.AccessLog = &no
 	cfg.Health.Interval = time.Second
 	cfg.Discovery.Static = static
 	gw, err := New(cfg, log)
@@ -103,6 +120,7 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	}
 	fmt.Fprintf(opts.Out, "The demo shell tells you which node you are on (try 'hostname').\n")
 	fmt.Fprintf(opts.Out, "A second terminal as alice lands on the same node; bob lands on another.\n")
+	fmt.Fprintf(opts.Out, "In a browser, open http://%s/ and sign in as alice: the page names her node,\nthe same as her ssh sessions'.\n", gw.HTTPAddr())
 	fmt.Fprintf(opts.Out, "See the pool: poolgate nodes --admin http://%s (or: go run ./cmd/poolgate nodes ...)\n", gw.AdminAddr())
 	fmt.Fprintf(opts.Out, "Keys are kept in %s. Press Ctrl-C to stop.\n\n", opts.StateDir)
 	return gw.Run(ctx)

@@ -3,6 +3,10 @@ package app
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -36,7 +40,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunDemo(ctx, DemoOptions{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", StateDir: t.TempDir(), Out: &out}, zaptest.NewLogger(t))
+		done <- RunDemo(ctx, DemoOptions{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", StateDir: t.TempDir(), Out: &out}, zaptest.NewLogger(t))
 	}()
 	defer func() {
 		cancel()
@@ -100,6 +104,30 @@ func TestDemo(t *testing.T) {
 	defer alice2.Close()
 	if got := node(alice2); got != home {
 		t.Fatalf("alice's second session on %s, want %s", got, home)
+	}
+	// In a browser (a client with its own cookies), alice signs in and
+	// lands on her SSH node; the hub pages that name no user follow her
+	// too, thanks to the gateway's cookie.
+	web := regexp.MustCompile(`open (http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out.String())
+	if web == nil {
+		t.Fatalf("demo prints no browser address:\n%s", out.String())
+	}
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 5 * time.Second}
+	var page string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := browser.PostForm(web[1]+"/hub/login", url.Values{"username": {"alice"}, "password": {"x"}})
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			page = string(b)
+		}
+		if strings.Contains(page, `id="node"`) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !strings.Contains(page, `<b id="node">`+home+`</b>`) {
+		t.Fatalf("alice's browser page does not name her node %s:\n%s", home, page)
 	}
 	bob := dial("bob")
 	defer bob.Close()
