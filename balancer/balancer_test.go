@@ -277,6 +277,22 @@ func TestRules(t *testing.T) {
 				t.Fatalf("Route with no hub up: %v", err)
 			}
 		}},
+		{"a move made by a browser session is still told on the next SSH login", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice") // n1
+			a.Release()
+			b.SetHealth("n1", false, "refused")
+			h, err := b.Acquire("alice", HTTP, "")
+			if err != nil || h.Node().Name == "n1" {
+				t.Fatalf("browser after n1 went down: %v %v", h, err)
+			}
+			s := acquire(t, b, "alice")
+			if s.Node().Name != h.Node().Name || s.Repinned() != "n1" {
+				t.Fatalf("SSH login on %s, Repinned %q; want %s and n1", s.Node().Name, s.Repinned(), h.Node().Name)
+			}
+			if s2 := acquire(t, b, "alice"); s2.Repinned() != "" {
+				t.Fatalf("second SSH login told again: %q", s2.Repinned())
+			}
+		}},
 		{"a node without a hub address takes no browser user", func(t *testing.T, b *Balancer, c *clock) {
 			b.SetNodes([]Node{{Name: "n1", SSH: "n1:22"}, {Name: "n2", SSH: "n2:22", HTTP: "n2:8000"}, {Name: "n3", SSH: "n3:22", HTTP: "n3:8000"}})
 			b.SetHTTPHealth("n1", true, "ok")

@@ -77,8 +77,12 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 		b: b, id: b.nextID, user: user, node: u.node, proto: proto, client: client,
 		started: now, repinned: u.lost, created: created,
 	}
-	if u.lost != "" {
-		b.log.Info("user re-pinned", zap.String("user", user), zap.String("from", u.lost), zap.String("node", l.node.Name))
+	if u.lost != "" && created {
+		b.log.Info("user re-pinned", zap.String("user", user), zap.String("from", u.lost), zap.String("node", l.node.Name), zap.String("protocol", string(proto)))
+	}
+	if u.lost != "" && proto == SSH {
+		// Only the SSH front end can tell the user (a banner line); a
+		// browser session that moved them first leaves it for that.
 		u.lost = ""
 	}
 	u.live++
