@@ -28,24 +28,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	p := newPool(t, poolOptions{cfg: func(c *app.Config) { c.Admin.TokenFile = tokFile }})
 	url := "http://" + p.gw.AdminAddr() + "/"
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.UserDataDir(filepath.Join(dir, "chromium")),
-		chromedp.WindowSize(1280, 800),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	defer cancelCtx()
-	// The first call starts the browser; its context must not time out
-	// (chromedp), so the deadline goes on a child after the start.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
+	// The first call starts the browser (newBrowser); its context must not
+	// time out (chromedp), so the deadline goes on a child.
+	ctx := newBrowser(t, "").root
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {

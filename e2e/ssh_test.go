@@ -329,9 +329,4 @@ func fileSum(t *testing.T, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func tail(s string) string {
-	if len(s) > 200 {
-		return "…" + s[len(s)-200:]
-	}
-	return s
-}
+func tail(s string) string { return tailN(s, 200) }

@@ -250,7 +250,6 @@ type ctxKey struct{}
 type reqState struct {
 	user      string
 	node      balancer.Node
-	sess      *session
 	aff       affinity
 	affOK     bool
 	login     bool // POST /hub/login naming user
@@ -306,7 +305,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.unavailable(w, st, "")
 			return
 		}
-		st.sess, st.node = sess, sess.node
+		st.node = sess.node
 		defer func() { s.track.end(sess, st.confirmed) }()
 	} else {
 		prefer := ""

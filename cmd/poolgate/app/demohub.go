@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"html/template"
 	"net"
 	"net/http"
@@ -91,9 +90,7 @@ func StartDemoHub(name, addr string) (*DemoHub, error) {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err
-		}
+		_ = h.srv.Serve(ln) // ends with ErrServerClosed from Close
 	}()
 	return h, nil
 }
