@@ -119,6 +119,7 @@ type node struct {
 	draining bool
 	removed  bool
 	changed  time.Time             // last change of State
+	idle     time.Time             // when the node last had no session (set while it has none)
 	sessions [2]int                // live leases by protocol index
 	users    map[string]int        // user → live leases on this node
 	pinned   map[string]*userState // users whose pin points here
@@ -200,7 +201,7 @@ func (b *Balancer) SetNodes(nodes []Node) {
 		seen[nd.Name] = true
 		n, ok := b.nodes[nd.Name]
 		if !ok {
-			n = &node{changed: now, users: make(map[string]int), pinned: make(map[string]*userState)}
+			n = &node{changed: now, idle: now, users: make(map[string]int), pinned: make(map[string]*userState)}
 			b.nodes[nd.Name] = n
 			b.log.Info("node added", zap.String("node", nd.Name), zap.String("ssh", nd.SSH), zap.String("http", nd.HTTP))
 		}
@@ -325,6 +326,9 @@ type NodeStatus struct {
 	Checked      bool      // at least one health check has reported
 	HealthDetail string    // last health-check detail
 	Changed      time.Time // last state change
+	// IdleSince is when the node's last session ended (or when it joined
+	// the pool, if it never had one); zero while it has sessions.
+	IdleSince time.Time
 	// HTTP is the node's JupyterHub check: HTTPChecked once it reported.
 	HTTPUp, HTTPChecked bool
 	HTTPDetail          string
@@ -348,6 +352,10 @@ func (b *Balancer) Nodes() []NodeStatus {
 			users = append(users, u)
 		}
 		sort.Strings(users)
+		var idle time.Time
+		if n.sessions[0]+n.sessions[1] == 0 {
+			idle = n.idle
+		}
 		out = append(out, NodeStatus{
 			Node:         n.Node,
 			State:        n.state(),
@@ -358,6 +366,7 @@ func (b *Balancer) Nodes() []NodeStatus {
 			Checked:      n.checked,
 			HealthDetail: n.reason,
 			Changed:      n.changed,
+			IdleSince:    idle,
 			HTTPUp:       n.http.up,
 			HTTPChecked:  n.http.checked,
 			HTTPDetail:   n.http.reason,

@@ -513,3 +513,27 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestIdleSince(t *testing.T) {
+	b, c := newTest(t, Config{}, "n1")
+	joined := c.Now()
+	status := func() NodeStatus { return b.Nodes()[0] }
+	if got := status().IdleSince; !got.Equal(joined) {
+		t.Fatalf("a node that never had a session is idle since it joined (%v), got %v", joined, got)
+	}
+	c.Add(time.Minute)
+	l1, l2 := acquire(t, b, "alice"), acquire(t, b, "bob")
+	if got := status().IdleSince; !got.IsZero() {
+		t.Fatalf("a node with sessions has no idle time, got %v", got)
+	}
+	c.Add(time.Minute)
+	l1.Release()
+	if got := status().IdleSince; !got.IsZero() {
+		t.Fatalf("one session still open: want no idle time, got %v", got)
+	}
+	c.Add(time.Minute)
+	l2.Release()
+	if got, want := status().IdleSince, c.Now(); !got.Equal(want) {
+		t.Fatalf("idle since the last session ended (%v), got %v", want, got)
+	}
+}
