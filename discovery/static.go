@@ -37,15 +37,35 @@ type StaticNode struct {
 	Weight float64 `yaml:"weight"` // relative capacity; default 1
 }
 
-// Config is the YAML section "discovery".
+// Config is the YAML section "discovery": a static list of nodes, or an
+// Azure scale set whose instances are found at run time. Exactly one.
 type Config struct {
 	Static []StaticNode `yaml:"static"`
+	Azure  *AzureConfig `yaml:"azure"`
+}
+
+// WithDefaults fills zero fields with the documented defaults.
+func (c Config) WithDefaults() Config {
+	if c.Azure != nil {
+		az := c.Azure.WithDefaults()
+		c.Azure = &az
+	}
+	return c
 }
 
 // Validate reports the first bad entry, naming its key.
 func (c Config) Validate() error {
+	if c.Azure != nil {
+		if len(c.Static) > 0 {
+			return fmt.Errorf("static: use either a static list or azure, not both")
+		}
+		if err := c.Azure.WithDefaults().Validate(); err != nil {
+			return fmt.Errorf("azure.%w", err)
+		}
+		return nil
+	}
 	if len(c.Static) == 0 {
-		return fmt.Errorf("static: list at least one node (name, ssh)")
+		return fmt.Errorf("static: list at least one node (name, ssh), or set azure to find a scale set's instances")
 	}
 	names := map[string]int{}
 	for i, n := range c.Static {

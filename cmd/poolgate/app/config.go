@@ -49,6 +49,7 @@ func (c Config) WithDefaults() Config {
 	c.HTTP = c.HTTP.WithDefaults()
 	c.Admin = c.Admin.WithDefaults()
 	c.Health = c.Health.WithDefaults()
+	c.Discovery = c.Discovery.WithDefaults()
 	return c
 }
 
