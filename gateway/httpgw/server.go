@@ -33,6 +33,18 @@ type Options struct {
 	// CertCheckInterval is how often cert_file and key_file are checked
 	// for changes. Default 5s.
 	CertCheckInterval time.Duration
+	// Starter, when set, starts a node for a browser that finds none
+	// (scale from zero); the browser gets a page that says so and reloads
+	// until the node is up. Nil: the plain 503 page.
+	Starter Starter
+}
+
+// Starter brings up a node when the pool has none (scale from zero).
+type Starter interface {
+	// StartNode is called when no node can take a session. It reports
+	// until when the user may wait for a node that is starting, or false
+	// when none is coming.
+	StartNode() (until time.Time, ok bool)
 }
 
 // Server is the HTTP gateway. Create it with New, run it with Serve, stop
@@ -41,6 +53,7 @@ type Server struct {
 	cfg       Config
 	stateDir  string
 	bal       *balancer.Balancer
+	starter   Starter // nil: no scale from zero
 	log       *zap.Logger
 	now       func() time.Time
 	sign      signer
@@ -67,7 +80,7 @@ func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, stateDir: opts.StateDir, bal: bal, log: opts.Logger, now: opts.Now, certEvery: opts.CertCheckInterval}
+	s := &Server{cfg: cfg, stateDir: opts.StateDir, bal: bal, starter: opts.Starter, log: opts.Logger, now: opts.Now, certEvery: opts.CertCheckInterval}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -418,9 +431,15 @@ func (s *Server) unavailable(w http.ResponseWriter, st *reqState, node string) {
 	st.status = http.StatusServiceUnavailable
 	p := page{Status: st.status, Retry: 10, Title: "No node available",
 		Message: "No node in the pool can take your session right now. Nodes may be starting or under maintenance."}
-	if node != "" {
+	switch {
+	case node != "":
 		p.Title = "Your node is not responding"
 		p.Message = "The node running your JupyterHub (" + node + ") is not answering. If it stays down, you will be moved to another node."
+	case s.starter != nil:
+		if _, ok := s.starter.StartNode(); ok {
+			p.Title = "Starting a node for you"
+			p.Message = "No node in the pool is running, so one is being started for you. This usually takes 2 to 5 minutes; keep this page open and JupyterHub will open when the node is ready."
+		}
 	}
 	writePage(w, p)
 }

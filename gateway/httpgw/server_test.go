@@ -499,6 +499,42 @@ func TestUnavailablePages(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "No node available") || !strings.Contains(body, `http-equiv="refresh"`) {
 		t.Fatalf("no node: %d %q", code, body)
 	}
+
+	// Scale from zero: a node is starting; the page says so and reloads.
+	st := &fakeStarter{ok: true}
+	e.gw.starter = st
+	for _, path := range []string{"/hub/anon", "/user/carol/lab"} {
+		code, body, resp = e.get(e.browser(), path)
+		if code != 503 || !strings.Contains(body, "Starting a node for you") || !strings.Contains(body, `http-equiv="refresh"`) || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s while a node starts: %d %q", path, code, body)
+		}
+	}
+	if st.calls != 2 {
+		t.Errorf("StartNode called %d times, want once a request", st.calls)
+	}
+	st.ok = false // none is coming (nodes exist but are full): the plain page
+	if code, body, _ = e.get(e.browser(), "/hub/anon"); code != 503 || !strings.Contains(body, "No node available") {
+		t.Fatalf("no start offered: %d %q", code, body)
+	}
+	for _, h := range e.hubs {
+		if h.name != node { // that one's hub is still stopped
+			e.bal.SetHTTPHealth(h.name, true, "ok")
+		}
+	}
+	if code, _, _ := e.get(e.browser(), "/hub/anon"); code != 200 {
+		t.Fatalf("with hubs up again: %d", code)
+	}
+}
+
+// fakeStarter stands in for scale from zero.
+type fakeStarter struct {
+	ok    bool
+	calls int
+}
+
+func (f *fakeStarter) StartNode() (time.Time, bool) {
+	f.calls++
+	return time.Now().Add(time.Minute), f.ok
 }
 
 func TestTLSFrontEnd(t *testing.T) {

@@ -27,6 +27,18 @@ const (
 	msgRepinned    = "poolgate: node %s, where your sessions ran, is no longer available; you are now on node %s.\n"
 	msgNodeKey     = "poolgate: node %s failed the gateway's host key check, so the login was stopped; please tell your administrator.\n"
 	msgTooMany     = "poolgate: you already have %d connections open, the most allowed per user; close one and try again.\n"
+	msgStarting    = "poolgate: no node in the pool is running, so one is being started for you. This usually takes 2 to 5 minutes; please keep this window open.\n"
+	msgStillStart  = "poolgate: still starting a node (%s so far)...\n"
+	msgStarted     = "poolgate: node %s has started; logging you in.\n"
+	msgStartFailed = "poolgate: no node could be started for you in time. Please try again in a few minutes, or tell your administrator.\n"
+)
+
+// How a user waiting for a starting node is kept: Acquire is retried every
+// startPollEvery, and a progress line sent every startNoteEvery (which
+// also finds a client that has gone away).
+var (
+	startPollEvery = time.Second
+	startNoteEvery = 20 * time.Second
 )
 
 // restrictionsKey is the Permissions.ExtraData key under which
@@ -234,6 +246,16 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		start := time.Now()
 		lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
 		c.s.metrics.picked(time.Since(start).Seconds())
+		if errors.Is(err, balancer.ErrNoNode) && len(avoid) == 0 && c.s.starter != nil {
+			// Scale from zero: wait for a starting node, or refuse as usual.
+			waited, started, werr := c.waitForStart(user)
+			if started && werr != nil {
+				return werr
+			}
+			if started {
+				lease, err = waited, nil
+			}
+		}
 		if errors.Is(err, balancer.ErrNoNode) {
 			c.log.Info("ssh login refused: no node available", zap.String("user", user), zap.Strings("unreachable", avoid))
 			if len(avoid) > 0 {
@@ -279,6 +301,56 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 			return &ssh.BannerError{Err: fmt.Errorf("%w: %v", errNodeUnreachable, err), Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
 		}
 		log.Warn("node login failed; trying another node", zap.Error(err))
+	}
+}
+
+// waitForStart holds a user who found no node while the pool starts one
+// (scale from zero): banner lines say so and show progress, and Acquire is
+// retried until it succeeds or the starter gives up. started is false when
+// no node is coming (the caller refuses as usual); with started, either the
+// lease or the error for the user is set.
+func (c *clientConn) waitForStart(user string) (lease *balancer.Lease, started bool, err error) {
+	until, ok := c.s.starter.StartNode()
+	if !ok {
+		return nil, false, nil
+	}
+	began := c.s.now()
+	log := c.log.With(zap.String("user", user))
+	log.Info("no node running; user waits for one to start", zap.Time("until", until))
+	c.banner(msgStarting)
+	tick := time.NewTicker(startPollEvery)
+	defer tick.Stop()
+	lastNote := began
+	for {
+		// The login grace runs from now on, not from the connection.
+		_ = c.nc.SetDeadline(until.Add(c.s.cfg.LoginGraceTime))
+		select {
+		case <-c.s.closing:
+			return nil, true, &ssh.BannerError{Err: ErrServerClosed, Message: "poolgate: the gateway is shutting down; please reconnect in a moment.\n"}
+		case <-tick.C:
+		}
+		l, aerr := c.s.bal.Acquire(user, balancer.SSH, c.client)
+		if aerr == nil {
+			waited := c.s.now().Sub(began)
+			log.Info("node started; user logging in", zap.String("node", l.Node().Name), zap.Duration("waited", waited))
+			c.banner(fmt.Sprintf(msgStarted, l.Node().Name))
+			_ = c.nc.SetDeadline(c.s.now().Add(c.s.cfg.LoginGraceTime))
+			return l, true, nil
+		}
+		if !errors.Is(aerr, balancer.ErrNoNode) {
+			return nil, true, aerr
+		}
+		if until, ok = c.s.starter.StartNode(); !ok {
+			log.Info("ssh login refused: no node started in time", zap.Duration("waited", c.s.now().Sub(began)))
+			return nil, true, &ssh.BannerError{Err: balancer.ErrNoNode, Message: msgStartFailed}
+		}
+		if now := c.s.now(); now.Sub(lastNote) >= startNoteEvery {
+			lastNote = now
+			if err := c.pre.SendAuthBanner(fmt.Sprintf(msgStillStart, now.Sub(began).Round(time.Second))); err != nil {
+				log.Info("user left while waiting for a node", zap.Error(err))
+				return nil, true, err
+			}
+		}
 	}
 }
 

@@ -26,17 +26,30 @@ type Balancer interface {
 	UserSessions(user string) int
 }
 
+// Starter brings up a node when the pool has none (scale from zero).
+type Starter interface {
+	// StartNode is called when no node can take a session. It reports
+	// until when the user may wait for a node that is starting, or false
+	// when none is coming. It is called again while the user waits.
+	StartNode() (until time.Time, ok bool)
+}
+
 // Server is the SSH gateway. Create it with New.
 type Server struct {
 	cfg     Config
 	keys    *Keys
 	bal     Balancer
+	starter Starter // nil: no scale from zero
 	log     *zap.Logger
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	now     func() time.Time
 	backoff *backoff
 	metrics *Metrics     // nil: none
 	unauth  atomic.Int64 // connections not yet past authentication
+
+	// closing is closed when the server stops accepting; users waiting
+	// for a starting node stop waiting.
+	closing chan struct{}
 
 	// mu protects listeners, conns, sessions and closed.
 	mu        sync.Mutex
@@ -49,6 +62,10 @@ type Server struct {
 
 // SetMetrics makes the server record into m; call it before Serve.
 func (s *Server) SetMetrics(m *Metrics) { s.metrics = m }
+
+// SetStarter lets users who find no node wait while st starts one; call
+// it before Serve.
+func (s *Server) SetStarter(st Starter) { s.starter = st }
 
 // New returns a server; cfg's zero fields take their defaults.
 func New(cfg Config, keys *Keys, bal Balancer, log *zap.Logger) (*Server, error) {
@@ -70,6 +87,7 @@ func New(cfg Config, keys *Keys, bal Balancer, log *zap.Logger) (*Server, error)
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		sessions:  map[*session]struct{}{},
+		closing:   make(chan struct{}),
 	}, nil
 }
 
@@ -193,6 +211,9 @@ func (s *Server) noticeAll(msg string, d time.Duration) {
 func (s *Server) closeListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		close(s.closing)
+	}
 	s.closed = true
 	for ln := range s.listeners {
 		ln.Close()

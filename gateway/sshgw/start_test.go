@@ -1,0 +1,135 @@
+package sshgw
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// fakeStarter stands in for scale from zero: it offers a wait while ok,
+// and runs onCall with the number of calls so far.
+type fakeStarter struct {
+	mu     sync.Mutex
+	calls  int
+	ok     bool
+	onCall func(n int)
+}
+
+func (f *fakeStarter) StartNode() (time.Time, bool) {
+	f.mu.Lock()
+	f.calls++
+	n, ok, hook := f.calls, f.ok, f.onCall
+	f.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
+	return time.Now().Add(time.Minute), ok
+}
+
+func (f *fakeStarter) set(ok bool) { f.mu.Lock(); f.ok = ok; f.mu.Unlock() }
+
+func fastStartPolls(t *testing.T) {
+	pe, ne := startPollEvery, startNoteEvery
+	startPollEvery, startNoteEvery = 10*time.Millisecond, 30*time.Millisecond
+	t.Cleanup(func() { startPollEvery, startNoteEvery = pe, ne })
+}
+
+// dialBanner dials as user and returns the client (nil on failure), the
+// banner lines seen and the error.
+func dialBanner(addr, user string, signer ssh.Signer) (*ssh.Client, string, error) {
+	var mu sync.Mutex
+	var banner strings.Builder
+	c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+		User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+		BannerCallback: func(m string) error { mu.Lock(); banner.WriteString(m); mu.Unlock(); return nil },
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	return c, banner.String(), err
+}
+
+func TestUserWaitsForStartingNode(t *testing.T) {
+	fastStartPolls(t)
+	g := newTestGW(t, nil)
+	g.bal.SetHealth("n1", false, "instance starting")
+	st := &fakeStarter{ok: true}
+	st.onCall = func(n int) {
+		if n == 8 { // the node comes up while alice waits
+			g.bal.SetHealth("n1", true, "")
+		}
+	}
+	g.srv.SetStarter(st)
+	c, banner, err := dialBanner(g.addr, "alice", g.userKey)
+	if err != nil {
+		t.Fatalf("alice waiting for a starting node: %v (banner %q)", err, banner)
+	}
+	defer c.Close()
+	for _, want := range []string{"one is being started for you", "still starting a node", "node n1 has started; logging you in"} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("banner %q lacks %q", banner, want)
+		}
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Stdin = strings.NewReader("on the started node\n")
+	if out, err := s.Output("cat"); err != nil || string(out) != "on the started node\n" {
+		t.Errorf("session on the started node: %q %v", out, err)
+	}
+}
+
+func TestStartThatGivesUpRefusesClearly(t *testing.T) {
+	fastStartPolls(t)
+	g := newTestGW(t, nil)
+	g.bal.SetHealth("n1", false, "")
+	st := &fakeStarter{ok: true}
+	st.onCall = func(n int) {
+		if n == 3 {
+			st.set(false)
+		}
+	}
+	g.srv.SetStarter(st)
+	c, banner, err := dialBanner(g.addr, "alice", g.userKey)
+	if err == nil {
+		c.Close()
+		t.Fatal("login succeeded with no node")
+	}
+	if !strings.Contains(banner, "one is being started for you") || !strings.Contains(banner, "no node could be started for you in time") {
+		t.Errorf("banner %q", banner)
+	}
+
+	// No start offered (nodes exist but are full, or scale from zero is
+	// off): the usual refusal, at once.
+	st2 := &fakeStarter{ok: false}
+	g.srv.SetStarter(st2)
+	_, banner, err = dialBanner(g.addr, "bob", g.userKey)
+	if err == nil || !strings.Contains(banner, "no node in the pool can take your session") || strings.Contains(banner, "started") {
+		t.Errorf("no start offered: err %v, banner %q", err, banner)
+	}
+}
+
+func TestShutdownEndsStartWait(t *testing.T) {
+	fastStartPolls(t)
+	g := newTestGW(t, nil)
+	g.bal.SetHealth("n1", false, "")
+	waiting := make(chan struct{})
+	var once sync.Once
+	g.srv.SetStarter(&fakeStarter{ok: true, onCall: func(int) { once.Do(func() { close(waiting) }) }})
+	done := make(chan string)
+	go func() { _, banner, _ := dialBanner(g.addr, "alice", g.userKey); done <- banner }()
+	<-waiting
+	g.srv.closeListeners()
+	select {
+	case banner := <-done:
+		if !strings.Contains(banner, "shutting down") {
+			t.Errorf("banner %q", banner)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a user waiting for a node held up shutdown")
+	}
+}
