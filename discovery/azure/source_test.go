@@ -412,7 +412,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{func(c *discovery.AzureConfig) { c.ResourceGroup = "" }, "resource_group: missing"},
 		{func(c *discovery.AzureConfig) { c.ScaleSet = "a/b" }, "scale_set: \"a/b\" is not a scale set name"},
 		{func(c *discovery.AzureConfig) { c.Credential = "password" }, "credential: \"password\" is not one of"},
-		{func(c *discovery.AzureConfig) { c.Credential = "default"; c.ClientID = "11111111-2222-3333-4444-555555555555" }, "client_id: only used with"},
+		{func(c *discovery.AzureConfig) {
+			c.Credential = "default"
+			c.ClientID = "11111111-2222-3333-4444-555555555555"
+		}, "client_id: only used with"},
 		{func(c *discovery.AzureConfig) { c.Interval = 2 * time.Second }, "interval: 2s is too short"},
 		{func(c *discovery.AzureConfig) { c.SSHPort = 70000 }, "ssh_port: must be from 1 to 65535"},
 		{func(c *discovery.AzureConfig) { c.StartTimeout = time.Second }, "start_timeout: 1s is too short"},
