@@ -307,6 +307,11 @@ type poolOptions struct {
 	// hubs starts a JupyterHub beside each sshd and turns on the HTTP
 	// gateway (TLS, self-signed) in front of them.
 	hubs bool
+	// appOpts are passed to app.New (e.g. the Azure fakes).
+	appOpts []app.Option
+	// waitUp is how many nodes must be up before the test starts: 0 means
+	// every started node, -1 none.
+	waitUp int
 }
 
 var testUsers = []string{"alice", "bob", "carol", "dave", "erin", "frank"}
@@ -382,7 +387,7 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 		opts.cfg(&cfg)
 	}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	gw, err := app.New(cfg, log)
+	gw, err := app.New(cfg, log, opts.appOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,14 +402,18 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 	go func() { p.done <- gw.Run(ctx) }()
 	t.Cleanup(p.stop)
 	// Wait for the first health results.
-	p.waitFor("all started nodes up", func() bool {
+	wantUp := opts.waitUp
+	if wantUp == 0 {
+		wantUp = len(p.nodes)
+	}
+	p.waitFor(fmt.Sprintf("%d nodes up", max(wantUp, 0)), func() bool {
 		up := 0
 		for _, st := range gw.Balancer().Nodes() {
 			if st.State == balancer.StateUp {
 				up++
 			}
 		}
-		return up == len(p.nodes)
+		return wantUp < 0 || up == wantUp
 	})
 	if opts.hubs {
 		p.waitFor("all hubs up", func() bool {

@@ -143,11 +143,22 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	var resp struct {
-		Nodes []admin.NodeJSON `json:"nodes"`
+		Nodes     []admin.NodeJSON    `json:"nodes"`
+		Discovery admin.DiscoveryJSON `json:"discovery"`
 	}
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		fmt.Fprintln(stderr, "poolgate nodes:", err)
 		return 1
+	}
+	if d := resp.Discovery; d.Stale {
+		since := "never listed"
+		if d.LastSuccess != nil {
+			since = "last good listing " + ago(*d.LastSuccess)
+		}
+		fmt.Fprintf(stdout, "WARNING: %s discovery is failing (%s); showing the last good node set.\n  %s\n", d.Source, since, d.Error)
+	}
+	if resp.Discovery.Starting {
+		fmt.Fprintln(stdout, "A node is starting (scale from zero); waiting users are logged in when it is up.")
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tSSH\tHTTP\tUSERS\tPINNED\tHEALTH\tSINCE")
@@ -156,6 +167,9 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		state := n.State
 		if n.State == "draining" && n.Sessions.SSH+n.Sessions.HTTP == 0 {
 			state = "draining (empty: safe to remove)"
+		}
+		if n.Protected {
+			state += ", protected"
 		}
 		users := strings.Join(n.Users, ",")
 		if users == "" {
@@ -269,4 +283,77 @@ func ago(t time.Time) string {
 		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
 	}
 	return t.Format("2006-01-02 15:04")
+}
+
+// scaleInResult mirrors the answer of POST /api/scale-in.
+type scaleInResult struct {
+	DryRun  bool `json:"dry_run"`
+	Deleted []struct {
+		Node       string `json:"node"`
+		InstanceID string `json:"instance_id"`
+		Idle       string `json:"idle"`
+	} `json:"deleted"`
+	Kept []struct {
+		Node       string `json:"node"`
+		InstanceID string `json:"instance_id"`
+		Reason     string `json:"reason"`
+	} `json:"kept"`
+}
+
+func cmdScaleIn(args []string, stdout, stderr io.Writer) int {
+	fs := flags("scale-in", stderr)
+	base, token, asJSON := clientFlags(fs)
+	idle := fs.Duration("idle", 0, "delete instances that have had no session for at least this long (required, e.g. 2h)")
+	keep := fs.Int("keep", 0, "keep at least this many instances running")
+	dryRun := fs.Bool("dry-run", false, "only say what would be deleted")
+	pos, code := parseWithArgs(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "poolgate scale-in: unexpected argument %q\n", pos[0])
+		return 2
+	}
+	if *idle == 0 {
+		fmt.Fprintln(stderr, "poolgate scale-in: --idle is required: how long an instance must have had no session, e.g. --idle 2h")
+		return 2
+	}
+	q := url.Values{"idle": {idle.String()}, "keep": {fmt.Sprint(*keep)}, "dry_run": {fmt.Sprint(*dryRun)}}
+	c := &adminClient{base: *base, token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
+	var raw json.RawMessage
+	if err := c.do("POST", "/api/scale-in?"+q.Encode(), &raw); err != nil {
+		fmt.Fprintf(stderr, "poolgate scale-in: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		printJSON(stdout, raw)
+		return 0
+	}
+	var res scaleInResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		fmt.Fprintln(stderr, "poolgate scale-in:", err)
+		return 1
+	}
+	verb := "Deleting"
+	if res.DryRun {
+		verb = "Would delete"
+	}
+	if len(res.Deleted) == 0 {
+		fmt.Fprintf(stdout, "No instance has been idle for %s; nothing to delete.\n", *idle)
+	} else {
+		fmt.Fprintf(stdout, "%s %d idle instances:\n", verb, len(res.Deleted))
+		for _, d := range res.Deleted {
+			fmt.Fprintf(stdout, "  %s (instance %s), idle %s\n", d.Node, d.InstanceID, d.Idle)
+		}
+	}
+	if len(res.Kept) > 0 {
+		fmt.Fprintln(stdout, "Kept:")
+		for _, k := range res.Kept {
+			fmt.Fprintf(stdout, "  %s (instance %s): %s\n", k.Node, k.InstanceID, k.Reason)
+		}
+	}
+	if !res.DryRun && len(res.Deleted) > 0 {
+		fmt.Fprintln(stdout, "They are drained now and leave 'poolgate nodes' once Azure has deleted them.")
+	}
+	return 0
 }

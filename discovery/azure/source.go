@@ -39,7 +39,10 @@ type Options struct {
 	// fakes). Nil means the SDK's default.
 	Transport policy.Transporter
 	// Retry replaces the SDK retry settings (tests turn retries off).
-	Retry  *policy.RetryOptions
+	Retry *policy.RetryOptions
+	// NoHTTP gives nodes no JupyterHub address, for a gateway whose HTTP
+	// side is off (nothing would check or use it).
+	NoHTTP bool
 	Logger *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -85,6 +88,7 @@ type Source struct {
 	limits *rateLimits
 	pool   Pool
 	grace  time.Duration
+	noHTTP bool
 	log    *zap.Logger
 	now    func() time.Time
 
@@ -120,7 +124,7 @@ func New(cfg discovery.AzureConfig, o Options) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("discovery.azure.%w", err)
 	}
-	s := &Source{cfg: cfg, cred: o.Credential, limits: &rateLimits{}, pool: o.Pool, grace: o.Grace, log: o.Logger, now: o.Now,
+	s := &Source{cfg: cfg, cred: o.Credential, limits: &rateLimits{}, pool: o.Pool, grace: o.Grace, noHTTP: o.NoHTTP, log: o.Logger, now: o.Now,
 		kick: make(chan struct{}, 1), ips: map[string]string{}, noIP: map[string]bool{}}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -319,12 +323,11 @@ func (s *Source) nodesOf(l listing) []balancer.Node {
 			}
 			continue
 		}
-		nodes = append(nodes, balancer.Node{
-			Name:   in.Name,
-			SSH:    net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.SSHPort)),
-			HTTP:   net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.HTTPPort)),
-			Weight: s.cfg.Weight,
-		})
+		n := balancer.Node{Name: in.Name, SSH: net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.SSHPort)), Weight: s.cfg.Weight}
+		if !s.noHTTP {
+			n.HTTP = net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.HTTPPort))
+		}
+		nodes = append(nodes, n)
 	}
 	return nodes
 }

@@ -141,6 +141,11 @@ func TestListingTakesOnlyLiveInstances(t *testing.T) {
 	if n.SSH != "10.0.1.4:2222" || n.HTTP != "10.0.1.4:8443" || n.Weight != 4 {
 		t.Errorf("node = %+v, want the private IP with the configured ports and weight", n)
 	}
+	f.src.noHTTP = true
+	f.poll()
+	if n := f.rec.nodes[0]; n.HTTP != "" || n.SSH != "10.0.1.4:2222" {
+		t.Errorf("with the HTTP gateway off: node = %+v, want no hub address", n)
+	}
 	st := f.src.Status()
 	if st.Instances != 9 || st.Live != 2 || st.Stale() || st.LastSuccess.IsZero() {
 		t.Errorf("status = %+v, want 9 instances, 2 live, fresh", st)

@@ -77,3 +77,43 @@ func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.ServeHTTP(w, r)
 }
+
+var (
+	descDiscStale   = prometheus.NewDesc("poolgate_discovery_stale", "1 while the last scale-set listing failed and the node set is the last good one.", nil, nil)
+	descDiscSuccess = prometheus.NewDesc("poolgate_discovery_last_success_timestamp_seconds", "When the scale set was last listed (Unix time).", nil, nil)
+	descDiscLive    = prometheus.NewDesc("poolgate_discovery_live_instances", "Running, provisioned instances in the last good listing.", nil, nil)
+	descDiscStart   = prometheus.NewDesc("poolgate_discovery_starting", "1 while scale from zero waits for a node to start.", nil, nil)
+	descProtected   = prometheus.NewDesc("poolgate_node_protected", "1 if the node's instance carries scale-in protection.", []string{"node"}, nil)
+)
+
+// discoveryCollector exports discovery's state at scrape time.
+type discoveryCollector struct{ d Discovery }
+
+// NewDiscoveryCollector returns a Prometheus collector over discovery's
+// state (for a discovered pool, such as an Azure scale set).
+func NewDiscoveryCollector(d Discovery) prometheus.Collector { return discoveryCollector{d} }
+
+func (c discoveryCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDiscStale, descDiscSuccess, descDiscLive, descDiscStart, descProtected} {
+		ch <- d
+	}
+}
+
+func (c discoveryCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.d()
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(descDiscStale, prometheus.GaugeValue, b(st.Stale))
+	if st.LastSuccess != nil {
+		ch <- prometheus.MustNewConstMetric(descDiscSuccess, prometheus.GaugeValue, float64(st.LastSuccess.UnixNano())/1e9)
+	}
+	ch <- prometheus.MustNewConstMetric(descDiscLive, prometheus.GaugeValue, float64(st.Live))
+	ch <- prometheus.MustNewConstMetric(descDiscStart, prometheus.GaugeValue, b(st.Starting))
+	for _, name := range st.Protected {
+		ch <- prometheus.MustNewConstMetric(descProtected, prometheus.GaugeValue, 1, name)
+	}
+}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,9 +26,36 @@ type Pool interface {
 	Undrain(name string) error
 }
 
+// DiscoveryJSON is the state of node discovery in GET /api/nodes.
+type DiscoveryJSON struct {
+	Source string `json:"source"` // "static" or "azure"
+	// Stale: the last listing failed, and the nodes are those of the last
+	// good one, AgeSeconds old.
+	Stale       bool       `json:"stale"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	AgeSeconds  int        `json:"age_seconds"`
+	Error       string     `json:"error,omitempty"`
+	Instances   int        `json:"instances"` // in the last good listing
+	Live        int        `json:"live"`      // of those, running and provisioned
+	Starting    bool       `json:"starting"`  // scale from zero waits for a node
+	// Protected names the nodes whose instances carry scale-in protection.
+	Protected []string `json:"protected,omitempty"`
+}
+
+// Discovery reports discovery's state; nil means a static node list.
+type Discovery func() DiscoveryJSON
+
+// Scaler deletes idle instances (POST /api/scale-in). The result is
+// returned to the caller as JSON.
+type Scaler interface {
+	ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error)
+}
+
 // Server is the admin API. Create it with New and serve Handler.
 type Server struct {
 	pool      Pool
+	discovery Discovery // nil: static list
+	scaler    Scaler    // nil: no scale-in
 	log       *zap.Logger
 	writeTok  []byte // empty: no token required
 	readTok   []byte
@@ -49,6 +78,13 @@ func New(cfg Config, pool Pool, log *zap.Logger) (*Server, error) {
 	}
 	return s, nil
 }
+
+// SetDiscovery makes GET /api/nodes report discovery's state; call it
+// before serving.
+func (s *Server) SetDiscovery(d Discovery) { s.discovery = d }
+
+// SetScaler enables POST /api/scale-in; call it before serving.
+func (s *Server) SetScaler(sc Scaler) { s.scaler = sc }
 
 // readToken reads a token file (first line, surrounding space trimmed).
 func readToken(path string) ([]byte, error) {
@@ -110,6 +146,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/nodes", s.read(s.nodes))
 	mux.HandleFunc("/api/sessions", s.read(s.sessions))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
+	mux.HandleFunc("/api/scale-in", s.write(s.scaleIn))
 	mux.HandleFunc("/metrics", s.read(s.metricsHandler))
 	mux.HandleFunc("/healthz", s.read(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_seconds": int(time.Since(s.startedAt).Seconds())})
@@ -184,6 +221,11 @@ type NodeJSON struct {
 	// absent for a node without a hub address.
 	HTTPState  string `json:"http_state,omitempty"`
 	HTTPHealth string `json:"http_health,omitempty"`
+	// IdleSince is when the node's last session ended; absent while it
+	// has sessions.
+	IdleSince *time.Time `json:"idle_since,omitempty"`
+	// Protected: its instance carries scale-in protection (Azure).
+	Protected bool `json:"protected,omitempty"`
 }
 
 // SessionCount counts a node's live sessions by protocol.
@@ -204,6 +246,17 @@ type SessionJSON struct {
 
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 	out := []NodeJSON{}
+	disc := DiscoveryJSON{Source: "static"}
+	if s.discovery != nil {
+		disc = s.discovery()
+		if disc.LastSuccess != nil {
+			disc.AgeSeconds = int(time.Since(*disc.LastSuccess).Seconds())
+		}
+	}
+	protected := map[string]bool{}
+	for _, name := range disc.Protected {
+		protected[name] = true
+	}
 	for _, n := range s.pool.Nodes() {
 		weight := n.Weight
 		if weight <= 0 {
@@ -217,6 +270,11 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 			Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: weight, State: string(n.State),
 			Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions},
 			Users:    append([]string{}, n.Users...), Pinned: n.Pinned, Health: health, Changed: n.Changed.UTC(),
+			Protected: protected[n.Name],
+		}
+		if !n.IdleSince.IsZero() {
+			idle := n.IdleSince.UTC()
+			nj.IdleSince = &idle
 		}
 		if n.HTTP != "" {
 			switch {
@@ -230,7 +288,53 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, nj)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": out, "discovery": disc})
+}
+
+// scaleIn deletes instances idle for ?idle= (a duration, at least 1m),
+// keeping ?keep= running; ?dry_run=true only says what it would do.
+func (s *Server) scaleIn(w http.ResponseWriter, r *http.Request) {
+	if s.scaler == nil {
+		writeError(w, http.StatusNotImplemented, "scale-in needs discovery.azure; this gateway uses a static node list")
+		return
+	}
+	q := r.URL.Query()
+	idle, err := time.ParseDuration(q.Get("idle"))
+	switch {
+	case q.Get("idle") == "":
+		writeError(w, http.StatusBadRequest, "idle: missing; say how long an instance must have had no session, e.g. idle=2h")
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("idle: %q is not a duration (e.g. 90m, 2h)", q.Get("idle")))
+		return
+	case idle < time.Minute:
+		writeError(w, http.StatusBadRequest, "idle: must be at least 1m")
+		return
+	}
+	keep := 0
+	if v := q.Get("keep"); v != "" {
+		if keep, err = strconv.Atoi(v); err != nil || keep < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("keep: %q is not a whole number of instances (0 or more)", v))
+			return
+		}
+	}
+	dryRun := false
+	if v := q.Get("dry_run"); v != "" {
+		if dryRun, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("dry_run: %q is not true or false", v))
+			return
+		}
+	}
+	res, err := s.scaler.ScaleIn(r.Context(), idle, keep, dryRun)
+	if err != nil {
+		s.log.Error("scale-in failed", zap.Error(err), zap.String("client", r.RemoteAddr))
+		writeError(w, http.StatusBadGateway, "scale-in: "+err.Error())
+		return
+	}
+	if !dryRun {
+		s.log.Info("scale-in requested through the admin API", zap.Duration("idle", idle), zap.Int("keep", keep), zap.String("client", r.RemoteAddr))
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {

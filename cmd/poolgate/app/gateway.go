@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
@@ -38,10 +43,29 @@ type Gateway struct {
 	http     *httpgw.Server // nil when http.listen is empty
 	httpLn   net.Listener
 	hubCheck *discovery.Checker
+	azure    *azure.Source // nil unless discovery.azure
 }
 
-// New builds a gateway from a validated config (see LoadConfig).
-func New(cfg Config, log *zap.Logger) (*Gateway, error) {
+// Option adjusts how New builds a gateway.
+type Option func(*options)
+
+type options struct {
+	azure azure.Options
+}
+
+// WithAzure makes discovery.azure use cred and transport instead of the
+// configured credential and the network: tests pass the SDK's fakes.
+func WithAzure(cred azcore.TokenCredential, transport policy.Transporter) Option {
+	return func(o *options) {
+		o.azure.Credential, o.azure.Transport = cred, transport
+		o.azure.Retry = &policy.RetryOptions{MaxRetries: -1}
+	}
+}
+
+// New builds a gateway from a validated config (see LoadConfig). With
+// discovery.azure it checks at once that the identity can read the scale
+// set, so that a gateway without access stops with a clear message.
+func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -49,11 +73,37 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	keys, err := sshgw.LoadKeys(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
 	bal := balancer.New(cfg.Balancer, balancer.Options{Logger: log.Named("balancer")})
+	var source discovery.Source = discovery.Static(cfg.Discovery.Static)
+	var az *azure.Source
+	if cfg.Discovery.Azure != nil {
+		ao := o.azure
+		ao.Pool, ao.Grace, ao.Logger = bal, cfg.Balancer.AffinityGrace, log.Named("discovery.azure")
+		ao.NoHTTP = !cfg.HTTP.Enabled()
+		if az, err = azure.New(*cfg.Discovery.Azure, ao); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				az.Close()
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = az.Check(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		source = az
+	}
 	srv, err := sshgw.New(cfg.SSH, keys, bal, log.Named("ssh"))
 	if err != nil {
 		return nil, fmt.Errorf("ssh: %w", err)
@@ -62,8 +112,20 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin.%w", err)
 	}
+	var starter httpgw.Starter
+	if az != nil {
+		api.SetDiscovery(azureStatus(az))
+		api.SetScaler(scaler{az})
+		if cfg.Discovery.Azure.ScaleFromZero {
+			srv.SetStarter(az)
+			starter = az
+		}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(bal, bal))
+	if az != nil {
+		reg.MustRegister(admin.NewDiscoveryCollector(azureStatus(az)))
+	}
 	srv.SetMetrics(sshgw.NewMetrics(reg))
 	checker := discovery.NewChecker(cfg.Health, nil, bal, log.Named("health_checker.active"))
 	healthResults := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -72,14 +134,15 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	reg.MustRegister(healthResults)
 	checker.CountResults(healthResults)
 	api.ServeMetrics(reg)
-	g := &Gateway{
+	g = &Gateway{
 		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv,
-		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
+		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute},
 		checker: checker,
-		source:  discovery.Static(cfg.Discovery.Static),
+		source:  source,
+		azure:   az,
 	}
 	if cfg.HTTP.Enabled() {
-		hs, err := httpgw.New(cfg.HTTP, bal, httpgw.Options{StateDir: cfg.StateDir, Logger: log.Named("http")})
+		hs, err := httpgw.New(cfg.HTTP, bal, httpgw.Options{StateDir: cfg.StateDir, Logger: log.Named("http"), Starter: starter})
 		if err != nil {
 			return nil, fmt.Errorf("http.%w", err)
 		}
@@ -116,6 +179,30 @@ func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// azureStatus reports the scale set's discovery for the admin API.
+func azureStatus(az *azure.Source) admin.Discovery {
+	return func() admin.DiscoveryJSON {
+		st := az.Status()
+		d := admin.DiscoveryJSON{Source: "azure", Stale: st.Stale(), Error: st.Error, Instances: st.Instances, Live: st.Live, Starting: st.Starting}
+		if !st.LastSuccess.IsZero() {
+			t := st.LastSuccess.UTC()
+			d.LastSuccess = &t
+		}
+		for name := range az.Protected() {
+			d.Protected = append(d.Protected, name)
+		}
+		sort.Strings(d.Protected)
+		return d
+	}
+}
+
+// scaler adapts the Azure source to the admin API's scale-in.
+type scaler struct{ az *azure.Source }
+
+func (s scaler) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
+	return s.az.ScaleIn(ctx, idle, keep, dryRun)
 }
 
 // HTTPAddr is the address the HTTP gateway listens on, "" when it is off.
