@@ -20,6 +20,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	// Mozilla's CA roots, used only where the system has none (the
+	// scratch container image), so that calls to Azure verify TLS.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/gateway/sshgw"

@@ -1,0 +1,410 @@
+// Package deploy checks the deployment files: the ARM template, the
+// cloud-init files it carries, and the systemd unit.
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
+)
+
+var update = flag.Bool("update", false, "copy the cloud-init files into azuredeploy.json and the unit into the gateway's cloud-init")
+
+const (
+	templatePath    = "azure/azuredeploy.json"
+	nodeCloudInit   = "azure/node-cloud-init.yaml"
+	gatewayCloudIni = "azure/gateway-cloud-init.yaml"
+	unitPath        = "systemd/poolgate.service"
+	unitInstallPath = "/etc/systemd/system/poolgate.service"
+)
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// requireTool fails in CI, or skips elsewhere, when a checker is missing.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := name + " is needed to check the deployment files; .ci/run installs it"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + " (skipped because CI is unset; with CI set this fails)")
+	return ""
+}
+
+type template struct {
+	Parameters map[string]json.RawMessage `json:"parameters"`
+	Variables  map[string]json.RawMessage `json:"variables"`
+	Resources  []map[string]any           `json:"resources"`
+	Outputs    map[string]json.RawMessage `json:"outputs"`
+}
+
+// strings returns every string in a decoded JSON value.
+func allStrings(v any, out *[]string) {
+	switch v := v.(type) {
+	case string:
+		*out = append(*out, v)
+	case []any:
+		for _, x := range v {
+			allStrings(x, out)
+		}
+	case map[string]any:
+		for _, x := range v {
+			allStrings(x, out)
+		}
+	}
+}
+
+func loadTemplate(t *testing.T) (template, []string) {
+	t.Helper()
+	raw := read(t, templatePath)
+	var tpl template
+	if err := json.Unmarshal([]byte(raw), &tpl); err != nil {
+		t.Fatalf("%s does not parse: %v", templatePath, err)
+	}
+	var whole any
+	_ = json.Unmarshal([]byte(raw), &whole)
+	var strs []string
+	allStrings(whole, &strs)
+	return tpl, strs
+}
+
+var (
+	paramRef = regexp.MustCompile(`parameters\('([^']*)'\)`)
+	varRef   = regexp.MustCompile(`variables\('([^']*)'\)`)
+	apiVer   = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(-preview)?$`)
+)
+
+func TestTemplateReferencesAndAPIVersions(t *testing.T) {
+	tpl, strs := loadTemplate(t)
+	used := map[string]bool{}
+	for _, s := range strs {
+		if !strings.HasPrefix(s, "[") {
+			continue
+		}
+		if err := checkExpression(s); err != nil {
+			t.Errorf("expression %.80q: %v", s, err)
+		}
+		for _, m := range paramRef.FindAllStringSubmatch(s, -1) {
+			used[m[1]] = true
+			if _, ok := tpl.Parameters[m[1]]; !ok {
+				t.Errorf("parameter %q is used but not defined", m[1])
+			}
+		}
+		for _, m := range varRef.FindAllStringSubmatch(s, -1) {
+			if _, ok := tpl.Variables[m[1]]; !ok {
+				t.Errorf("variable %q is used but not defined", m[1])
+			}
+		}
+	}
+	for name := range tpl.Parameters {
+		if !used[name] {
+			t.Errorf("parameter %q is defined but never used", name)
+		}
+	}
+	var check func(rs []map[string]any, where string)
+	check = func(rs []map[string]any, where string) {
+		for i, r := range rs {
+			name, _ := r["name"].(string)
+			id := fmt.Sprintf("%sresources[%d] (%v %s)", where, i, r["type"], name)
+			if v, _ := r["apiVersion"].(string); !apiVer.MatchString(v) {
+				t.Errorf("%s: apiVersion %q", id, v)
+			}
+			if typ, _ := r["type"].(string); typ == "" || name == "" {
+				t.Errorf("%s: needs a type and a name", id)
+			}
+			if nested, ok := r["resources"].([]any); ok {
+				var sub []map[string]any
+				for _, n := range nested {
+					m, _ := n.(map[string]any)
+					sub = append(sub, m)
+				}
+				check(sub, id+".")
+			}
+		}
+	}
+	if len(tpl.Resources) == 0 {
+		t.Fatal("no resources")
+	}
+	check(tpl.Resources, "")
+	types := map[string]bool{}
+	for _, r := range tpl.Resources {
+		types[r["type"].(string)] = true
+	}
+	for _, want := range []string{"Microsoft.Compute/virtualMachineScaleSets", "Microsoft.Compute/virtualMachines", "Microsoft.Authorization/roleAssignments", "Microsoft.Network/networkSecurityGroups", "Microsoft.Network/virtualNetworks", "Microsoft.Storage/storageAccounts/fileServices/shares"} {
+		if !types[want] {
+			t.Errorf("the template creates no %s", want)
+		}
+	}
+}
+
+// checkExpression is a light check of an ARM expression's syntax: it ends
+// in "]", and its brackets and parentheses balance outside quoted strings.
+func checkExpression(s string) error {
+	if !strings.HasSuffix(s, "]") {
+		return fmt.Errorf("starts with [ but does not end with ]")
+	}
+	var stack []rune
+	inQuote := false
+	for _, c := range s {
+		switch {
+		case c == '\'':
+			inQuote = !inQuote
+		case inQuote:
+		case c == '(' || c == '[':
+			stack = append(stack, c)
+		case c == ')' || c == ']':
+			want := map[rune]rune{')': '(', ']': '['}[c]
+			if len(stack) == 0 || stack[len(stack)-1] != want {
+				return fmt.Errorf("unbalanced %q", c)
+			}
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if inQuote || len(stack) != 0 {
+		return fmt.Errorf("unclosed quote or bracket")
+	}
+	return nil
+}
+
+var placeholder = regexp.MustCompile(`__[A-Z][A-Z_]*__`)
+
+// TestTemplateCarriesCloudInit: the template's cloud-init variables are the
+// files, and the customData that uses each fills every placeholder.
+func TestTemplateCarriesCloudInit(t *testing.T) {
+	if *update {
+		updateTemplate(t)
+	}
+	tpl, strs := loadTemplate(t)
+	for varName, path := range map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni} {
+		var got string
+		if err := json.Unmarshal(tpl.Variables[varName], &got); err != nil {
+			t.Fatalf("variable %s: %v", varName, err)
+		}
+		file := read(t, path)
+		if got != file {
+			t.Errorf("variable %s differs from %s: run go test ./deploy -update", varName, path)
+		}
+		var expr string
+		for _, s := range strs {
+			if strings.HasPrefix(s, "[base64(") && strings.Contains(s, "variables('"+varName+"')") {
+				expr = s
+			}
+		}
+		if expr == "" {
+			t.Errorf("no customData uses variables('%s')", varName)
+			continue
+		}
+		want := placeholder.FindAllString(file, -1)
+		slices.Sort(want)
+		want = slices.Compact(want)
+		for _, p := range want {
+			if !strings.Contains(expr, "'"+p+"'") {
+				t.Errorf("%s: placeholder %s is not filled in by the template", path, p)
+			}
+		}
+		for _, p := range placeholder.FindAllString(expr, -1) {
+			if !slices.Contains(want, p) {
+				t.Errorf("the template fills %s, which %s does not have", p, path)
+			}
+		}
+	}
+}
+
+// updateTemplate copies the cloud-init files into the template and the unit
+// into the gateway's cloud-init, keeping the rest of each file as it is.
+func updateTemplate(t *testing.T) {
+	unit := read(t, unitPath)
+	gw := read(t, gatewayCloudIni)
+	start := strings.Index(gw, "  - path: "+unitInstallPath)
+	body := strings.Index(gw[start:], "content: |\n") + start + len("content: |\n")
+	end := body
+	for end < len(gw) {
+		nl := strings.IndexByte(gw[end:], '\n')
+		line := gw[end : end+nl]
+		if line != "" && !strings.HasPrefix(line, "      ") {
+			break
+		}
+		end += nl + 1
+	}
+	var indented strings.Builder
+	for _, line := range strings.SplitAfter(unit, "\n") {
+		if strings.TrimSpace(line) != "" {
+			indented.WriteString("      ")
+		}
+		indented.WriteString(line)
+	}
+	gw = gw[:body] + indented.String() + "\n" + strings.TrimLeft(gw[end:], "\n")
+	if err := os.WriteFile(gatewayCloudIni, []byte(gw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raw := read(t, templatePath)
+	for varName, path := range map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni} {
+		re := regexp.MustCompile(`(?m)^(\s*"` + varName + `": )".*",?$`)
+		enc, _ := json.Marshal(read(t, path))
+		var b bytes.Buffer
+		_ = json.Compact(&b, enc)
+		raw = re.ReplaceAllStringFunc(raw, func(line string) string {
+			m := re.FindStringSubmatch(line)
+			comma := ""
+			if strings.HasSuffix(line, ",") {
+				comma = ","
+			}
+			return m[1] + b.String() + comma
+		})
+	}
+	if err := os.WriteFile(templatePath, []byte(raw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeFiles returns the write_files contents of a cloud-init file by path.
+func writeFiles(t *testing.T, text string) map[string]string {
+	t.Helper()
+	var doc struct {
+		WriteFiles []struct {
+			Path    string `yaml:"path"`
+			Content string `yaml:"content"`
+		} `yaml:"write_files"`
+	}
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		t.Fatalf("cloud-init does not parse: %v", err)
+	}
+	out := map[string]string{}
+	for _, f := range doc.WriteFiles {
+		out[f.Path] = f.Content
+	}
+	return out
+}
+
+// TestGatewayCloudInit: the poolgate config the gateway VM gets parses
+// with poolgate's own config loader once the template has filled it in,
+// and the unit it installs is deploy/systemd/poolgate.service.
+func TestGatewayCloudInit(t *testing.T) {
+	filled := strings.NewReplacer(
+		"__SUBSCRIPTION_ID__", "00000000-0000-0000-0000-000000000001", "__RESOURCE_GROUP__", "pool-rg",
+		"__SCALE_SET__", "pool", "__SCALE_FROM_ZERO__", "true",
+	).Replace(read(t, gatewayCloudIni))
+	files := writeFiles(t, filled)
+	if files[unitInstallPath] != read(t, unitPath) {
+		t.Errorf("the gateway's cloud-init installs another unit than %s: run go test ./deploy -update", unitPath)
+	}
+	cfgText, ok := files["/etc/poolgate/poolgate.yaml"]
+	if !ok {
+		t.Fatal("the gateway's cloud-init writes no /etc/poolgate/poolgate.yaml")
+	}
+	cfg, err := app.ParseConfig("poolgate.yaml", []byte(cfgText))
+	if err != nil {
+		t.Fatalf("the deployed config does not load: %v", err)
+	}
+	az := cfg.Discovery.Azure
+	if az == nil || az.ScaleSet != "pool" || az.ResourceGroup != "pool-rg" || !az.ProtectBusyNodes || !az.ScaleFromZero || az.Credential != "managed_identity" {
+		t.Errorf("discovery.azure = %+v", az)
+	}
+	if cfg.StateDir != "/var/lib/poolgate" || !strings.Contains(read(t, unitPath), "StateDirectory=poolgate") {
+		t.Error("state_dir must be the unit's StateDirectory, /var/lib/poolgate")
+	}
+	if cfg.SSH.Listen != "0.0.0.0:22" || cfg.HTTP.Listen != "0.0.0.0:443" {
+		t.Errorf("listens on %s and %s", cfg.SSH.Listen, cfg.HTTP.Listen)
+	}
+}
+
+func TestNodeCloudInit(t *testing.T) {
+	files := writeFiles(t, read(t, nodeCloudInit))
+	if !strings.Contains(files["/etc/ssh/sshd_config.d/50-poolgate.conf"], "TrustedUserCAKeys /etc/ssh/poolgate_user_ca.pub") {
+		t.Error("nodes do not trust the gateway's user CA")
+	}
+	if !strings.Contains(files["/etc/ssh/poolgate_user_ca.pub"], "__GATEWAY_CA__") {
+		t.Error("the CA file does not take the gateway's CA line")
+	}
+	var doc struct {
+		WriteFiles []struct {
+			Path        string `yaml:"path"`
+			Permissions string `yaml:"permissions"`
+		} `yaml:"write_files"`
+		Mounts [][]string `yaml:"mounts"`
+	}
+	_ = yaml.Unmarshal([]byte(read(t, nodeCloudInit)), &doc)
+	for _, f := range doc.WriteFiles {
+		secret := strings.Contains(f.Path, "smbcredentials") || strings.Contains(f.Path, "cookie_secret")
+		if secret && f.Permissions != "0600" {
+			t.Errorf("%s holds a secret but has mode %s", f.Path, f.Permissions)
+		}
+	}
+	if len(doc.Mounts) != 1 || doc.Mounts[0][1] != "/data/share" || !strings.Contains(doc.Mounts[0][3], "credentials=/etc/smbcredentials/") {
+		t.Errorf("mounts = %v, want the share in fstab with a credentials file", doc.Mounts)
+	}
+}
+
+func TestCloudInitSchema(t *testing.T) {
+	bin := requireTool(t, "cloud-init")
+	for _, path := range []string{nodeCloudInit, gatewayCloudIni} {
+		out, err := exec.Command(bin, "schema", "-c", path).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Valid cloud-config") {
+			t.Errorf("cloud-init schema -c %s: %v\n%s", path, err, out)
+		}
+	}
+	// The check does fail on a bad file.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(bad, []byte("#cloud-config\nwrite_files: 7\n"), 0o644)
+	if out, err := exec.Command(bin, "schema", "-c", bad).CombinedOutput(); err == nil {
+		t.Errorf("cloud-init schema accepted a bad file: %s", out)
+	}
+}
+
+func TestSystemdUnitVerifies(t *testing.T) {
+	bin := requireTool(t, "systemd-analyze")
+	self, err := os.Executable() // an executable to stand in for /usr/local/bin/poolgate
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := read(t, unitPath)
+	if !strings.Contains(unit, "ExecStart=/usr/local/bin/poolgate serve --config /etc/poolgate/poolgate.yaml") {
+		t.Fatal("unexpected ExecStart")
+	}
+	for _, want := range []string{"ProtectSystem=strict", "StateDirectory=poolgate", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "User=poolgate", "NoNewPrivileges=yes"} {
+		if !strings.Contains(unit, "\n"+want+"\n") {
+			t.Errorf("the unit lacks %s", want)
+		}
+	}
+	dir := t.TempDir()
+	verify := func(text string) string {
+		path := filepath.Join(dir, "poolgate.service")
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(text, "/usr/local/bin/poolgate", self)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "verify", path).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	if out := verify(unit); strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify: %s", out)
+	}
+	if out := verify(strings.Replace(unit, "ProtectSystem=strict", "ProtectSystm=strict", 1)); !strings.Contains(out, "Unknown key") {
+		t.Errorf("a misspelt key was not reported: %q", out)
+	}
+}
