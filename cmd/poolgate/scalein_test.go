@@ -77,11 +77,11 @@ func TestCLIScaleIn(t *testing.T) {
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 
-	code, out, errs := runCmd("scale-in", "--admin", srv.URL)
+	code, _, errs := runCmd("scale-in", "--admin", srv.URL)
 	if code != 2 || !strings.Contains(errs, "--idle is required") {
 		t.Fatalf("without --idle: %d %q", code, errs)
 	}
-	code, out, errs = runCmd("scale-in", "--idle", "2h", "--keep", "2", "--dry-run", "--admin", srv.URL)
+	code, out, errs := runCmd("scale-in", "--idle", "2h", "--keep", "2", "--dry-run", "--admin", srv.URL)
 	if code != 0 || !strings.Contains(out, "Would delete 1 idle instances:\n  dsvm1 (instance 1), idle 3h0m0s") ||
 		!strings.Contains(out, "dsvm0 (instance 0): has 1 sessions") || !strings.Contains(out, "dsvm2 (instance 2): keeping 2 running") {
 		t.Fatalf("dry run: %d\n%s%s", code, out, errs)
