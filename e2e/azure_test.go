@@ -10,6 +10,7 @@ import (
 
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 )
 
@@ -21,7 +22,7 @@ func azurePool(t *testing.T, w *azuretest.World, waitUp int, adjust func(*app.Co
 	t.Helper()
 	return newPool(t, poolOptions{
 		waitUp:  waitUp,
-		appOpts: []app.Option{app.WithAzure(azuretest.Credential(), w.Transport())},
+		appOpts: []app.Option{app.WithAzure(azure.Options{Credential: azuretest.Credential(), Transport: w.Transport(), Retry: azuretest.NoRetry()})},
 		cfg: func(c *app.Config) {
 			c.Discovery.Static = nil
 			c.Discovery.Azure = &discovery.AzureConfig{
@@ -193,7 +194,7 @@ func TestAzureCredentialFailureStopsStart(t *testing.T) {
 	cfg := app.Config{StateDir: t.TempDir()}
 	cfg.SSH.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Discovery.Azure = &discovery.AzureConfig{SubscriptionID: w.Subscription, ResourceGroup: "rg", ScaleSet: "pool"}
-	g, err := app.New(cfg, nil, app.WithAzure(cred, w.Transport()))
+	g, err := app.New(cfg, nil, app.WithAzure(azure.Options{Credential: cred, Transport: w.Transport(), Retry: azuretest.NoRetry()}))
 	if err == nil {
 		t.Fatalf("gateway started without a credential: %v", g.SSHAddr())
 	}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
@@ -43,8 +41,8 @@ func TestCLIScaleIn(t *testing.T) {
 	w.Add(azuretest.VM{ID: "0", Name: "dsvm0", IP: "10.0.0.4"}, azuretest.VM{ID: "1", Name: "dsvm1", IP: "10.0.0.5"}, azuretest.VM{ID: "2", Name: "dsvm2", IP: "10.0.0.6"})
 	clock := &testClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
 	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Now: clock.Now, Rand: func(int) int { return 0 }})
-	src, err := azure.New(discovery.AzureConfig{SubscriptionID: w.Subscription, ResourceGroup: w.ResourceGroup, ScaleSet: w.ScaleSet},
-		azure.Options{Pool: bal, Grace: 10 * time.Minute, Credential: azuretest.Credential(), Transport: w.Transport(), Retry: &policy.RetryOptions{MaxRetries: -1}, Now: clock.Now})
+	opts := azure.Options{Pool: bal, Grace: 10 * time.Minute, Now: clock.Now, Credential: azuretest.Credential(), Transport: w.Transport(), Retry: azuretest.NoRetry()}
+	src, err := azure.New(discovery.AzureConfig{SubscriptionID: w.Subscription, ResourceGroup: w.ResourceGroup, ScaleSet: w.ScaleSet}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
@@ -82,7 +81,7 @@ func newFixture(t *testing.T, w *azuretest.World, o fixtureOpts) *fixture {
 		o.cfg(&cfg)
 	}
 	opts := Options{
-		Credential: azuretest.Credential(), Transport: w.Transport(), Retry: &policy.RetryOptions{MaxRetries: -1},
+		Credential: azuretest.Credential(), Transport: w.Transport(), Retry: azuretest.NoRetry(),
 		Logger: zaptest.NewLogger(t), Now: f.clock.Now, Grace: o.grace,
 	}
 	if o.withPool {

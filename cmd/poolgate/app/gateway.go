@@ -10,9 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -53,13 +50,12 @@ type options struct {
 	azure azure.Options
 }
 
-// WithAzure makes discovery.azure use cred and transport instead of the
-// configured credential and the network: tests pass the SDK's fakes.
-func WithAzure(cred azcore.TokenCredential, transport policy.Transporter) Option {
-	return func(o *options) {
-		o.azure.Credential, o.azure.Transport = cred, transport
-		o.azure.Retry = &policy.RetryOptions{MaxRetries: -1}
-	}
+// WithAzure gives discovery.azure a credential, transport and retry
+// settings of the caller's instead of the configured credential and the
+// network (tests pass azuretest.Options, the SDK's fakes). The pool,
+// grace, logger and HTTP setting are still the gateway's.
+func WithAzure(ao azure.Options) Option {
+	return func(o *options) { o.azure = ao }
 }
 
 // New builds a gateway from a validated config (see LoadConfig). With

@@ -236,6 +236,10 @@ func (w *World) Transport() policy.Transporter {
 // network (the SDK's fake).
 func Credential() *azfake.TokenCredential { return &azfake.TokenCredential{} }
 
+// NoRetry turns the SDK's own retries off, so that a test sees each
+// injected failure once.
+func NoRetry() *policy.RetryOptions { return &policy.RetryOptions{MaxRetries: -1} }
+
 type transport struct {
 	w       *World
 	compute policy.Transporter
