@@ -41,9 +41,9 @@ type AzureConfig struct {
 	// affinity_grace passed, so autoscale never removes a VM in use.
 	ProtectBusyNodes bool `yaml:"protect_busy_nodes"`
 
-	// ScaleFromZero raises the scale set's capacity to MinCapacity when a
-	// user arrives and no instance is running, tells the user a node is
-	// starting, and routes them once it is up.
+	// ScaleFromZero, when a user arrives and no instance is running, starts
+	// stopped instances and raises the capacity, up to MinCapacity, tells
+	// the user a node is starting, and routes them once it is up.
 	ScaleFromZero bool `yaml:"scale_from_zero"`
 	// MinCapacity is the capacity that scale_from_zero raises to.
 	// Default 1.

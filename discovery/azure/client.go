@@ -27,7 +27,8 @@ const RoleHelp = "poolgate's identity needs, on the scale set's resource group, 
 	"and scale-in (or a custom role with Microsoft.Compute/virtualMachineScaleSets/read, " +
 	"Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read, Microsoft.Network/networkInterfaces/read, " +
 	"Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write, Microsoft.Compute/virtualMachineScaleSets/write, " +
-	"Microsoft.Compute/virtualMachineScaleSets/delete/action and Microsoft.Network/virtualNetworks/subnets/join/action)"
+	"Microsoft.Compute/virtualMachineScaleSets/start/action, Microsoft.Compute/virtualMachineScaleSets/delete/action " +
+	"and Microsoft.Network/virtualNetworks/subnets/join/action)"
 
 // credentialSources describes what the configured credential tries, for
 // the message when no token can be had.

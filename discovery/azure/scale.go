@@ -83,6 +83,10 @@ func (s *Source) raiseCapacity() {
 	s.mu.Unlock()
 }
 
+// setCapacity brings the scale set to min_capacity running instances:
+// instances that exist but are stopped or deallocated (an overnight
+// shutdown, say) are started, since they count in the capacity already;
+// the capacity is raised for the rest.
 func (s *Source) setCapacity(ctx context.Context) error {
 	set, err := s.c.sets.Get(ctx, s.cfg.ResourceGroup, s.cfg.ScaleSet, nil)
 	if err != nil {
@@ -96,8 +100,23 @@ func (s *Source) setCapacity(ctx context.Context) error {
 		capacity = *set.SKU.Capacity
 	}
 	want := int64(s.cfg.MinCapacity)
+	var stopped []*string
+	for _, in := range s.Instances() {
+		if in.Provisioning == "succeeded" && (in.Power == "deallocated" || in.Power == "stopped") && int64(len(stopped)) < want {
+			stopped = append(stopped, to.Ptr(in.ID))
+		}
+	}
+	if len(stopped) > 0 {
+		opts := &armcompute.VirtualMachineScaleSetsClientBeginStartOptions{VMInstanceIDs: &armcompute.VirtualMachineScaleSetVMInstanceIDs{InstanceIDs: stopped}}
+		if _, err := s.c.sets.BeginStart(ctx, s.cfg.ResourceGroup, s.cfg.ScaleSet, opts); err != nil {
+			return explain(s.cfg, "starting stopped instances", err)
+		}
+		s.log.Info("starting stopped instances", zap.Int("count", len(stopped)))
+	}
 	if capacity >= want {
-		s.log.Info("the scale set's capacity is already enough; waiting for its instances to run", zap.Int64("capacity", capacity))
+		if len(stopped) == 0 {
+			s.log.Info("the scale set's capacity is already enough; waiting for its instances to run", zap.Int64("capacity", capacity))
+		}
 		return nil
 	}
 	// The SKU's name and tier are sent back as read, so that only the

@@ -126,6 +126,33 @@ func TestScaleFromZeroWithCapacityAlreadyThereAndTimeout(t *testing.T) {
 	}
 }
 
+func TestScaleFromZeroStartsStoppedInstances(t *testing.T) {
+	// The pool was deallocated overnight: its instances count in the
+	// capacity, so raising it would add nothing. Start them instead.
+	w := azuretest.New()
+	w.Add(azuretest.VM{ID: "0", Name: "n0", IP: "10.0.0.4", Power: "deallocated"},
+		azuretest.VM{ID: "1", Name: "n1", IP: "10.0.0.5", Power: "deallocated"},
+		azuretest.VM{ID: "2", Name: "n2", IP: "10.0.0.6", Power: "stopped"})
+	f := newFixture(t, w, fixtureOpts{cfg: fromZero, withPool: true}) // min_capacity 2
+	f.poll()
+	if _, ok := f.src.StartNode(); !ok {
+		t.Fatal("StartNode refused with every instance stopped")
+	}
+	waitFor(t, "the start call", func() bool { return len(w.Started()) > 0 })
+	f.src.Close()
+	if got := w.Started(); len(got) != 1 || strings.Join(got[0], ",") != "0,1" {
+		t.Errorf("start calls %v, want one starting min_capacity (2) stopped instances", got)
+	}
+	if got := w.CapacityRaises(); len(got) != 0 {
+		t.Errorf("capacity raises %v, want none", got)
+	}
+	w.Set("0", func(vm *azuretest.VM) { vm.Power = "running" })
+	f.poll()
+	if !equal(f.rec.names(), []string{"n0"}) || f.src.Status().Starting {
+		t.Errorf("after the start: nodes %v, starting %v", f.rec.names(), f.src.Status().Starting)
+	}
+}
+
 func TestScaleFromZeroOff(t *testing.T) {
 	w := azuretest.New()
 	f := newFixture(t, w, fixtureOpts{withPool: true})

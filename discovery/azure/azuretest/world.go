@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ const (
 	Capacity = "capacity" // scale set update (capacity)
 	Protect  = "protect"  // VMSS VM update (protection)
 	Delete   = "delete"   // scale set delete instances
+	Start    = "start"    // scale set start instances
 	NICs     = "nics"     // scale set NIC list (Uniform)
 	NIC      = "nic"      // one NIC Get (Flexible)
 )
@@ -93,6 +95,7 @@ type World struct {
 	updates  []ProtectionUpdate
 	raises   []int64
 	deleted  [][]string
+	started  [][]string
 	fail     map[string]*failure
 	header   http.Header // added to every answer
 }
@@ -204,6 +207,13 @@ func (w *World) Deleted() [][]string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([][]string(nil), w.deleted...)
+}
+
+// Started returns the instance IDs of each start call, in order.
+func (w *World) Started() [][]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([][]string(nil), w.started...)
 }
 
 // Fail answers the next times calls of kind with status (and header, such
@@ -430,6 +440,24 @@ func (w *World) computeServers() *computefake.ServerFactory {
 					hook(n)
 				}
 				resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachineScaleSetsClientUpdateResponse{}, nil)
+				return
+			},
+			BeginStart: func(_ context.Context, rg, set string, opts *armcompute.VirtualMachineScaleSetsClientBeginStartOptions) (resp azfake.PollerResponder[armcompute.VirtualMachineScaleSetsClientStartResponse], errResp azfake.ErrorResponder) {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				var ids []string
+				if opts != nil && opts.VMInstanceIDs != nil {
+					for _, id := range opts.VMInstanceIDs.InstanceIDs {
+						ids = append(ids, *id)
+					}
+				}
+				for _, vm := range w.vms {
+					if len(ids) == 0 || slices.Contains(ids, vm.ID) {
+						vm.Power = "starting"
+					}
+				}
+				w.started = append(w.started, ids)
+				resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachineScaleSetsClientStartResponse{}, nil)
 				return
 			},
 			BeginDeleteInstances: func(_ context.Context, rg, set string, ids armcompute.VirtualMachineScaleSetVMInstanceRequiredIDs, _ *armcompute.VirtualMachineScaleSetsClientBeginDeleteInstancesOptions) (resp azfake.PollerResponder[armcompute.VirtualMachineScaleSetsClientDeleteInstancesResponse], errResp azfake.ErrorResponder) {
