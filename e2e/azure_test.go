@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
@@ -111,7 +113,16 @@ func TestAzureScaleSetDiscoveryAndProtection(t *testing.T) {
 		t.Errorf("alice's second session on %q, want %s", out, alice.node)
 	}
 
+	// The dashboard marks her node protected.
+	requirePeers(t, "chromium")
+	tab := newBrowser(t, "").session()
+	tab.do("open the dashboard", chromedp.Navigate("http://"+p.gw.AdminAddr()+"/"))
+	tab.until("the protected marker", fmt.Sprintf(`(document.querySelector('tr[data-node=%q]')||{innerText:""}).innerText.includes("protected from scale-in")`, alice.node), 15*time.Second)
+
+	// Alice leaves, and ARM starts failing: the pool keeps its last good
+	// node set, ops are told, and protection still follows the sessions.
 	alice.close()
+	w.Fail(azuretest.List, 503, nil, 1000)
 	// Azure allows about 4 updates a minute per VM, so the gateway spaces
 	// them 15 s apart: the protection goes off up to 15 s after the grace.
 	deadline := time.Now().Add(40 * time.Second)
@@ -130,6 +141,20 @@ func TestAzureScaleSetDiscoveryAndProtection(t *testing.T) {
 	if forAlice != 2 {
 		t.Errorf("%d updates for alice's instance, want 2: on once, off once", forAlice)
 	}
+	tab.until("the stale-discovery banner", `document.getElementById("discovery").innerText.includes("azure discovery is failing")`, 20*time.Second)
+	tab.screenshot("dashboard-azure-stale.png")
+	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/nodes", &body)
+	if !body.Discovery.Stale || len(apiNodes(t, p)) != 2 {
+		t.Errorf("while ARM fails: discovery %+v, %d nodes; want stale and both nodes kept", body.Discovery, len(apiNodes(t, p)))
+	}
+	if out := poolgate("nodes"); !strings.Contains(out, "WARNING: azure discovery is failing") || !strings.Contains(out, "503") {
+		t.Errorf("poolgate nodes while ARM fails:\n%s", out)
+	}
+	if out, _, code := p.sshCmd("carol", `echo "$DSVM_NODE"`); code != 0 || !strings.HasPrefix(out, "node-") {
+		t.Errorf("a login while ARM fails: exit %d, %q", code, out)
+	}
+	w.Fail(azuretest.List, 503, nil, 0) // ARM is back
+	tab.until("the banner gone", `document.getElementById("discovery").hidden`, 20*time.Second)
 }
 
 // TestAzureScaleFromZero: the scale set has no instance; users who ssh in
