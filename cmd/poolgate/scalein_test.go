@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,18 +13,6 @@ import (
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 	"github.com/poolgate/poolgate/gateway/admin"
 )
-
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type scalerFunc func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error)
 
@@ -39,7 +26,7 @@ func (f scalerFunc) ScaleIn(ctx context.Context, idle time.Duration, keep int, d
 func TestCLIScaleIn(t *testing.T) {
 	w := azuretest.New()
 	w.Add(azuretest.VM{ID: "0", Name: "dsvm0", IP: "10.0.0.4"}, azuretest.VM{ID: "1", Name: "dsvm1", IP: "10.0.0.5"}, azuretest.VM{ID: "2", Name: "dsvm2", IP: "10.0.0.6"})
-	clock := &testClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	clock := azuretest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Now: clock.Now, Rand: func(int) int { return 0 }})
 	opts := azure.Options{Pool: bal, Grace: 10 * time.Minute, Now: clock.Now, Credential: azuretest.Credential(), Transport: w.Transport(), Retry: azuretest.NoRetry()}
 	src, err := azure.New(discovery.AzureConfig{SubscriptionID: w.Subscription, ResourceGroup: w.ResourceGroup, ScaleSet: w.ScaleSet}, opts)

@@ -20,19 +20,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a hand-set time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // recorder is a NodeSetter that keeps what it was given.
 type recorder struct {
 	mu    sync.Mutex
@@ -62,7 +49,7 @@ type fixture struct {
 	t     *testing.T
 	w     *azuretest.World
 	src   *Source
-	clock *clock
+	clock *azuretest.Clock
 	rec   *recorder
 	bal   *balancer.Balancer // nil unless withPool
 }
@@ -75,7 +62,7 @@ type fixtureOpts struct {
 
 func newFixture(t *testing.T, w *azuretest.World, o fixtureOpts) *fixture {
 	t.Helper()
-	f := &fixture{t: t, w: w, clock: &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, rec: &recorder{}}
+	f := &fixture{t: t, w: w, clock: azuretest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), rec: &recorder{}}
 	cfg := discovery.AzureConfig{SubscriptionID: w.Subscription, ResourceGroup: w.ResourceGroup, ScaleSet: w.ScaleSet}
 	if o.cfg != nil {
 		o.cfg(&cfg)
