@@ -105,6 +105,15 @@ type Balancer struct {
 	lastSweep time.Time
 
 	started, ended [2]atomic.Uint64 // leases taken and ended, by protocol index
+
+	// Shared state (SetShared); nil when this gateway is alone.
+	shared   Shared
+	releases chan SharedRelease // to RunShared
+	pending  map[uint64]bool    // lease IDs of claims under way; protected by mu
+	degraded atomic.Bool        // the shared state did not answer
+	viewMu   sync.Mutex         // protects view and viewAt
+	view     *View              // the shared state's last view
+	viewAt   time.Time
 }
 
 // node is the balancer's record of one pool member.
@@ -279,6 +288,11 @@ func (b *Balancer) Drain(name string) error { return b.setDrain(name, true) }
 func (b *Balancer) Undrain(name string) error { return b.setDrain(name, false) }
 
 func (b *Balancer) setDrain(name string, on bool) error {
+	if b.shared != nil {
+		if err := b.drainShared(name, on); err != nil {
+			return err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.nodes[name]
@@ -334,8 +348,22 @@ type NodeStatus struct {
 	HTTPDetail          string
 }
 
-// Nodes returns a snapshot of the node set in discovery order.
+// Nodes returns a snapshot of the node set in discovery order. With shared
+// state, sessions, users, pins and drains are the whole pool's; health is
+// this gateway's.
 func (b *Balancer) Nodes() []NodeStatus {
+	local := b.localNodes()
+	if b.shared == nil || b.degraded.Load() {
+		return local
+	}
+	v, err := b.sharedView()
+	if err != nil {
+		return local
+	}
+	return mergeShared(local, v)
+}
+
+func (b *Balancer) localNodes() []NodeStatus {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	out := make([]NodeStatus, 0, len(b.order))
@@ -389,14 +417,28 @@ type SessionInfo struct {
 	Protocol Protocol
 	Client   string
 	Started  time.Time
+	// Replica is the gateway that holds the session, with shared state.
+	Replica string
 }
 
-// Sessions returns a snapshot of the live sessions, oldest first.
+// Sessions returns a snapshot of the live sessions, oldest first; with
+// shared state, every gateway's.
 func (b *Balancer) Sessions() []SessionInfo {
+	if b.shared != nil && !b.degraded.Load() {
+		if v, err := b.sharedView(); err == nil {
+			out := append([]SessionInfo(nil), v.Sessions...)
+			sort.SliceStable(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+			return out
+		}
+	}
+	replica := ""
+	if b.shared != nil {
+		replica = b.shared.Replica()
+	}
 	b.mu.RLock()
 	out := make([]SessionInfo, 0, len(b.leases))
 	for _, l := range b.leases {
-		out = append(out, SessionInfo{ID: l.id, User: l.user, Node: l.node.Name, Protocol: l.proto, Client: l.client, Started: l.started})
+		out = append(out, SessionInfo{ID: l.id, User: l.user, Node: l.node.Name, Protocol: l.proto, Client: l.client, Started: l.started, Replica: replica})
 	}
 	b.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

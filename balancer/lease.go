@@ -43,6 +43,11 @@ func (l *Lease) Repinned() string { return l.repinned }
 // lease's Repinned names the node). It returns ErrNoNode when no node can
 // take the session.
 func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...string) (*Lease, error) {
+	if b.shared != nil {
+		if l, err, decided := b.acquireShared(user, proto, client, avoid); decided {
+			return l, err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
@@ -73,12 +78,17 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 		created = true
 	}
 	b.nextID++
+	return b.grantLocked(u, proto, client, now, created, b.nextID), nil
+}
+
+// grantLocked records a lease with the given id on u's pinned node.
+func (b *Balancer) grantLocked(u *userState, proto Protocol, client string, now time.Time, created bool, id uint64) *Lease {
 	l := &Lease{
-		b: b, id: b.nextID, user: user, node: u.node, proto: proto, client: client,
+		b: b, id: id, user: u.name, node: u.node, proto: proto, client: client,
 		started: now, repinned: u.lost, created: created,
 	}
 	if u.lost != "" && created {
-		b.log.Info("user re-pinned", zap.String("user", user), zap.String("from", u.lost), zap.String("node", l.node.Name), zap.String("protocol", string(proto)))
+		b.log.Info("user re-pinned", zap.String("user", u.name), zap.String("from", u.lost), zap.String("node", l.node.Name), zap.String("protocol", string(proto)))
 	}
 	if u.lost != "" && proto == SSH {
 		// Only the SSH front end can tell the user (a banner line); a
@@ -87,11 +97,11 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 	}
 	u.live++
 	l.node.sessions[protoIndex(proto)]++
-	l.node.users[user]++
+	l.node.users[u.name]++
 	b.refreshLocked(l.node)
 	b.leases[l.id] = l
 	b.started[protoIndex(proto)].Add(1)
-	return l, nil
+	return l
 }
 
 // UserSessions counts the user's live sessions, on any node.
@@ -141,6 +151,9 @@ func (l *Lease) end(abort bool) {
 		n.idle = b.now()
 	}
 	b.refreshLocked(n)
+	if b.shared != nil {
+		b.queueRelease(SharedRelease{LeaseID: l.id, User: l.user, Node: n.Name, Abort: abort && l.created, Lost: l.repinned})
+	}
 	u := b.users[l.user]
 	if u == nil {
 		return

@@ -1,0 +1,333 @@
+// Package redisstate keeps the balancer's routing state (pins, session
+// leases, drain flags) in Redis, so that several poolgate gateways behind
+// one load balancer route every user alike. It implements balancer.Shared
+// with one Lua script per operation, so that each decision is atomic and
+// costs one round trip.
+//
+// It may import balancer (for its types) and nothing else of the project.
+package redisstate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// Config is the YAML section "state".
+type Config struct {
+	// Redis is the shared state's URL: redis://[:PASSWORD@]HOST:PORT[/DB],
+	// or rediss:// for TLS (Azure Cache for Redis: rediss://:KEY@NAME.redis.cache.windows.net:6380).
+	// Empty: the state stays in this gateway's memory.
+	Redis string `yaml:"redis"`
+	// LeaseTTL is how long a session outlives its gateway in the counts
+	// when the gateway dies without releasing it. Leases are refreshed
+	// every third of it. Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// Replica names this gateway among those sharing the state. Default:
+	// the host name and a random suffix, new at each start.
+	Replica string `yaml:"replica"`
+	// Prefix of every key. Default "{poolgate}:" (the braces keep all keys
+	// in one slot of a Redis cluster).
+	Prefix string `yaml:"prefix"`
+}
+
+// Enabled reports whether state is shared.
+func (c Config) Enabled() bool { return c.Redis != "" }
+
+// WithDefaults fills zero fields with the documented defaults.
+func (c Config) WithDefaults() Config {
+	if !c.Enabled() {
+		return c
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.Prefix == "" {
+		c.Prefix = "{poolgate}:"
+	}
+	return c
+}
+
+var replicaRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Validate reports the first bad setting, naming its key. It never shows
+// the URL's password.
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	if _, err := redis.ParseURL(c.Redis); err != nil {
+		return fmt.Errorf("redis: not a Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://...): %s", redactErr(err, c.Redis))
+	}
+	switch {
+	case c.LeaseTTL < 3*time.Second:
+		return fmt.Errorf("lease_ttl: %s is too short; use 3s or more (leases are refreshed every third of it)", c.LeaseTTL)
+	case c.Replica != "" && !replicaRE.MatchString(c.Replica):
+		return fmt.Errorf("replica: %q may hold only letters, digits, '.', '_' and '-' (1 to 64)", c.Replica)
+	case strings.ContainsAny(c.Prefix, " \n"):
+		return fmt.Errorf("prefix: %q may not contain spaces", c.Prefix)
+	}
+	return nil
+}
+
+// redactErr keeps a URL's password out of an error message, even for a
+// URL too malformed to parse.
+func redactErr(err error, raw string) string {
+	msg := err.Error()
+	if _, rest, ok := strings.Cut(raw, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
+				msg = strings.ReplaceAll(msg, pw, "REDACTED")
+			}
+		}
+	}
+	return msg
+}
+
+// Store is the shared state in Redis. Create it with New.
+type Store struct {
+	rdb     *redis.Client
+	prefix  string
+	replica string
+	ttl     time.Duration
+	grace   time.Duration // the balancer's affinity grace
+	addr    string        // host:port, for logs (never the password)
+}
+
+// New connects to the configured Redis (lazily: no call is made until the
+// first use). grace is the balancer's affinity grace (zero: the default).
+func New(cfg Config, grace time.Duration) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts, err := redis.ParseURL(cfg.Redis)
+	if err != nil {
+		return nil, err
+	}
+	// Short timeouts and no retries: a login must never wait long on
+	// Redis; the balancer decides alone instead.
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.MaxRetries = -1
+	opts.PoolSize = 32
+	opts.MinIdleConns = 2
+	replica := cfg.Replica
+	if replica == "" {
+		replica = defaultReplica()
+	}
+	if grace <= 0 {
+		grace = balancer.DefaultAffinityGrace
+	}
+	return &Store{rdb: redis.NewClient(opts), prefix: cfg.Prefix, replica: replica, ttl: cfg.LeaseTTL, grace: grace, addr: opts.Addr}, nil
+}
+
+func defaultReplica() string {
+	host, err := os.Hostname()
+	if err != nil || !replicaRE.MatchString(host) {
+		host = "poolgate"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	name := host + "-" + hex.EncodeToString(b[:])
+	if len(name) > 64 {
+		name = name[len(name)-64:]
+	}
+	return name
+}
+
+// Addr is the Redis address (host:port), for logs.
+func (s *Store) Addr() string { return s.addr }
+
+// Replica implements balancer.Shared.
+func (s *Store) Replica() string { return s.replica }
+
+// HeartbeatInterval is how often the balancer should refresh leases.
+func (s *Store) HeartbeatInterval() time.Duration { return s.ttl / 3 }
+
+// Close closes the connections.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+func (s *Store) leaseKey(id uint64) string { return s.replica + "/" + strconv.FormatUint(id, 10) }
+
+func ms(t time.Time) int64                 { return t.UnixMilli() }
+func msd(d time.Duration) int64            { return d.Milliseconds() }
+func (s *Store) keys() []string            { return []string{s.prefix + "drain"} } // routes the script to the prefix's slot
+func protoName(p balancer.Protocol) string { return string(p) }
+
+// Claim implements balancer.Shared.
+func (s *Store) Claim(ctx context.Context, c balancer.Claim) (balancer.Claimed, error) {
+	nodes := make([][4]any, len(c.Nodes))
+	for i, n := range c.Nodes {
+		nodes[i] = [4]any{n.Name, n.Weight, b01(n.Up), b01(n.Avoid)}
+	}
+	js, err := json.Marshal(nodes)
+	if err != nil {
+		return balancer.Claimed{}, err
+	}
+	res, err := claimScript.Run(ctx, s.rdb, s.keys(), s.prefix, c.User, protoName(c.Proto), c.Client, s.leaseKey(c.LeaseID), s.replica,
+		ms(c.Now), msd(c.Grace), msd(s.ttl), c.MaxSessionsPerNode, strconv.FormatFloat(c.Rand, 'f', -1, 64), string(js)).Slice()
+	if err != nil {
+		return balancer.Claimed{}, fmt.Errorf("redis claim: %w", err)
+	}
+	if len(res) != 3 {
+		return balancer.Claimed{}, fmt.Errorf("redis claim: unexpected answer %v", res)
+	}
+	node, _ := res[0].(string)
+	lost, _ := res[1].(string)
+	created, _ := res[2].(int64)
+	return balancer.Claimed{Node: node, Lost: lost, Created: created == 1}, nil
+}
+
+func b01(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Release implements balancer.Shared.
+func (s *Store) Release(ctx context.Context, r balancer.SharedRelease) error {
+	now := time.Now()
+	err := releaseScript.Run(ctx, s.rdb, s.keys(), s.prefix, s.leaseKey(r.LeaseID), r.User, r.Node, s.replica,
+		ms(now), msd(s.grace), b01(r.Abort), r.Lost).Err()
+	if err != nil {
+		return fmt.Errorf("redis release: %w", err)
+	}
+	return nil
+}
+
+// Heartbeat implements balancer.Shared.
+func (s *Store) Heartbeat(ctx context.Context, b balancer.Beat) error {
+	rows := make([][6]any, len(b.Leases))
+	for i, l := range b.Leases {
+		rows[i] = [6]any{s.leaseKey(l.ID), l.User, l.Node, protoName(l.Proto), l.Client, ms(l.Started)}
+	}
+	keep := make([]string, len(b.Pending))
+	for i, id := range b.Pending {
+		keep[i] = s.leaseKey(id)
+	}
+	js, err := json.Marshal(rows)
+	if err != nil {
+		return err
+	}
+	kjs, err := json.Marshal(keep)
+	if err != nil {
+		return err
+	}
+	if err := heartbeatScript.Run(ctx, s.rdb, s.keys(), s.prefix, s.replica, ms(time.Now()), msd(s.ttl), msd(s.grace), string(js), string(kjs), b.UpTo).Err(); err != nil {
+		return fmt.Errorf("redis heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Drain implements balancer.Shared.
+func (s *Store) Drain(ctx context.Context, node string, on bool) error {
+	pipe := s.rdb.TxPipeline()
+	if on {
+		pipe.SAdd(ctx, s.prefix+"drain", node)
+	} else {
+		pipe.SRem(ctx, s.prefix+"drain", node)
+	}
+	pipe.SAdd(ctx, s.prefix+"nodes", node)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redis drain: %w", err)
+	}
+	return nil
+}
+
+// View implements balancer.Shared.
+func (s *Store) View(ctx context.Context) (balancer.View, error) {
+	raw, err := viewScript.Run(ctx, s.rdb, s.keys(), s.prefix, ms(time.Now())).Text()
+	if err != nil {
+		return balancer.View{}, fmt.Errorf("redis view: %w", err)
+	}
+	return decodeView(raw)
+}
+
+// decodeView reads the view script's JSON. cjson writes an empty list as
+// {}, so lists are read leniently.
+func decodeView(raw string) (balancer.View, error) {
+	var doc struct {
+		Nodes    json.RawMessage `json:"nodes"`
+		Sessions json.RawMessage `json:"sessions"`
+	}
+	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+		return balancer.View{}, fmt.Errorf("redis view: %w", err)
+	}
+	v := balancer.View{Nodes: map[string]balancer.NodeView{}}
+	var nodes map[string][]json.RawMessage
+	if len(doc.Nodes) > 0 && string(doc.Nodes) != "[]" {
+		if err := json.Unmarshal(doc.Nodes, &nodes); err != nil {
+			return v, fmt.Errorf("redis view nodes: %w", err)
+		}
+	}
+	for name, f := range nodes {
+		if len(f) != 6 {
+			return v, errors.New("redis view: malformed node entry")
+		}
+		var nv balancer.NodeView
+		var idle int64
+		_ = json.Unmarshal(f[0], &nv.Sessions[0])
+		_ = json.Unmarshal(f[1], &nv.Sessions[1])
+		nv.Users = lenientList(f[2])
+		_ = json.Unmarshal(f[3], &nv.Pinned)
+		_ = json.Unmarshal(f[4], &nv.Draining)
+		_ = json.Unmarshal(f[5], &idle)
+		if idle > 0 && nv.Sessions[0]+nv.Sessions[1] == 0 {
+			nv.IdleSince = time.UnixMilli(idle)
+		}
+		v.Nodes[name] = nv
+	}
+	var rows [][]json.RawMessage
+	if len(doc.Sessions) > 0 && doc.Sessions[0] == '[' {
+		if err := json.Unmarshal(doc.Sessions, &rows); err != nil {
+			return v, fmt.Errorf("redis view sessions: %w", err)
+		}
+	}
+	for _, r := range rows {
+		if len(r) != 7 {
+			continue
+		}
+		var lk, user, node, proto, client, replica string
+		var started int64
+		_ = json.Unmarshal(r[0], &lk)
+		_ = json.Unmarshal(r[1], &user)
+		_ = json.Unmarshal(r[2], &node)
+		_ = json.Unmarshal(r[3], &proto)
+		_ = json.Unmarshal(r[4], &client)
+		_ = json.Unmarshal(r[5], &started)
+		_ = json.Unmarshal(r[6], &replica)
+		_, idStr, _ := strings.Cut(lk, "/")
+		id, _ := strconv.ParseUint(idStr, 10, 64)
+		v.Sessions = append(v.Sessions, balancer.SessionInfo{
+			ID: id, User: user, Node: node, Protocol: balancer.Protocol(proto), Client: client,
+			Started: time.UnixMilli(started), Replica: replica,
+		})
+	}
+	return v, nil
+}
+
+func lenientList(raw json.RawMessage) []string {
+	var out []string
+	if len(raw) > 0 && raw[0] == '[' {
+		_ = json.Unmarshal(raw, &out)
+	}
+	return out
+}

@@ -1,0 +1,328 @@
+package redisstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/balancer/redisstate/redistest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var nodeNames = []string{"node-1", "node-2", "node-3"}
+
+// replica is one gateway's balancer sharing state through Redis.
+type replica struct {
+	bal    *balancer.Balancer
+	store  *Store
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
+	t.Helper()
+	store, err := New(Config{Redis: url, Replica: name, LeaseTTL: ttl}, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Logger: zaptest.NewLogger(t).Named(name)})
+	var nodes []balancer.Node
+	for _, n := range nodeNames {
+		nodes = append(nodes, balancer.Node{Name: n, SSH: n + ":22"})
+	}
+	bal.SetNodes(nodes)
+	for _, n := range nodeNames {
+		bal.SetHealth(n, true, "ok")
+	}
+	bal.SetShared(store)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{bal: bal, store: store, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(r.done); bal.RunShared(ctx, store.HeartbeatInterval()) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+// stop ends the replica without releasing its leases, as a gateway that
+// is killed would.
+func (r *replica) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	r.cancel = nil
+	_ = r.store.Close()
+}
+
+func (r *replica) acquire(t *testing.T, user string) *balancer.Lease {
+	t.Helper()
+	l, err := r.bal.Acquire(user, balancer.SSH, "192.0.2.1:5000")
+	if err != nil {
+		t.Fatalf("Acquire(%s): %v", user, err)
+	}
+	return l
+}
+
+func counts(nodes []balancer.NodeStatus) string {
+	var s []string
+	for _, n := range nodes {
+		s = append(s, fmt.Sprintf("%s=%d", n.Name, n.SSHSessions+n.HTTPSessions))
+	}
+	return strings.Join(s, " ")
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestReplicasAgree(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
+
+	alice := a.acquire(t, "alice")
+	again := b.acquire(t, "alice")
+	if again.Node().Name != alice.Node().Name {
+		t.Fatalf("alice through A on %s, through B on %s", alice.Node().Name, again.Node().Name)
+	}
+	// B sees A's sessions (its view is at most half a second old), with
+	// A's replica name.
+	waitFor(t, "B to count alice's two sessions", time.Second, func() bool {
+		return strings.Contains(counts(b.bal.Nodes()), alice.Node().Name+"=2")
+	})
+	replicas := map[string]bool{}
+	for _, s := range b.bal.Sessions() {
+		replicas[s.Replica] = true
+	}
+	if !replicas["gw-a"] || !replicas["gw-b"] {
+		t.Errorf("sessions' replicas %v, want both", replicas)
+	}
+	alice.Release()
+	again.Release()
+
+	// Ten users race through both replicas: one node each, spread evenly.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	placed := map[string]map[string]bool{}
+	var leases []*balancer.Lease
+	for i := 0; i < 10; i++ {
+		for _, r := range []*replica{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				user := fmt.Sprintf("user%d", i)
+				l, err := r.bal.Acquire(user, balancer.SSH, "c")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if placed[user] == nil {
+					placed[user] = map[string]bool{}
+				}
+				placed[user][l.Node().Name] = true
+				leases = append(leases, l)
+			}()
+		}
+	}
+	wg.Wait()
+	perNode := map[string]int{}
+	for user, nodes := range placed {
+		if len(nodes) != 1 {
+			t.Errorf("%s landed on %v through the two replicas", user, nodes)
+		}
+		for n := range nodes {
+			perNode[n]++
+		}
+	}
+	lo, hi := 10, 0
+	for _, n := range nodeNames {
+		lo, hi = min(lo, perNode[n]), max(hi, perNode[n])
+	}
+	// alice (in grace) is pinned to one node too but has no session.
+	if hi-lo > 1 {
+		t.Errorf("users per node %v: more than one apart", perNode)
+	}
+	for _, l := range leases {
+		l.Release()
+	}
+}
+
+func TestDrainThroughOneReplicaSteersTheOther(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
+	carol := a.acquire(t, "carol")
+	defer carol.Release()
+	if err := a.bal.Drain(carol.Node().Name); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		l := b.acquire(t, fmt.Sprintf("new%d", i))
+		if l.Node().Name == carol.Node().Name {
+			t.Fatalf("a new user through B landed on %s, drained through A", l.Node().Name)
+		}
+		defer l.Release()
+	}
+	// A user pinned to the drained node still reaches it, through B too.
+	if l := b.acquire(t, "carol"); l.Node().Name != carol.Node().Name {
+		t.Errorf("carol through B went to %s, want her drained node %s", l.Node().Name, carol.Node().Name)
+	} else {
+		l.Release()
+	}
+	waitFor(t, "B to show the drain", time.Second, func() bool {
+		for _, n := range b.bal.Nodes() {
+			if n.Name == carol.Node().Name {
+				return n.State == balancer.StateDraining
+			}
+		}
+		return false
+	})
+	if err := b.bal.Undrain(carol.Node().Name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to show the undrain", time.Second, func() bool {
+		for _, n := range a.bal.Nodes() {
+			if n.Name == carol.Node().Name {
+				return n.State == balancer.StateUp
+			}
+		}
+		return false
+	})
+}
+
+func TestDeadReplicaLeavesCountsWithinTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	ttl := 3 * time.Second
+	a, b := newReplica(t, srv.URL(), "gw-a", ttl), newReplica(t, srv.URL(), "gw-b", ttl)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		a.acquire(t, u) // never released: A dies with them
+	}
+	waitFor(t, "B to count A's sessions", time.Second, func() bool { return counts(b.bal.Nodes()) == "node-1=1 node-2=1 node-3=1" })
+	a.stop()
+	died := time.Now()
+	waitFor(t, "A's sessions to leave B's counts", 2*ttl, func() bool { return counts(b.bal.Nodes()) == "node-1=0 node-2=0 node-3=0" })
+	if took := time.Since(died); took > ttl+time.Second {
+		t.Errorf("A's sessions left the counts after %s, want within the %s TTL", took, ttl)
+	}
+}
+
+func TestRedisOutageDegradesAndReconciles(t *testing.T) {
+	srv := redistest.Start(t)
+	ttl := 3 * time.Second
+	a, b := newReplica(t, srv.URL(), "gw-a", ttl), newReplica(t, srv.URL(), "gw-b", ttl)
+	first := a.acquire(t, "early")
+	defer first.Release()
+
+	srv.Stop()
+	var held []*balancer.Lease
+	for i := 0; i < 3; i++ {
+		for _, r := range []*replica{a, b} {
+			start := time.Now()
+			held = append(held, r.acquire(t, fmt.Sprintf("during%d-%s", i, r.store.Replica())))
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("a login during the outage took %s", d)
+			}
+		}
+	}
+	if _, degraded, _ := a.bal.SharedStatus(); !degraded {
+		t.Error("A does not report the shared state degraded")
+	}
+	srv.Restart() // empty, as a Redis that lost its data
+	// Within a lease period both replicas put their sessions back.
+	waitFor(t, "counts to converge", 2*ttl, func() bool {
+		_, da, _ := a.bal.SharedStatus()
+		_, db, _ := b.bal.SharedStatus()
+		if da || db {
+			return false
+		}
+		total := 0
+		for _, n := range b.bal.Nodes() {
+			total += n.SSHSessions
+		}
+		return total == 7
+	})
+	for _, l := range held {
+		l.Release()
+	}
+	waitFor(t, "releases to reach Redis", 2*ttl, func() bool {
+		total := 0
+		for _, n := range a.bal.Nodes() {
+			total += n.SSHSessions
+		}
+		return total == 1
+	})
+}
+
+func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
+	l := a.acquire(t, "dave")
+	home := l.Node().Name
+	l.Release()
+	// B's health check finds dave's node down: his next session moves,
+	// and he is told once.
+	b.bal.SetHealth(home, false, "down")
+	moved := b.acquire(t, "dave")
+	if moved.Node().Name == home || moved.Repinned() != home {
+		t.Fatalf("dave through B: %s (repinned %q), want moved off %s", moved.Node().Name, moved.Repinned(), home)
+	}
+	next := a.acquire(t, "dave")
+	if next.Node().Name != moved.Node().Name || next.Repinned() != "" {
+		t.Errorf("dave through A: %s (repinned %q), want %s, told only once", next.Node().Name, next.Repinned(), moved.Node().Name)
+	}
+	moved.Release()
+	next.Release()
+
+	// A lease whose session never started takes its fresh pin back.
+	e := a.acquire(t, "erin")
+	e.Abort()
+	waitFor(t, "erin's pin to go", 5*time.Second, func() bool {
+		for _, n := range b.bal.Nodes() {
+			if n.Pinned > 0 && n.Name == e.Node().Name {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestNoNodeAndConfig(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newReplica(t, srv.URL(), "gw-a", 30*time.Second)
+	for _, n := range nodeNames {
+		_ = a.bal.Drain(n)
+	}
+	if _, err := a.bal.Acquire("frank", balancer.SSH, "c"); !errors.Is(err, balancer.ErrNoNode) {
+		t.Errorf("all drained: %v, want ErrNoNode", err)
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Redis: "http://x"}, "redis: not a Redis URL"},
+		{Config{Redis: "redis://:s3cret@[::1"}, "REDACTED"},
+		{Config{Redis: "redis://h:6379", LeaseTTL: time.Second}, "lease_ttl: 1s is too short"},
+		{Config{Redis: "redis://h:6379", Replica: "a b"}, `replica: "a b"`},
+	} {
+		err := tc.cfg.WithDefaults().Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Validate(%+v) = %v, want %q and no password", tc.cfg, err, tc.want)
+		}
+	}
+}
