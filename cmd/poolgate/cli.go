@@ -145,6 +145,7 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	var resp struct {
 		Nodes     []admin.NodeJSON    `json:"nodes"`
 		Discovery admin.DiscoveryJSON `json:"discovery"`
+		State     admin.StateJSON     `json:"state"`
 	}
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		fmt.Fprintln(stderr, "poolgate nodes:", err)
@@ -156,6 +157,9 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 			since = "last good listing " + ago(*d.LastSuccess)
 		}
 		fmt.Fprintf(stdout, "WARNING: %s discovery is failing (%s); showing the last good node set.\n  %s\n", d.Source, since, d.Error)
+	}
+	if resp.State.Degraded {
+		fmt.Fprintf(stdout, "WARNING: gateway %s cannot reach the shared state (Redis); it routes from its own view, and the counts below are its own sessions only.\n", resp.State.Replica)
 	}
 	if resp.Discovery.Starting {
 		fmt.Fprintln(stdout, "A node is starting (scale from zero); waiting users are logged in when it is up.")
@@ -225,9 +229,21 @@ func cmdSessions(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSER\tNODE\tPROTOCOL\tCLIENT\tSTARTED")
+	shared := false
 	for _, s := range resp.Sessions {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.User, s.Node, s.Protocol, s.Client, ago(s.Started))
+		shared = shared || s.Replica != ""
+	}
+	if shared {
+		fmt.Fprintln(tw, "ID\tUSER\tNODE\tPROTOCOL\tCLIENT\tSTARTED\tGATEWAY")
+	} else {
+		fmt.Fprintln(tw, "ID\tUSER\tNODE\tPROTOCOL\tCLIENT\tSTARTED")
+	}
+	for _, s := range resp.Sessions {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s", s.ID, s.User, s.Node, s.Protocol, s.Client, ago(s.Started))
+		if shared {
+			fmt.Fprintf(tw, "\t%s", s.Replica)
+		}
+		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "%d sessions\n", len(resp.Sessions))

@@ -30,6 +30,7 @@ var (
 	descChanged  = prometheus.NewDesc("poolgate_node_state_change_timestamp_seconds", "When the node's state last changed (Unix time).", []string{"node"}, nil)
 	descStarted  = prometheus.NewDesc("poolgate_sessions_started_total", "Sessions started, by protocol.", []string{"protocol"}, nil)
 	descEnded    = prometheus.NewDesc("poolgate_sessions_ended_total", "Sessions ended, by protocol.", []string{"protocol"}, nil)
+	descDegraded = prometheus.NewDesc("poolgate_shared_state_degraded", "1 while the shared state (Redis) does not answer and this gateway routes from its own view.", nil, nil)
 )
 
 // NewCollector returns a Prometheus collector over the pool.
@@ -38,7 +39,7 @@ func NewCollector(pool Pool, counts Counts) prometheus.Collector {
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded, descDegraded} {
 		ch <- d
 	}
 }
@@ -57,6 +58,13 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descUsers, prometheus.GaugeValue, float64(len(n.Users)), n.Name)
 		ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(n.Pinned), n.Name)
 		ch <- prometheus.MustNewConstMetric(descChanged, prometheus.GaugeValue, float64(n.Changed.UnixNano())/1e9, n.Name)
+	}
+	if st := stateOf(c.pool); st.Backend == "redis" {
+		v := 0.0
+		if st.Degraded {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, v)
 	}
 	for _, p := range []balancer.Protocol{balancer.SSH, balancer.HTTP} {
 		ch <- prometheus.MustNewConstMetric(descStarted, prometheus.CounterValue, float64(c.counts.Started(p)), string(p))

@@ -42,6 +42,30 @@ type DiscoveryJSON struct {
 	Protected []string `json:"protected,omitempty"`
 }
 
+// StateJSON says where the routing state lives, in GET /api/nodes.
+type StateJSON struct {
+	Backend string `json:"backend"` // "memory" or "redis"
+	// Degraded: Redis does not answer, and this gateway routes from its
+	// own view; the counts are its own sessions only.
+	Degraded bool   `json:"degraded"`
+	Replica  string `json:"replica,omitempty"` // this gateway's name
+}
+
+// sharedStatus is what a pool with shared state reports (the balancer).
+type sharedStatus interface {
+	SharedStatus() (shared, degraded bool, replica string)
+}
+
+// stateOf reports where pool's routing state lives.
+func stateOf(pool Pool) StateJSON {
+	if ss, ok := pool.(sharedStatus); ok {
+		if shared, degraded, replica := ss.SharedStatus(); shared {
+			return StateJSON{Backend: "redis", Degraded: degraded, Replica: replica}
+		}
+	}
+	return StateJSON{Backend: "memory"}
+}
+
 // Discovery reports discovery's state; nil means a static node list.
 type Discovery func() DiscoveryJSON
 
@@ -242,6 +266,8 @@ type SessionJSON struct {
 	Protocol string    `json:"protocol"`
 	Client   string    `json:"client"`
 	Started  time.Time `json:"started"`
+	// Replica is the gateway holding the session, with shared state.
+	Replica string `json:"replica,omitempty"`
 }
 
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
@@ -288,7 +314,7 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, nj)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"nodes": out, "discovery": disc})
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": out, "discovery": disc, "state": stateOf(s.pool)})
 }
 
 // scaleIn deletes instances idle for ?idle= (a duration, at least 1m),
@@ -344,9 +370,9 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 		if (node != "" && ss.Node != node) || (user != "" && ss.User != user) {
 			continue
 		}
-		out = append(out, SessionJSON{ID: ss.ID, User: ss.User, Node: ss.Node, Protocol: string(ss.Protocol), Client: ss.Client, Started: ss.Started.UTC()})
+		out = append(out, SessionJSON{ID: ss.ID, User: ss.User, Node: ss.Node, Protocol: string(ss.Protocol), Client: ss.Client, Started: ss.Started.UTC(), Replica: ss.Replica})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
 }
 

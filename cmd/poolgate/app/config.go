@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
@@ -35,6 +36,9 @@ type Config struct {
 	Balancer        balancer.Config        `yaml:"balancer"`
 	Health          discovery.HealthConfig `yaml:"health"`
 	Discovery       discovery.Config       `yaml:"discovery"`
+	// State shares routing state with other gateways (Redis); empty keeps
+	// it in this gateway's memory.
+	State redisstate.Config `yaml:"state"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -50,6 +54,7 @@ func (c Config) WithDefaults() Config {
 	c.Admin = c.Admin.WithDefaults()
 	c.Health = c.Health.WithDefaults()
 	c.Discovery = c.Discovery.WithDefaults()
+	c.State = c.State.WithDefaults()
 	return c
 }
 
@@ -62,7 +67,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)

@@ -64,7 +64,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"http:\n  upstream_pins: [a]\n" + minimal, `p.yaml:2: http.upstream_pins: want a mapping, got a list`},
 		{"http:\n  cert_file: /c.pem\n" + minimal, `p.yaml: http.key_file: needed with cert_file`},
 		{"http:\n  session_idle: soon\n" + minimal, `p.yaml:2: http.session_idle: "soon" is not a duration`},
-		{"state:\n  redis: x\n" + minimal, "p.yaml:1: state: unknown key"},
+		{"state:\n  redis: x\n" + minimal, "p.yaml: state.redis: not a Redis URL"},
 		{"health:\n  interval: 5x\n" + minimal, `p.yaml:2: health.interval: "5x" is not a duration`},
 		{"health:\n  interval: 30\n" + minimal, `p.yaml:2: health.interval: "30" is not a duration`},
 		{"health:\n  rise: many\n" + minimal, `p.yaml:2: health.rise: want a whole number, got "many"`},

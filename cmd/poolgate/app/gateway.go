@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/gateway/admin"
@@ -40,7 +41,8 @@ type Gateway struct {
 	http     *httpgw.Server // nil when http.listen is empty
 	httpLn   net.Listener
 	hubCheck *discovery.Checker
-	azure    *azure.Source // nil unless discovery.azure
+	azure    *azure.Source     // nil unless discovery.azure
+	shared   *redisstate.Store // nil unless state.redis
 }
 
 // Option adjusts how New builds a gateway.
@@ -77,7 +79,31 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
+	var shared *redisstate.Store
+	if cfg.State.Enabled() {
+		if shared, err = redisstate.New(cfg.State, cfg.Balancer.AffinityGrace); err != nil {
+			return nil, fmt.Errorf("state.%w", err)
+		}
+		defer func() {
+			if err != nil {
+				shared.Close()
+			}
+		}()
+		// Every line of a gateway sharing state names it, for logs gathered
+		// from several.
+		log = log.With(zap.String("replica", shared.Replica()))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if perr := shared.Ping(ctx); perr != nil {
+			log.Warn("Redis does not answer yet; routing from this gateway's own view until it does", zap.String("redis", shared.Addr()), zap.Error(perr))
+		} else {
+			log.Info("routing state shared through Redis", zap.String("redis", shared.Addr()))
+		}
+		cancel()
+	}
 	bal := balancer.New(cfg.Balancer, balancer.Options{Logger: log.Named("balancer")})
+	if shared != nil {
+		bal.SetShared(shared)
+	}
 	var source discovery.Source = discovery.Static(cfg.Discovery.Static)
 	var az *azure.Source
 	if cfg.Discovery.Azure != nil {
@@ -136,6 +162,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		checker: checker,
 		source:  source,
 		azure:   az,
+		shared:  shared,
 	}
 	if cfg.HTTP.Enabled() {
 		hs, err := httpgw.New(cfg.HTTP, bal, httpgw.Options{StateDir: cfg.StateDir, Logger: log.Named("http"), Starter: starter})
@@ -175,6 +202,17 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		}
 	}
 	return g, nil
+}
+
+// releaseShared tells the shared state, at a clean stop, that this
+// gateway holds no session any more, so the other gateways' counts drop
+// at once rather than after lease_ttl.
+func (g *Gateway) releaseShared() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := g.shared.Heartbeat(ctx, balancer.Beat{UpTo: ^uint64(0) >> 12}); err != nil {
+		g.log.Warn("could not clear this gateway's sessions from Redis; they expire after lease_ttl", zap.Error(err))
+	}
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -242,6 +280,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); g.hubCheck.Run(bg) }()
 	}
+	if g.shared != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.bal.RunShared(bg, g.shared.HeartbeatInterval()) }()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -304,6 +346,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-adminDone
 	stopBG()
 	wg.Wait()
+	if g.shared != nil {
+		g.releaseShared()
+		_ = g.shared.Close()
+	}
 	if errors.Is(err, sshgw.ErrServerClosed) {
 		return nil
 	}
