@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -108,11 +109,12 @@ type Balancer struct {
 
 	// Shared state (SetShared); nil when this gateway is alone.
 	shared   Shared
-	releases chan SharedRelease // to RunShared
-	pending  map[uint64]bool    // lease IDs of claims under way; protected by mu
-	degraded atomic.Bool        // the shared state did not answer
-	viewMu   sync.Mutex         // protects view and viewAt
-	view     *View              // the shared state's last view
+	ops      chan func(context.Context) error // releases and records, to RunShared
+	pending  map[uint64]bool                  // lease IDs of claims under way; protected by mu
+	pinCache map[string]pinEntry              // pins learnt from the shared state; protected by mu
+	degraded atomic.Bool                      // the shared state did not answer
+	viewMu   sync.Mutex                       // protects view and viewAt
+	view     *View                            // the shared state's last view
 	viewAt   time.Time
 }
 

@@ -29,6 +29,9 @@ type Shared interface {
 	// shared state lost, and forgets the others it holds there (released,
 	// or lost while degraded) as Beat says.
 	Heartbeat(ctx context.Context, b Beat) error
+	// Record puts one lease of this gateway in the shared state, on the
+	// node given (a pinned user served from the local pin cache).
+	Record(ctx context.Context, l LeaseRecord) error
 	// Drain sets or clears the node's drain flag for every gateway.
 	Drain(ctx context.Context, node string, on bool) error
 	// View returns the whole pool's sessions and drain flags.
@@ -122,14 +125,25 @@ const (
 	// degradedRetry is how often a degraded balancer tries the shared
 	// state again.
 	degradedRetry = time.Second
+	// pinCacheTTL bounds how long a pin learnt from the shared state
+	// serves a pinned user's picks locally; the shared state's pin
+	// notices (ForgetPin) usually end it sooner.
+	pinCacheTTL = 5 * time.Second
 )
+
+// pinEntry is a pin learnt from the shared state.
+type pinEntry struct {
+	node string
+	at   time.Time
+}
 
 // SetShared makes the balancer share its routing state; call it before
 // use, and run RunShared.
 func (b *Balancer) SetShared(s Shared) {
 	b.shared = s
-	b.releases = make(chan SharedRelease, 4096)
+	b.ops = make(chan func(context.Context) error, 4096)
 	b.pending = map[uint64]bool{}
+	b.pinCache = map[string]pinEntry{}
 }
 
 // SharedStatus reports whether state is shared, whether the shared state
@@ -150,6 +164,10 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	}
 	p := protoIndex(proto)
 	b.mu.Lock()
+	if l := b.fromPinCacheLocked(user, proto, client, avoid); l != nil {
+		b.mu.Unlock()
+		return l, nil, true
+	}
 	b.nextID++
 	b.pending[b.nextID] = true
 	c := Claim{
@@ -176,6 +194,7 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	if res.Node == "" {
 		return nil, ErrNoNode, true
 	}
+	b.pinCache[user] = pinEntry{node: res.Node, at: time.Now()}
 	n := b.nodes[res.Node]
 	if n == nil { // left this gateway's pool since the claim
 		b.queueRelease(SharedRelease{LeaseID: c.LeaseID, User: user, Node: res.Node, Abort: res.Created, Lost: res.Lost})
@@ -193,12 +212,54 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	return b.grantLocked(u, proto, client, c.Now, res.Created, c.LeaseID), nil, true
 }
 
-// queueRelease hands a release to RunShared. If the queue is full the
-// release is dropped: the lease is not refreshed any more and leaves the
-// shared state at its next heartbeat or expiry.
+// fromPinCacheLocked serves a pinned user from the local pin cache: the
+// lease is granted at once on the cached node, if this gateway may use it,
+// and recorded in the shared state in the background. It returns nil when
+// the cache cannot answer.
+func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string, avoid []string) *Lease {
+	e, ok := b.pinCache[user]
+	if !ok || time.Since(e.at) > pinCacheTTL {
+		return nil
+	}
+	n := b.nodes[e.node]
+	if n == nil || !n.upFor(protoIndex(proto)) || slices.Contains(avoid, n.Name) {
+		return nil
+	}
+	u := b.users[user]
+	if u == nil {
+		u = &userState{name: user}
+		b.users[user] = u
+	}
+	if u.node != n {
+		b.pinLocked(u, n)
+	}
+	u.lost = ""
+	b.nextID++
+	now := b.now()
+	l := b.grantLocked(u, proto, client, now, false, b.nextID)
+	rec := LeaseRecord{ID: l.id, User: user, Node: n.Name, Proto: proto, Client: client, Started: now}
+	b.queue(func(ctx context.Context) error { return b.shared.Record(ctx, rec) })
+	return l
+}
+
+// ForgetPin drops the user's cached pin: another gateway created or moved
+// it (the shared state's notice), so the next pick asks the shared state.
+func (b *Balancer) ForgetPin(user string) {
+	b.mu.Lock()
+	delete(b.pinCache, user)
+	b.mu.Unlock()
+}
+
+// queueRelease hands a release to RunShared.
 func (b *Balancer) queueRelease(r SharedRelease) {
+	b.queue(func(ctx context.Context) error { return b.shared.Release(ctx, r) })
+}
+
+// queue hands an operation to RunShared. If the queue is full it is
+// dropped: the next heartbeat puts the shared state right.
+func (b *Balancer) queue(op func(context.Context) error) {
 	select {
-	case b.releases <- r:
+	case b.ops <- op:
 	default:
 	}
 }
@@ -223,12 +284,12 @@ func (b *Balancer) RunShared(ctx context.Context, interval time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-b.releases:
+		case op := <-b.ops:
 			if b.degraded.Load() {
-				continue // the next heartbeat forgets it
+				continue // the next heartbeat puts the shared state right
 			}
 			rctx, cancel := context.WithTimeout(ctx, syncTimeout)
-			err := b.shared.Release(rctx, r)
+			err := op(rctx)
 			cancel()
 			b.forgetView()
 			if err != nil && ctx.Err() == nil {

@@ -25,7 +25,9 @@ import "github.com/redis/go-redis/v9"
 // claimScript: ARGV = P, user, proto, client, lease, replica, now, grace,
 // ttl, max sessions per node, rand in [0,1), nodes as JSON
 // [[name, weight, up, avoid], ...]. Returns {node, lost, created}; node ""
-// when no node can take the session.
+// when no node can take the session. A claim that creates or moves a pin
+// publishes "<replica> <user>" on P.."pins", so that other gateways drop
+// the user from their pin caches.
 var claimScript = redis.NewScript(`
 local P, user, proto, client, lk, replica = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now, grace, ttl, maxn, rnd = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
@@ -65,6 +67,7 @@ if not chosen then
   if #ties == 0 then return {'', '', 0} end
   chosen = ties[math.floor(rnd * #ties) + 1]
   created = true
+  redis.call('PUBLISH', P .. 'pins', replica .. ' ' .. user)
   if valid and pinned ~= chosen and lost == '' then lost = pinned end
   if pinned ~= '' and pinned ~= chosen then redis.call('ZREM', P .. 'pins:' .. pinned, user) end
 end

@@ -237,6 +237,35 @@ func (s *Store) Heartbeat(ctx context.Context, b balancer.Beat) error {
 	return nil
 }
 
+// Record implements balancer.Shared: one lease put in (or refreshed), its
+// user's pin kept, nothing forgotten.
+func (s *Store) Record(ctx context.Context, l balancer.LeaseRecord) error {
+	return s.Heartbeat(ctx, balancer.Beat{Leases: []balancer.LeaseRecord{l}})
+}
+
+// Watch calls forget with each user whose pin another gateway created or
+// moved, until ctx ends; it resubscribes after Redis comes back. Run it
+// beside the balancer with forget = Balancer.ForgetPin.
+func (s *Store) Watch(ctx context.Context, forget func(user string)) {
+	sub := s.rdb.Subscribe(ctx, s.prefix+"pins")
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			replica, user, found := strings.Cut(msg.Payload, " ")
+			if found && replica != s.replica {
+				forget(user)
+			}
+		}
+	}
+}
+
 // Drain implements balancer.Shared.
 func (s *Store) Drain(ctx context.Context, node string, on bool) error {
 	pipe := s.rdb.TxPipeline()

@@ -46,7 +46,11 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	bal.SetShared(store)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{bal: bal, store: store, cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(r.done); bal.RunShared(ctx, store.HeartbeatInterval()) }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); bal.RunShared(ctx, store.HeartbeatInterval()) }()
+	go func() { defer wg.Done(); store.Watch(ctx, bal.ForgetPin) }()
+	go func() { wg.Wait(); close(r.done) }()
 	t.Cleanup(r.stop)
 	return r
 }
@@ -325,4 +329,37 @@ func TestNoNodeAndConfig(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want %q and no password", tc.cfg, err, tc.want)
 		}
 	}
+}
+
+func TestPinCacheServesPinnedUsersAndHearsMoves(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
+	first := a.acquire(t, "gina")
+	home := first.Node().Name
+	// A's next pick for gina comes from its pin cache; the lease still
+	// reaches Redis (in the background), so B counts both.
+	second := a.acquire(t, "gina")
+	if second.Node().Name != home {
+		t.Fatalf("gina's second session on %s, want %s", second.Node().Name, home)
+	}
+	waitFor(t, "B to count gina's two sessions", 2*time.Second, func() bool {
+		return strings.Contains(counts(b.bal.Nodes()), home+"=2")
+	})
+	first.Release()
+	second.Release()
+	waitFor(t, "the releases", 2*time.Second, func() bool { return !strings.Contains(counts(b.bal.Nodes()), "=2") })
+
+	// B finds gina's node down and moves her; A, which still sees the node
+	// up, hears of the move and follows.
+	b.bal.SetHealth(home, false, "down")
+	moved := b.acquire(t, "gina")
+	if moved.Node().Name == home {
+		t.Fatalf("B left gina on %s", home)
+	}
+	waitFor(t, "A to follow the move", 2*time.Second, func() bool {
+		l := a.acquire(t, "gina")
+		defer l.Release()
+		return l.Node().Name == moved.Node().Name
+	})
+	moved.Release()
 }

@@ -281,8 +281,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); g.hubCheck.Run(bg) }()
 	}
 	if g.shared != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); g.bal.RunShared(bg, g.shared.HeartbeatInterval()) }()
+		go func() { defer wg.Done(); g.shared.Watch(bg, g.bal.ForgetPin) }()
 	}
 	wg.Add(2)
 	go func() {
