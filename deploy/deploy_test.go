@@ -153,7 +153,7 @@ func TestTemplateReferencesAndAPIVersions(t *testing.T) {
 	for _, r := range tpl.Resources {
 		types[r["type"].(string)] = true
 	}
-	for _, want := range []string{"Microsoft.Compute/virtualMachineScaleSets", "Microsoft.Compute/virtualMachines", "Microsoft.Authorization/roleAssignments", "Microsoft.Network/networkSecurityGroups", "Microsoft.Network/virtualNetworks", "Microsoft.Storage/storageAccounts/fileServices/shares"} {
+	for _, want := range []string{"Microsoft.Compute/virtualMachineScaleSets", "Microsoft.Compute/virtualMachines", "Microsoft.Authorization/roleAssignments", "Microsoft.Network/networkSecurityGroups", "Microsoft.Network/virtualNetworks", "Microsoft.Storage/storageAccounts/fileServices/shares", "Microsoft.Network/loadBalancers", "Microsoft.Cache/redis"} {
 		if !types[want] {
 			t.Errorf("the template creates no %s", want)
 		}
@@ -303,31 +303,36 @@ func writeFiles(t *testing.T, text string) map[string]string {
 // with poolgate's own config loader once the template has filled it in,
 // and the unit it installs is deploy/systemd/poolgate.service.
 func TestGatewayCloudInit(t *testing.T) {
-	filled := strings.NewReplacer(
-		"__SUBSCRIPTION_ID__", "00000000-0000-0000-0000-000000000001", "__RESOURCE_GROUP__", "pool-rg",
-		"__SCALE_SET__", "pool", "__SCALE_FROM_ZERO__", "true",
-	).Replace(read(t, gatewayCloudIni))
-	files := writeFiles(t, filled)
-	if files[unitInstallPath] != read(t, unitPath) {
-		t.Errorf("the gateway's cloud-init installs another unit than %s: run go test ./deploy -update", unitPath)
-	}
-	cfgText, ok := files["/etc/poolgate/poolgate.yaml"]
-	if !ok {
-		t.Fatal("the gateway's cloud-init writes no /etc/poolgate/poolgate.yaml")
-	}
-	cfg, err := app.ParseConfig("poolgate.yaml", []byte(cfgText))
-	if err != nil {
-		t.Fatalf("the deployed config does not load: %v", err)
-	}
-	az := cfg.Discovery.Azure
-	if az == nil || az.ScaleSet != "pool" || az.ResourceGroup != "pool-rg" || !az.ProtectBusyNodes || !az.ScaleFromZero || az.Credential != "managed_identity" {
-		t.Errorf("discovery.azure = %+v", az)
-	}
-	if cfg.StateDir != "/var/lib/poolgate" || !strings.Contains(read(t, unitPath), "StateDirectory=poolgate") {
-		t.Error("state_dir must be the unit's StateDirectory, /var/lib/poolgate")
-	}
-	if cfg.SSH.Listen != "0.0.0.0:22" || cfg.HTTP.Listen != "0.0.0.0:443" {
-		t.Errorf("listens on %s and %s", cfg.SSH.Listen, cfg.HTTP.Listen)
+	for _, redis := range []string{"", "rediss://:KEY0123456789@pool-state-abc.redis.cache.windows.net:6380"} {
+		filled := strings.NewReplacer(
+			"__SUBSCRIPTION_ID__", "00000000-0000-0000-0000-000000000001", "__RESOURCE_GROUP__", "pool-rg",
+			"__SCALE_SET__", "pool", "__SCALE_FROM_ZERO__", "true", "__STATE_REDIS__", redis,
+		).Replace(read(t, gatewayCloudIni))
+		files := writeFiles(t, filled)
+		if files[unitInstallPath] != read(t, unitPath) {
+			t.Errorf("the gateway's cloud-init installs another unit than %s: run go test ./deploy -update", unitPath)
+		}
+		cfgText, ok := files["/etc/poolgate/poolgate.yaml"]
+		if !ok {
+			t.Fatal("the gateway's cloud-init writes no /etc/poolgate/poolgate.yaml")
+		}
+		cfg, err := app.ParseConfig("poolgate.yaml", []byte(cfgText))
+		if err != nil {
+			t.Fatalf("the deployed config (state.redis %q) does not load: %v", redis, err)
+		}
+		az := cfg.Discovery.Azure
+		if az == nil || az.ScaleSet != "pool" || az.ResourceGroup != "pool-rg" || !az.ProtectBusyNodes || !az.ScaleFromZero || az.Credential != "managed_identity" {
+			t.Errorf("discovery.azure = %+v", az)
+		}
+		if cfg.State.Enabled() != (redis != "") || cfg.State.Redis != redis {
+			t.Errorf("state = %+v, want redis %q", cfg.State, redis)
+		}
+		if cfg.StateDir != "/var/lib/poolgate" || !strings.Contains(read(t, unitPath), "StateDirectory=poolgate") {
+			t.Error("state_dir must be the unit's StateDirectory, /var/lib/poolgate")
+		}
+		if cfg.SSH.Listen != "0.0.0.0:22" || cfg.HTTP.Listen != "0.0.0.0:443" {
+			t.Errorf("listens on %s and %s", cfg.SSH.Listen, cfg.HTTP.Listen)
+		}
 	}
 }
 
