@@ -95,12 +95,15 @@ func (s *Source) protectBusy(nodes []balancer.NodeStatus) {
 		busy[n.Name] = n.SSHSessions+n.HTTPSessions > 0 || n.Pinned > 0
 	}
 	now := s.now()
+	// With shared state unreachable the counts are this gateway's only:
+	// protection may be added but not lifted.
+	partial := s.partialView()
 	p := &s.prot
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, name := range p.instances {
 		want := busy[name] || now.Before(p.keepUntil[id])
-		if want == p.known[id] || p.inFlight[id] || now.Before(p.notBefore[id]) {
+		if want == p.known[id] || p.inFlight[id] || now.Before(p.notBefore[id]) || (partial && !want) {
 			continue
 		}
 		p.inFlight[id] = true

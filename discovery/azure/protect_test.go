@@ -1,6 +1,8 @@
 package azure
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -181,5 +183,36 @@ func TestProtectionOffByDefault(t *testing.T) {
 	f.settle()
 	if n := w.Calls(azuretest.Protect); n != 0 {
 		t.Errorf("protect_busy_nodes is off, yet %d updates were sent", n)
+	}
+}
+
+// degradedPool is a balancer whose shared state does not answer.
+type degradedPool struct{ *balancer.Balancer }
+
+func (degradedPool) SharedStatus() (bool, bool, string) { return true, true, "gw-a" }
+
+func TestPartialViewNeverUnprotectsOrDeletes(t *testing.T) {
+	w := azuretest.New()
+	w.Add(azuretest.VM{ID: "0", Name: "n0", IP: "10.0.0.4", Protected: true}, azuretest.VM{ID: "1", Name: "n1", IP: "10.0.0.5"})
+	f := newFixture(t, w, fixtureOpts{cfg: protecting, withPool: true, grace: time.Minute})
+	f.src.pool = degradedPool{f.bal}
+	f.poll()
+	l, _ := f.bal.Acquire("alice", balancer.SSH, "c") // this gateway's own session: n0 (drawn first) or n1
+	f.clock.Add(2 * time.Hour)
+	f.settle()
+	for _, u := range w.ProtectionUpdates() {
+		if !u.On {
+			t.Errorf("protection of %s lifted while other gateways' sessions were unknown", u.ID)
+		}
+	}
+	if vm, _ := w.VM("0"); !vm.Protected {
+		t.Error("n0 lost its protection")
+	}
+	l.Release()
+	if _, err := f.src.ScaleIn(context.Background(), time.Minute, 0, false); !errors.Is(err, ErrPartialView) {
+		t.Errorf("ScaleIn with the shared state unreachable: %v, want ErrPartialView", err)
+	}
+	if len(w.Deleted()) != 0 {
+		t.Error("instances deleted")
 	}
 }

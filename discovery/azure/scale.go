@@ -164,6 +164,10 @@ type ScaleInResult struct {
 // ErrStale means the last listing failed, so scale-in will not act on it.
 var ErrStale = errors.New("the scale set's last listing failed; not deleting instances from a stale view")
 
+// ErrPartialView means the shared state (Redis) does not answer, so the
+// sessions through other gateways are unknown and nothing is deleted.
+var ErrPartialView = errors.New("the shared state (Redis) does not answer, so other gateways' sessions are unknown; not deleting instances")
+
 // ScaleIn deletes the running instances that have had no session for at
 // least idle (and no user within the affinity grace), longest idle first,
 // keeping at least keep running. Each is drained first and checked again,
@@ -180,6 +184,9 @@ func (s *Source) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryR
 	s.mu.Unlock()
 	if last == nil || stale {
 		return res, ErrStale
+	}
+	if s.partialView() {
+		return res, ErrPartialView
 	}
 	now := s.now()
 	status := map[string]balancer.NodeStatus{}

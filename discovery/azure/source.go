@@ -25,6 +25,23 @@ type Pool interface {
 	Undrain(name string) error
 }
 
+// sharedPool is a pool whose counts come from state shared with other
+// gateways (the balancer with Redis); while degraded, the counts are this
+// gateway's own sessions only.
+type sharedPool interface {
+	SharedStatus() (shared, degraded bool, replica string)
+}
+
+// partialView reports whether the pool's counts may miss other gateways'
+// sessions just now: then nothing may be unprotected or deleted.
+func (s *Source) partialView() bool {
+	if sp, ok := s.pool.(sharedPool); ok {
+		_, degraded, _ := sp.SharedStatus()
+		return degraded
+	}
+	return false
+}
+
 // Options carries a Source's collaborators. Only Pool is needed for
 // protection, scale from zero and scale-in.
 type Options struct {
