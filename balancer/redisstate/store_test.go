@@ -37,11 +37,12 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Logger: zaptest.NewLogger(t).Named(name)})
 	var nodes []balancer.Node
 	for _, n := range nodeNames {
-		nodes = append(nodes, balancer.Node{Name: n, SSH: n + ":22"})
+		nodes = append(nodes, balancer.Node{Name: n, SSH: n + ":22", HTTP: n + ":8000"})
 	}
 	bal.SetNodes(nodes)
 	for _, n := range nodeNames {
 		bal.SetHealth(n, true, "ok")
+		bal.SetHTTPHealth(n, true, "ok")
 	}
 	bal.SetShared(store)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -367,4 +368,45 @@ func TestPinCacheServesPinnedUsersAndHearsMoves(t *testing.T) {
 		return l.Node().Name == moved.Node().Name
 	})
 	moved.Release()
+}
+
+func TestBrowserSessionsAreSharedToo(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
+	ssh := a.acquire(t, "ivy")
+	web, err := b.bal.Acquire("ivy", balancer.HTTP, "198.51.100.7:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if web.Node().Name != ssh.Node().Name {
+		t.Fatalf("ivy's browser through B on %s, her ssh through A on %s", web.Node().Name, ssh.Node().Name)
+	}
+	waitFor(t, "A to count ivy's browser session", time.Second, func() bool {
+		for _, n := range a.bal.Nodes() {
+			if n.Name == ssh.Node().Name {
+				return n.SSHSessions == 1 && n.HTTPSessions == 1
+			}
+		}
+		return false
+	})
+	ssh.Release()
+	web.Release()
+}
+
+func TestURLCarriesTLSAndPassword(t *testing.T) {
+	s, err := New(Config{Redis: "rediss://:s3cret@pool-state.redis.cache.windows.net:6380/0"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := s.rdb.Options()
+	if o.TLSConfig == nil || o.TLSConfig.ServerName != "pool-state.redis.cache.windows.net" || o.Password != "s3cret" {
+		t.Errorf("rediss:// URL: TLS %v, password set %v", o.TLSConfig, o.Password != "")
+	}
+	if s.Addr() != "pool-state.redis.cache.windows.net:6380" || strings.Contains(s.Addr(), "s3cret") {
+		t.Errorf("Addr() = %q", s.Addr())
+	}
+	if !replicaRE.MatchString(s.Replica()) {
+		t.Errorf("default replica name %q", s.Replica())
+	}
 }
