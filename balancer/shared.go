@@ -218,7 +218,11 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 // the cache cannot answer.
 func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string, avoid []string) *Lease {
 	e, ok := b.pinCache[user]
-	if !ok || time.Since(e.at) > pinCacheTTL {
+	if !ok {
+		return nil
+	}
+	if time.Since(e.at) > pinCacheTTL {
+		delete(b.pinCache, user)
 		return nil
 	}
 	n := b.nodes[e.node]
@@ -248,6 +252,18 @@ func (b *Balancer) ForgetPin(user string) {
 	b.mu.Lock()
 	delete(b.pinCache, user)
 	b.mu.Unlock()
+}
+
+// prunePinCache drops cached pins past their TTL, so the cache holds
+// only recently active users.
+func (b *Balancer) prunePinCache() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for user, e := range b.pinCache {
+		if time.Since(e.at) > pinCacheTTL {
+			delete(b.pinCache, user)
+		}
+	}
 }
 
 // queueRelease hands a release to RunShared.
@@ -312,6 +328,7 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 			b.log.Error("shared-state heartbeat panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
+	b.prunePinCache()
 	beat := b.beat()
 	hctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
