@@ -113,9 +113,10 @@ type Balancer struct {
 	pending  map[uint64]bool                  // lease IDs of claims under way; protected by mu
 	pinCache map[string]pinEntry              // pins learnt from the shared state; protected by mu
 	degraded atomic.Bool                      // the shared state did not answer
-	viewMu   sync.Mutex                       // protects view and viewAt
+	viewMu   sync.Mutex                       // protects view, viewAt and viewGen
 	view     *View                            // the shared state's last view
-	viewAt   time.Time
+	viewAt   time.Time                        // when its fetch began
+	viewGen  uint64                           // bumped when this gateway changes the shared state
 }
 
 // node is the balancer's record of one pool member.

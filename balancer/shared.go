@@ -338,6 +338,7 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 		}
 		return
 	}
+	gen, at := b.viewGeneration(), time.Now()
 	v, err := b.shared.View(hctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -346,7 +347,7 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 		return
 	}
 	b.applyDrains(v)
-	b.cacheView(v)
+	b.cacheView(v, gen, at)
 	if b.degraded.Swap(false) {
 		b.log.Info("shared state reachable again; this gateway's sessions put back", zap.Int("sessions", len(beat.Leases)))
 	}
@@ -381,17 +382,31 @@ func (b *Balancer) applyDrains(v View) {
 }
 
 // forgetView drops the cached view after this gateway changed the shared
-// state, so its own changes show at once.
+// state, so its own changes show at once; views fetched before then are
+// not cached any more.
 func (b *Balancer) forgetView() {
 	b.viewMu.Lock()
 	b.view = nil
+	b.viewGen++
 	b.viewMu.Unlock()
 }
 
-func (b *Balancer) cacheView(v View) {
+// viewGeneration is the cache's generation, taken before a fetch.
+func (b *Balancer) viewGeneration() uint64 {
 	b.viewMu.Lock()
-	b.view, b.viewAt = &v, time.Now()
-	b.viewMu.Unlock()
+	defer b.viewMu.Unlock()
+	return b.viewGen
+}
+
+// cacheView keeps a view fetched from at on, unless the cache was
+// invalidated since (gen) or holds a newer one.
+func (b *Balancer) cacheView(v View, gen uint64, at time.Time) {
+	b.viewMu.Lock()
+	defer b.viewMu.Unlock()
+	if gen != b.viewGen || (b.view != nil && at.Before(b.viewAt)) {
+		return
+	}
+	b.view, b.viewAt = &v, at
 }
 
 // sharedView returns the whole pool's view, at most viewTTL old.
@@ -401,6 +416,7 @@ func (b *Balancer) sharedView() (View, error) {
 	if b.view != nil && time.Since(b.viewAt) < viewTTL {
 		return *b.view, nil
 	}
+	at := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
 	v, err := b.shared.View(ctx)
@@ -408,7 +424,7 @@ func (b *Balancer) sharedView() (View, error) {
 		b.setDegraded(err)
 		return View{}, err
 	}
-	b.view, b.viewAt = &v, time.Now()
+	b.view, b.viewAt = &v, at
 	return v, nil
 }
 
