@@ -454,12 +454,16 @@ func (p *pool) waitFor(what string, cond func() bool) {
 
 // sshArgs are the client options every test uses: no user config, this
 // test's key only, a throw-away known_hosts.
-func (p *pool) sshArgs(portFlag string) []string {
-	_, port, _ := net.SplitHostPort(p.entry)
+func (p *pool) sshArgs(portFlag string) []string { return clientArgs(p.dir, p.key, p.entry, portFlag) }
+
+// clientArgs are OpenSSH client options for a test: no user config, the
+// key only, a known_hosts in dir, entry's port after portFlag.
+func clientArgs(dir, key, entry, portFlag string) []string {
+	_, port, _ := net.SplitHostPort(entry)
 	return []string{
 		"-F", "/dev/null", portFlag, port,
-		"-i", p.key, "-o", "IdentitiesOnly=yes",
-		"-o", "UserKnownHostsFile=" + filepath.Join(p.dir, "known_hosts"),
+		"-i", key, "-o", "IdentitiesOnly=yes",
+		"-o", "UserKnownHostsFile=" + filepath.Join(dir, "known_hosts"),
 		"-o", "StrictHostKeyChecking=accept-new",
 		"-o", "ConnectTimeout=10",
 	}
@@ -527,30 +531,41 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // stdin; it returns once the node name has arrived.
 func (p *pool) hold(user string) *held {
 	p.t.Helper()
-	args := append(p.sshArgs("-p"), "-o", "BatchMode=yes", user+"@127.0.0.1", `echo "$DSVM_NODE"; exec cat`)
-	h := &held{cmd: exec.Command("ssh", args...)}
+	h, err := startHeld(p.t, append(p.sshArgs("-p"), "-o", "BatchMode=yes", user+"@127.0.0.1"))
+	if err != nil {
+		p.t.Fatalf("session of %s: %v", user, err)
+	}
+	return h
+}
+
+// startHeld runs ssh with args and a command that prints the node, then
+// waits on stdin; it returns once the node name has arrived. The session
+// is closed at the test's end.
+func startHeld(t *testing.T, args []string) (*held, error) {
+	t.Helper()
+	h := &held{cmd: exec.Command("ssh", append(args, `echo "$DSVM_NODE"; exec cat`)...)}
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	h.cmd.Stderr = &h.errb
 	var err error
 	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	stdout, err := h.cmd.StdoutPipe()
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := h.cmd.Start(); err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
-	p.t.Cleanup(h.close)
+	t.Cleanup(h.close)
 	h.out = bufio.NewReader(stdout)
 	line, err := h.out.ReadString('\n')
 	if err != nil {
 		h.close()
-		p.t.Fatalf("session of %s printed no node: %v; stderr: %s", user, err, h.errb.String())
+		return h, fmt.Errorf("printed no node: %v; stderr: %s", err, h.errb.String())
 	}
 	h.node = strings.TrimSpace(line)
-	return h
+	return h, nil
 }
 
 // wait waits for the session to end by itself, up to d.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -189,10 +188,7 @@ func (r *replicaProc) sessionsOn() map[string]int {
 }
 
 func (sp *sharedPool) sshArgs(r *replicaProc) []string {
-	_, port, _ := net.SplitHostPort(r.sshAddr)
-	return []string{"-F", "/dev/null", "-p", port, "-i", sp.key, "-o", "IdentitiesOnly=yes",
-		"-o", "UserKnownHostsFile=" + filepath.Join(sp.dir, "known_hosts"), "-o", "StrictHostKeyChecking=accept-new",
-		"-o", "ConnectTimeout=10", "-o", "BatchMode=yes"}
+	return append(clientArgs(sp.dir, sp.key, r.sshAddr, "-p"), "-o", "BatchMode=yes")
 }
 
 // nodeOf logs in through r and returns the node it landed on.
@@ -212,26 +208,10 @@ func (sp *sharedPool) nodeOf(r *replicaProc, user string) string {
 // hold opens a session for user through r that stays open.
 func (sp *sharedPool) hold(r *replicaProc, user string) *held {
 	sp.t.Helper()
-	h := &held{cmd: exec.Command("ssh", append(sp.sshArgs(r), user+"@127.0.0.1", `echo "$DSVM_NODE"; exec cat`)...)}
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	h.cmd.Stderr = &h.errb
-	var err error
-	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
-		sp.t.Fatal(err)
-	}
-	stdout, _ := h.cmd.StdoutPipe()
-	if err := h.cmd.Start(); err != nil {
-		sp.t.Fatal(err)
-	}
-	sp.t.Cleanup(h.close)
-	h.out = bufio.NewReader(stdout)
-	line, err := h.out.ReadString('\n')
+	h, err := startHeld(sp.t, append(sp.sshArgs(r), user+"@127.0.0.1"))
 	if err != nil {
-		h.close()
-		sp.t.Errorf("session of %s through %s printed no node: %v; %s", user, r.name, err, h.errb.String())
-		return h
+		sp.t.Errorf("session of %s through %s: %v", user, r.name, err)
 	}
-	h.node = strings.TrimSpace(line)
 	return h
 }
 
