@@ -245,6 +245,10 @@ func TestGatewaysShareOneTruth(t *testing.T) {
 	if len(sess.Sessions) != 1 || sess.Sessions[0].User != "bob" || sess.Sessions[0].Replica != "gw-a" {
 		t.Errorf("B's /api/sessions: %+v, want bob's session held by gw-a", sess.Sessions)
 	}
+	if out, err := exec.Command(sp.bin, "nodes", "--admin", "http://"+b.admAddr).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "Whole pool, shared through Redis (asked gateway gw-b)") || !strings.Contains(string(out), "bob") {
+		t.Errorf("poolgate nodes on B: %v\n%s", err, out)
+	}
 	bob.close()
 	waitUntil(t, "bob's session to leave B's counts", 5*time.Second, func() bool { return b.sessionsOn()[bob.node] == 0 })
 

@@ -158,6 +158,9 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "WARNING: %s discovery is failing (%s); showing the last good node set.\n  %s\n", d.Source, since, d.Error)
 	}
+	if resp.State.Backend == "redis" && !resp.State.Degraded {
+		fmt.Fprintf(stdout, "Whole pool, shared through Redis (asked gateway %s).\n", resp.State.Replica)
+	}
 	if resp.State.Degraded {
 		fmt.Fprintf(stdout, "WARNING: gateway %s cannot reach the shared state (Redis); it routes from its own view, and the counts below are its own sessions only.\n", resp.State.Replica)
 	}
