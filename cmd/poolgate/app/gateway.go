@@ -210,7 +210,10 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 func (g *Gateway) releaseShared() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := g.shared.Heartbeat(ctx, balancer.Beat{UpTo: ^uint64(0) >> 12}); err != nil {
+	// An empty beat whose UpTo is above any lease ID this gateway made
+	// (and exact in Lua's numbers, below 2^53) forgets all of them.
+	const everyLease = 1 << 52
+	if err := g.shared.Heartbeat(ctx, balancer.Beat{UpTo: everyLease}); err != nil {
 		g.log.Warn("could not clear this gateway's sessions from Redis; they expire after lease_ttl", zap.Error(err))
 	}
 }
