@@ -54,8 +54,9 @@ type options struct {
 
 // WithAzure gives discovery.azure a credential, transport and retry
 // settings of the caller's instead of the configured credential and the
-// network (tests pass azuretest.Options, the SDK's fakes). The pool,
-// grace, logger and HTTP setting are still the gateway's.
+// network (tests pass azuretest's fake credential, transport and
+// NoRetry). The pool, grace, logger and HTTP setting are still the
+// gateway's.
 func WithAzure(ao azure.Options) Option {
 	return func(o *options) { o.azure = ao }
 }
