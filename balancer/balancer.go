@@ -112,11 +112,15 @@ type Balancer struct {
 	ops      chan func(context.Context) error // releases and records, to RunShared
 	pending  map[uint64]bool                  // lease IDs of claims under way; protected by mu
 	pinCache map[string]pinEntry              // pins learnt from the shared state; protected by mu
-	degraded atomic.Bool                      // the shared state did not answer
-	viewMu   sync.Mutex                       // protects view, viewAt and viewGen
-	view     *View                            // the shared state's last view
-	viewAt   time.Time                        // when its fetch began
-	viewGen  uint64                           // bumped when this gateway changes the shared state
+	// pinNotices is true while the shared state's pin notices are known
+	// to arrive (SetPinNotices); the pin cache serves only then.
+	pinNotices bool        // protected by mu
+	pinEpoch   uint64      // counts forgets, so a claim answered before one caches nothing; protected by mu
+	degraded   atomic.Bool // the shared state did not answer
+	viewMu     sync.Mutex  // protects view, viewAt and viewGen
+	view       *View       // the shared state's last view
+	viewAt     time.Time   // when its fetch began
+	viewGen    uint64      // bumped when this gateway changes the shared state
 }
 
 // node is the balancer's record of one pool member.

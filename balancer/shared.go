@@ -127,7 +127,8 @@ const (
 	degradedRetry = time.Second
 	// pinCacheTTL bounds how long a pin learnt from the shared state
 	// serves a pinned user's picks locally; the shared state's pin
-	// notices (ForgetPin) usually end it sooner.
+	// notices (ForgetPin) end it sooner. The cache serves only while the
+	// notices are known to arrive (SetPinNotices).
 	pinCacheTTL = 5 * time.Second
 )
 
@@ -168,6 +169,7 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 		b.mu.Unlock()
 		return l, nil, true
 	}
+	epoch := b.pinEpoch
 	b.nextID++
 	b.pending[b.nextID] = true
 	c := Claim{
@@ -194,7 +196,11 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	if res.Node == "" {
 		return nil, ErrNoNode, true
 	}
-	b.pinCache[user] = pinEntry{node: res.Node, at: time.Now()}
+	if b.pinNotices && b.pinEpoch == epoch {
+		// A notice that arrived while the claim was in flight may be
+		// about this user: then the answer is not cached.
+		b.pinCache[user] = pinEntry{node: res.Node, at: time.Now()}
+	}
 	n := b.nodes[res.Node]
 	if n == nil { // left this gateway's pool since the claim
 		b.queueRelease(SharedRelease{LeaseID: c.LeaseID, User: user, Node: res.Node, Abort: res.Created, Lost: res.Lost})
@@ -218,7 +224,7 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 // the cache cannot answer.
 func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string, avoid []string) *Lease {
 	e, ok := b.pinCache[user]
-	if !ok {
+	if !ok || !b.pinNotices {
 		return nil
 	}
 	if time.Since(e.at) > pinCacheTTL {
@@ -251,6 +257,20 @@ func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string
 func (b *Balancer) ForgetPin(user string) {
 	b.mu.Lock()
 	delete(b.pinCache, user)
+	b.pinEpoch++
+	b.mu.Unlock()
+}
+
+// SetPinNotices says whether the shared state's pin notices (ForgetPin)
+// are arriving: true once a subscription is confirmed, false when it is
+// lost. Either way the cached pins are dropped, since notices may have
+// been missed; pins are cached only while notices arrive, so a gateway
+// never routes a user from a pin another gateway has moved.
+func (b *Balancer) SetPinNotices(live bool) {
+	b.mu.Lock()
+	clear(b.pinCache)
+	b.pinNotices = live
+	b.pinEpoch++
 	b.mu.Unlock()
 }
 

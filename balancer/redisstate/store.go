@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -243,22 +244,65 @@ func (s *Store) Record(ctx context.Context, l balancer.LeaseRecord) error {
 	return s.Heartbeat(ctx, balancer.Beat{Leases: []balancer.LeaseRecord{l}})
 }
 
+// watchPing is how long Watch waits on a quiet subscription before it
+// pings; a ping unanswered for as long again ends the subscription, and
+// Watch subscribes anew.
+const watchPing = 15 * time.Second
+
 // Watch calls forget with each user whose pin another gateway created or
-// moved, until ctx ends; it resubscribes after Redis comes back. Run it
-// beside the balancer with forget = Balancer.ForgetPin.
-func (s *Store) Watch(ctx context.Context, forget func(user string)) {
-	sub := s.rdb.Subscribe(ctx, s.prefix+"pins")
-	defer sub.Close()
-	ch := sub.Channel()
+// moved, until ctx ends. It calls live(true) each time its subscription
+// is confirmed and live(false) when it is lost, since notices are missed
+// while it is; it subscribes again after a break, waiting up to 5 s
+// between tries. Run it beside the balancer with forget =
+// Balancer.ForgetPin and live = Balancer.SetPinNotices.
+func (s *Store) Watch(ctx context.Context, forget func(user string), live func(bool)) {
+	wait := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case msg, ok := <-ch:
-			if !ok {
+		case <-time.After(wait):
+		}
+		start := time.Now()
+		s.watchOnce(ctx, forget, live)
+		live(false)
+		if time.Since(start) > time.Minute {
+			wait = 0
+		}
+		wait = min(max(2*wait, 100*time.Millisecond), 5*time.Second)
+	}
+}
+
+// watchOnce holds one subscription until it breaks or ctx ends.
+func (s *Store) watchOnce(ctx context.Context, forget func(user string), live func(bool)) {
+	sub := s.rdb.Subscribe(ctx, s.prefix+"pins")
+	defer sub.Close()
+	// Closing the subscription ends a Receive that waits.
+	stop := context.AfterFunc(ctx, func() { _ = sub.Close() })
+	defer stop()
+	pinged := false
+	for {
+		msg, err := sub.ReceiveTimeout(ctx, watchPing)
+		var nerr net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &nerr) && nerr.Timeout() && !pinged:
+			pinged = true
+			if sub.Ping(ctx) != nil {
 				return
 			}
-			replica, user, found := strings.Cut(msg.Payload, " ")
+			continue
+		default:
+			return
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				live(true)
+			}
+		case *redis.Message:
+			replica, user, found := strings.Cut(m.Payload, " ")
 			if found && replica != s.replica {
 				forget(user)
 			}

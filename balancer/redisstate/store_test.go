@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ type replica struct {
 	store  *Store
 	cancel context.CancelFunc
 	done   chan struct{}
+	// notices is whether the replica's pin notices arrive; subscribed
+	// counts its confirmed subscriptions.
+	notices    atomic.Bool
+	subscribed atomic.Int32
 }
 
 func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
@@ -50,9 +55,17 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); bal.RunShared(ctx, store.HeartbeatInterval()) }()
-	go func() { defer wg.Done(); store.Watch(ctx, bal.ForgetPin) }()
+	live := func(on bool) {
+		bal.SetPinNotices(on)
+		r.notices.Store(on)
+		if on {
+			r.subscribed.Add(1)
+		}
+	}
+	go func() { defer wg.Done(); store.Watch(ctx, bal.ForgetPin, live) }()
 	go func() { wg.Wait(); close(r.done) }()
 	t.Cleanup(r.stop)
+	waitFor(t, name+"'s pin notices", 5*time.Second, r.notices.Load)
 	return r
 }
 
@@ -309,6 +322,39 @@ func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
 		n, err := a.store.rdb.Exists(context.Background(), a.store.prefix+"pin:erin").Result()
 		return err == nil && n == 0
 	})
+}
+
+// A gateway whose subscription to pin notices breaks may miss a move;
+// it drops its cached pins, so the user is not sent to the old node.
+func TestMissedPinNoticesDropCachedPins(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
+	first := a.acquire(t, "hana")
+	home := first.Node().Name
+	first.Release()
+	cached := a.acquire(t, "hana") // served from A's pin cache
+	cached.Release()
+	if cached.Node().Name != home {
+		t.Fatalf("hana's second session on %s, want %s", cached.Node().Name, home)
+	}
+
+	// Redis drops every subscriber; B moves hana before A is back.
+	ctl := a.store.rdb
+	if err := ctl.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.bal.SetHealth(home, false, "down")
+	moved := b.acquire(t, "hana")
+	defer moved.Release()
+	if moved.Node().Name == home {
+		t.Fatalf("B left hana on %s", home)
+	}
+	waitFor(t, "A to subscribe again", 5*time.Second, func() bool { return a.subscribed.Load() >= 2 && a.notices.Load() })
+	next := a.acquire(t, "hana")
+	defer next.Release()
+	if next.Node().Name != moved.Node().Name {
+		t.Errorf("after its subscription broke, A sent hana to %s, want %s where B moved her", next.Node().Name, moved.Node().Name)
+	}
 }
 
 func TestNoNodeAndConfig(t *testing.T) {

@@ -287,7 +287,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.shared != nil {
 		wg.Add(2)
 		go func() { defer wg.Done(); g.bal.RunShared(bg, g.shared.HeartbeatInterval()) }()
-		go func() { defer wg.Done(); g.shared.Watch(bg, g.bal.ForgetPin) }()
+		go func() { defer wg.Done(); g.shared.Watch(bg, g.bal.ForgetPin, g.bal.SetPinNotices) }()
 	}
 	wg.Add(2)
 	go func() {
