@@ -51,7 +51,8 @@ func main() {
 	connList := flag.String("conns", "64,512", "wrk connection counts")
 	wsCount := flag.Int("websockets", 1000, "WebSockets to hold open for the memory figure (0: skip)")
 	accessLog := flag.Bool("access-log", false, "keep the gateway's per-request access log on (off by default: it measures logging, not proxying)")
-	profile := flag.String("profile", "", "write a 10 s CPU profile of the gateway at c=64 to this file")
+	profile := flag.String("profile", "", "write a 10 s CPU profile of the gateway to this file (see -profile-run)")
+	profileRun := flag.String("profile-run", "user:64", "the run to profile: user or anon, a colon and a connection count")
 	flag.Parse()
 
 	for _, bin := range []string{"wrk", "haproxy"} {
@@ -165,8 +166,12 @@ backend hubs
 		}
 		direct := wrk("http://"+backends[0]+":"+httpPort+benchPath, conns, *duration)
 		haRes := wrk("http://"+haAddr+benchPath, conns, *duration)
-		var gwRes result
-		if *profile != "" && conns == 64 {
+		// profiled runs wrk on path, taking the gateway's CPU profile
+		// meanwhile when the run is the one -profile-run names.
+		profiled := func(kind, path string) result {
+			if *profile == "" || *profileRun != fmt.Sprintf("%s:%d", kind, conns) {
+				return wrk("http://"+gwAddr+path, conns, *duration)
+			}
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -178,12 +183,12 @@ backend hubs
 					resp.Body.Close()
 				}
 			}()
-			gwRes = wrk("http://"+gwAddr+benchPath, conns, *duration)
+			r := wrk("http://"+gwAddr+path, conns, *duration)
 			<-done
-		} else {
-			gwRes = wrk("http://"+gwAddr+benchPath, conns, *duration)
+			return r
 		}
-		anon := wrk("http://"+gwAddr+anonPath, conns, *duration)
+		gwRes := profiled("user", benchPath)
+		anon := profiled("anon", anonPath)
 		for _, row := range []struct {
 			name string
 			r    result

@@ -60,7 +60,7 @@ type Server struct {
 	cookies   *cookieCache
 	track     *tracker
 	proxy     *httputil.ReverseProxy
-	transport *http.Transport
+	transport *hubTransport
 	scheme    string // upstream
 	certs     *certSource
 	tlsConfig *tls.Config

@@ -100,28 +100,33 @@ func (p *hubPins) check(node string, der []byte) error {
 	return nil
 }
 
-// newTransport returns the transport to the hubs. nodeOf names the node
-// behind a host:port (for pinning); it returns "" for an unknown address.
-func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, log *zap.Logger) (*http.Transport, error) {
+// newTransport returns the transport to the hubs: hubTransport for
+// ordinary reads, over the standard transport for everything else. nodeOf
+// names the node behind a host:port (for pinning); it returns "" for an
+// unknown address.
+func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, log *zap.Logger) (*hubTransport, error) {
 	dialer := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
+	std := &http.Transport{
 		DialContext:         dialer.DialContext,
 		MaxIdleConns:        0, // no global cap; per node below
 		MaxIdleConnsPerHost: cfg.MaxIdlePerNode,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     hubIdleTimeout,
 		TLSHandshakeTimeout: cfg.UpstreamTimeout,
 		// Jupyter speaks HTTP/1.1; WebSocket upgrades need it.
 		ForceAttemptHTTP2:  false,
 		DisableCompression: true, // pass the browser's Accept-Encoding through
 	}
+	t := &hubTransport{std: std, dial: dialer.DialContext, maxIdle: cfg.MaxIdlePerNode, idle: map[string][]*hubConn{}}
 	if !*cfg.UpstreamTLS {
 		return t, nil
 	}
 	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	// verify returns the certificate check for a hub at addr, or an error
+	// before any connection is made.
+	var verify func(addr string) (func(tls.ConnectionState) error, error)
 	switch {
 	case cfg.UpstreamInsecureSkipVerify:
-		base.InsecureSkipVerify = true
-		t.TLSClientConfig = base
+		verify = func(string) (func(tls.ConnectionState) error, error) { return nil, nil }
 	case cfg.UpstreamCAFile != "":
 		pem, err := os.ReadFile(cfg.UpstreamCAFile)
 		if err != nil {
@@ -134,8 +139,7 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 		// Hub certificates name the VM, not the private address the
 		// gateway dials: verify the chain against the pool's own CA and
 		// leave the name out.
-		base.InsecureSkipVerify = true
-		base.VerifyConnection = func(cs tls.ConnectionState) error {
+		check := func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("hub sent no certificate")
 			}
@@ -146,36 +150,47 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
 			return err
 		}
-		t.TLSClientConfig = base
+		verify = func(string) (func(tls.ConnectionState) error, error) { return check, nil }
 	default:
 		pins, err := loadHubPins(stateDir, cfg.UpstreamPins, log)
 		if err != nil {
 			return nil, err
 		}
-		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		verify = func(addr string) (func(tls.ConnectionState) error, error) {
 			node := nodeOf(addr)
 			if node == "" {
 				return nil, fmt.Errorf("%s is not a node's hub address", addr)
 			}
-			raw, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			c := base.Clone()
-			c.InsecureSkipVerify = true
-			c.VerifyConnection = func(cs tls.ConnectionState) error {
+			return func(cs tls.ConnectionState) error {
 				if len(cs.PeerCertificates) == 0 {
 					return errors.New("hub sent no certificate")
 				}
 				return pins.check(node, cs.PeerCertificates[0].Raw)
-			}
-			conn := tls.Client(raw, c)
-			if err := conn.HandshakeContext(ctx); err != nil {
-				raw.Close()
-				return nil, err
-			}
-			return conn, nil
+			}, nil
 		}
 	}
+	t.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		check, err := verify(addr)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := base.Clone()
+		c.InsecureSkipVerify = true // the check below replaces name checks
+		c.VerifyConnection = check
+		c.ServerName, _, _ = net.SplitHostPort(addr) // no SNI is sent for an IP
+		conn := tls.Client(raw, c)
+		hctx, cancel := context.WithTimeout(ctx, cfg.UpstreamTimeout)
+		defer cancel()
+		if err := conn.HandshakeContext(hctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+	std.DialTLSContext = t.dial
 	return t, nil
 }

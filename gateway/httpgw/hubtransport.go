@@ -1,0 +1,270 @@
+package httpgw
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// hubIdleTimeout is how long an idle connection to a hub is kept.
+const hubIdleTimeout = 90 * time.Second
+
+// hubTransport carries requests to the hubs. Ordinary reads (GET and HEAD
+// without a body or an upgrade: static files, API polls, most of
+// Jupyter's traffic) are written and answered on the caller's goroutine
+// over a pool of idle connections per hub. net/http's Transport hands
+// each request to a connection's writer goroutine and its response back
+// from a reader goroutine; doing without both handoffs is the larger part
+// of what the gateway spends per request beyond the system calls.
+// Everything else (request bodies, WebSocket upgrades, other methods)
+// goes through the standard transport, whose handling of bodies and
+// retries the gateway does not repeat.
+//
+// Without a reader goroutine, a connection the hub closed while idle is
+// found out only when reused: a read that fails before any byte of the
+// answer arrived is retried once on a new connection (only GET and HEAD
+// come here, so the retry is safe).
+type hubTransport struct {
+	std     *http.Transport
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle int // per hub
+
+	mu    sync.Mutex
+	idle  map[string][]*hubConn // by host:port; the most recently used last
+	swept time.Time             // when put last closed expired connections everywhere
+}
+
+// hubConn is one connection to a hub.
+type hubConn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	nread  int64     // bytes read so far, to tell a dead idle connection
+	idleAt time.Time // when it went back to the pool
+}
+
+func (c *hubConn) Read(p []byte) (int, error) {
+	n, err := c.nc.Read(p)
+	c.nread += int64(n)
+	return n, err
+}
+
+// lean reports whether r goes over the transport's own pool.
+func lean(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		(r.Body == nil || r.Body == http.NoBody) && r.ContentLength == 0 &&
+		!httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") &&
+		len(r.Header["Expect"]) == 0 && (r.URL.Scheme == "http" || r.URL.Scheme == "https")
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *hubTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !lean(r) {
+		return t.std.RoundTrip(r)
+	}
+	addr := r.URL.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		port := "80"
+		if r.URL.Scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
+	}
+	for retried := false; ; retried = true {
+		c, reused := t.get(addr)
+		if c == nil {
+			nc, err := t.dial(r.Context(), "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			c = &hubConn{nc: nc}
+			c.br = bufio.NewReaderSize(c, 4<<10)
+			c.bw = bufio.NewWriterSize(nc, 4<<10)
+		}
+		resp, err := t.exchange(addr, c, r)
+		if err == nil {
+			return resp, nil
+		}
+		if !reused || retried || r.Context().Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// exchange writes r on c and reads the response head. The body, when
+// read to its end, puts c back in the pool.
+func (t *hubTransport) exchange(addr string, c *hubConn, r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	// A cancelled request ends at once: the deadline wakes any read or
+	// write on c, and c is not reused.
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		c.nc.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	before := c.nread
+	if err := r.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, r)
+		if err != nil {
+			if c.nread == before {
+				err = fmt.Errorf("%w (hub sent nothing)", err)
+			}
+			return fail(err)
+		}
+		// 1xx informational answers (100, 103) are skipped; 101 was not
+		// asked for.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return fail(errors.New("hub switched protocols unasked"))
+	}
+	keep := !resp.Close && !r.Close
+	if resp.Body == http.NoBody {
+		t.done(addr, c, stop, keep)
+		return resp, nil
+	}
+	resp.Body = &hubBody{body: resp.Body, t: t, addr: addr, c: c, stop: stop, keep: keep}
+	return resp, nil
+}
+
+// done ends an exchange: c goes back to the pool when keep holds and the
+// request was not cancelled, and is closed otherwise.
+func (t *hubTransport) done(addr string, c *hubConn, stop func() bool, keep bool) {
+	if !stop() || !keep || c.br.Buffered() > 0 {
+		c.nc.Close()
+		return
+	}
+	t.put(addr, c)
+}
+
+// hubBody is a response body on a pooled connection.
+type hubBody struct {
+	body io.ReadCloser
+	t    *hubTransport
+	addr string
+	c    *hubConn
+	stop func() bool
+	keep bool
+	over bool
+}
+
+func (b *hubBody) Read(p []byte) (int, error) {
+	if b.over {
+		return 0, io.EOF
+	}
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.over = true
+		b.t.done(b.addr, b.c, b.stop, b.keep)
+	}
+	return n, err
+}
+
+// Close before the end closes the connection: draining an unread body
+// (a large download the browser gave up on) would cost more than a new
+// connection.
+func (b *hubBody) Close() error {
+	if b.over {
+		return nil
+	}
+	b.over = true
+	b.stop()
+	b.c.nc.Close()
+	_ = b.body.Close()
+	return nil
+}
+
+// get takes the most recently used idle connection to addr, closing those
+// idle too long.
+func (t *hubTransport) get(addr string) (c *hubConn, reused bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	list := t.idle[addr]
+	for len(list) > 0 {
+		c = list[len(list)-1]
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
+		if time.Since(c.idleAt) < hubIdleTimeout {
+			t.idle[addr] = list
+			return c, true
+		}
+		c.nc.Close()
+	}
+	t.idle[addr] = list
+	return nil, false
+}
+
+// put returns c to the pool, closing the oldest idle connection when the
+// pool is full.
+func (t *hubTransport) put(addr string, c *hubConn) {
+	c.idleAt = time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.maxIdle <= 0 {
+		c.nc.Close()
+		return
+	}
+	if c.idleAt.Sub(t.swept) > hubIdleTimeout {
+		t.sweepLocked(c.idleAt)
+	}
+	list := t.idle[addr]
+	if len(list) >= t.maxIdle {
+		list[0].nc.Close()
+		list = append(list[:0], list[1:]...)
+	}
+	t.idle[addr] = append(list, c)
+}
+
+// sweepLocked closes the connections idle too long, of every hub (those
+// of a node that left the pool are never asked for again).
+func (t *hubTransport) sweepLocked(now time.Time) {
+	t.swept = now
+	for addr, list := range t.idle {
+		k := 0
+		for k < len(list) && now.Sub(list[k].idleAt) >= hubIdleTimeout {
+			list[k].nc.Close()
+			k++
+		}
+		if k == len(list) {
+			delete(t.idle, addr)
+			continue
+		}
+		t.idle[addr] = append(list[:0], list[k:]...)
+	}
+}
+
+// CloseIdleConnections closes every idle connection, of both transports.
+func (t *hubTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	for addr, list := range t.idle {
+		for _, c := range list {
+			c.nc.Close()
+		}
+		delete(t.idle, addr)
+	}
+	t.mu.Unlock()
+	t.std.CloseIdleConnections()
+}
