@@ -90,41 +90,40 @@ func (t *hubTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			c.br = bufio.NewReaderSize(c, 4<<10)
 			c.bw = bufio.NewWriterSize(nc, 4<<10)
 		}
-		resp, err := t.exchange(addr, c, r)
+		resp, silent, err := t.exchange(addr, c, r)
 		if err == nil {
 			return resp, nil
 		}
-		if !reused || retried || r.Context().Err() != nil {
+		if !reused || !silent || retried || r.Context().Err() != nil {
 			return nil, err
 		}
 	}
 }
 
 // exchange writes r on c and reads the response head. The body, when
-// read to its end, puts c back in the pool.
-func (t *hubTransport) exchange(addr string, c *hubConn, r *http.Request) (*http.Response, error) {
+// read to its end, puts c back in the pool. silent reports, with an
+// error, that the hub sent nothing back.
+func (t *hubTransport) exchange(addr string, c *hubConn, r *http.Request) (resp *http.Response, silent bool, err error) {
 	ctx := r.Context()
 	// A cancelled request ends at once: the deadline wakes any read or
 	// write on c, and c is not reused.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
-	fail := func(err error) (*http.Response, error) {
+	before := c.nread
+	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		c.nc.Close()
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, err
+		return nil, c.nread == before, err
 	}
-	before := c.nread
 	if err := r.Write(c.bw); err != nil {
 		return fail(err)
 	}
 	if err := c.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	var resp *http.Response
 	for {
-		var err error
 		resp, err = http.ReadResponse(c.br, r)
 		if err != nil {
 			if c.nread == before {
@@ -144,10 +143,10 @@ func (t *hubTransport) exchange(addr string, c *hubConn, r *http.Request) (*http
 	keep := !resp.Close && !r.Close
 	if resp.Body == http.NoBody {
 		t.done(addr, c, stop, keep)
-		return resp, nil
+		return resp, false, nil
 	}
 	resp.Body = &hubBody{body: resp.Body, t: t, addr: addr, c: c, stop: stop, keep: keep}
-	return resp, nil
+	return resp, false, nil
 }
 
 // done ends an exchange: c goes back to the pool when keep holds and the

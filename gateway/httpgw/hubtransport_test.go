@@ -1,6 +1,7 @@
 package httpgw
 
 import (
+	"bufio"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -232,6 +233,46 @@ func TestHubTransportCancelAndDeadHub(t *testing.T) {
 	}
 	if n := accepted.Load(); n != 1 {
 		t.Fatalf("a new connection that fails was tried %d times, want 1", n)
+	}
+
+	// A hub that breaks off in the middle of its second answer, on a
+	// reused connection: it has seen the request, so it is not sent again.
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	var requests atomic.Int32
+	go func() {
+		for {
+			c, err := ln2.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if requests.Add(1) == 1 {
+						fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Le")
+					return
+				}
+			}()
+		}
+	}()
+	do(t, tr, "GET", "http://"+ln2.Addr().String()+"/one", nil, -1)
+	req, _ = http.NewRequest("GET", "http://"+ln2.Addr().String()+"/two", nil)
+	if _, err := tr.RoundTrip(req); err == nil {
+		t.Fatal("a broken answer was taken")
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("the hub got %d requests, want 2 (a half-answered one is not sent again)", n)
 	}
 }
 
