@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,6 +41,31 @@ func newCountingHub(t *testing.T, tlsHub bool, h http.Handler) *countingHub {
 	}
 	t.Cleanup(c.srv.Close)
 	return c
+}
+
+// rawHub serves each connection with handle, then closes it; it returns
+// the address.
+func rawHub(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 func hubTransportFor(t *testing.T, cfg Config) *hubTransport {
@@ -211,23 +237,9 @@ func TestHubTransportCancelAndDeadHub(t *testing.T) {
 	}
 
 	// A hub that accepts and closes at once: an error, not a retry loop.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	req, _ = http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+	hangsUp := rawHub(t, func(c net.Conn) { accepted.Add(1) })
+	req, _ = http.NewRequest("GET", "http://"+hangsUp+"/", nil)
 	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "hub sent nothing") {
 		t.Fatalf("a hub that hangs up: %v, want an error saying it sent nothing", err)
 	}
@@ -237,37 +249,23 @@ func TestHubTransportCancelAndDeadHub(t *testing.T) {
 
 	// A hub that breaks off in the middle of its second answer, on a
 	// reused connection: it has seen the request, so it is not sent again.
-	ln2, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln2.Close()
 	var requests atomic.Int32
-	go func() {
+	breaks := rawHub(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln2.Accept()
-			if err != nil {
+			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					if requests.Add(1) == 1 {
-						fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-						continue
-					}
-					fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Le")
-					return
-				}
-			}()
+			if requests.Add(1) == 1 {
+				fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Le")
+			return
 		}
-	}()
-	do(t, tr, "GET", "http://"+ln2.Addr().String()+"/one", nil, -1)
-	req, _ = http.NewRequest("GET", "http://"+ln2.Addr().String()+"/two", nil)
+	})
+	do(t, tr, "GET", "http://"+breaks+"/one", nil, -1)
+	req, _ = http.NewRequest("GET", "http://"+breaks+"/two", nil)
 	if _, err := tr.RoundTrip(req); err == nil {
 		t.Fatal("a broken answer was taken")
 	}
