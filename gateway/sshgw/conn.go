@@ -86,12 +86,13 @@ func (w watchedConn) Read(p []byte) (int, error) {
 }
 
 func (s *Server) handle(nc net.Conn) {
+	nc = newBatchConn(withQuickAck(nc))
 	defer nc.Close()
 	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
 	c.log = s.log.With(zap.String("client", c.client))
 	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
 	s.unauth.Add(1)
-	sconn, chans, reqs, err := ssh.NewServerConn(withQuickAck(nc), c.serverConfig())
+	sconn, chans, reqs, err := ssh.NewServerConn(nc, c.serverConfig())
 	s.unauth.Add(-1)
 	if err != nil {
 		if c.up != nil { // authenticated, then the connection failed
@@ -393,10 +394,11 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 	timeout := c.s.cfg.UpstreamTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	nc, err := c.s.dial(ctx, "tcp", node.SSH)
+	raw, err := c.s.dial(ctx, "tcp", node.SSH)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", node.SSH, err)
 	}
+	nc := newBatchConn(withQuickAck(raw))
 	_ = nc.SetDeadline(c.s.now().Add(timeout))
 	cfg := &ssh.ClientConfig{
 		User:              user,
@@ -409,7 +411,7 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}
 	up := &upstream{}
-	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{withQuickAck(nc), &up.broken}, node.SSH, cfg)
+	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{nc, &up.broken}, node.SSH, cfg)
 	if err != nil {
 		nc.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {
