@@ -52,11 +52,7 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 	defer b.mu.Unlock()
 	now := b.now()
 	b.maybeSweepLocked(now)
-	u := b.users[user]
-	if u == nil {
-		u = &userState{name: user}
-		b.users[user] = u
-	}
+	u := b.userLocked(user)
 	created := false
 	p := protoIndex(proto)
 	// A live pin this protocol cannot use (the node's hub is down, or the
@@ -114,6 +110,17 @@ func (b *Balancer) UserSessions(user string) int {
 	return 0
 }
 
+// userLocked returns the user's state, created if new.
+func (b *Balancer) userLocked(name string) *userState {
+	u := b.users[name]
+	if u == nil {
+		u = &userState{name: name}
+		b.users[name] = u
+	}
+	return u
+}
+
+// pinLocked pins u to n (again, harmlessly, when it is pinned there).
 func (b *Balancer) pinLocked(u *userState, n *node) {
 	if u.node != nil {
 		delete(u.node.pinned, u.name)

@@ -206,14 +206,8 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 		b.queueRelease(SharedRelease{LeaseID: c.LeaseID, User: user, Node: res.Node, Abort: res.Created, Lost: res.Lost})
 		return nil, ErrNoNode, true
 	}
-	u := b.users[user]
-	if u == nil {
-		u = &userState{name: user}
-		b.users[user] = u
-	}
-	if u.node != n {
-		b.pinLocked(u, n)
-	}
+	u := b.userLocked(user)
+	b.pinLocked(u, n)
 	u.lost = res.Lost
 	return b.grantLocked(u, proto, client, c.Now, res.Created, c.LeaseID), nil, true
 }
@@ -235,14 +229,8 @@ func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string
 	if n == nil || !n.upFor(protoIndex(proto)) || slices.Contains(avoid, n.Name) {
 		return nil
 	}
-	u := b.users[user]
-	if u == nil {
-		u = &userState{name: user}
-		b.users[user] = u
-	}
-	if u.node != n {
-		b.pinLocked(u, n)
-	}
+	u := b.userLocked(user)
+	b.pinLocked(u, n)
 	u.lost = ""
 	b.nextID++
 	now := b.now()
