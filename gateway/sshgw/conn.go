@@ -85,8 +85,8 @@ func (w watchedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// handle serves one accepted connection (already wrapped by Serve).
 func (s *Server) handle(nc net.Conn) {
-	nc = newBatchConn(withQuickAck(nc))
 	defer nc.Close()
 	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
 	c.log = s.log.With(zap.String("client", c.client))

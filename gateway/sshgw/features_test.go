@@ -364,7 +364,7 @@ func TestShutdownTellsUsers(t *testing.T) {
 	_ = s.Wait()
 	got := stderr.String()
 	if !strings.Contains(got, "the gateway is shutting down; this connection will be closed in") ||
-		!strings.Contains(got, "the gateway is shutting down now.") {
+		!strings.Contains(got, "the gateway is shutting down now.") || strings.Contains(got, "closed in 0s") {
 		t.Fatalf("stderr %q", got)
 	}
 	if _, err := net.DialTimeout("tcp", g.addr, time.Second); err == nil {

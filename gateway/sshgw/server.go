@@ -138,6 +138,9 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
+		// The connection is tracked as handle uses it, so that closing it
+		// at shutdown lets its held bytes (the last notice) out first.
+		nc = newBatchConn(withQuickAck(nc))
 		if !s.track(nc) {
 			nc.Close()
 			return ErrServerClosed
@@ -229,7 +232,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
 	when := "shortly"
 	if dl, ok := ctx.Deadline(); ok {
-		when = "in " + time.Until(dl).Round(time.Second).String()
+		// Rounded up: "in 0s" would say the connection is already gone.
+		when = "in " + (max(time.Until(dl), 0).Truncate(time.Second) + time.Second).String()
 	}
 	s.noticeAll("poolgate: the gateway is shutting down; this connection will be closed "+when+". Reconnect then to continue.\n", time.Second)
 	done := make(chan struct{})
@@ -254,10 +258,21 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// closeConns closes every connection at once. Each close lets the bytes
+// its connection still holds out first (see batchConn), so the notices
+// just written reach their users; a peer that does not read holds up only
+// its own close.
 func (s *Server) closeConns() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	conns := make([]net.Conn, 0, len(s.conns))
 	for nc := range s.conns {
-		nc.Close()
+		conns = append(conns, nc)
 	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, nc := range conns {
+		wg.Add(1)
+		go func() { defer wg.Done(); nc.Close() }()
+	}
+	wg.Wait()
 }
