@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -82,6 +81,9 @@ type Options struct {
 	// Rand returns a uniform integer in [0, n); it must be safe for
 	// concurrent use. Nil means math/rand/v2.IntN.
 	Rand func(n int) int
+	// Shared, if set, is routing state shared with other gateways; run
+	// RunShared beside the balancer. Nil means this gateway is alone.
+	Shared Shared
 }
 
 // Balancer decides where sessions go and keeps count of them. It is safe
@@ -107,20 +109,10 @@ type Balancer struct {
 
 	started, ended [2]atomic.Uint64 // leases taken and ended, by protocol index
 
-	// Shared state (SetShared); nil when this gateway is alone.
-	shared   Shared
-	ops      chan func(context.Context) error // releases and records, to RunShared
-	pending  map[uint64]bool                  // lease IDs of claims under way; protected by mu
-	pinCache map[string]pinEntry              // pins learnt from the shared state; protected by mu
-	// pinNotices is true while the shared state's pin notices are known
-	// to arrive (SetPinNotices); the pin cache serves only then.
-	pinNotices bool        // protected by mu
-	pinEpoch   uint64      // counts forgets, so a claim answered before one caches nothing; protected by mu
-	degraded   atomic.Bool // the shared state did not answer
-	viewMu     sync.Mutex  // protects view, viewAt and viewGen
-	view       *View       // the shared state's last view
-	viewAt     time.Time   // when its fetch began
-	viewGen    uint64      // bumped when this gateway changes the shared state
+	// sh is the shared-state mode (Options.Shared); nil when this gateway
+	// is alone. Lock order: Balancer.mu is never held while sh.view's lock
+	// is taken, nor the other way round (see viewCache).
+	sh *sharedMode
 }
 
 // node is the balancer's record of one pool member.
@@ -197,6 +189,9 @@ func New(cfg Config, opts Options) *Balancer {
 		b.rand = rand.IntN
 	}
 	b.lastSweep = b.now()
+	if opts.Shared != nil {
+		b.sh = newSharedMode(opts.Shared)
+	}
 	return b
 }
 
@@ -295,7 +290,7 @@ func (b *Balancer) Drain(name string) error { return b.setDrain(name, true) }
 func (b *Balancer) Undrain(name string) error { return b.setDrain(name, false) }
 
 func (b *Balancer) setDrain(name string, on bool) error {
-	if b.shared != nil {
+	if b.sh != nil {
 		if err := b.drainShared(name, on); err != nil {
 			return err
 		}
@@ -360,7 +355,7 @@ type NodeStatus struct {
 // this gateway's.
 func (b *Balancer) Nodes() []NodeStatus {
 	local := b.localNodes()
-	if b.shared == nil || b.degraded.Load() {
+	if b.sh == nil || b.sh.degraded.Load() {
 		return local
 	}
 	v, err := b.sharedView()
@@ -431,7 +426,7 @@ type SessionInfo struct {
 // Sessions returns a snapshot of the live sessions, oldest first; with
 // shared state, every gateway's.
 func (b *Balancer) Sessions() []SessionInfo {
-	if b.shared != nil && !b.degraded.Load() {
+	if b.sh != nil && !b.sh.degraded.Load() {
 		if v, err := b.sharedView(); err == nil {
 			out := append([]SessionInfo(nil), v.Sessions...)
 			sort.SliceStable(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
@@ -439,8 +434,8 @@ func (b *Balancer) Sessions() []SessionInfo {
 		}
 	}
 	replica := ""
-	if b.shared != nil {
-		replica = b.shared.Replica()
+	if b.sh != nil {
+		replica = b.sh.store.Replica()
 	}
 	b.mu.RLock()
 	out := make([]SessionInfo, 0, len(b.leases))

@@ -92,11 +92,11 @@ func TestRules(t *testing.T) {
 				got.Release()
 			}
 			c.Add(grace)
-			p, err := b.Pick("alice")
+			p, err := b.pick("alice")
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, _ := b.Pick("nobody-new")
+			want, _ := b.pick("nobody-new")
 			if p.Name != want.Name {
 				t.Fatalf("after grace alice would go to %s, a new user to %s: want the same", p.Name, want.Name)
 			}
@@ -173,7 +173,7 @@ func TestRules(t *testing.T) {
 			if _, err := b.Acquire("alice", SSH, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("Acquire err = %v, want ErrNoNode", err)
 			}
-			if _, err := b.Pick("alice"); !errors.Is(err, ErrNoNode) {
+			if _, err := b.pick("alice"); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("Pick err = %v, want ErrNoNode", err)
 			}
 			if len(b.users) != 0 {
@@ -244,7 +244,7 @@ func TestRules(t *testing.T) {
 			if _, err := b.Acquire("alice", HTTP, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("no hub up: got %v for alice, want ErrNoNode", err)
 			}
-			if p, _ := b.Pick("alice"); p.Name != h.Node().Name {
+			if p, _ := b.pick("alice"); p.Name != h.Node().Name {
 				t.Fatalf("a failed browser Acquire moved alice's pin to %s", p.Name)
 			}
 			if _, err := b.Acquire("carol", SSH, ""); err != nil {
@@ -391,7 +391,7 @@ func TestNewNodesStartDown(t *testing.T) {
 	if st := b.Nodes()[0]; st.State != StateDown || st.Checked {
 		t.Fatalf("unchecked node: state %s checked %v", st.State, st.Checked)
 	}
-	if _, err := b.Pick("alice"); !errors.Is(err, ErrNoNode) {
+	if _, err := b.pick("alice"); !errors.Is(err, ErrNoNode) {
 		t.Fatalf("Pick before any health report: %v", err)
 	}
 }
@@ -404,7 +404,7 @@ func TestTiesAreRandom(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for i := 0; i < 300; i++ {
-		n, err := b.Pick("alice")
+		n, err := b.pick("alice")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -471,7 +471,7 @@ func TestConcurrentUse(t *testing.T) {
 						if err != nil {
 							continue
 						}
-						if p, err := b.Pick(user); phase.checkPins && (err != nil || p.Name != l.Node().Name) {
+						if p, err := b.pick(user); phase.checkPins && (err != nil || p.Name != l.Node().Name) {
 							t.Errorf("Pick(%s) = %s, %v while a live lease is on %s", user, p.Name, err, l.Node().Name)
 						}
 						if i%3 == 0 {

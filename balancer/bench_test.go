@@ -35,7 +35,7 @@ func BenchmarkPickPinned(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		if _, err := bal.Pick(users[i%len(users)]); err != nil {
+		if _, err := bal.pick(users[i%len(users)]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -49,7 +49,7 @@ func BenchmarkPickPinnedParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			if _, err := bal.Pick(users[i%len(users)]); err != nil {
+			if _, err := bal.pick(users[i%len(users)]); err != nil {
 				b.Fatal(err)
 			}
 			i += 7
@@ -63,7 +63,7 @@ func BenchmarkPickNew(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := bal.Pick("newcomer"); err != nil {
+		if _, err := bal.pick("newcomer"); err != nil {
 			b.Fatal(err)
 		}
 	}

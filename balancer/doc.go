@@ -20,7 +20,7 @@
 //  4. A draining node takes no new users; users pinned to it still reach it.
 //  5. A node that goes down or leaves the pool loses its pins; the user's
 //     next lease reports the node it lost ([Lease.Repinned]).
-//  6. If no node can take a session, Acquire and Pick return [ErrNoNode].
+//  6. If no node can take a session, Acquire returns [ErrNoNode].
 //
 // The package knows nothing of SSH or HTTP and imports no other package of
 // this module. Clock and randomness are injected through [Options].

@@ -43,7 +43,7 @@ func (l *Lease) Repinned() string { return l.repinned }
 // lease's Repinned names the node). It returns ErrNoNode when no node can
 // take the session.
 func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...string) (*Lease, error) {
-	if b.shared != nil {
+	if b.sh != nil {
 		if l, err, decided := b.acquireShared(user, proto, client, avoid); decided {
 			return l, err
 		}
@@ -158,7 +158,7 @@ func (l *Lease) end(abort bool) {
 		n.idle = b.now()
 	}
 	b.refreshLocked(n)
-	if b.shared != nil {
+	if b.sh != nil {
 		b.queueRelease(SharedRelease{LeaseID: l.id, User: l.user, Node: n.Name, Abort: abort && l.created, Lost: l.repinned})
 	}
 	u := b.users[l.user]

@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// Pick returns the node the user's next session would go to, without
-// taking a lease or changing any state. Front ends use Acquire; Pick serves
-// previews (e.g. refusing a login early when no node is available).
-func (b *Balancer) Pick(user string) (Node, error) {
+// pick returns the node the user's next session would go to, without
+// taking a lease or changing any state: the routing rules alone, for the
+// tests and the placement benchmark (front ends use Acquire).
+func (b *Balancer) pick(user string) (Node, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if u := b.users[user]; u != nil && b.pinValidLocked(u, time.Time{}, 0) {

@@ -116,7 +116,7 @@ func TestCheckerRiseFall(t *testing.T) {
 	// probe is not enough to come back (rise 2); two are.
 	s := &scripted{script: []bool{true, false, false, true, false, false, false, true, false, true, true, true}}
 	rec := &recorder{}
-	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 2, Fall: 3}, s.probe, rec, nil)
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 2, Fall: 3}, rec, CheckerOptions{Probe: s.probe})
 	c.SetNodes([]balancer.Node{{Name: "n1", SSH: "127.0.0.1:1"}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -139,7 +139,7 @@ func TestCheckerRiseFall(t *testing.T) {
 func TestCheckerFollowsNodeSet(t *testing.T) {
 	rec := &recorder{}
 	ok := func(ctx context.Context, n balancer.Node) error { return nil }
-	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond}, ok, rec, nil)
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond}, rec, CheckerOptions{Probe: ok})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -237,9 +237,8 @@ func TestHealthConfig(t *testing.T) {
 
 func TestCheckerCountsResults(t *testing.T) {
 	s := &scripted{script: []bool{true, false, true}}
-	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond}, s.probe, &recorder{}, nil)
-	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t"}, []string{"node", "result"})
-	c.CountResults(v)
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond}, &recorder{}, CheckerOptions{Probe: s.probe, Metrics: prometheus.NewRegistry()})
+	v := c.results
 	c.SetNodes([]balancer.Node{{Name: "n1"}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -283,7 +282,7 @@ func TestHubHealthChecker(t *testing.T) {
 		mu.Unlock()
 		rec.SetHealth(node, up, detail)
 	})
-	c := NewHTTPChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 1}, nil, to, nil)
+	c := NewHTTPChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 1}, to, CheckerOptions{})
 	c.SetNodes([]balancer.Node{{Name: "hub", SSH: "127.0.0.1:1", HTTP: addr}, {Name: "ssh-only", SSH: "127.0.0.1:1"}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -189,35 +189,71 @@ type target struct {
 	cancel context.CancelFunc
 }
 
-// NewChecker returns a checker using probe (nil means SSHBannerProbe).
-func NewChecker(cfg HealthConfig, probe Probe, to StatusSetter, log *zap.Logger) *Checker {
-	cfg = cfg.WithDefaults()
-	if probe == nil {
-		probe = SSHBannerProbe(&net.Dialer{})
+// CheckerOptions carries a checker's collaborators. The zero value is
+// usable.
+type CheckerOptions struct {
+	// Probe checks one node; nil means SSHBannerProbe (NewChecker) or
+	// HubHealthProbe over plain HTTP (NewHTTPChecker).
+	Probe Probe
+	// Logger receives state changes; nil means none.
+	Logger *zap.Logger
+	// Metrics, if set, is where the checker registers its counter of
+	// probe results, labelled node and result ("ok" or "fail"):
+	// poolgate_health_checks_total for the SSH checks,
+	// poolgate_hub_health_checks_total for the hub checks. A node's
+	// series are deleted when it leaves the pool. Nil means not counted.
+	Metrics prometheus.Registerer
+}
+
+// NewChecker returns a checker of the nodes' sshd that reports to to.
+func NewChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker {
+	if opts.Probe == nil {
+		opts.Probe = SSHBannerProbe(&net.Dialer{})
 	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return &Checker{cfg: cfg, probe: probe, to: to, log: log, targets: map[string]*target{}}
+	return newChecker(cfg, to, opts, false)
 }
 
 // NewHTTPChecker returns a checker of the nodes' JupyterHubs: it probes
-// only nodes with an HTTP address, with probe (nil means HubHealthProbe
-// over plain HTTP), and reports to to, typically the balancer's
-// SetHTTPHealth wrapped in StatusFunc.
-func NewHTTPChecker(cfg HealthConfig, probe Probe, to StatusSetter, log *zap.Logger) *Checker {
-	if probe == nil {
-		probe = HubHealthProbe(&http.Client{}, "http")
+// only nodes with an HTTP address and reports to to, typically the
+// balancer's SetHTTPHealth wrapped in StatusFunc.
+func NewHTTPChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker {
+	if opts.Probe == nil {
+		opts.Probe = HubHealthProbe(&http.Client{}, "http")
 	}
-	c := NewChecker(cfg, probe, to, log)
-	c.http = true
+	return newChecker(cfg, to, opts, true)
+}
+
+func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, hub bool) *Checker {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, http: hub, targets: map[string]*target{}}
+	if opts.Metrics != nil {
+		c.results = registerResults(opts.Metrics, hub)
+	}
 	return c
 }
 
-// CountResults makes the checker count probe results in v, labelled node
-// and result ("ok" or "fail"); call it before Run. A node's series are
-// deleted when it leaves the pool.
-func (c *Checker) CountResults(v *prometheus.CounterVec) { c.results = v }
+// registerResults registers the probe-result counter of the SSH or hub
+// checks in reg, or returns the one already there.
+func registerResults(reg prometheus.Registerer, hub bool) *prometheus.CounterVec {
+	opts := prometheus.CounterOpts{Name: "poolgate_health_checks_total", Help: "Node health probes, by node and result (ok or fail)."}
+	if hub {
+		opts = prometheus.CounterOpts{Name: "poolgate_hub_health_checks_total", Help: "JupyterHub /hub/health probes, by node and result (ok or fail)."}
+	}
+	v := prometheus.NewCounterVec(opts, []string{"node", "result"})
+	if err := reg.Register(v); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing
+			}
+		}
+		panic(fmt.Sprintf("discovery: registering %s: %v", opts.Name, err))
+	}
+	return v
+}
 
 // SetNodes starts probing new nodes and stops probing nodes that left.
 // A node whose addresses changed is probed afresh.

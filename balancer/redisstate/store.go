@@ -249,13 +249,13 @@ func (s *Store) Record(ctx context.Context, l balancer.LeaseRecord) error {
 // Watch subscribes anew.
 const watchPing = 15 * time.Second
 
-// Watch calls forget with each user whose pin another gateway created or
-// moved, until ctx ends. It calls live(true) each time its subscription
-// is confirmed and live(false) when it is lost, since notices are missed
-// while it is; it subscribes again after a break, waiting up to 5 s
-// between tries. Run it beside the balancer with forget =
-// Balancer.ForgetPin and live = Balancer.SetPinNotices.
-func (s *Store) Watch(ctx context.Context, forget func(user string), live func(bool)) {
+// Watch implements balancer.Shared: it calls n.ForgetPin with each user
+// whose pin another gateway created or moved, until ctx ends. It calls
+// n.SetPinNotices(true) each time its subscription is confirmed and
+// n.SetPinNotices(false) when it is lost, since notices are missed while
+// it is; it subscribes again after a break, waiting up to 5 s between
+// tries. Balancer.RunShared runs it.
+func (s *Store) Watch(ctx context.Context, n balancer.PinNotices) {
 	wait := time.Duration(0)
 	for {
 		select {
@@ -264,8 +264,8 @@ func (s *Store) Watch(ctx context.Context, forget func(user string), live func(b
 		case <-time.After(wait):
 		}
 		start := time.Now()
-		s.watchOnce(ctx, forget, live)
-		live(false)
+		s.watchOnce(ctx, n)
+		n.SetPinNotices(false)
 		if time.Since(start) > time.Minute {
 			wait = 0
 		}
@@ -274,7 +274,7 @@ func (s *Store) Watch(ctx context.Context, forget func(user string), live func(b
 }
 
 // watchOnce holds one subscription until it breaks or ctx ends.
-func (s *Store) watchOnce(ctx context.Context, forget func(user string), live func(bool)) {
+func (s *Store) watchOnce(ctx context.Context, n balancer.PinNotices) {
 	sub := s.rdb.Subscribe(ctx, s.prefix+"pins")
 	defer sub.Close()
 	// Closing the subscription ends a Receive that waits.
@@ -299,12 +299,12 @@ func (s *Store) watchOnce(ctx context.Context, forget func(user string), live fu
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				live(true)
+				n.SetPinNotices(true)
 			}
 		case *redis.Message:
 			replica, user, found := strings.Cut(m.Payload, " ")
 			if found && replica != s.replica {
-				forget(user)
+				n.ForgetPin(user)
 			}
 		}
 	}

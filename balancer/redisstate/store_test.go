@@ -39,7 +39,10 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Logger: zaptest.NewLogger(t).Named(name)})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{store: store, cancel: cancel, done: make(chan struct{})}
+	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Logger: zaptest.NewLogger(t).Named(name), Shared: observed{store, r}})
+	r.bal = bal
 	var nodes []balancer.Node
 	for _, n := range nodeNames {
 		nodes = append(nodes, balancer.Node{Name: n, SSH: n + ":22", HTTP: n + ":8000"})
@@ -49,24 +52,35 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 		bal.SetHealth(n, true, "ok")
 		bal.SetHTTPHealth(n, true, "ok")
 	}
-	bal.SetShared(store)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{bal: bal, store: store, cancel: cancel, done: make(chan struct{})}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); bal.RunShared(ctx, store.HeartbeatInterval()) }()
-	live := func(on bool) {
-		bal.SetPinNotices(on)
-		r.notices.Store(on)
-		if on {
-			r.subscribed.Add(1)
-		}
-	}
-	go func() { defer wg.Done(); store.Watch(ctx, bal.ForgetPin, live) }()
-	go func() { wg.Wait(); close(r.done) }()
+	go func() { defer close(r.done); bal.RunShared(ctx) }()
 	t.Cleanup(r.stop)
 	waitFor(t, name+"'s pin notices", 5*time.Second, r.notices.Load)
 	return r
+}
+
+// observed is the replica's store, with its pin notices watched on the
+// way to the balancer.
+type observed struct {
+	*Store
+	r *replica
+}
+
+func (o observed) Watch(ctx context.Context, n balancer.PinNotices) {
+	o.Store.Watch(ctx, noticeTap{n, o.r})
+}
+
+// noticeTap passes pin notices on, recording whether they arrive.
+type noticeTap struct {
+	balancer.PinNotices
+	r *replica
+}
+
+func (t noticeTap) SetPinNotices(on bool) {
+	t.PinNotices.SetPinNotices(on)
+	t.r.notices.Store(on)
+	if on {
+		t.r.subscribed.Add(1)
+	}
 }
 
 // stop ends the replica without releasing its leases, as a gateway that

@@ -101,7 +101,16 @@ func summarize(d []time.Duration) stats {
 }
 
 func newBalancer(url string, prefix string) (*balancer.Balancer, func(), error) {
-	b := balancer.New(balancer.Config{}, balancer.Options{})
+	var opts balancer.Options
+	var store *redisstate.Store
+	if url != "" {
+		var err error
+		if store, err = redisstate.New(redisstate.Config{Redis: url, Replica: "bench", Prefix: prefix}, 0); err != nil {
+			return nil, nil, err
+		}
+		opts.Shared = store
+	}
+	b := balancer.New(balancer.Config{}, opts)
 	var set []balancer.Node
 	for i := 0; i < *nodes; i++ {
 		set = append(set, balancer.Node{Name: fmt.Sprintf("node-%d", i), SSH: fmt.Sprintf("10.0.0.%d:22", i+4)})
@@ -110,17 +119,12 @@ func newBalancer(url string, prefix string) (*balancer.Balancer, func(), error) 
 	for _, n := range set {
 		b.SetHealth(n.Name, true, "ok")
 	}
-	if url == "" {
+	if store == nil {
 		return b, func() {}, nil
 	}
-	store, err := redisstate.New(redisstate.Config{Redis: url, Replica: "bench", Prefix: prefix}, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	b.SetShared(store)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); b.RunShared(ctx, store.HeartbeatInterval()) }()
+	go func() { defer close(done); b.RunShared(ctx) }()
 	return b, func() { cancel(); <-done; store.Close() }, nil
 }
 

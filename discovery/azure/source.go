@@ -23,23 +23,20 @@ type Pool interface {
 	Nodes() []balancer.NodeStatus
 	Drain(name string) error
 	Undrain(name string) error
-}
-
-// sharedPool is a pool whose counts come from state shared with other
-// gateways (the balancer with Redis); while degraded, the counts are this
-// gateway's own sessions only.
-type sharedPool interface {
+	// SharedStatus says whether the counts come from state shared with
+	// other gateways and whether that state is unreachable (degraded):
+	// then the counts are this gateway's own sessions only.
 	SharedStatus() (shared, degraded bool, replica string)
 }
 
 // partialView reports whether the pool's counts may miss other gateways'
 // sessions just now: then nothing may be unprotected or deleted.
 func (s *Source) partialView() bool {
-	if sp, ok := s.pool.(sharedPool); ok {
-		_, degraded, _ := sp.SharedStatus()
-		return degraded
+	if s.pool == nil {
+		return false
 	}
-	return false
+	_, degraded, _ := s.pool.SharedStatus()
+	return degraded
 }
 
 // Options carries a Source's collaborators. Only Pool is needed for

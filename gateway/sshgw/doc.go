@@ -7,7 +7,7 @@
 // Usage:
 //
 //	keys, _ := sshgw.LoadKeys(stateDir)          // host key, user CA, node pins
-//	srv, _ := sshgw.New(cfg, keys, bal, logger)  // bal: *balancer.Balancer
+//	srv, _ := sshgw.New(cfg, bal, sshgw.Options{Keys: keys, Logger: logger}) // bal: *balancer.Balancer
 //	go srv.Serve(listener)
 //	...
 //	srv.Shutdown(ctx)

@@ -85,6 +85,7 @@ type testGW struct {
 	keys    *Keys
 	bal     *balancer.Balancer
 	srv     *Server
+	starter *swapStarter // the server's Starter; none until set
 }
 
 // newTestGW runs a gateway with cfg adjusted by adjust, in front of the
@@ -126,11 +127,11 @@ func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...f
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	srv, err := New(cfg, keys, bal, nil)
+	starter := &swapStarter{}
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetMetrics(m)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +144,7 @@ func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...f
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return &testGW{addr: ln.Addr().String(), userKey: userKey, keys: keys, bal: bal, srv: srv}
+	return &testGW{addr: ln.Addr().String(), userKey: userKey, keys: keys, bal: bal, srv: srv, starter: starter}
 }
 
 func dialAs(t *testing.T, addr, user string, signer ssh.Signer) *ssh.Client {

@@ -60,28 +60,42 @@ type Server struct {
 	wg        sync.WaitGroup // one per Serve loop and per connection
 }
 
-// SetMetrics makes the server record into m; call it before Serve.
-func (s *Server) SetMetrics(m *Metrics) { s.metrics = m }
+// Options carries the server's collaborators besides its balancer.
+type Options struct {
+	// Keys are the gateway's host key, user CA and node host-key pins
+	// (LoadKeys); required.
+	Keys *Keys
+	// Logger receives the server's log; nil means none.
+	Logger *zap.Logger
+	// Starter, if set, lets users who find no node wait while it starts
+	// one (scale from zero); nil means they are refused at once.
+	Starter Starter
+	// Metrics, if set, records logins, picks and relayed bytes; nil means
+	// none.
+	Metrics *Metrics
+}
 
-// SetStarter lets users who find no node wait while st starts one; call
-// it before Serve.
-func (s *Server) SetStarter(st Starter) { s.starter = st }
-
-// New returns a server; cfg's zero fields take their defaults.
-func New(cfg Config, keys *Keys, bal Balancer, log *zap.Logger) (*Server, error) {
+// New returns a server that places users with bal; cfg's zero fields take
+// their defaults.
+func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	keys := opts.Keys
 	if keys == nil || keys.HostKey == nil || keys.CA == nil || keys.Pins == nil {
 		return nil, errors.New("sshgw: keys missing (use LoadKeys)")
 	}
+	if bal == nil {
+		return nil, errors.New("sshgw: no balancer")
+	}
+	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
 	d := &net.Dialer{}
 	return &Server{
-		cfg: cfg, keys: keys, bal: bal, log: log,
+		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics,
 		dial: d.DialContext, now: time.Now,
 		backoff:   newBackoff(cfg.AuthBackoff, time.Now),
 		listeners: map[net.Listener]struct{}{},

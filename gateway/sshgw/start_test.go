@@ -31,6 +31,26 @@ func (f *fakeStarter) StartNode() (time.Time, bool) {
 
 func (f *fakeStarter) set(ok bool) { f.mu.Lock(); f.ok = ok; f.mu.Unlock() }
 
+// swapStarter is the test gateway's Starter: it passes calls to the
+// starter a test sets, and offers no start until one is set, as a server
+// without a Starter.
+type swapStarter struct {
+	mu sync.Mutex // protects to
+	to Starter
+}
+
+func (s *swapStarter) set(to Starter) { s.mu.Lock(); s.to = to; s.mu.Unlock() }
+
+func (s *swapStarter) StartNode() (time.Time, bool) {
+	s.mu.Lock()
+	to := s.to
+	s.mu.Unlock()
+	if to == nil {
+		return time.Time{}, false
+	}
+	return to.StartNode()
+}
+
 func fastStartPolls(t *testing.T) {
 	pe, ne := startPollEvery, startNoteEvery
 	startPollEvery, startNoteEvery = 10*time.Millisecond, 30*time.Millisecond
@@ -62,7 +82,7 @@ func TestUserWaitsForStartingNode(t *testing.T) {
 			g.bal.SetHealth("n1", true, "")
 		}
 	}
-	g.srv.SetStarter(st)
+	g.starter.set(st)
 	c, banner, err := dialBanner(g.addr, "alice", g.userKey)
 	if err != nil {
 		t.Fatalf("alice waiting for a starting node: %v (banner %q)", err, banner)
@@ -93,7 +113,7 @@ func TestStartThatGivesUpRefusesClearly(t *testing.T) {
 			st.set(false)
 		}
 	}
-	g.srv.SetStarter(st)
+	g.starter.set(st)
 	c, banner, err := dialBanner(g.addr, "alice", g.userKey)
 	if err == nil {
 		c.Close()
@@ -106,7 +126,7 @@ func TestStartThatGivesUpRefusesClearly(t *testing.T) {
 	// No start offered (nodes exist but are full, or scale from zero is
 	// off): the usual refusal, at once.
 	st2 := &fakeStarter{ok: false}
-	g.srv.SetStarter(st2)
+	g.starter.set(st2)
 	_, banner, err = dialBanner(g.addr, "bob", g.userKey)
 	if err == nil || !strings.Contains(banner, "no node in the pool can take your session") || strings.Contains(banner, "started") {
 		t.Errorf("no start offered: err %v, banner %q", err, banner)
@@ -119,7 +139,7 @@ func TestShutdownEndsStartWait(t *testing.T) {
 	g.bal.SetHealth("n1", false, "")
 	waiting := make(chan struct{})
 	var once sync.Once
-	g.srv.SetStarter(&fakeStarter{ok: true, onCall: func(int) { once.Do(func() { close(waiting) }) }})
+	g.starter.set(&fakeStarter{ok: true, onCall: func(int) { once.Do(func() { close(waiting) }) }})
 	done := make(chan string)
 	go func() { _, banner, _ := dialBanner(g.addr, "alice", g.userKey); done <- banner }()
 	<-waiting

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"sort"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -43,180 +41,7 @@ type Gateway struct {
 	hubCheck *discovery.Checker
 	azure    *azure.Source     // nil unless discovery.azure
 	shared   *redisstate.Store // nil unless state.redis
-}
-
-// Option adjusts how New builds a gateway.
-type Option func(*options)
-
-type options struct {
-	azure azure.Options
-}
-
-// WithAzure gives discovery.azure a credential, transport and retry
-// settings of the caller's instead of the configured credential and the
-// network (tests pass azuretest's fake credential, transport and
-// NoRetry). The pool, grace, logger and HTTP setting are still the
-// gateway's.
-func WithAzure(ao azure.Options) Option {
-	return func(o *options) { o.azure = ao }
-}
-
-// New builds a gateway from a validated config (see LoadConfig). With
-// discovery.azure it checks at once that the identity can read the scale
-// set, so that a gateway without access stops with a clear message.
-func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	keys, err := sshgw.LoadKeys(cfg.StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("state_dir: %w", err)
-	}
-	var shared *redisstate.Store
-	if cfg.State.Enabled() {
-		if shared, err = redisstate.New(cfg.State, cfg.Balancer.AffinityGrace); err != nil {
-			return nil, fmt.Errorf("state.%w", err)
-		}
-		defer func() {
-			if err != nil {
-				shared.Close()
-			}
-		}()
-		// Every line of a gateway sharing state names it, for logs gathered
-		// from several.
-		log = log.With(zap.String("replica", shared.Replica()))
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if perr := shared.Ping(ctx); perr != nil {
-			log.Warn("Redis does not answer yet; routing from this gateway's own view until it does", zap.String("redis", shared.Addr()), zap.Error(perr))
-		} else {
-			log.Info("routing state shared through Redis", zap.String("redis", shared.Addr()))
-		}
-		cancel()
-	}
-	bal := balancer.New(cfg.Balancer, balancer.Options{Logger: log.Named("balancer")})
-	if shared != nil {
-		bal.SetShared(shared)
-	}
-	var source discovery.Source = discovery.Static(cfg.Discovery.Static)
-	var az *azure.Source
-	if cfg.Discovery.Azure != nil {
-		ao := o.azure
-		ao.Pool, ao.Grace, ao.Logger = bal, cfg.Balancer.AffinityGrace, log.Named("discovery.azure")
-		ao.NoHTTP = !cfg.HTTP.Enabled()
-		if az, err = azure.New(*cfg.Discovery.Azure, ao); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err != nil {
-				az.Close()
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err = az.Check(ctx)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		source = az
-	}
-	srv, err := sshgw.New(cfg.SSH, keys, bal, log.Named("ssh"))
-	if err != nil {
-		return nil, fmt.Errorf("ssh: %w", err)
-	}
-	api, err := admin.New(cfg.Admin, bal, log.Named("admin"))
-	if err != nil {
-		return nil, fmt.Errorf("admin.%w", err)
-	}
-	var starter httpgw.Starter
-	if az != nil {
-		api.SetDiscovery(azureStatus(az))
-		api.SetScaler(scaler{az})
-		if cfg.Discovery.Azure.ScaleFromZero {
-			srv.SetStarter(az)
-			starter = az
-		}
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(bal, bal))
-	if az != nil {
-		reg.MustRegister(admin.NewDiscoveryCollector(azureStatus(az)))
-	}
-	srv.SetMetrics(sshgw.NewMetrics(reg))
-	checker := discovery.NewChecker(cfg.Health, nil, bal, log.Named("health_checker.active"))
-	healthResults := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "poolgate_health_checks_total", Help: "Node health probes, by node and result (ok or fail).",
-	}, []string{"node", "result"})
-	reg.MustRegister(healthResults)
-	checker.CountResults(healthResults)
-	api.ServeMetrics(reg)
-	g = &Gateway{
-		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv,
-		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute},
-		checker: checker,
-		source:  source,
-		azure:   az,
-		shared:  shared,
-	}
-	if cfg.HTTP.Enabled() {
-		hs, err := httpgw.New(cfg.HTTP, bal, httpgw.Options{StateDir: cfg.StateDir, Logger: log.Named("http"), Starter: starter})
-		if err != nil {
-			return nil, fmt.Errorf("http.%w", err)
-		}
-		g.http = hs
-		g.hubCheck = discovery.NewHTTPChecker(cfg.Health, discovery.HubHealthProbe(hs.HealthClient(), hs.HealthScheme()),
-			discovery.StatusFunc(bal.SetHTTPHealth), log.Named("health_checker.hub"))
-		hubResults := prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "poolgate_hub_health_checks_total", Help: "JupyterHub /hub/health probes, by node and result (ok or fail).",
-		}, []string{"node", "result"})
-		reg.MustRegister(hubResults)
-		g.hubCheck.CountResults(hubResults)
-	}
-	var lns []net.Listener
-	listen := func(key, addr string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("%s: %w", key, err)
-		}
-		lns = append(lns, ln)
-		return ln, nil
-	}
-	if g.sshLn, err = listen("ssh.listen", cfg.SSH.Listen); err != nil {
-		return nil, err
-	}
-	if g.adminLn, err = listen("admin.listen", cfg.Admin.Listen); err != nil {
-		return nil, err
-	}
-	if g.http != nil {
-		if g.httpLn, err = listen("http.listen", cfg.HTTP.Listen); err != nil {
-			return nil, err
-		}
-	}
-	return g, nil
-}
-
-// releaseShared tells the shared state, at a clean stop, that this
-// gateway holds no session any more, so the other gateways' counts drop
-// at once rather than after lease_ttl.
-func (g *Gateway) releaseShared() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	// An empty beat whose UpTo is above any lease ID this gateway made
-	// (and exact in Lua's numbers, below 2^53) forgets all of them.
-	const everyLease = 1 << 52
-	if err := g.shared.Heartbeat(ctx, balancer.Beat{UpTo: everyLease}); err != nil {
-		g.log.Warn("could not clear this gateway's sessions from Redis; they expire after lease_ttl", zap.Error(err))
-	}
+	reg      *prometheus.Registry
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -285,9 +110,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); g.hubCheck.Run(bg) }()
 	}
 	if g.shared != nil {
-		wg.Add(2)
-		go func() { defer wg.Done(); g.bal.RunShared(bg, g.shared.HeartbeatInterval()) }()
-		go func() { defer wg.Done(); g.shared.Watch(bg, g.bal.ForgetPin, g.bal.SetPinNotices) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); g.bal.RunShared(bg) }()
 	}
 	wg.Add(2)
 	go func() {
@@ -352,7 +176,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	stopBG()
 	wg.Wait()
 	if g.shared != nil {
-		g.releaseShared()
+		lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if lerr := g.bal.LeaveShared(lctx); lerr != nil {
+			g.log.Warn("could not clear this gateway's sessions from Redis; they expire after lease_ttl", zap.Error(lerr))
+		}
+		lcancel()
 		_ = g.shared.Close()
 	}
 	if errors.Is(err, sshgw.ErrServerClosed) {

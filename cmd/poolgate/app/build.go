@@ -1,0 +1,217 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/balancer/redisstate"
+	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/azure"
+	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/gateway/sshgw"
+)
+
+// Option adjusts how New builds a gateway.
+type Option func(*options)
+
+type options struct {
+	azure azure.Options
+}
+
+// WithAzure gives discovery.azure a credential, transport and retry
+// settings of the caller's instead of the configured credential and the
+// network (tests pass azuretest's fake credential, transport and
+// NoRetry). The pool, grace, logger and HTTP setting are still the
+// gateway's.
+func WithAzure(ao azure.Options) Option {
+	return func(o *options) { o.azure = ao }
+}
+
+// New builds a gateway from a validated config (see LoadConfig), in named
+// steps: keys, shared state, balancer, discovery, metrics, front ends and
+// listeners. With discovery.azure it checks at once that the identity can
+// read the scale set, so that a gateway without access stops with a clear
+// message. On error, whatever the earlier steps opened is closed.
+func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	g = &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			g.closeBuilt()
+		}
+	}()
+	if g.keys, err = sshgw.LoadKeys(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	if err = g.openSharedState(); err != nil {
+		return nil, err
+	}
+	bo := balancer.Options{Logger: g.log.Named("balancer")}
+	if g.shared != nil {
+		bo.Shared = g.shared
+	}
+	g.bal = balancer.New(cfg.Balancer, bo)
+	if err = g.buildDiscovery(o.azure); err != nil {
+		return nil, err
+	}
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(g.bal, g.bal))
+	if err = g.buildFrontEnds(); err != nil {
+		return nil, err
+	}
+	if err = g.listen(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// openSharedState connects to Redis when state.redis is set. Redis that
+// does not answer yet is no error: the balancer routes from its own view
+// until it does.
+func (g *Gateway) openSharedState() error {
+	if !g.cfg.State.Enabled() {
+		return nil
+	}
+	shared, err := redisstate.New(g.cfg.State, g.cfg.Balancer.AffinityGrace)
+	if err != nil {
+		return fmt.Errorf("state.%w", err)
+	}
+	g.shared = shared
+	// Every line of a gateway sharing state names it, for logs gathered
+	// from several.
+	g.log = g.log.With(zap.String("replica", shared.Replica()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if perr := shared.Ping(ctx); perr != nil {
+		g.log.Warn("Redis does not answer yet; routing from this gateway's own view until it does", zap.String("redis", shared.Addr()), zap.Error(perr))
+	} else {
+		g.log.Info("routing state shared through Redis", zap.String("redis", shared.Addr()))
+	}
+	return nil
+}
+
+// buildDiscovery sets up the node source (the static list, or the Azure
+// scale set, whose access is checked now) and the SSH health checks.
+func (g *Gateway) buildDiscovery(ao azure.Options) error {
+	cfg := g.cfg
+	g.source = discovery.Static(cfg.Discovery.Static)
+	if cfg.Discovery.Azure != nil {
+		ao.Pool, ao.Grace, ao.Logger = g.bal, cfg.Balancer.AffinityGrace, g.log.Named("discovery.azure")
+		ao.NoHTTP = !cfg.HTTP.Enabled()
+		az, err := azure.New(*cfg.Discovery.Azure, ao)
+		if err != nil {
+			return err
+		}
+		g.azure = az
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := az.Check(ctx); err != nil {
+			return err
+		}
+		g.source = az
+		g.reg.MustRegister(admin.NewDiscoveryCollector(azureStatus(az)))
+	}
+	g.checker = discovery.NewChecker(cfg.Health, g.bal, discovery.CheckerOptions{
+		Logger: g.log.Named("health_checker.active"), Metrics: g.reg,
+	})
+	return nil
+}
+
+// buildFrontEnds makes the SSH gateway, the admin API and, with
+// http.listen, the HTTP gateway and its hub health checks.
+func (g *Gateway) buildFrontEnds() error {
+	cfg := g.cfg
+	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg)}
+	var starter httpgw.Starter
+	if g.azure != nil && cfg.Discovery.Azure.ScaleFromZero {
+		so.Starter, starter = g.azure, g.azure
+	}
+	srv, err := sshgw.New(cfg.SSH, g.bal, so)
+	if err != nil {
+		return fmt.Errorf("ssh: %w", err)
+	}
+	g.ssh = srv
+	api, err := admin.New(cfg.Admin, g.bal, g.log.Named("admin"))
+	if err != nil {
+		return fmt.Errorf("admin.%w", err)
+	}
+	if g.azure != nil {
+		api.SetDiscovery(azureStatus(g.azure))
+		api.SetScaler(scaler{g.azure})
+	}
+	api.ServeMetrics(g.reg)
+	g.admin = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
+	if !cfg.HTTP.Enabled() {
+		return nil
+	}
+	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter})
+	if err != nil {
+		return fmt.Errorf("http.%w", err)
+	}
+	g.http = hs
+	g.hubCheck = discovery.NewHTTPChecker(cfg.Health, discovery.StatusFunc(g.bal.SetHTTPHealth), discovery.CheckerOptions{
+		Probe:   discovery.HubHealthProbe(hs.HealthClient(), hs.HealthScheme()),
+		Logger:  g.log.Named("health_checker.hub"),
+		Metrics: g.reg,
+	})
+	return nil
+}
+
+// listen binds every listener, so that a busy port is reported at start,
+// naming its key.
+func (g *Gateway) listen() error {
+	var err error
+	if g.sshLn, err = listenOn("ssh.listen", g.cfg.SSH.Listen); err != nil {
+		return err
+	}
+	if g.adminLn, err = listenOn("admin.listen", g.cfg.Admin.Listen); err != nil {
+		return err
+	}
+	if g.http != nil {
+		if g.httpLn, err = listenOn("http.listen", g.cfg.HTTP.Listen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func listenOn(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return ln, nil
+}
+
+// closeBuilt closes what a failed New opened.
+func (g *Gateway) closeBuilt() {
+	for _, ln := range []net.Listener{g.sshLn, g.adminLn, g.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if g.azure != nil {
+		g.azure.Close()
+	}
+	if g.shared != nil {
+		g.shared.Close()
+	}
+}
