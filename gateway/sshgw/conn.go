@@ -57,11 +57,11 @@ type clientConn struct {
 	pre          ssh.ServerPreAuthConn
 	keysRejected bool
 	bannersSent  map[string]bool
-	up           *upstream // the node login, once authentication succeeded
+	node         *nodeConn // the node login, once authentication succeeded
 }
 
-// upstream is the gateway's login to a node for one user connection.
-type upstream struct {
+// nodeConn is the gateway's login to a node for one user connection.
+type nodeConn struct {
 	lease *balancer.Lease
 	conn  ssh.Conn
 	chans <-chan ssh.NewChannel
@@ -71,7 +71,7 @@ type upstream struct {
 	broken atomic.Bool
 }
 
-// watchedConn records a failed read on the upstream connection.
+// watchedConn records a failed read on the node connection.
 type watchedConn struct {
 	net.Conn
 	broken *atomic.Bool
@@ -95,9 +95,9 @@ func (s *Server) handle(nc net.Conn) {
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, c.serverConfig())
 	s.unauth.Add(-1)
 	if err != nil {
-		if c.up != nil { // authenticated, then the connection failed
-			c.up.conn.Close()
-			c.up.lease.Abort()
+		if c.node != nil { // authenticated, then the connection failed
+			c.node.conn.Close()
+			c.node.lease.Abort()
 		}
 		c.log.Debug("ssh handshake ended", zap.Error(err))
 		return
@@ -232,7 +232,7 @@ var (
 const maxNodeTries = 3
 
 // login takes a lease for user, logs in to the leased node with the auth
-// methods (extra first, then the one auth builds), and keeps the upstream
+// methods (extra first, then the one auth builds), and keeps the node
 // for the relay. A node that cannot be reached is avoided and the next one
 // tried; a node that refuses the credentials or fails its host-key check
 // ends the attempt. Failures come back as errors carrying the user's banner.
@@ -275,13 +275,13 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 			log.Error("preparing node login", zap.Error(err))
 			return err
 		}
-		up, err := c.dialNode(user, node, append(extra, method), upstreamCiphers(meta, aesHardware))
+		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware))
 		if err == nil {
-			up.lease = lease
+			nc.lease = lease
 			if prev := lease.Repinned(); prev != "" {
 				c.banner(fmt.Sprintf(msgRepinned, prev, node.Name))
 			}
-			c.up = up
+			c.node = nc
 			return nil
 		}
 		lease.Abort()
@@ -360,14 +360,14 @@ var aesHardware = cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ ||
 	cpu.ARM64.HasAES && cpu.ARM64.HasPMULL ||
 	cpu.S390X.HasAES && cpu.S390X.HasAESGCM
 
-// upstreamCiphers chooses the cipher preference toward the node, where the
+// nodeCiphers chooses the cipher preference toward the node, where the
 // gateway is the client. With AES instructions, AES-GCM comes first
 // whatever the user's client chose (x/crypto's default order): x/crypto's
 // chacha20-poly1305@openssh.com has no amd64 assembly and costs the gateway
 // about 2.5 times the CPU per byte, so a client that chose it pays that on
 // one leg, not two. Without AES instructions, the client's choice comes
 // first: it is then the fast one for this machine too.
-func upstreamCiphers(meta ssh.ConnMetadata, aesHW bool) []string {
+func nodeCiphers(meta ssh.ConnMetadata, aesHW bool) []string {
 	if aesHW {
 		return nil
 	}
@@ -390,7 +390,7 @@ func upstreamCiphers(meta ssh.ConnMetadata, aesHW bool) []string {
 }
 
 // dialNode connects and logs in to node as user.
-func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMethod, ciphers []string) (*upstream, error) {
+func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMethod, ciphers []string) (*nodeConn, error) {
 	timeout := c.s.cfg.UpstreamTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -410,8 +410,8 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		// The node's own banner (a legal notice, say) reaches the user.
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}
-	up := &upstream{}
-	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{nc, &up.broken}, node.SSH, cfg)
+	n := &nodeConn{}
+	conn, chans, reqs, err := ssh.NewClientConn(watchedConn{nc, &n.broken}, node.SSH, cfg)
 	if err != nil {
 		nc.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {
@@ -420,8 +420,8 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		return nil, fmt.Errorf("logging in to %s: %w", node.SSH, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	up.conn, up.chans, up.reqs = conn, chans, reqs
-	return up, nil
+	n.conn, n.chans, n.reqs = conn, chans, reqs
+	return n, nil
 }
 
 func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {

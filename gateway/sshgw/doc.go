@@ -1,12 +1,12 @@
 // Package sshgw is the SSH front end: it terminates SSH from users,
 // authenticates them, asks the balancer for a node, logs in to that node
 // with a short-lived certificate signed by the gateway's user CA (or with
-// the user's password, which the node verifies), and relays every channel
-// and request unchanged.
+// the user's password, which the node verifies), and relays the
+// connection's channels and requests.
 //
 // Usage:
 //
-//	keys, _ := sshgw.LoadKeys(stateDir)          // host key, user CA, node pins
+//	keys, _ := sshgw.LoadKeys(stateDir) // host key, user CA, node pins
 //	srv, _ := sshgw.New(cfg, bal, sshgw.Options{Keys: keys, Logger: logger}) // bal: *balancer.Balancer
 //	go srv.Serve(listener)
 //	...
@@ -16,6 +16,27 @@
 // proven (after the public-key signature is verified, or while the node
 // checks the password), so that every refusal reaches the user as an SSH
 // banner line instead of a bare "Permission denied".
+//
+// What is relayed: every channel and channel request both ways, and global
+// requests in order, with three exceptions: OpenSSH's host-key requests
+// (hostkeys-00, hostkeys-prove-00) are dropped, since they are about the
+// leg they arrive on; keepalives are answered by the gateway itself; and a
+// session channel's EOF is held until the node's exit status has been
+// passed on, since some clients close the channel at EOF.
+//
+// Vocabulary, used throughout the package:
+//
+//   - A session is one user connection relayed to one node: one lease in
+//     the balancer, counted as one SSH session by ops (type session).
+//   - The two legs of a session are the client (the user's connection to
+//     the gateway) and the node (the gateway's login to the node,
+//     nodeConn). Bytes flow toNode or toClient.
+//   - A session channel is a channel of SSH type "session" that the client
+//     opened: a shell, a command or a subsystem such as sftp. Notices
+//     ("the gateway is shutting down") go to its stderr.
+//   - A relayed channel is a pair: near is the side that opened it, far
+//     its twin on the other leg (near is the client for a shell, the node
+//     for a -R forward).
 //
 // sshgw imports balancer for its types and never imports discovery.
 package sshgw

@@ -1,13 +1,9 @@
 package sshgw
 
 import (
-	"encoding/binary"
-	"errors"
-	"io"
 	"reflect"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,26 +23,26 @@ const keepaliveRequest = "keepalive@openssh.com"
 
 // relay carries everything between the user's connection and the node's
 // until either side ends, then closes both and releases the lease.
-func (c *clientConn) relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request) {
-	up := c.up
-	defer up.lease.Release()
+func (c *clientConn) relay(client *ssh.ServerConn, clientChans <-chan ssh.NewChannel, clientReqs <-chan *ssh.Request) {
+	node := c.node
+	defer node.lease.Release()
 	s := &session{
-		c: c, down: down, up: up, shells: map[ssh.Channel]*shell{}, register: make(chan *pair),
-		log: c.log.With(zap.String("user", down.User()), zap.String("node", up.lease.Node().Name), zap.Uint64("session_id", up.lease.ID())),
+		c: c, client: client, node: node, sessionChans: map[ssh.Channel]*sessionChannel{}, register: make(chan *pair),
+		log: c.log.With(zap.String("user", client.User()), zap.String("node", node.lease.Node().Name), zap.Uint64("session_id", node.lease.ID())),
 	}
 	s.exitStatus.Store(-1)
 	start := c.s.now()
 	s.lastActive.Store(start.UnixNano())
 	if !c.s.addSession(s) {
-		down.Close()
-		up.conn.Close()
+		client.Close()
+		node.conn.Close()
 		return
 	}
 	defer c.s.removeSession(s)
 	s.log.Info("ssh session started")
 
 	stopKeepalive := s.startTimers()
-	s.loop(downChans, downReqs)
+	s.loop(clientChans, clientReqs)
 	s.wg.Wait()
 	stopKeepalive()
 
@@ -79,34 +75,29 @@ func globalHandler(out ssh.Conn) func(*ssh.Request) {
 	}
 }
 
-// channelHandler returns the handler that passes a channel request on to
-// out and its reply back, holding replying meanwhile (see pair).
-func channelHandler(out ssh.Channel, replying *sync.Mutex) func(*ssh.Request) {
-	return func(r *ssh.Request) {
-		replying.Lock()
-		defer replying.Unlock()
-		ok, err := out.SendRequest(r.Type, r.WantReply, r.Payload)
-		if r.WantReply {
-			_ = r.Reply(ok && err == nil, nil)
-		}
-	}
+// Select cases of the loop that are always there; each live pair adds two
+// after them (its near and far request streams).
+const (
+	caseClientChans = iota
+	caseNodeChans
+	caseClientReqs
+	caseNodeReqs
+	caseRegister
+	fixedCases
+)
+
+// mux is the loop's state: what it selects on, and what is still open.
+type mux struct {
+	cases   []reflect.SelectCase
+	pairs   []*pair // pairs[k] owns cases fixedCases+2k (near) and fixedCases+2k+1 (far)
+	open    int     // fixed streams still open
+	opening int     // pipes started that have not registered yet
+
+	clientGlobal, nodeGlobal *requestQueue // each leg's global requests, for the other
 }
 
-// pair is a relayed channel: near is the side that opened it, far its
-// twin. Requests from each side queue for the other.
-type pair struct {
-	near, far         ssh.Channel
-	nearReqs, farReqs <-chan *ssh.Request
-	toFar, toNear     *requestQueue // near's requests, far's requests
-	// Each mutex is held while a request from that side is forwarded and
-	// answered; closing that side takes it first, so a reply is never
-	// overtaken by the close of its channel (a client that sent "exec"
-	// must see the reply before the channel closes, even when the command
-	// ends at once).
-	nearReplying, farReplying sync.Mutex
-	farDone                   chan struct{} // closed when far's data has been passed on
-	exit                      *atomic.Int64 // where far's exit-status is recorded
-}
+// closeCase stops selecting case i: a zero Chan is never selected.
+func (m *mux) closeCase(i int) { m.cases[i].Chan = reflect.Value{} }
 
 // loop is the session's one long-lived goroutine besides the data copies:
 // it receives every channel open and every request of both connections and
@@ -114,267 +105,137 @@ type pair struct {
 // per-stream queues), so no stream ever waits on another and x/crypto's
 // read loops never stall. It returns when both connections have closed and
 // every channel's request streams have ended.
-func (s *session) loop(downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request) {
-	up := s.up
-	downGlobal := newRequestQueue(globalHandler(up.conn))
-	upGlobal := newRequestQueue(globalHandler(s.down))
-	defer downGlobal.wait()
-	defer upGlobal.wait()
-
-	// Fixed cases first, then two per live pair.
-	const (
-		caseDownChans = iota
-		caseUpChans
-		caseDownReqs
-		caseUpReqs
-		caseRegister
-		fixed
-	)
-	cases := []reflect.SelectCase{
-		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(downChans)},
-		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(up.chans)},
-		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(downReqs)},
-		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(up.reqs)},
-		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.register)},
+func (s *session) loop(clientChans <-chan ssh.NewChannel, clientReqs <-chan *ssh.Request) {
+	m := &mux{
+		cases: []reflect.SelectCase{
+			caseClientChans: {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(clientChans)},
+			caseNodeChans:   {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.node.chans)},
+			caseClientReqs:  {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(clientReqs)},
+			caseNodeReqs:    {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.node.reqs)},
+			caseRegister:    {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.register)},
+		},
+		open:         4,
+		clientGlobal: newRequestQueue(globalHandler(s.node.conn)),
+		nodeGlobal:   newRequestQueue(globalHandler(s.client)),
 	}
-	var pairs []*pair // pairs[i] owns cases fixed+2i (near) and fixed+2i+1 (far)
-	open := 4         // fixed streams still open
-	opening := 0      // pipes started that have not registered yet
-	closeCase := func(i int) {
-		cases[i].Chan = reflect.Value{} // a zero Chan is never selected
-	}
-	for open > 0 || opening > 0 || len(pairs) > 0 {
-		i, v, ok := reflect.Select(cases)
+	defer m.clientGlobal.wait()
+	defer m.nodeGlobal.wait()
+	for m.open > 0 || m.opening > 0 || len(m.pairs) > 0 {
+		i, v, ok := reflect.Select(m.cases)
 		switch {
-		case i == caseDownChans || i == caseUpChans:
-			if !ok {
-				closeCase(i)
-				open--
-				if i == caseDownChans {
-					s.end("client disconnected")
-					up.conn.Close()
-				} else if s.end("node connection lost") {
-					// Let the pipes tell open session channels and close
-					// them cleanly (see shellEOF) before the connection goes.
-					s.wg.Add(1)
-					go func() { defer s.wg.Done(); waitTimeout(&s.pipes, 5*time.Second); s.down.Close() }()
-				} else {
-					s.down.Close()
-				}
-				continue
-			}
-			opening++
-			nc := v.Interface().(ssh.NewChannel)
-			fromClient := i == caseDownChans
-			out := ssh.Conn(up.conn)
-			if !fromClient {
-				out = s.down
-			}
-			s.wg.Add(1)
-			s.pipes.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer s.pipes.Done()
-				s.pipe(nc, out, fromClient)
-			}()
-		case i == caseDownReqs || i == caseUpReqs:
-			if !ok {
-				closeCase(i)
-				open--
-				continue
-			}
-			r := v.Interface().(*ssh.Request)
-			q := downGlobal
-			if i == caseUpReqs {
-				q = upGlobal
-			}
-			switch {
-			case dropGlobal[r.Type]:
-				if r.WantReply {
-					_ = r.Reply(false, nil)
-				}
-			case r.Type == keepaliveRequest:
-				if r.WantReply {
-					_ = r.Reply(false, nil) // what OpenSSH answers; it proves we are alive
-				}
-			default:
-				q.push(r)
-			}
+		case i == caseClientChans || i == caseNodeChans:
+			s.onChannelOpen(m, i, v, ok)
+		case i == caseClientReqs || i == caseNodeReqs:
+			s.onGlobalRequest(m, i, v, ok)
 		case i == caseRegister:
-			opening--
-			p := v.Interface().(*pair)
-			if p == nil {
-				continue
+			m.opening--
+			if p := v.Interface().(*pair); p != nil {
+				m.pairs = append(m.pairs, p)
+				m.cases = append(m.cases,
+					reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.nearReqs)},
+					reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.farReqs)})
 			}
-			pairs = append(pairs, p)
-			cases = append(cases,
-				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.nearReqs)},
-				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.farReqs)})
 		default:
-			k := (i - fixed) / 2
-			p, fromNear := pairs[k], (i-fixed)%2 == 0
-			if ok {
-				r := v.Interface().(*ssh.Request)
-				if fromNear {
-					p.toFar.push(r)
-				} else {
-					if p.exit != nil && r.Type == "exit-status" && len(r.Payload) >= 4 {
-						p.exit.Store(int64(binary.BigEndian.Uint32(r.Payload)))
-					}
-					p.toNear.push(r)
-				}
-				continue
-			}
-			closeCase(i)
-			s.wg.Add(1)
-			if fromNear {
-				// The opener closed its end: close ours toward the far side
-				// once its requests have been passed on.
-				go func() {
-					defer s.wg.Done()
-					p.toFar.wait()
-					p.farReplying.Lock()
-					p.far.Close()
-					p.farReplying.Unlock()
-				}()
-			} else {
-				// The far side closed. Close toward the opener only after
-				// its requests (exit-status) and data have been passed on.
-				go func() {
-					defer s.wg.Done()
-					p.toNear.wait()
-					<-p.farDone
-					p.nearReplying.Lock()
-					p.near.Close()
-					p.nearReplying.Unlock()
-				}()
-			}
-			if !cases[fixed+2*k].Chan.IsValid() && !cases[fixed+2*k+1].Chan.IsValid() {
-				pairs = slices.Delete(pairs, k, k+1)
-				cases = slices.Delete(cases, fixed+2*k, fixed+2*k+2)
-			}
+			s.onPairRequest(m, i, v, ok)
 		}
 	}
 }
 
-// pipe opens nc's twin on out first, so that a refusal reaches the opener
-// with the far side's own reason, hands the pair's request streams to loop,
-// and relays data, the node's stderr and EOF between them.
-func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
-	far, farReqs, err := out.OpenChannel(nc.ChannelType(), nc.ExtraData())
-	if err != nil {
-		var oce *ssh.OpenChannelError
-		if errors.As(err, &oce) {
-			_ = nc.Reject(oce.Reason, oce.Message)
-		} else {
-			_ = nc.Reject(ssh.ConnectionFailed, "poolgate: "+err.Error())
-		}
-		s.register <- nil
-		return
-	}
-	near, nearReqs, err := nc.Accept()
-	if err != nil {
-		far.Close()
-		go ssh.DiscardRequests(farReqs)
-		s.register <- nil
-		return
-	}
-	s.channels.Add(1)
-	isShell := fromClient && nc.ChannelType() == "session"
-	if isShell {
-		s.mu.Lock()
-		s.shells[near] = &shell{}
-		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			delete(s.shells, near)
-			s.mu.Unlock()
-		}()
-	}
-	nearToFar, farToNear := toNode, toClient
-	if !fromClient {
-		nearToFar, farToNear = toClient, toNode
-	}
-	p := &pair{near: near, far: far, nearReqs: nearReqs, farReqs: farReqs, farDone: make(chan struct{}), exit: &s.exitStatus}
-	p.toFar = newRequestQueue(channelHandler(far, &p.nearReplying))
-	p.toNear = newRequestQueue(channelHandler(near, &p.farReplying))
-	s.register <- p
-
-	// Data far → near: stdout, and for sessions the node's stderr. EOF is
-	// passed on when both are drained. Extended data is relayed only from
-	// the node on session channels: no SSH implementation sends it
-	// otherwise, and an unread stream only stalls its own channel.
-	var wg sync.WaitGroup
-	farStreams := int32(1)
-	if isShell {
-		farStreams = 2
-	}
-	var farLeft atomic.Int32
-	farLeft.Store(farStreams)
-	farStreamDone := func() {
-		if farLeft.Add(-1) == 0 {
-			if isShell {
-				s.shellEOF(near)
-			} else {
-				_ = near.CloseWrite()
-			}
-			close(p.farDone)
-		}
-	}
-	wg.Add(int(farStreams))
-	if isShell {
-		go func() { defer wg.Done(); s.copy(near.Stderr(), far.Stderr(), farToNear); farStreamDone() }()
-	}
-	go func() { defer wg.Done(); s.copy(near, far, farToNear); farStreamDone() }()
-	// Data near → far, on this goroutine.
-	s.copy(far, near, nearToFar)
-	_ = far.CloseWrite()
-	wg.Wait()
-}
-
-// Copy buffers: an idle stream waits in Read with a small buffer of its
-// own; a stream that fills it switches to a pooled large one, and back
-// once it goes quiet. Idle sessions thus hold 256 bytes per stream instead of
-// 32 KiB.
-const (
-	smallBuf = 256
-	largeBuf = 32 << 10
-)
-
-var largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
-
-// copy relays src to dst until EOF or error, counting bytes in direction
-// dir and recording activity for the keepalive and idle checks.
-func (s *session) copy(dst io.Writer, src io.Reader, dir int) {
-	n := &s.bytes[dir]
-	small := make([]byte, smallBuf)
-	buf := small
-	var large *[]byte
-	defer func() {
-		if large != nil {
-			largeBufs.Put(large)
-		}
-	}()
-	for {
-		k, err := src.Read(buf)
-		if k > 0 {
-			s.lastActive.Store(s.c.s.now().UnixNano())
-			n.Add(int64(k))
-			s.c.s.metrics.relayed(dir, k)
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
+// onChannelOpen starts a pipe for a channel one leg opened, or, when that
+// leg's channel stream ended, closes the other leg.
+func (s *session) onChannelOpen(m *mux, i int, v reflect.Value, ok bool) {
+	fromClient := i == caseClientChans
+	if !ok {
+		m.closeCase(i)
+		m.open--
 		switch {
-		case large == nil && k == len(buf):
-			large = largeBufs.Get().(*[]byte)
-			buf = *large
-		case large != nil && k < smallBuf:
-			largeBufs.Put(large)
-			large, buf = nil, small
+		case fromClient:
+			s.end("client disconnected")
+			s.node.conn.Close()
+		case s.end("node connection lost"):
+			// Let the pipes tell open session channels and close them
+			// cleanly (see sessionEOF) before the connection goes.
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); waitTimeout(&s.pipes, 5*time.Second); s.client.Close() }()
+		default:
+			s.client.Close()
 		}
+		return
+	}
+	m.opening++
+	nc := v.Interface().(ssh.NewChannel)
+	out := ssh.Conn(s.node.conn)
+	if !fromClient {
+		out = s.client
+	}
+	s.wg.Add(1)
+	s.pipes.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.pipes.Done()
+		s.pipe(nc, out, fromClient)
+	}()
+}
+
+// onGlobalRequest passes a global request to the other leg, except those
+// the gateway answers itself (keepalives) or never passes (host keys).
+func (s *session) onGlobalRequest(m *mux, i int, v reflect.Value, ok bool) {
+	if !ok {
+		m.closeCase(i)
+		m.open--
+		return
+	}
+	r := v.Interface().(*ssh.Request)
+	switch {
+	case dropGlobal[r.Type]:
+		if r.WantReply {
+			_ = r.Reply(false, nil)
+		}
+	case r.Type == keepaliveRequest:
+		if r.WantReply {
+			_ = r.Reply(false, nil) // what OpenSSH answers; it proves we are alive
+		}
+	case i == caseClientReqs:
+		m.clientGlobal.push(r)
+	default:
+		m.nodeGlobal.push(r)
+	}
+}
+
+// onPairRequest queues a channel request for the pair's other side, or,
+// when one side's request stream ended (it closed the channel), closes the
+// other side once everything before the close has been passed on.
+func (s *session) onPairRequest(m *mux, i int, v reflect.Value, ok bool) {
+	k := (i - fixedCases) / 2
+	p, fromNear := m.pairs[k], (i-fixedCases)%2 == 0
+	if ok {
+		r := v.Interface().(*ssh.Request)
+		if fromNear {
+			p.toFar.push(r)
+		} else {
+			p.fromFar(r)
+		}
+		return
+	}
+	m.closeCase(i)
+	s.wg.Add(1)
+	if fromNear {
+		go func() { defer s.wg.Done(); p.nearClosed() }()
+	} else {
+		go func() { defer s.wg.Done(); p.farClosed() }()
+	}
+	if !m.cases[fixedCases+2*k].Chan.IsValid() && !m.cases[fixedCases+2*k+1].Chan.IsValid() {
+		m.pairs = slices.Delete(m.pairs, k, k+1)
+		m.cases = slices.Delete(m.cases, fixedCases+2*k, fixedCases+2*k+2)
+	}
+}
+
+// waitTimeout waits for wg, or until d has passed.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
 	}
 }

@@ -20,7 +20,8 @@ import (
 
 // testNode is an in-process SSH node that trusts the gateway CA. Its
 // commands: "exit N" (exit at once with N), "out N" (N bytes on stdout and
-// "err" on stderr), "cat" (echo stdin).
+// "err" on stderr), "eof-exit N" ("out", EOF, and exit N 200 ms later, as
+// a command that closes its output before it ends), "cat" (echo stdin).
 func testNode(t *testing.T, ca ssh.PublicKey) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -39,6 +40,12 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 				_, _ = s.Write(bytes.Repeat([]byte("x"), n))
 				_, _ = io.WriteString(s.Stderr(), "err")
 				_ = s.Exit(0)
+			case len(f) == 2 && f[0] == "eof-exit":
+				n, _ := strconv.Atoi(f[1])
+				_, _ = io.WriteString(s, "out")
+				_ = s.CloseWrite()
+				time.Sleep(200 * time.Millisecond)
+				_ = s.Exit(n)
 			case len(f) == 1 && f[0] == "cipher": // what the gateway negotiated with this node
 				conn := s.Context().Value(gliderssh.ContextKeyConn).(*ssh.ServerConn).Conn.(ssh.AlgorithmsConnMetadata)
 				_, _ = io.WriteString(s, conn.Algorithms().Read.Cipher)
@@ -229,14 +236,14 @@ func (f fakeMeta) Algorithms() ssh.NegotiatedAlgorithms {
 }
 
 func TestUpstreamCiphersWithoutAES(t *testing.T) {
-	got := upstreamCiphers(fakeMeta{cipher: ssh.CipherChaCha20Poly1305}, false)
+	got := nodeCiphers(fakeMeta{cipher: ssh.CipherChaCha20Poly1305}, false)
 	if len(got) == 0 || got[0] != ssh.CipherChaCha20Poly1305 || len(got) != len(ssh.SupportedAlgorithms().Ciphers) {
 		t.Fatalf("without AES hardware, client chose chacha20: %v", got)
 	}
-	if got := upstreamCiphers(fakeMeta{cipher: ssh.CipherChaCha20Poly1305}, true); got != nil {
+	if got := nodeCiphers(fakeMeta{cipher: ssh.CipherChaCha20Poly1305}, true); got != nil {
 		t.Fatalf("with AES hardware: %v, want nil (x/crypto's default, AES-GCM first)", got)
 	}
-	if got := upstreamCiphers(fakeMeta{cipher: "none"}, false); got != nil {
+	if got := nodeCiphers(fakeMeta{cipher: "none"}, false); got != nil {
 		t.Fatalf("unknown cipher: %v", got)
 	}
 }

@@ -9,13 +9,14 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// session is one user connection relayed to one node. It is owned by the
-// goroutine running relay; Server keeps it in its set for notices.
+// session is one user connection relayed to one node: what the balancer
+// counts as one SSH session (one lease). It is owned by the goroutine
+// running relay; Server keeps it in its set for notices.
 type session struct {
-	c    *clientConn
-	down *ssh.ServerConn
-	up   *upstream
-	log  *zap.Logger
+	c      *clientConn
+	client *ssh.ServerConn // the user's leg
+	node   *nodeConn       // the gateway's login to the node
+	log    *zap.Logger
 
 	bytes      [2]atomic.Int64 // relayed, by direction (toNode, toClient)
 	exitStatus atomic.Int64    // -1 until the node reports one
@@ -23,17 +24,18 @@ type session struct {
 	lastActive atomic.Int64 // unix nanoseconds of the last data relayed
 	endReason  atomic.Pointer[string]
 
-	mu     sync.Mutex             // protects shells and each shell's eof
-	shells map[ssh.Channel]*shell // client-side session channels, for notices
+	mu           sync.Mutex                      // protects sessionChans and each one's eof
+	sessionChans map[ssh.Channel]*sessionChannel // the client's session channels, for notices
 
 	wg       sync.WaitGroup // every goroutine of this session but loop
 	pipes    sync.WaitGroup // the channel pipes alone
 	register chan *pair     // pipes hand their request streams to loop; nil: opening failed
 }
 
-// shell is a client-side session channel, where notices can be written
-// until EOF has been sent on it.
-type shell struct{ eof bool }
+// sessionChannel is a channel of SSH type "session" that the client opened
+// (a shell, a command or a subsystem), where notices can be written to its
+// stderr until EOF has been sent on it.
+type sessionChannel struct{ eof bool }
 
 // end records why the session ended; only the first reason counts. It
 // reports whether this call set it.
@@ -46,8 +48,8 @@ func (s *session) close(reason, msg string) {
 	if s.end(reason) && msg != "" {
 		s.tell(msg, time.Second)
 	}
-	s.down.Close()
-	s.up.conn.Close()
+	s.client.Close()
+	s.node.conn.Close()
 }
 
 // tell is notice, waiting for it at most d: a channel write blocks while
@@ -71,27 +73,27 @@ func (s *session) tell(msg string, d time.Duration) {
 func (s *session) notice(msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ch, sh := range s.shells {
-		if !sh.eof {
+	for ch, sc := range s.sessionChans {
+		if !sc.eof {
 			_, _ = ch.Stderr().Write([]byte(msg))
 		}
 	}
 }
 
-// shellEOF passes the node's EOF to a session channel. If the node's
+// sessionEOF passes the node's EOF to a session channel. If the node's
 // connection failed (its channels end with an EOF the node never sent),
 // the user is told first.
-func (s *session) shellEOF(near ssh.Channel) {
+func (s *session) sessionEOF(near ssh.Channel) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sh := s.shells[near]
-	if sh == nil || sh.eof {
+	sc := s.sessionChans[near]
+	if sc == nil || sc.eof {
 		return
 	}
-	if s.up.broken.Load() {
-		_, _ = near.Stderr().Write([]byte("poolgate: the connection to node " + s.up.lease.Node().Name + " was lost.\n"))
+	if s.node.broken.Load() {
+		_, _ = near.Stderr().Write([]byte("poolgate: the connection to node " + s.node.lease.Node().Name + " was lost.\n"))
 	}
-	sh.eof = true
+	sc.eof = true
 	_ = near.CloseWrite()
 }
 
@@ -121,7 +123,7 @@ func (s *session) startTimers() (stop func()) {
 			return
 		}
 		if cfg.KeepaliveInterval > 0 && idle >= cfg.KeepaliveInterval {
-			for i, conn := range []ssh.Conn{s.down, s.up.conn} {
+			for i, conn := range []ssh.Conn{s.client, s.node.conn} {
 				if ping(conn, cfg.KeepaliveInterval) {
 					missed[i] = 0
 				} else {
@@ -135,7 +137,7 @@ func (s *session) startTimers() (stop func()) {
 			}
 			if missed[1] >= cfg.KeepaliveCountMax {
 				s.log.Info("node stopped answering keepalives")
-				s.close("node keepalive timeout", "poolgate: node "+s.up.lease.Node().Name+" stopped responding; closing this connection.\n")
+				s.close("node keepalive timeout", "poolgate: node "+s.node.lease.Node().Name+" stopped responding; closing this connection.\n")
 				return
 			}
 		}
@@ -153,16 +155,6 @@ func (s *session) startTimers() (stop func()) {
 		stopped = true
 		timer.Stop()
 		mu.Unlock()
-	}
-}
-
-// waitTimeout waits for wg, or until d has passed.
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
 	}
 }
 
