@@ -8,7 +8,7 @@
 // ([Balancer.SetNodes]) and health ([Balancer.SetHealth]). Ops read
 // [Balancer.Nodes] and [Balancer.Sessions] and call [Balancer.Drain].
 //
-// Routing rules (see DESIGN.md):
+// Routing rules (docs/DESIGN.md gives the reasons):
 //
 //  1. A user is a login name.
 //  2. A user with a live pin to a node that is up goes there. A pin lives

@@ -1,5 +1,3 @@
-// Command poolgate is a session-aware SSH gateway for a pool of
-// interactive VMs. See README.md and docs/CONFIG.md.
 package main
 
 import (
@@ -28,7 +26,7 @@ import (
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
-const usage = `poolgate: a session-aware SSH gateway for a pool of shared VMs
+const usage = `poolgate: a session-aware SSH and JupyterHub gateway for a pool of shared VMs
 
 Usage:
   poolgate serve --config FILE      run the gateway

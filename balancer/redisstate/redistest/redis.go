@@ -1,4 +1,3 @@
-// Package redistest runs a real redis-server on a loopback port for tests.
 package redistest
 
 import (
