@@ -15,6 +15,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/balancer/redisstate/redistest"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -54,7 +55,7 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	}
 	go func() { defer close(r.done); bal.RunShared(ctx) }()
 	t.Cleanup(r.stop)
-	waitFor(t, name+"'s pin notices", 5*time.Second, r.notices.Load)
+	testutil.Eventually(t, 5*time.Second, name+"'s pin notices", r.notices.Load)
 	return r
 }
 
@@ -112,17 +113,6 @@ func counts(nodes []balancer.NodeStatus) string {
 	return strings.Join(s, " ")
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestReplicasAgree(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
@@ -134,7 +124,7 @@ func TestReplicasAgree(t *testing.T) {
 	}
 	// B sees A's sessions (its view is at most half a second old), with
 	// A's replica name.
-	waitFor(t, "B to count alice's two sessions", time.Second, func() bool {
+	testutil.Eventually(t, time.Second, "B to count alice's two sessions", func() bool {
 		return strings.Contains(counts(b.bal.Nodes()), alice.Node().Name+"=2")
 	})
 	replicas := map[string]bool{}
@@ -148,7 +138,7 @@ func TestReplicasAgree(t *testing.T) {
 	again.Release()
 	// Releases reach Redis in the background; until then alice's sessions
 	// still weigh on her node.
-	waitFor(t, "alice's releases", 2*time.Second, func() bool { return counts(b.bal.Nodes()) == "node-1=0 node-2=0 node-3=0" })
+	testutil.Eventually(t, 2*time.Second, "alice's releases", func() bool { return counts(b.bal.Nodes()) == "node-1=0 node-2=0 node-3=0" })
 
 	// Ten users log in at once through alternating replicas: the claims
 	// race across replicas, and the spread is even. Each then opens a
@@ -217,7 +207,7 @@ func TestDrainThroughOneReplicaSteersTheOther(t *testing.T) {
 	} else {
 		l.Release()
 	}
-	waitFor(t, "B to show the drain", time.Second, func() bool {
+	testutil.Eventually(t, time.Second, "B to show the drain", func() bool {
 		for _, n := range b.bal.Nodes() {
 			if n.Name == carol.Node().Name {
 				return n.State == balancer.StateDraining
@@ -228,7 +218,7 @@ func TestDrainThroughOneReplicaSteersTheOther(t *testing.T) {
 	if err := b.bal.Undrain(carol.Node().Name); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A to show the undrain", time.Second, func() bool {
+	testutil.Eventually(t, time.Second, "A to show the undrain", func() bool {
 		for _, n := range a.bal.Nodes() {
 			if n.Name == carol.Node().Name {
 				return n.State == balancer.StateUp
@@ -245,10 +235,10 @@ func TestDeadReplicaLeavesCountsWithinTTL(t *testing.T) {
 	for _, u := range []string{"u1", "u2", "u3"} {
 		a.acquire(t, u) // never released: A dies with them
 	}
-	waitFor(t, "B to count A's sessions", time.Second, func() bool { return counts(b.bal.Nodes()) == "node-1=1 node-2=1 node-3=1" })
+	testutil.Eventually(t, time.Second, "B to count A's sessions", func() bool { return counts(b.bal.Nodes()) == "node-1=1 node-2=1 node-3=1" })
 	a.stop()
 	died := time.Now()
-	waitFor(t, "A's sessions to leave B's counts", 2*ttl, func() bool { return counts(b.bal.Nodes()) == "node-1=0 node-2=0 node-3=0" })
+	testutil.Eventually(t, 2*ttl, "A's sessions to leave B's counts", func() bool { return counts(b.bal.Nodes()) == "node-1=0 node-2=0 node-3=0" })
 	if took := time.Since(died); took > ttl+time.Second {
 		t.Errorf("A's sessions left the counts after %s, want within the %s TTL", took, ttl)
 	}
@@ -277,7 +267,7 @@ func TestRedisOutageDegradesAndReconciles(t *testing.T) {
 	}
 	srv.Restart() // empty, as a Redis that lost its data
 	// Within a lease period both replicas put their sessions back.
-	waitFor(t, "counts to converge", 2*ttl, func() bool {
+	testutil.Eventually(t, 2*ttl, "counts to converge", func() bool {
 		_, da, _ := a.bal.SharedStatus()
 		_, db, _ := b.bal.SharedStatus()
 		if da || db {
@@ -292,7 +282,7 @@ func TestRedisOutageDegradesAndReconciles(t *testing.T) {
 	for _, l := range held {
 		l.Release()
 	}
-	waitFor(t, "releases to reach Redis", 2*ttl, func() bool {
+	testutil.Eventually(t, 2*ttl, "releases to reach Redis", func() bool {
 		total := 0
 		for _, n := range a.bal.Nodes() {
 			total += n.SSHSessions
@@ -316,7 +306,7 @@ func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
 	}
 	// A follows once B's notice of the move reaches it (its pin cache may
 	// answer for the few milliseconds before); dave is told only once.
-	waitFor(t, "A to follow dave's move", 2*time.Second, func() bool {
+	testutil.Eventually(t, 2*time.Second, "A to follow dave's move", func() bool {
 		next := a.acquire(t, "dave")
 		defer next.Release()
 		if next.Repinned() != "" {
@@ -332,7 +322,7 @@ func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
 		t.Fatal("erin's claim left no pin")
 	}
 	e.Abort()
-	waitFor(t, "erin's pin to go", 5*time.Second, func() bool {
+	testutil.Eventually(t, 5*time.Second, "erin's pin to go", func() bool {
 		n, err := a.store.rdb.Exists(context.Background(), a.store.prefix+"pin:erin").Result()
 		return err == nil && n == 0
 	})
@@ -364,7 +354,7 @@ func TestMissedPinNoticesDropCachedPins(t *testing.T) {
 	if moved.Node().Name == home {
 		t.Fatalf("B left hana on %s", home)
 	}
-	waitFor(t, "A to subscribe again", 5*time.Second, func() bool { return a.subscribed.Load() > subscribed && a.notices.Load() })
+	testutil.Eventually(t, 5*time.Second, "A to subscribe again", func() bool { return a.subscribed.Load() > subscribed && a.notices.Load() })
 	next := a.acquire(t, "hana")
 	defer next.Release()
 	if next.Node().Name != moved.Node().Name {
@@ -408,12 +398,12 @@ func TestPinCacheServesPinnedUsersAndHearsMoves(t *testing.T) {
 	if second.Node().Name != home {
 		t.Fatalf("gina's second session on %s, want %s", second.Node().Name, home)
 	}
-	waitFor(t, "B to count gina's two sessions", 2*time.Second, func() bool {
+	testutil.Eventually(t, 2*time.Second, "B to count gina's two sessions", func() bool {
 		return strings.Contains(counts(b.bal.Nodes()), home+"=2")
 	})
 	first.Release()
 	second.Release()
-	waitFor(t, "the releases", 2*time.Second, func() bool { return !strings.Contains(counts(b.bal.Nodes()), "=2") })
+	testutil.Eventually(t, 2*time.Second, "the releases", func() bool { return !strings.Contains(counts(b.bal.Nodes()), "=2") })
 
 	// B finds gina's node down and moves her; A, which still sees the node
 	// up, hears of the move and follows.
@@ -422,7 +412,7 @@ func TestPinCacheServesPinnedUsersAndHearsMoves(t *testing.T) {
 	if moved.Node().Name == home {
 		t.Fatalf("B left gina on %s", home)
 	}
-	waitFor(t, "A to follow the move", 2*time.Second, func() bool {
+	testutil.Eventually(t, 2*time.Second, "A to follow the move", func() bool {
 		l := a.acquire(t, "gina")
 		defer l.Release()
 		return l.Node().Name == moved.Node().Name
@@ -441,7 +431,7 @@ func TestBrowserSessionsAreSharedToo(t *testing.T) {
 	if web.Node().Name != ssh.Node().Name {
 		t.Fatalf("ivy's browser through B on %s, her ssh through A on %s", web.Node().Name, ssh.Node().Name)
 	}
-	waitFor(t, "A to count ivy's browser session", time.Second, func() bool {
+	testutil.Eventually(t, time.Second, "A to count ivy's browser session", func() bool {
 		for _, n := range a.bal.Nodes() {
 			if n.Name == ssh.Node().Name {
 				return n.SSHSessions == 1 && n.HTTPSessions == 1

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // stuckNode is a raw SSH node that trusts the CA, never answers global
@@ -153,7 +155,7 @@ func TestKeepaliveDetectsDeadNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuf
+	var stderr testutil.SyncBuffer
 	s.Stderr = &stderr
 	start := time.Now()
 	err = s.Run("wait")
@@ -246,7 +248,7 @@ func TestIdleTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuf
+	var stderr testutil.SyncBuffer
 	s.Stderr = &stderr
 	in, _ := s.StdinPipe()
 	defer in.Close()
@@ -349,7 +351,7 @@ func TestShutdownTellsUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuf
+	var stderr testutil.SyncBuffer
 	s.Stderr = &stderr
 	in, _ := s.StdinPipe()
 	defer in.Close()
@@ -399,12 +401,3 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("after the forget period: %s", d)
 	}
 }
-
-// syncBuf is a goroutine-safe bytes.Buffer.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
