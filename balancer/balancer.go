@@ -3,6 +3,7 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -58,6 +59,9 @@ type Config struct {
 	// users already pinned to it may still open sessions there, so a user
 	// is never split across nodes. 0 means no limit.
 	MaxSessionsPerNode int `yaml:"max_sessions_per_node"`
+	// Load places users by the nodes' measured load (section "load",
+	// filled by the caller). Its zero SessionCost means the default.
+	Load LoadConfig `yaml:"-"`
 }
 
 // DefaultAffinityGrace is the grace period used when Config leaves it zero.
@@ -70,6 +74,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionsPerNode < 0 {
 		return fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode)
+	}
+	if c.Load.Max < 0 || math.IsNaN(c.Load.Max) {
+		return fmt.Errorf("load.max: must be 0 (off) or more, got %v", c.Load.Max)
+	}
+	if c.Load.SessionCost < 0 || math.IsNaN(c.Load.SessionCost) {
+		return fmt.Errorf("load.session_cost: must be 0 (the default) or more, got %v", c.Load.SessionCost)
 	}
 	return nil
 }
@@ -99,8 +109,9 @@ type Balancer struct {
 	mu    sync.RWMutex
 	nodes map[string]*node
 	order []*node // nodes in the order discovery listed them
-	// loads[p][i] is order[i]'s weighted load for a new session of
-	// protocol index p, +Inf if it takes no new user of that protocol.
+	// loads[p][i] is order[i]'s placement score for a new session of
+	// protocol index p (see scoreLocked), +Inf if it takes no new user of
+	// that protocol.
 	loads     [2][]float64
 	users     map[string]*userState
 	leases    map[uint64]*Lease
@@ -131,6 +142,8 @@ type node struct {
 	sessions [2]int                // live leases by protocol index
 	users    map[string]int        // user → live leases on this node
 	pinned   map[string]*userState // users whose pin points here
+	load     Load                  // last measured load; NoLoad until the first
+	history  *loadRing             // recent samples for ops; nil until the first
 }
 
 // httpHealth is the node's HTTP (JupyterHub) check. A node whose hub is
@@ -169,6 +182,9 @@ func protoIndex(p Protocol) int {
 func New(cfg Config, opts Options) *Balancer {
 	if cfg.AffinityGrace == 0 {
 		cfg.AffinityGrace = DefaultAffinityGrace
+	}
+	if cfg.Load.SessionCost == 0 {
+		cfg.Load.SessionCost = DefaultSessionCost
 	}
 	b := &Balancer{
 		cfg:    cfg,
@@ -212,7 +228,7 @@ func (b *Balancer) SetNodes(nodes []Node) {
 		seen[nd.Name] = true
 		n, ok := b.nodes[nd.Name]
 		if !ok {
-			n = &node{changed: now, idle: now, users: make(map[string]int), pinned: make(map[string]*userState)}
+			n = &node{changed: now, idle: now, users: make(map[string]int), pinned: make(map[string]*userState), load: NoLoad}
 			b.nodes[nd.Name] = n
 			b.log.Info("node added", zap.String("node", nd.Name), zap.String("ssh", nd.SSH), zap.String("http", nd.HTTP))
 		}
@@ -348,6 +364,10 @@ type NodeStatus struct {
 	// HTTP is the node's JupyterHub check: HTTPChecked once it reported.
 	HTTPUp, HTTPChecked bool
 	HTTPDetail          string
+	// Load is the node's last measured load (NaN fields: not measured);
+	// LoadStale is set when it is too old to be used for placement.
+	Load      Load
+	LoadStale bool
 }
 
 // Nodes returns a snapshot of the node set in discovery order. With shared
@@ -400,6 +420,8 @@ func (b *Balancer) localNodes() []NodeStatus {
 			HTTPUp:       n.http.up,
 			HTTPChecked:  n.http.checked,
 			HTTPDetail:   n.http.reason,
+			Load:         n.load,
+			LoadStale:    n.load.Measured() && b.stale(n.load, now),
 		})
 	}
 	return out

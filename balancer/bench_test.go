@@ -69,6 +69,24 @@ func BenchmarkPickNew(b *testing.B) {
 	}
 }
 
+// BenchmarkPickNewMeasured is a new user on a pool whose every node
+// reports its load (a tenth of them over load.max): the same scan, over
+// scores that blend load and sessions.
+func BenchmarkPickNewMeasured(b *testing.B) {
+	bal, _ := benchPool(b)
+	at := time.Now()
+	for i := range 1000 {
+		bal.SetLoad(fmt.Sprintf("node-%d", i), Load{CPU: float64(i%100) / 100, Memory: 0.5, GPU: Unknown, GPUMemory: Unknown, At: at})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := bal.pick("newcomer"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkAcquireRelease is a whole session's bookkeeping for a pinned user.
 func BenchmarkAcquireRelease(b *testing.B) {
 	bal, users := benchPool(b)

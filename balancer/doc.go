@@ -14,9 +14,19 @@
 //  2. A user with a live pin to a node that is up goes there. A pin lives
 //     while the user has a session open and for Config.AffinityGrace after
 //     the last one closes.
-//  3. Otherwise the least-loaded node that is up, not draining and not full
-//     is chosen: load is live sessions divided by the node's weight; ties are
-//     broken at random.
+//  3. Otherwise the node with the lowest placement score that is up, not
+//     draining and not full is chosen; ties are broken at random. The score
+//     blends what the node really carries with its sessions: the peak of
+//     its measured CPU (run queue per CPU), memory, GPU and GPU memory use
+//     ([Balancer.SetLoad], from the nodes' exporters), plus
+//     LoadConfig.SessionCost (default 0.1) per live session per weight. A
+//     node at or above LoadConfig.Max on any resource takes no new user
+//     while a node below it can (among such nodes the score still orders
+//     them). A node without figures, or whose figures are older than
+//     LoadConfig.StaleAfter, is judged by its sessions alone and never
+//     excluded. The session term moves at once with each login, while
+//     load figures lag by a scrape and load1's minute average, so a burst
+//     of logins still spreads.
 //  4. A draining node takes no new users; users pinned to it still reach it.
 //  5. A node that goes down or leaves the pool loses its pins; the user's
 //     next lease reports the node it lost ([Lease.Repinned]).

@@ -95,10 +95,14 @@ func (b *Balancer) refreshLocked(n *node) {
 	}
 	total := n.sessions[0] + n.sessions[1]
 	open := !n.draining && (b.cfg.MaxSessionsPerNode == 0 || total < b.cfg.MaxSessionsPerNode)
+	score := math.Inf(1)
+	if open {
+		score = b.scoreLocked(n, total)
+	}
 	for p := range b.loads {
 		load := math.Inf(1)
-		if open && n.upFor(p) {
-			load = float64(total) / n.weight
+		if n.upFor(p) {
+			load = score
 		}
 		b.loads[p][n.idx] = load
 	}

@@ -61,6 +61,9 @@ type Claim struct {
 	Now                time.Time
 	Grace              time.Duration
 	MaxSessionsPerNode int
+	// SessionCost is what one session per weight adds to a node's score
+	// (LoadConfig.SessionCost); the score is Candidate.Load plus that.
+	SessionCost float64
 	// Rand in [0, 1) breaks ties among the least-loaded nodes.
 	Rand float64
 }
@@ -71,6 +74,11 @@ type Candidate struct {
 	Weight float64
 	Up     bool
 	Avoid  bool
+	// Load is the measured part of the node's placement score, from this
+	// gateway's own scrapes (every gateway scrapes for itself): its peak
+	// resource use, more than 1e9 when at or above load.max, 0 without
+	// figures.
+	Load float64
 }
 
 // Claimed is the shared state's answer to a Claim.

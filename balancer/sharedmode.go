@@ -64,11 +64,11 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	sh.pending[b.nextID] = true
 	c := Claim{
 		User: user, Proto: proto, Client: client, LeaseID: b.nextID, Now: b.now(),
-		Grace: b.cfg.AffinityGrace, MaxSessionsPerNode: b.cfg.MaxSessionsPerNode,
+		Grace: b.cfg.AffinityGrace, MaxSessionsPerNode: b.cfg.MaxSessionsPerNode, SessionCost: b.cfg.Load.SessionCost,
 		Rand: float64(b.rand(1<<20)) / (1 << 20), Nodes: make([]Candidate, 0, len(b.order)),
 	}
 	for _, n := range b.order {
-		c.Nodes = append(c.Nodes, Candidate{Name: n.Name, Weight: n.weight, Up: n.upFor(p), Avoid: slices.Contains(avoid, n.Name)})
+		c.Nodes = append(c.Nodes, Candidate{Name: n.Name, Weight: n.weight, Up: n.upFor(p), Avoid: slices.Contains(avoid, n.Name), Load: b.resourceScoreLocked(n)})
 	}
 	b.mu.Unlock()
 

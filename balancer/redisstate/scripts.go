@@ -24,7 +24,10 @@ import "github.com/redis/go-redis/v9"
 
 // claimScript: ARGV = P, user, proto, client, lease, replica, now, grace,
 // ttl, max sessions per node, rand in [0,1), nodes as JSON
-// [[name, weight, up, avoid], ...]. Returns {node, lost, created}; node ""
+// [[name, weight, up, avoid, load], ...], session cost. A node's score is
+// its load (the measured part, from the claiming gateway's scrapes) plus
+// the session cost per live session per weight, as in the balancer; the
+// lowest score wins. Returns {node, lost, created}; node ""
 // when no node can take the session. A claim that creates or moves a pin
 // publishes "<replica> <user>" on P.."pins", so that other gateways drop
 // the user from their pin caches.
@@ -32,6 +35,7 @@ var claimScript = redis.NewScript(`
 local P, user, proto, client, lk, replica = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now, grace, ttl, maxn, rnd = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local nodes = cjson.decode(ARGV[12])
+local cost = tonumber(ARGV[13])
 local pinKey = P .. 'pin:' .. user
 local pin = redis.call('HMGET', pinKey, 'node', 'until', 'lost')
 local pinned = pin[1] or ''
@@ -55,7 +59,7 @@ if not chosen then
       if maxn == 0 or c < maxn then
         local w = n[2]
         if w <= 0 then w = 1 end
-        local load = c / w
+        local load = (n[5] or 0) + c / w * cost
         if best == nil or load < best then
           best, ties = load, {n[1]}
         elseif load == best then

@@ -167,16 +167,17 @@ func protoName(p balancer.Protocol) string { return string(p) }
 
 // Claim implements balancer.Shared.
 func (s *Store) Claim(ctx context.Context, c balancer.Claim) (balancer.Claimed, error) {
-	nodes := make([][4]any, len(c.Nodes))
+	nodes := make([][5]any, len(c.Nodes))
 	for i, n := range c.Nodes {
-		nodes[i] = [4]any{n.Name, n.Weight, b01(n.Up), b01(n.Avoid)}
+		nodes[i] = [5]any{n.Name, n.Weight, b01(n.Up), b01(n.Avoid), n.Load}
 	}
 	js, err := json.Marshal(nodes)
 	if err != nil {
 		return balancer.Claimed{}, err
 	}
 	res, err := claimScript.Run(ctx, s.rdb, s.keys(), s.prefix, c.User, protoName(c.Proto), c.Client, s.leaseKey(c.LeaseID), s.replica,
-		ms(c.Now), msd(c.Grace), msd(s.ttl), c.MaxSessionsPerNode, strconv.FormatFloat(c.Rand, 'f', -1, 64), string(js)).Slice()
+		ms(c.Now), msd(c.Grace), msd(s.ttl), c.MaxSessionsPerNode, strconv.FormatFloat(c.Rand, 'f', -1, 64), string(js),
+		strconv.FormatFloat(c.SessionCost, 'g', -1, 64)).Slice()
 	if err != nil {
 		return balancer.Claimed{}, fmt.Errorf("redis claim: %w", err)
 	}
