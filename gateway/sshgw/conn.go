@@ -21,6 +21,7 @@ import (
 // happened and what to do, and never reveal whether a login name exists.
 const (
 	msgNoKey       = "poolgate: none of the keys you offered is authorized for %s on this pool.\n"
+	msgKeyRefused  = "poolgate: key %s is not authorized for %s on this pool; your other keys, if any, are tried next.\n"
 	msgNoNode      = "poolgate: no node in the pool can take your session right now (all are down, draining or full). Please try again in a few minutes.\n"
 	msgNodeDown    = "poolgate: could not reach node %s, and no other node can take your session; please try again in a few minutes.\n"
 	msgNodeRefused = "poolgate: node %s refused the login for %s; ask your administrator to check that the node knows this user and trusts the gateway's CA.\n"
@@ -140,12 +141,12 @@ func (c *clientConn) banner(msg string) {
 func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	user := meta.User()
 	if err := CheckUser(user); err != nil {
-		c.keysRejected = true
+		c.keyRefused(user, key)
 		return nil, err
 	}
 	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr())
 	if err != nil {
-		c.keysRejected = true
+		c.keyRefused(user, key)
 		return nil, err
 	}
 	perms := &ssh.Permissions{ExtraData: map[any]any{restrictionsKey{}: r}}
@@ -153,6 +154,17 @@ func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		perms.Extensions = map[string]string{"no-touch-required": ""}
 	}
 	return perms, nil
+}
+
+// keyRefused tells the user, once per connection, that a key was refused:
+// a client that offers keys only (ssh -o BatchMode=yes, git) would
+// otherwise see a bare "Permission denied". The line is the same for a
+// user that does not exist, so it tells nothing about who does.
+func (c *clientConn) keyRefused(user string, key ssh.PublicKey) {
+	if !c.keysRejected {
+		c.banner(fmt.Sprintf(msgKeyRefused, ssh.FingerprintSHA256(key), safeUser(user)))
+	}
+	c.keysRejected = true
 }
 
 // keyVerified runs once the client has proven it holds an authorized key:

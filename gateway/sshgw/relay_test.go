@@ -290,9 +290,40 @@ func TestRefusedKeyAndUnknownUser(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s logged in with an unauthorized key", user)
 		}
-		if len(banners) != 1 || !strings.Contains(banners[0], "none of the keys you offered is authorized for") {
+		if len(banners) != 2 || !strings.Contains(banners[0], "key "+ssh.FingerprintSHA256(other.PublicKey())+" is not authorized for") ||
+			!strings.Contains(banners[1], "none of the keys you offered is authorized for") {
 			t.Fatalf("%s: banners %q", user, banners)
 		}
+	}
+}
+
+// TestRefusedKeyOnlyClient is a client that offers keys and nothing else
+// (ssh -o BatchMode=yes, git): it is told why, in one line, and the line
+// is the same whether the user exists or not.
+func TestRefusedKeyOnlyClient(t *testing.T) {
+	addr, _ := testGateway(t)
+	other, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "k"), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, user := range []string{"alice", "nobody"} {
+		var banners []string
+		_, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+			User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(other, other)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			BannerCallback:  func(m string) error { banners = append(banners, m); return nil },
+		})
+		if err == nil {
+			t.Fatalf("%s logged in with an unauthorized key", user)
+		}
+		if len(banners) != 1 || !strings.HasPrefix(banners[0], "poolgate: key SHA256:") {
+			t.Fatalf("%s: banners %q, want one poolgate: line", user, banners)
+		}
+		seen[user] = strings.Replace(banners[0], user, "USER", 1)
+	}
+	if seen["alice"] != seen["nobody"] {
+		t.Fatalf("the refusal tells which user exists: %q vs %q", seen["alice"], seen["nobody"])
 	}
 }
 
