@@ -51,7 +51,8 @@
 // Tests use Options.Now and Options.Client, and discovery/load/loadtest
 // for real node_exporter processes.
 //
-// load imports only the standard library, prometheus/common's expfmt and
-// zap: not balancer (the Sink interface is declared here) and never
-// gateway.
+// load imports only the standard library, the Prometheus exposition
+// libraries (prometheus/common's expfmt, client_model, protobuf's
+// protodelim) and zap: not balancer (the Sink interface is declared here)
+// and never gateway.
 package load

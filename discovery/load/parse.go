@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protodelim"
 )
 
 // MaxBody is the largest exporter response read. node_exporter with every
@@ -64,7 +65,7 @@ func ParseGPU(body io.Reader, contentType string) (Sample, error) {
 // decode parses an exposition into metric families. Text (any version)
 // and an unknown or missing Content-Type go to the text parser with UTF-8
 // name validation (which accepts every legacy name); delimited protobuf to
-// expfmt's decoder. OpenMetrics 1.0 is close enough to text for the
+// decodeProto. OpenMetrics 1.0 is close enough to text for the
 // gauges and counters read here.
 func decode(body io.Reader, contentType string) (map[string]*dto.MetricFamily, error) {
 	data, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
@@ -89,12 +90,17 @@ func decode(body io.Reader, contentType string) (map[string]*dto.MetricFamily, e
 	return fams, nil
 }
 
+// decodeProto reads length-delimited MetricFamily messages. It does not
+// use expfmt's decoder, which accepts any length prefix (MaxSize -1): a
+// prefix claiming gigabytes would make it allocate them. Here no message
+// may be longer than the body itself.
 func decodeProto(data []byte) (map[string]*dto.MetricFamily, error) {
-	dec := expfmt.NewDecoder(bytes.NewReader(data), expfmt.NewFormat(expfmt.TypeProtoDelim))
+	r := bytes.NewReader(data)
+	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(data))}
 	fams := map[string]*dto.MetricFamily{}
 	for {
 		mf := &dto.MetricFamily{}
-		if err := dec.Decode(mf); err != nil {
+		if err := opts.UnmarshalFrom(r, mf); err != nil {
 			if errors.Is(err, io.EOF) {
 				return fams, nil
 			}

@@ -200,3 +200,13 @@ func TestParseGPU(t *testing.T) {
 		})
 	}
 }
+
+// A length prefix that claims more than the body holds is an error, not
+// an allocation of that size (expfmt's own decoder would try).
+func TestParseProtoHugeLength(t *testing.T) {
+	body := []byte("\xf1\xf1\xf1\xf100000000\x180\"\v*\t0") // prefix ≈ 12 GB
+	_, err := ParseNode(bytes.NewReader(body), string(expfmt.NewFormat(expfmt.TypeProtoDelim)))
+	if err == nil || !strings.Contains(err.Error(), "parsing metrics") {
+		t.Fatalf("err = %v, want a parse error", err)
+	}
+}
