@@ -40,12 +40,17 @@ const (
 	dcgmFBFree       = "DCGM_FI_DEV_FB_FREE"  // MiB
 )
 
+var (
+	nodeNames = []string{nodeLoad1, nodeCPUSeconds, nodeMemAvailable, nodeMemTotal}
+	gpuNames  = []string{dcgmGPUUtil, dcgmFBUsed, dcgmFBFree}
+)
+
 // ParseNode reads a node_exporter scrape (body and its Content-Type) and
 // returns CPU and Memory; fields whose metrics are absent or unusable are
 // nil. At is left zero for the caller to set. An error means the body is
 // not a metrics exposition (or is longer than MaxBody).
 func ParseNode(body io.Reader, contentType string) (Sample, error) {
-	fams, err := decode(body, contentType)
+	fams, err := decode(body, contentType, nodeNames)
 	if err != nil {
 		return Sample{}, err
 	}
@@ -55,7 +60,7 @@ func ParseNode(body io.Reader, contentType string) (Sample, error) {
 // ParseGPU reads a dcgm-exporter scrape and returns GPU and GPUMemory of
 // the node's least-used GPU (see the package documentation for why).
 func ParseGPU(body io.Reader, contentType string) (Sample, error) {
-	fams, err := decode(body, contentType)
+	fams, err := decode(body, contentType, gpuNames)
 	if err != nil {
 		return Sample{}, err
 	}
@@ -64,10 +69,11 @@ func ParseGPU(body io.Reader, contentType string) (Sample, error) {
 
 // decode parses an exposition into metric families. Text (any version)
 // and an unknown or missing Content-Type go to the text parser with UTF-8
-// name validation (which accepts every legacy name); delimited protobuf to
-// decodeProto. OpenMetrics 1.0 is close enough to text for the
-// gauges and counters read here.
-func decode(body io.Reader, contentType string) (map[string]*dto.MetricFamily, error) {
+// name validation (which accepts every legacy name), after [selectLines]
+// has kept only the lines of names; delimited protobuf goes to
+// decodeProto. OpenMetrics 1.0 is close enough to text for the gauges and
+// counters read here.
+func decode(body io.Reader, contentType string, names []string) (map[string]*dto.MetricFamily, error) {
 	data, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading body: %w", err)
@@ -83,11 +89,61 @@ func decode(body io.Reader, contentType string) (map[string]*dto.MetricFamily, e
 		return decodeProto(data)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(selectLines(data, names)))
 	if err != nil {
 		return nil, fmt.Errorf("parsing metrics: %w", err)
 	}
 	return fams, nil
+}
+
+// selectLines keeps, in place, the lines of a text exposition that belong
+// to one of names: samples of those names and their HELP and TYPE lines;
+// other comments, blank lines and every other metric go. A node_exporter
+// with its default collectors sends a few thousand lines of which about
+// twenty are read here, and expfmt builds a protobuf message for each line
+// it parses, so this cuts the parse to a small fraction. It also means a
+// malformed line of an unrelated metric does not spoil the scrape. Every
+// text line stands alone (escaped newlines in HELP texts and label values
+// are the two bytes \ n), so a subset of lines is a valid exposition
+// whenever the whole is.
+func selectLines(data []byte, names []string) []byte {
+	out := data[:0]
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i+1], data[i+1:]
+		} else {
+			data = nil
+		}
+		if lineIsFor(line, names) {
+			out = append(out, line...) // out never overtakes the line it copies
+		}
+	}
+	return out
+}
+
+// lineIsFor reports whether a text line is a sample, HELP or TYPE of one
+// of names.
+func lineIsFor(line []byte, names []string) bool {
+	line = bytes.TrimLeft(line, " \t")
+	if len(line) > 0 && line[0] == '#' {
+		f := bytes.Fields(line[1:])
+		if len(f) < 2 || (string(f[0]) != "HELP" && string(f[0]) != "TYPE") {
+			return false
+		}
+		line = f[1]
+	}
+	end := bytes.IndexAny(line, "{ \t\r\n")
+	if end < 0 {
+		end = len(line)
+	}
+	name := line[:end]
+	for _, n := range names {
+		if string(name) == n {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeProto reads length-delimited MetricFamily messages. It does not

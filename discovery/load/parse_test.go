@@ -67,6 +67,7 @@ func TestParseNode(t *testing.T) {
 		{"Inf memory", "node_memory_MemAvailable_bytes 1\nnode_memory_MemTotal_bytes +Inf\n", nil, nil},
 		{"empty", "", nil, nil},
 		{"other metrics only", "up 1\n", nil, nil},
+		{"malformed unrelated lines are ignored", "# HELP\nup{ 1\n\n  node_load1 4\n" + cpus4 + "bogus metric line\n", want(1), nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := ParseNode(strings.NewReader(tt.body), textType)
@@ -88,8 +89,8 @@ func TestParseErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name, body, ctype, err string
 	}{
-		{"not metrics", "<html>hello</html>\n", "text/html", "parsing metrics"},
 		{"bad value", "node_load1 lots\n", textType, "parsing metrics"},
+		{"our TYPE lines are kept", "# TYPE node_load1 gauge\n# TYPE node_load1 counter\nnode_load1 1\n", textType, "second TYPE line"},
 		{"unterminated labels", "node_load1{cpu=\"0\" 1\n", textType, "parsing metrics"},
 		{"protobuf not delimited", "x", "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=text", "unsupported content type"},
 		{"protobuf garbage", "\xff\xff\xff\xff", string(expfmt.NewFormat(expfmt.TypeProtoDelim)), "parsing metrics"},
@@ -101,6 +102,14 @@ func TestParseErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("not metrics", func(t *testing.T) {
+		// No line is one of ours: nothing measured (the scraper calls
+		// that a failure), not an error of the parser's.
+		s, err := ParseNode(strings.NewReader("<html>hello</html>\n"), "text/html")
+		if err != nil || s.Measured() {
+			t.Fatalf("ParseNode(html) = %+v, %v; want nothing measured, no error", s, err)
+		}
+	})
 	t.Run("too large", func(t *testing.T) {
 		body := strings.Repeat("# padding comment line\n", MaxBody/20)
 		_, err := ParseNode(strings.NewReader(body), textType)
@@ -208,5 +217,27 @@ func TestParseProtoHugeLength(t *testing.T) {
 	_, err := ParseNode(bytes.NewReader(body), string(expfmt.NewFormat(expfmt.TypeProtoDelim)))
 	if err == nil || !strings.Contains(err.Error(), "parsing metrics") {
 		t.Fatalf("err = %v, want a parse error", err)
+	}
+}
+
+func BenchmarkParseNode(b *testing.B) {
+	body := readTestdata(b, "node-exporter-1.5.0.prom")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseNode(bytes.NewReader(body), textType); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseGPU(b *testing.B) {
+	body := loadtest.DCGMText(make([]loadtest.GPU, 8)...)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseGPU(bytes.NewReader(body), textType); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -7,7 +7,8 @@ import (
 
 // Sample is one node's measured load. A nil field was not measured: its
 // exporter is not configured, failed, or did not carry the metric. It is
-// never zero for "unknown".
+// never zero for "unknown". The values pointed to are never changed once
+// a Sample is reported, so copies may share them.
 type Sample struct {
 	// CPU is the run queue per CPU: node_load1 ÷ the number of CPUs. It
 	// exceeds 1 when work waits for a CPU.

@@ -330,7 +330,7 @@ func TestScrapeFailures(t *testing.T) {
 		errs[e.ContextMap()["node"].(string)] = e.ContextMap()["error"].(string)
 	}
 	for node, want := range map[string]string{
-		"slow": "deadline exceeded", "huge": "larger than", "garbage": "parsing metrics",
+		"slow": "deadline exceeded", "huge": "larger than", "garbage": "no load metrics",
 		"refused": "refused", "wrong-path": "404",
 	} {
 		if !strings.Contains(errs[node], want) {
