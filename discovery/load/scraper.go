@@ -21,8 +21,9 @@ import (
 //
 // SetLoad is called from the scraper's goroutines, once per node and
 // round in which at least one of the node's exporters has a figure younger
-// than [Config.StaleAfter]; it must return quickly and must not call back
-// into the Scraper. A round in which every exporter of a node has failed
+// than [Config.StaleAfter]. It is called without any of the scraper's
+// locks held but inside a round: it must return quickly and must not call
+// ScrapeOnce (SetTargets and Last are fine). A round in which every exporter of a node has failed
 // for that long reports nothing: the sink's last sample for the node then
 // ages, and [Sample.Stale] tells when it counts as missing. A node just
 // removed by SetTargets may still get one SetLoad from a scrape in flight;
