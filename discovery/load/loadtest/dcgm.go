@@ -65,6 +65,7 @@ func StartDCGM(t testing.TB, addr string, gpus ...GPU) *Static {
 // as text format 0.0.4.
 func StartStatic(t testing.TB, addr string, body []byte) *Static {
 	t.Helper()
+	mustLoopback(t, addr)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

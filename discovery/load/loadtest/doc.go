@@ -20,7 +20,8 @@
 // fails when the environment variable CI is set, so that CI never passes
 // by skipping.
 //
-// Everything listens on loopback addresses the test names, and every
+// Everything listens on loopback addresses the test names (others fail
+// the test), and every
 // process started is stopped (by its own PID) and waited for at Cleanup.
 //
 // loadtest is imported by tests only. It imports nothing of poolgate, so

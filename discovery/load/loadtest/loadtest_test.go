@@ -117,6 +117,10 @@ func (f *fakeTB) Fatal(args ...any) {
 	f.fatal = fmt.Sprint(args...)
 	panic(stop{})
 }
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	panic(stop{})
+}
 
 func TestMissingBinary(t *testing.T) {
 	saved := NodeExporterBinary
@@ -144,6 +148,23 @@ func TestMissingBinary(t *testing.T) {
 		}
 		if !strings.Contains(got, "apt-get install prometheus-node-exporter") {
 			t.Errorf("CI=%q: message %q does not say how to install it", ci, got)
+		}
+	}
+}
+
+func TestLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "10.0.0.4:9100", "localhost:0"} {
+		f := &fakeTB{TB: t}
+		func() {
+			defer func() {
+				if r := recover(); r != nil && r != (stop{}) {
+					panic(r)
+				}
+			}()
+			StartStatic(f, addr, nil)
+		}()
+		if !strings.Contains(f.fatal, "loopback") {
+			t.Errorf("StartStatic(%q) did not refuse it (fatal %q)", addr, f.fatal)
 		}
 	}
 }

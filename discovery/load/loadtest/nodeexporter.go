@@ -60,6 +60,7 @@ type NodeExporter struct {
 // once the exporter answers /metrics, and stops it at the end of the test.
 func StartNodeExporter(t testing.TB, addr string, l Load) *NodeExporter {
 	t.Helper()
+	mustLoopback(t, addr)
 	if _, err := os.Stat(NodeExporterBinary); err != nil {
 		msg := fmt.Sprintf("%s not found (apt-get install prometheus-node-exporter): %v", NodeExporterBinary, err)
 		if os.Getenv("CI") != "" {
@@ -92,6 +93,16 @@ func StartNodeExporter(t testing.TB, addr string, l Load) *NodeExporter {
 	}
 	t.Fatalf("starting node_exporter on %s: %v\n%s", e.Addr, err, e.Log())
 	return nil
+}
+
+// mustLoopback fails the test unless addr is an IP:port in 127.0.0.0/8
+// (or ::1): tests reach nothing else.
+func mustLoopback(t testing.TB, addr string) {
+	t.Helper()
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		t.Fatalf("loadtest listens on loopback addresses only, not %q", addr)
+	}
 }
 
 // freePort returns host:port with a port that was free a moment ago.
