@@ -21,8 +21,8 @@
 // by skipping.
 //
 // Everything listens on loopback addresses the test names (others fail
-// the test), and every
-// process started is stopped (by its own PID) and waited for at Cleanup.
+// the test), and every process started is stopped (by its own PID) and
+// waited for at Cleanup.
 //
 // loadtest is imported by tests only. It imports nothing of poolgate, so
 // that tests of any package (discovery/load, e2e) can use it.
