@@ -38,6 +38,10 @@ type Node struct {
 	// Weight scales the node's capacity (e.g. its vCPU count). Zero or
 	// negative means 1.
 	Weight float64
+	// Metrics and GPUMetrics are host:port of the node's Prometheus
+	// node_exporter and NVIDIA dcgm-exporter; empty if none. The balancer
+	// does not read them: the load scraper does, and reports to SetLoad.
+	Metrics, GPUMetrics string
 }
 
 // State is a node's routing state as ops see it.

@@ -113,6 +113,19 @@ func (b *Balancer) SetLoad(name string, l Load) {
 	b.refreshLocked(n)
 }
 
+// RefreshLoad scores again every node that has figures, so that figures
+// which went stale stop counting even while nothing else changes on the
+// node (its exporter stopped answering). Call it once per scrape interval.
+func (b *Balancer) RefreshLoad() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, n := range b.order {
+		if n.load.Measured() {
+			b.refreshLocked(n)
+		}
+	}
+}
+
 // LoadHistory returns the node's recent load samples, oldest first (at
 // most 240, one per scrape), or nil for an unknown node.
 func (b *Balancer) LoadHistory(name string) []Load {

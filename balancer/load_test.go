@@ -115,6 +115,25 @@ func TestAffinityWinsOverLoad(t *testing.T) {
 	}
 }
 
+func TestRefreshLoadDropsStaleFigures(t *testing.T) {
+	b, c := newTest(t, loadCfg(), "n1", "n2")
+	b.SetLoad("n1", cpu(0, c.Now()))
+	b.SetLoad("n2", cpu(0.5, c.Now()))
+	acquire(t, b, "a") // n1, the idle one
+	// n1's exporter stops answering: no more samples. Once its figures
+	// are stale it is judged by its one session, and n2's figures (still
+	// fresh) make it the busier: without a refresh n1 would keep its old
+	// score.
+	c.Add(10 * time.Second)
+	b.SetLoad("n2", cpu(0.5, c.Now()))
+	c.Add(10 * time.Second)
+	b.SetLoad("n2", cpu(0.05, c.Now()))
+	b.RefreshLoad()
+	if got := acquire(t, b, "b").Node().Name; got != "n2" {
+		t.Fatalf("b on %s, want n2 (0.05 + 0) over n1 (stale figures, one session: 0.1)", got)
+	}
+}
+
 func TestLoadMaxZeroTurnsExclusionOff(t *testing.T) {
 	cfg := loadCfg()
 	cfg.Load.Max = 0

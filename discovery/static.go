@@ -35,6 +35,10 @@ type StaticNode struct {
 	SSH    string  `yaml:"ssh"`    // host:port of sshd
 	HTTP   string  `yaml:"http"`   // host:port of JupyterHub; optional
 	Weight float64 `yaml:"weight"` // relative capacity; default 1
+	// Metrics and GPUMetrics are host:port of the node's node_exporter and
+	// dcgm-exporter, for placement by load; optional.
+	Metrics    string `yaml:"metrics"`
+	GPUMetrics string `yaml:"gpu_metrics"`
 }
 
 // Config is the YAML section "discovery": a static list of nodes, or an
@@ -88,6 +92,13 @@ func (c Config) Validate() error {
 		if n.Weight < 0 {
 			return fmt.Errorf("%s.weight: must not be negative, got %v", key, n.Weight)
 		}
+		for _, a := range []struct{ key, addr string }{{"metrics", n.Metrics}, {"gpu_metrics", n.GPUMetrics}} {
+			if a.addr != "" {
+				if err := CheckHostPort(a.addr); err != nil {
+					return fmt.Errorf("%s.%s: %w", key, a.key, err)
+				}
+			}
+		}
 	}
 	return nil
 }
@@ -119,7 +130,7 @@ type Static []StaticNode
 func (s Static) Nodes() []balancer.Node {
 	out := make([]balancer.Node, len(s))
 	for i, n := range s {
-		out[i] = balancer.Node{Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: n.Weight}
+		out[i] = balancer.Node{Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: n.Weight, Metrics: n.Metrics, GPUMetrics: n.GPUMetrics}
 	}
 	return out
 }

@@ -37,10 +37,11 @@ func WithAzure(ao azure.Options) Option {
 }
 
 // New builds a gateway from a validated config (see LoadConfig), in named
-// steps: keys, shared state, balancer, discovery, metrics, front ends and
-// listeners. With discovery.azure it checks at once that the identity can
-// read the scale set, so that a gateway without access stops with a clear
-// message. On error, whatever the earlier steps opened is closed.
+// steps: keys, shared state, balancer, discovery, load scraping, metrics,
+// front ends and listeners. With discovery.azure it checks at once that
+// the identity can read the scale set, so that a gateway without access
+// stops with a clear message. On error, whatever the earlier steps opened
+// is closed.
 func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -71,6 +72,9 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	}
 	g.bal = balancer.New(cfg.Balancer, bo)
 	if err = g.buildDiscovery(o.azure); err != nil {
+		return nil, err
+	}
+	if err = g.buildLoad(); err != nil {
 		return nil, err
 	}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(g.bal, g.bal))

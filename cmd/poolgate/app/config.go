@@ -39,6 +39,8 @@ type Config struct {
 	// State shares routing state with other gateways (Redis); empty keeps
 	// it in this gateway's memory.
 	State redisstate.Config `yaml:"state"`
+	// Load places users by the nodes' measured CPU, memory and GPU use.
+	Load LoadSection `yaml:"load"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -55,6 +57,8 @@ func (c Config) WithDefaults() Config {
 	c.Health = c.Health.WithDefaults()
 	c.Discovery = c.Discovery.WithDefaults()
 	c.State = c.State.WithDefaults()
+	c.Load = c.Load.WithDefaults()
+	c.Balancer.Load = c.Load.balancer()
 	return c
 }
 
@@ -67,7 +71,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)

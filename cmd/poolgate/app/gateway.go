@@ -16,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
+	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
@@ -42,6 +43,9 @@ type Gateway struct {
 	azure    *azure.Source     // nil unless discovery.azure
 	shared   *redisstate.Store // nil unless state.redis
 	reg      *prometheus.Registry
+
+	load        *load.Scraper // the nodes' exporters
+	loadTargets loadTargets
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -103,7 +107,9 @@ func (g *Gateway) CALine() string { return sshgw.AuthorizedCALine(g.keys.CA) }
 func (g *Gateway) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	fan := discovery.Fanout{g.bal, g.checker}
+	fan := discovery.Fanout{g.bal, g.checker, g.loadTargets}
+	wg.Add(1)
+	go func() { defer wg.Done(); g.runLoad(bg) }()
 	if g.hubCheck != nil {
 		fan = append(fan, g.hubCheck)
 		wg.Add(1)
