@@ -70,12 +70,16 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	var static []discovery.StaticNode
 	var nodes []*DemoNode
 	var hubs []*DemoHub
+	var exporters []*DemoExporter
 	defer func() {
 		for _, n := range nodes {
 			n.Close()
 		}
 		for _, h := range hubs {
 			h.Close()
+		}
+		for _, e := range exporters {
+			e.Close()
 		}
 	}()
 	for i := 1; i <= opts.Nodes; i++ {
@@ -94,7 +98,12 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 			return err
 		}
 		hubs = append(hubs, hub)
-		static = append(static, discovery.StaticNode{Name: name, SSH: n.Addr(), HTTP: hub.Addr()})
+		ex, err := StartDemoExporter("127.0.0.1:0", 0.05*float64(i-1), 0.25+0.05*float64(i-1))
+		if err != nil {
+			return err
+		}
+		exporters = append(exporters, ex)
+		static = append(static, discovery.StaticNode{Name: name, SSH: n.Addr(), HTTP: hub.Addr(), Metrics: ex.Addr()})
 	}
 
 	cfg := Config{StateDir: opts.StateDir, ShutdownTimeout: 2 * time.Second}
@@ -107,6 +116,7 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	cfg.HTTP.TLS, cfg.HTTP.UpstreamTLS = &no, &no // a local demo: plain HTTP both sides
 	cfg.HTTP.AccessLog = &no
 	cfg.Health.Interval = time.Second
+	cfg.Load.Interval = 2 * time.Second
 	cfg.Discovery.Static = static
 	gw, err := New(cfg, log)
 	if err != nil {
@@ -122,6 +132,7 @@ func RunDemo(ctx context.Context, opts DemoOptions, log *zap.Logger) error {
 	fmt.Fprintf(opts.Out, "A second terminal as alice lands on the same node; bob lands on another.\n")
 	fmt.Fprintf(opts.Out, "In a browser, open http://%s/ and sign in as alice: the page names her node,\nthe same as her ssh sessions'.\n", gw.HTTPAddr())
 	fmt.Fprintf(opts.Out, "See the pool: poolgate nodes --admin http://%s (or: go run ./cmd/poolgate nodes ...)\n", gw.AdminAddr())
+	fmt.Fprintf(opts.Out, "Each demo node reports CPU and memory figures of a stand-in exporter (node-3 the\nbusiest); new users go where load and sessions together are lowest.\n")
 	fmt.Fprintf(opts.Out, "Keys are kept in %s. Press Ctrl-C to stop.\n\n", opts.StateDir)
 	return gw.Run(ctx)
 }
