@@ -199,7 +199,9 @@ func (s *session) copy(dst io.Writer, src io.Reader, dir int) {
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
-			s.lastActive.Store(s.c.s.now().UnixNano())
+			now := s.c.s.now().UnixNano()
+			s.lastActive.Store(now)
+			s.lastRecv[dir].Store(now) // toNode data comes from the client (leg 0), toClient from the node (1)
 			n.Add(int64(k))
 			s.c.s.metrics.relayed(dir, k)
 			if _, werr := dst.Write(buf[:k]); werr != nil {

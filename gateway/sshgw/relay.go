@@ -33,6 +33,8 @@ func (c *clientConn) relay(client *ssh.ServerConn, clientChans <-chan ssh.NewCha
 	s.exitStatus.Store(-1)
 	start := c.s.now()
 	s.lastActive.Store(start.UnixNano())
+	s.lastRecv[0].Store(start.UnixNano())
+	s.lastRecv[1].Store(start.UnixNano())
 	if !c.s.addSession(s) {
 		client.Close()
 		node.conn.Close()

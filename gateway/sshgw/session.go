@@ -21,7 +21,8 @@ type session struct {
 	bytes      [2]atomic.Int64 // relayed, by direction (toNode, toClient)
 	exitStatus atomic.Int64    // -1 until the node reports one
 	channels   atomic.Int64
-	lastActive atomic.Int64 // unix nanoseconds of the last data relayed
+	lastActive atomic.Int64    // unix nanoseconds of the last data relayed
+	lastRecv   [2]atomic.Int64 // unix nanoseconds of the last data received, by leg: client, node
 	endReason  atomic.Pointer[string]
 
 	mu           sync.Mutex                      // protects sessionChans and each one's eof
@@ -99,6 +100,12 @@ func (s *session) sessionEOF(near ssh.Channel) {
 
 // startTimers arms the keepalive and idle-timeout checks. They run on a
 // timer, not a goroutine, so an idle session costs no stack for them.
+//
+// Keepalives work as OpenSSH's ServerAliveInterval: a leg from which
+// nothing has been received for KeepaliveInterval is sent a keepalive at
+// each check, without waiting for the answer; any answer clears its count,
+// and a leg with KeepaliveCountMax keepalives unanswered at a check is
+// dead. A hung node is thus found within interval × (count + 1).
 func (s *session) startTimers() (stop func()) {
 	cfg := s.c.s.cfg
 	if cfg.KeepaliveInterval <= 0 && cfg.IdleTimeout <= 0 {
@@ -115,30 +122,41 @@ func (s *session) startTimers() (stop func()) {
 	var mu sync.Mutex // protects timer and stopped
 	var timer *time.Timer
 	stopped := false
-	missed := [2]int{}
+	var unanswered [2]atomic.Int32 // keepalives in flight, by leg: client, node
+	legs := [2]ssh.Conn{s.client, s.node.conn}
 	tick := func() {
-		idle := time.Duration(s.c.s.now().UnixNano() - s.lastActive.Load())
+		now := s.c.s.now().UnixNano()
+		idle := time.Duration(now - s.lastActive.Load())
 		if cfg.IdleTimeout > 0 && idle >= cfg.IdleTimeout {
 			s.close("idle timeout", "poolgate: closing this connection after "+cfg.IdleTimeout.String()+" without activity.\n")
 			return
 		}
-		if cfg.KeepaliveInterval > 0 && idle >= cfg.KeepaliveInterval {
-			for i, conn := range []ssh.Conn{s.client, s.node.conn} {
-				if ping(conn, cfg.KeepaliveInterval) {
-					missed[i] = 0
-				} else {
-					missed[i]++
-				}
-			}
-			if missed[0] >= cfg.KeepaliveCountMax {
+		if cfg.KeepaliveInterval > 0 {
+			if unanswered[0].Load() >= int32(cfg.KeepaliveCountMax) {
 				s.log.Info("client stopped answering keepalives")
 				s.close("client keepalive timeout", "")
 				return
 			}
-			if missed[1] >= cfg.KeepaliveCountMax {
+			if unanswered[1].Load() >= int32(cfg.KeepaliveCountMax) {
 				s.log.Info("node stopped answering keepalives")
 				s.close("node keepalive timeout", "poolgate: node "+s.node.lease.Node().Name+" stopped responding; closing this connection.\n")
 				return
+			}
+			for leg, conn := range legs {
+				heard := s.lastRecv[leg].Load()
+				if time.Duration(now-heard) < cfg.KeepaliveInterval {
+					continue
+				}
+				unanswered[leg].Add(1)
+				go func() {
+					// x/crypto sends one global request at a time, so
+					// keepalives to a hung peer queue here (at most
+					// KeepaliveCountMax of them) until the connection
+					// closes.
+					if _, _, err := conn.SendRequest(keepaliveRequest, true, nil); err == nil {
+						unanswered[leg].Store(0)
+					}
+				}()
 			}
 		}
 		mu.Lock()
@@ -155,22 +173,5 @@ func (s *session) startTimers() (stop func()) {
 		stopped = true
 		timer.Stop()
 		mu.Unlock()
-	}
-}
-
-// ping sends a keepalive and reports whether any answer (OpenSSH answers
-// "failure") came within timeout. A peer that never answers leaves the
-// request pending until the connection closes.
-func ping(conn ssh.Conn, timeout time.Duration) bool {
-	answered := make(chan bool, 1)
-	go func() {
-		_, _, err := conn.SendRequest(keepaliveRequest, true, nil)
-		answered <- err == nil
-	}()
-	select {
-	case ok := <-answered:
-		return ok
-	case <-time.After(timeout):
-		return false
 	}
 }
