@@ -39,6 +39,19 @@ type Options struct {
 	Starter Starter
 }
 
+// Balancer is what the HTTP gateway needs from the balancer.
+type Balancer interface {
+	// Acquire takes a lease on the user's node for a new session.
+	Acquire(user string, proto balancer.Protocol, client string, avoid ...string) (*balancer.Lease, error)
+	// Usable reports whether the named node can still serve proto.
+	Usable(name string, proto balancer.Protocol) bool
+	// Route names the node for a request that belongs to no user yet.
+	Route(proto balancer.Protocol, prefer string) (balancer.Node, error)
+	// Nodes is the node set, for the hub address to node name lookup of
+	// certificate pinning.
+	Nodes() []balancer.NodeStatus
+}
+
 // Starter brings up a node when the pool has none (scale from zero).
 type Starter interface {
 	// StartNode is called when no node can take a session. It reports
@@ -52,7 +65,7 @@ type Starter interface {
 type Server struct {
 	cfg       Config
 	stateDir  string
-	bal       *balancer.Balancer
+	bal       Balancer
 	starter   Starter // nil: no scale from zero
 	log       *zap.Logger
 	now       func() time.Time
@@ -75,7 +88,7 @@ type Server struct {
 }
 
 // New builds the HTTP gateway from a validated, defaulted config.
-func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
+func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
