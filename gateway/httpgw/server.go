@@ -47,9 +47,11 @@ type Balancer interface {
 	Usable(name string, proto balancer.Protocol) bool
 	// Route names the node for a request that belongs to no user yet.
 	Route(proto balancer.Protocol, prefer string) (balancer.Node, error)
-	// Nodes is the node set, for the hub address to node name lookup of
-	// certificate pinning.
-	Nodes() []balancer.NodeStatus
+	// HubNode names the node whose hub listens on addr, "" for none, for
+	// certificate pinning on every new connection to a hub. It must
+	// answer from local state: a call to shared state here would sit on
+	// the dial path.
+	HubNode(addr string) string
 }
 
 // Starter brings up a node when the pool has none (scale from zero).
@@ -110,7 +112,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	s.sign = newSigner(key)
 	s.cookies = newCookieCache(s.sign, *cfg.TLS)
 	s.track = newTracker(bal, cfg.SessionIdle, s.now)
-	s.transport, err = newTransport(cfg, opts.StateDir, s.nodeOf, s.log)
+	s.transport, err = newTransport(cfg, opts.StateDir, bal.HubNode, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -195,16 +197,6 @@ func (s *Server) HealthClient() *http.Client { return &http.Client{Transport: s.
 
 // HealthScheme is "https" when the hubs speak TLS, else "http".
 func (s *Server) HealthScheme() string { return s.scheme }
-
-// nodeOf names the node whose hub listens on addr.
-func (s *Server) nodeOf(addr string) string {
-	for _, n := range s.bal.Nodes() {
-		if n.HTTP == addr {
-			return n.Name
-		}
-	}
-	return ""
-}
 
 // Serve accepts browsers on ln until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {

@@ -127,6 +127,13 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config, tlsHubs bool) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, tlsHubs, nil)
+}
+
+// newEnvWith is newEnv with the gateway's view of the balancer given by
+// wrap (nil: the balancer itself).
+func newEnvWith(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Balancer) Balancer) *env {
+	t.Helper()
 	e := &env{t: t, bal: balancer.New(balancer.Config{}, balancer.Options{})}
 	var nodes []balancer.Node
 	for i := 1; i <= 3; i++ {
@@ -148,7 +155,11 @@ func newEnv(t *testing.T, cfg Config, tlsHubs bool) *env {
 	cfg.Listen = "127.0.0.1:0"
 	core, logs := observer.New(zap.InfoLevel)
 	e.logs = logs
-	gw, err := New(cfg, e.bal, Options{StateDir: t.TempDir(), Logger: zap.New(core), CertCheckInterval: 20 * time.Millisecond})
+	var bal Balancer = e.bal
+	if wrap != nil {
+		bal = wrap(e.bal)
+	}
+	gw, err := New(cfg, bal, Options{StateDir: t.TempDir(), Logger: zap.New(core), CertCheckInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
