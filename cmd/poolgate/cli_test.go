@@ -31,7 +31,7 @@ func apiServer(t *testing.T, token string) (string, *balancer.Balancer) {
 		cfg.TokenFile = filepath.Join(t.TempDir(), "token")
 		os.WriteFile(cfg.TokenFile, []byte(token), 0o600)
 	}
-	api, err := admin.New(cfg, b, nil)
+	api, err := admin.New(cfg, b, admin.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,13 +52,12 @@ func TestCLIScaleIn(t *testing.T) {
 	}
 	defer alice.Release()
 
-	api, err := admin.New(admin.Config{}, bal, nil)
+	api, err := admin.New(admin.Config{}, bal, admin.Options{Scaler: scalerFunc(func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
+		return src.ScaleIn(ctx, idle, keep, dryRun)
+	})})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api.SetScaler(scalerFunc(func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
-		return src.ScaleIn(ctx, idle, keep, dryRun)
-	}))
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 
@@ -97,11 +96,10 @@ func TestCLINodesWarnsWhenDiscoveryIsStale(t *testing.T) {
 	b := balancer.New(balancer.Config{}, balancer.Options{})
 	b.SetNodes([]balancer.Node{{Name: "dsvm0", SSH: "10.0.0.4:22"}})
 	b.SetHealth("dsvm0", true, "ok")
-	api, _ := admin.New(admin.Config{}, b, nil)
 	last := time.Now().Add(-5 * time.Minute)
-	api.SetDiscovery(func() admin.DiscoveryJSON {
+	api, _ := admin.New(admin.Config{}, b, admin.Options{Discovery: func() admin.DiscoveryJSON {
 		return admin.DiscoveryJSON{Source: "azure", Stale: true, LastSuccess: &last, Error: "listing the scale set's VMs: Azure answered 503 ServiceUnavailable", Protected: []string{"dsvm0"}}
-	})
+	}})
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 	code, out, _ := runCmd("nodes", "--admin", srv.URL)

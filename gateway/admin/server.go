@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -24,6 +26,10 @@ type Pool interface {
 	Sessions() []balancer.SessionInfo
 	Drain(name string) error
 	Undrain(name string) error
+	// SharedStatus reports whether the routing state is shared with other
+	// gateways, whether that shared state is unreachable (degraded), and
+	// this gateway's replica name.
+	SharedStatus() (shared, degraded bool, replica string)
 }
 
 // DiscoveryJSON is the state of node discovery in GET /api/nodes.
@@ -51,17 +57,10 @@ type StateJSON struct {
 	Replica  string `json:"replica,omitempty"` // this gateway's name
 }
 
-// sharedStatus is what a pool with shared state reports (the balancer).
-type sharedStatus interface {
-	SharedStatus() (shared, degraded bool, replica string)
-}
-
 // stateOf reports where pool's routing state lives.
 func stateOf(pool Pool) StateJSON {
-	if ss, ok := pool.(sharedStatus); ok {
-		if shared, degraded, replica := ss.SharedStatus(); shared {
-			return StateJSON{Backend: "redis", Degraded: degraded, Replica: replica}
-		}
+	if shared, degraded, replica := pool.SharedStatus(); shared {
+		return StateJSON{Backend: "redis", Degraded: degraded, Replica: replica}
 	}
 	return StateJSON{Backend: "memory"}
 }
@@ -73,6 +72,22 @@ type Discovery func() DiscoveryJSON
 // returned to the caller as JSON.
 type Scaler interface {
 	ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error)
+}
+
+// Options are the admin API's collaborators beyond its config and pool.
+// The zero value serves a static pool without scale-in or metrics.
+type Options struct {
+	// Logger is the API's logger; nil means no logging.
+	Logger *zap.Logger
+	// Discovery reports discovery's state in GET /api/nodes; nil means a
+	// static node list.
+	Discovery Discovery
+	// Scaler serves POST /api/scale-in; nil answers 501 (a static list
+	// has nothing to delete).
+	Scaler Scaler
+	// Metrics is served at GET /metrics in the Prometheus text format,
+	// behind the same read access as the API; nil answers 404.
+	Metrics prometheus.Gatherer
 }
 
 // Server is the admin API. Create it with New and serve Handler.
@@ -88,11 +103,14 @@ type Server struct {
 }
 
 // New reads the token files and returns the API.
-func New(cfg Config, pool Pool, log *zap.Logger) (*Server, error) {
-	if log == nil {
-		log = zap.NewNop()
+func New(cfg Config, pool Pool, opts Options) (*Server, error) {
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, log: opts.Logger, startedAt: time.Now()}
+	if s.log == nil {
+		s.log = zap.NewNop()
 	}
-	s := &Server{pool: pool, log: log, startedAt: time.Now()}
+	if opts.Metrics != nil {
+		s.metrics = promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{})
+	}
 	var err error
 	if s.writeTok, err = readToken(cfg.TokenFile); err != nil {
 		return nil, fmt.Errorf("token_file: %w", err)
@@ -102,13 +120,6 @@ func New(cfg Config, pool Pool, log *zap.Logger) (*Server, error) {
 	}
 	return s, nil
 }
-
-// SetDiscovery makes GET /api/nodes report discovery's state; call it
-// before serving.
-func (s *Server) SetDiscovery(d Discovery) { s.discovery = d }
-
-// SetScaler enables POST /api/scale-in; call it before serving.
-func (s *Server) SetScaler(sc Scaler) { s.scaler = sc }
 
 // readToken reads a token file (first line, surrounding space trimmed).
 func readToken(path string) ([]byte, error) {

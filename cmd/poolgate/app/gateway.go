@@ -131,20 +131,20 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh: %w", err)
 	}
-	api, err := admin.New(cfg.Admin, bal, log.Named("admin"))
+	reg := prometheus.NewRegistry()
+	adminOpts := admin.Options{Logger: log.Named("admin"), Metrics: reg}
+	if az != nil {
+		adminOpts.Discovery, adminOpts.Scaler = azureStatus(az), scaler{az}
+	}
+	api, err := admin.New(cfg.Admin, bal, adminOpts)
 	if err != nil {
 		return nil, fmt.Errorf("admin.%w", err)
 	}
 	var starter httpgw.Starter
-	if az != nil {
-		api.SetDiscovery(azureStatus(az))
-		api.SetScaler(scaler{az})
-		if cfg.Discovery.Azure.ScaleFromZero {
-			srv.SetStarter(az)
-			starter = az
-		}
+	if az != nil && cfg.Discovery.Azure.ScaleFromZero {
+		srv.SetStarter(az)
+		starter = az
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(bal, bal))
 	if az != nil {
 		reg.MustRegister(admin.NewDiscoveryCollector(azureStatus(az)))
@@ -156,7 +156,6 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	}, []string{"node", "result"})
 	reg.MustRegister(healthResults)
 	checker.CountResults(healthResults)
-	api.ServeMetrics(reg)
 	g = &Gateway{
 		cfg: cfg, log: log, bal: bal, keys: keys, ssh: srv,
 		admin:   &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute},
