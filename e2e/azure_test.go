@@ -14,6 +14,7 @@ import (
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
+	"github.com/poolgate/poolgate/gateway/admin"
 )
 
 // azurePool is a pool whose nodes are found in a (fake) Azure scale set:
@@ -90,13 +91,7 @@ func TestAzureScaleSetDiscoveryAndProtection(t *testing.T) {
 	if strings.Count(nodesOut, "protected") != 1 || strings.Contains(nodesOut, "hub") {
 		t.Errorf("poolgate nodes:\n%s", nodesOut)
 	}
-	var body struct {
-		Discovery struct {
-			Source string `json:"source"`
-			Stale  bool   `json:"stale"`
-			Live   int    `json:"live"`
-		} `json:"discovery"`
-	}
+	var body admin.NodesJSON
 	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/nodes", &body)
 	if body.Discovery.Source != "azure" || body.Discovery.Stale || body.Discovery.Live != 2 {
 		t.Errorf("/api/nodes discovery = %+v", body.Discovery)

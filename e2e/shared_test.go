@@ -159,16 +159,11 @@ func (r *replicaProc) kill(sig syscall.Signal) {
 	}
 }
 
-type nodesAnswer struct {
-	Nodes []admin.NodeJSON `json:"nodes"`
-	State admin.StateJSON  `json:"state"`
-}
-
 // nodes reads the gateway's /api/nodes (nil while it does not answer).
 func (r *replicaProc) nodes() []admin.NodeJSON { return r.answer().Nodes }
 
-func (r *replicaProc) answer() nodesAnswer {
-	var a nodesAnswer
+func (r *replicaProc) answer() admin.NodesJSON {
+	var a admin.NodesJSON
 	c, err := net.DialTimeout("tcp", r.admAddr, 200*time.Millisecond)
 	if err != nil {
 		return a
@@ -238,9 +233,7 @@ func TestGatewaysShareOneTruth(t *testing.T) {
 	// B counts A's sessions, and names A as their gateway.
 	bob := sp.hold(a, "bob")
 	waitUntil(t, "B to count bob's session on "+bob.node, 5*time.Second, func() bool { return b.sessionsOn()[bob.node] == 1 })
-	var sess struct {
-		Sessions []admin.SessionJSON `json:"sessions"`
-	}
+	var sess admin.SessionsJSON
 	getJSON(t, "http://"+b.admAddr+"/api/sessions", &sess)
 	if len(sess.Sessions) != 1 || sess.Sessions[0].User != "bob" || sess.Sessions[0].Replica != "gw-a" {
 		t.Errorf("B's /api/sessions: %+v, want bob's session held by gw-a", sess.Sessions)

@@ -52,9 +52,7 @@ func TestCLINodesAndSessions(t *testing.T) {
 		}
 	}
 	code, out, _ = runCmd("nodes", "--json", "--admin", url)
-	var js struct {
-		Nodes []admin.NodeJSON `json:"nodes"`
-	}
+	var js admin.NodesJSON
 	if code != 0 || json.Unmarshal([]byte(out), &js) != nil || len(js.Nodes) != 2 || js.Nodes[0].Sessions.SSH+js.Nodes[1].Sessions.SSH != 2 {
 		t.Fatalf("nodes --json: %d %q", code, out)
 	}

@@ -8,17 +8,12 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 	"github.com/poolgate/poolgate/gateway/admin"
 )
-
-type scalerFunc func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error)
-
-func (f scalerFunc) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
-	return f(ctx, idle, keep, dryRun)
-}
 
 // TestCLIScaleIn drives 'poolgate scale-in' through the real admin API to
 // an Azure source listing a fake scale set: busy and recently used nodes
@@ -52,9 +47,7 @@ func TestCLIScaleIn(t *testing.T) {
 	}
 	defer alice.Release()
 
-	api, err := admin.New(admin.Config{}, bal, admin.Options{Scaler: scalerFunc(func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
-		return src.ScaleIn(ctx, idle, keep, dryRun)
-	})})
+	api, err := admin.New(admin.Config{}, bal, admin.Options{Scaler: app.AzureScaler(src)})
 	if err != nil {
 		t.Fatal(err)
 	}

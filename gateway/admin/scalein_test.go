@@ -18,10 +18,10 @@ type fakeScaler struct {
 	err    error
 }
 
-func (f *fakeScaler) ScaleIn(_ context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
+func (f *fakeScaler) ScaleIn(_ context.Context, idle time.Duration, keep int, dryRun bool) (ScaleInJSON, error) {
 	f.calls++
 	f.idle, f.keep, f.dryRun = idle, keep, dryRun
-	return map[string]any{"dry_run": dryRun, "deleted": []string{"node-2"}}, f.err
+	return ScaleInJSON{DryRun: dryRun, Deleted: []ScaleInNodeJSON{{Node: "node-2"}}}, f.err
 }
 
 func TestScaleInAPI(t *testing.T) {
