@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // dialWebSocket opens an upgraded connection to path through the gateway.
@@ -56,18 +58,7 @@ func TestStreamsKeepTheSessionAndIdleEndsIt(t *testing.T) {
 	}
 	resp.Body.Close()
 	c.Close()
-	waitFor(t, "sessions to end after the idle window", func() bool { return len(e.httpSessions()) == 0 })
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "sessions to end after the idle window", func() bool { return len(e.httpSessions()) == 0 })
 }
 
 func TestShutdownEndsStreams(t *testing.T) {

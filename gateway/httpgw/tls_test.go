@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // The self-signed private key is written through a fresh temporary file:
@@ -142,7 +144,7 @@ func TestSelfSignedAndReload(t *testing.T) {
 	}
 	copyFile(t, k2, key)
 	copyFile(t, c2, cert)
-	waitFor(t, "the new certificate to be served", func() bool { return served() == "two.example" })
+	testutil.Eventually(t, 10*time.Second, "the new certificate to be served", func() bool { return served() == "two.example" })
 }
 
 func copyFile(t *testing.T, from, to string) {
