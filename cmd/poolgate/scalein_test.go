@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // TestCLIScaleIn drives 'poolgate scale-in' through the real admin API to
@@ -32,11 +33,7 @@ func TestCLIScaleIn(t *testing.T) {
 	ran := make(chan struct{})
 	go func() { defer close(ran); _ = src.Run(ctx, bal) }()
 	defer func() { cancel(); <-ran }()
-	for deadline := time.Now().Add(5 * time.Second); len(bal.Nodes()) < 3; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the scale set was not listed")
-		}
-	}
+	testutil.Eventually(t, 5*time.Second, "the scale set to be listed", func() bool { return len(bal.Nodes()) >= 3 })
 	for _, n := range bal.Nodes() {
 		bal.SetHealth(n.Name, true, "ok")
 	}
