@@ -10,10 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // sshArgs are the client options every test uses: no user config, this
@@ -75,22 +76,8 @@ type held struct {
 	stdin io.WriteCloser
 	out   *bufio.Reader // the session's stdout after the node line
 	node  string
-	errb  syncBuffer
+	errb  testutil.SyncBuffer
 }
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // hold opens a session for user that prints its node and then waits on
 // stdin; it returns once the node name has arrived.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // node is a real sshd on 127.0.0.N:2222.
@@ -79,22 +80,18 @@ func (n *node) start(t *testing.T) {
 	}
 	n.done = make(chan struct{})
 	go func() { _ = n.cmd.Wait(); close(n.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: n.addr})
-		if err == nil {
-			return
+	var err error
+	testutil.Eventually(t, 10*time.Second, "sshd for "+n.name+" to listen on "+n.addr, func() bool {
+		if err = discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: n.addr}); err == nil {
+			return true
 		}
 		select {
 		case <-n.done:
 			t.Fatalf("sshd for %s exited at start (is %s in use?)", n.name, n.addr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd for %s not listening on %s: %v", n.name, n.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
 }
 
 // rekey restarts the node's sshd with a new host key, as a rebuilt VM

@@ -15,6 +15,7 @@ import (
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/sshgw"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // pool is a gateway in front of real sshd nodes, with a client key and
@@ -181,13 +182,14 @@ func (p *pool) stop() {
 // waitFor polls cond for up to 15 s.
 func (p *pool) waitFor(what string, cond func() bool) {
 	p.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			p.t.Fatalf("timed out waiting for %s; nodes: %+v", what, p.gw.Balancer().Nodes())
+	ok := false
+	defer func() {
+		if !ok {
+			p.t.Logf("nodes: %+v", p.gw.Balancer().Nodes())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	testutil.Eventually(p.t, 15*time.Second, what, cond)
+	ok = true
 }
 
 // sessionsOf counts the user's live sessions in the gateway.
