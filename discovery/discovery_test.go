@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,10 +15,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -79,18 +81,14 @@ func (r *recorder) SetHealth(node string, up bool, detail string) {
 
 func (r *recorder) waitChanges(t *testing.T, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var c []string
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%d state changes", n), func() bool {
 		r.mu.Lock()
-		c := append([]string(nil), r.changes...)
+		c = append([]string(nil), r.changes...)
 		r.mu.Unlock()
-		if len(c) >= n {
-			return c
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("waited for %d state changes, got %v", n, r.changes)
-	return nil
+		return len(c) >= n
+	})
+	return c
 }
 
 // scripted is a probe whose results follow a script, then repeat the last.
@@ -158,27 +156,7 @@ func TestCheckerFollowsNodeSet(t *testing.T) {
 }
 
 func TestSSHBannerProbe(t *testing.T) {
-	serve := func(t *testing.T, reply string) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = c.Write([]byte(reply))
-				c.Close()
-			}
-		}()
-		return ln.Addr().String()
-	}
+	serve := func(t *testing.T, reply string) string { return testutil.ServeLine(t, "127.0.0.1:0", reply) }
 	probe := SSHBannerProbe(&net.Dialer{})
 	check := func(addr string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -243,17 +221,14 @@ func TestCheckerCountsResults(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(v.WithLabelValues("n1", "ok")) < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if ok, fail := testutil.ToFloat64(v.WithLabelValues("n1", "ok")), testutil.ToFloat64(v.WithLabelValues("n1", "fail")); ok < 2 || fail != 1 {
+	testutil.Eventually(t, 10*time.Second, "two ok probe results", func() bool { return promtest.ToFloat64(v.WithLabelValues("n1", "ok")) >= 2 })
+	if ok, fail := promtest.ToFloat64(v.WithLabelValues("n1", "ok")), promtest.ToFloat64(v.WithLabelValues("n1", "fail")); ok < 2 || fail != 1 {
 		t.Fatalf("results ok %v fail %v, want at least 2 and exactly 1", ok, fail)
 	}
 	c.SetNodes(nil) // n1 leaves the pool: its series go
 	cancel()
 	<-done
-	if n := testutil.CollectAndCount(v); n != 0 {
+	if n := promtest.CollectAndCount(v); n != 0 {
 		t.Fatalf("%d series left after the node left", n)
 	}
 }

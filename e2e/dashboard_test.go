@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // TestDashboardInBrowser: a real headless Chromium signs in to the
@@ -54,15 +55,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cellOf := func(node, class string) string { return text(`tr[data-node="` + node + `"] td.` + class) }
 	waitCell := func(node, class, want string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if got := cellOf(node, class); got == want {
-				return
-			} else if time.Now().After(deadline) {
-				t.Fatalf("%s of %s stayed %q, want %q", class, node, got, want)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		testutil.Eventually(t, 20*time.Second, fmt.Sprintf("%s of %s to be %q", class, node, want), func() bool { return cellOf(node, class) == want })
 	}
 
 	// Without a token: the sign-in form. With it: the dashboard.
@@ -86,17 +79,9 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Drain it with the button.
 	run("drain", chromedp.Click(chromedp.CSS(`tr[data-node="`+h.node+`"] button[data-action="drain"]`)))
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		state := text(`tr[data-node="` + h.node + `"] .state`)
-		if state == "draining" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("state of %s after clicking drain: %q", h.node, state)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testutil.Eventually(t, 20*time.Second, "the state of "+h.node+" to be draining after clicking drain", func() bool {
+		return text(`tr[data-node="`+h.node+`"] .state`) == "draining"
+	})
 	for _, st := range p.gw.Balancer().Nodes() {
 		if st.Name == h.node && st.State != "draining" {
 			t.Fatalf("the gateway says %s is %s after the click", h.node, st.State)

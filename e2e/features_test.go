@@ -10,36 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// serveLine answers every TCP connection on addr with reply; it returns the
-// listening address.
-func serveLine(t *testing.T, addr, reply string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, reply)
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
+	"github.com/poolgate/poolgate/internal/testutil"
+)
 
 func randomFile(t *testing.T, size int64) string {
 	t.Helper()
@@ -97,7 +73,7 @@ func TestOpenSSHFeatures(t *testing.T) {
 	})
 
 	t.Run("ssh -L reaches a service on the node's loopback", func(t *testing.T) {
-		svc := serveLine(t, "127.0.0.1:0", "hello from the node side\n")
+		svc := testutil.ServeLine(t, "127.0.0.1:0", "hello from the node side\n")
 		_, svcPort, _ := net.SplitHostPort(svc)
 		local := freePort(t)
 		args := append(p.sshArgs("-p"), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
@@ -109,24 +85,23 @@ func TestOpenSSHFeatures(t *testing.T) {
 		}
 		defer func() { cmd.Process.Kill(); cmd.Wait() }()
 		var got string
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		testutil.Eventually(t, 10*time.Second, "an answer through -L", func() bool {
 			c, err := net.Dial("tcp", local)
 			if err != nil {
-				continue
+				return false
 			}
 			b, _ := io.ReadAll(c)
 			c.Close()
-			if got = string(b); got != "" {
-				break
-			}
-		}
+			got = string(b)
+			return got != ""
+		})
 		if got != "hello from the node side\n" {
 			t.Fatalf("through -L: %q", got)
 		}
 	})
 
 	t.Run("ssh -R exposes a client port to the node", func(t *testing.T) {
-		svc := serveLine(t, "127.0.0.1:0", "hello from the client side\n")
+		svc := testutil.ServeLine(t, "127.0.0.1:0", "hello from the client side\n")
 		remotePort := strings.TrimPrefix(freePort(t), "127.0.0.1:")
 		args := append(p.sshArgs("-p"), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
 			"-R", "127.0.0.1:"+remotePort+":"+svc, "alice@127.0.0.1",

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // hub is a real JupyterHub (Debian's jupyterhub 3.0 with python3-notebook)
@@ -21,7 +23,7 @@ type hub struct {
 	name, addr, dir string
 	cmd             *exec.Cmd
 	done            chan struct{}
-	out             syncBuffer
+	out             testutil.SyncBuffer
 }
 
 const nodeNotebook = `{"cells": [{"cell_type": "code", "execution_count": null, "id": "c1", "metadata": {}, "outputs": [],

@@ -18,6 +18,7 @@ import (
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // browser is a headless Chromium; each session is a fresh browser
@@ -74,25 +75,27 @@ func (s *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// until evaluates expr every 200 ms until it is true (page loads in
-// between are fine), up to d.
+// until evaluates expr until it is true (page loads in between are
+// fine), up to d.
 func (s *tab) until(what, expr string, d time.Duration) {
 	s.b.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
+	var err error
+	done := false
+	defer func() {
+		if !done {
 			loc, _ := chromedp.Run(s.ctx, chromedp.Location())
 			body, _ := chromedp.Run(s.ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 500) : ""`))
-			s.b.t.Fatalf("%s: not true after %s (last error %v) at %s: %q", what, d, err, loc, body)
+			s.b.t.Logf("%s: last error %v at %s: %q", what, err, loc, body)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	}()
+	testutil.Eventually(s.b.t, d, what, func() bool {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		defer cancel()
+		var ok bool
+		ok, err = chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		return err == nil && ok
+	})
+	done = true
 }
 
 func (s *tab) text(expr string) string {

@@ -20,9 +20,7 @@ import (
 // apiNodes reads GET /api/nodes.
 func apiNodes(t *testing.T, p *pool) []admin.NodeJSON {
 	t.Helper()
-	var resp struct {
-		Nodes []admin.NodeJSON `json:"nodes"`
-	}
+	var resp admin.NodesJSON
 	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/nodes", &resp)
 	return resp.Nodes
 }
@@ -78,18 +76,14 @@ func TestOpsView(t *testing.T) {
 	if got := counts(apiNodes(t, p)); !equalMaps(got, want) {
 		t.Fatalf("/api/nodes: %v, want %v", got, want)
 	}
-	var viaCLI struct {
-		Nodes []admin.NodeJSON `json:"nodes"`
-	}
+	var viaCLI admin.NodesJSON
 	if err := json.Unmarshal([]byte(cli("nodes", "--json")), &viaCLI); err != nil {
 		t.Fatal(err)
 	}
 	if got := counts(viaCLI.Nodes); !equalMaps(got, want) {
 		t.Fatalf("poolgate nodes --json: %v, want %v", got, want)
 	}
-	var sessions struct {
-		Sessions []admin.SessionJSON `json:"sessions"`
-	}
+	var sessions admin.SessionsJSON
 	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/sessions", &sessions)
 	perUser := map[string]int{}
 	for _, s := range sessions.Sessions {

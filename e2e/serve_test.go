@@ -16,6 +16,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // buildPoolgate compiles the command as an operator would get it.
@@ -109,13 +110,16 @@ discovery:
 			<-exited
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: listen}) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("poolgate serve not listening; log:\n%s", logs.String())
+	listening := false
+	defer func() {
+		if !listening {
+			t.Logf("poolgate serve's log:\n%s", logs.String())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	}()
+	testutil.Eventually(t, 15*time.Second, "poolgate serve to listen", func() bool {
+		return discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: listen}) == nil
+	})
+	listening = true
 
 	_, port, _ := net.SplitHostPort(listen)
 	sshTo := func(user string) (string, error) {
@@ -132,17 +136,13 @@ discovery:
 	// The node health checks need a moment after start; a login before them
 	// is refused. carol (who plays no further part) waits for the first one
 	// that works.
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, "carol's first login", func() bool {
 		var out bytes.Buffer
 		c := exec.Command("ssh", "-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 			"-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile="+filepath.Join(dir, "known_hosts"), "carol@127.0.0.1", "true")
 		c.Stderr = &out
-		if c.Run() == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return c.Run() == nil
+	})
 	// alice, then bob while alice is still connected: different nodes.
 	type result struct {
 		node string
@@ -164,7 +164,7 @@ discovery:
 
 	// SIGTERM with a session open: the user is told, and the gateway exits
 	// 0 within its shutdown_timeout (3s), closing the session.
-	var heldErr syncBuffer
+	var heldErr testutil.SyncBuffer
 	held := exec.Command("ssh", "-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile="+filepath.Join(dir, "known_hosts"),
 		"alice@127.0.0.1", "echo ready; exec cat")

@@ -16,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/balancer/redisstate/redistest"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/sshgw"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // replicaProc is one 'poolgate serve' process of a pool of gateways that
@@ -26,7 +27,7 @@ type replicaProc struct {
 	sshAddr, admAddr string
 	cmd              *exec.Cmd
 	exited           chan error
-	logs             syncBuffer
+	logs             testutil.SyncBuffer
 }
 
 // sharedPool is two or more gateways, real sshd nodes, and a client key.
@@ -126,22 +127,15 @@ discovery:
 			t.Logf("%s's log:\n%s", name, tailN(r.logs.String(), 40))
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testutil.Eventually(t, 15*time.Second, "gateway "+name+" to see 3 nodes up", func() bool {
 		up := 0
 		for _, n := range r.nodes() {
 			if n.State == "up" {
 				up++
 			}
 		}
-		if up == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway %s did not see 3 nodes up; log:\n%s", name, r.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return up == 3
+	})
 	sp.replicas[name] = r
 	return r
 }
@@ -159,16 +153,11 @@ func (r *replicaProc) kill(sig syscall.Signal) {
 	}
 }
 
-type nodesAnswer struct {
-	Nodes []admin.NodeJSON `json:"nodes"`
-	State admin.StateJSON  `json:"state"`
-}
-
 // nodes reads the gateway's /api/nodes (nil while it does not answer).
 func (r *replicaProc) nodes() []admin.NodeJSON { return r.answer().Nodes }
 
-func (r *replicaProc) answer() nodesAnswer {
-	var a nodesAnswer
+func (r *replicaProc) answer() admin.NodesJSON {
+	var a admin.NodesJSON
 	c, err := net.DialTimeout("tcp", r.admAddr, 200*time.Millisecond)
 	if err != nil {
 		return a
@@ -237,10 +226,8 @@ func TestGatewaysShareOneTruth(t *testing.T) {
 
 	// B counts A's sessions, and names A as their gateway.
 	bob := sp.hold(a, "bob")
-	waitUntil(t, "B to count bob's session on "+bob.node, 5*time.Second, func() bool { return b.sessionsOn()[bob.node] == 1 })
-	var sess struct {
-		Sessions []admin.SessionJSON `json:"sessions"`
-	}
+	testutil.Eventually(t, 5*time.Second, "B to count bob's session on "+bob.node, func() bool { return b.sessionsOn()[bob.node] == 1 })
+	var sess admin.SessionsJSON
 	getJSON(t, "http://"+b.admAddr+"/api/sessions", &sess)
 	if len(sess.Sessions) != 1 || sess.Sessions[0].User != "bob" || sess.Sessions[0].Replica != "gw-a" {
 		t.Errorf("B's /api/sessions: %+v, want bob's session held by gw-a", sess.Sessions)
@@ -250,7 +237,7 @@ func TestGatewaysShareOneTruth(t *testing.T) {
 		t.Errorf("poolgate nodes on B: %v\n%s", err, out)
 	}
 	bob.close()
-	waitUntil(t, "bob's session to leave B's counts", 5*time.Second, func() bool { return b.sessionsOn()[bob.node] == 0 })
+	testutil.Eventually(t, 5*time.Second, "bob's session to leave B's counts", func() bool { return b.sessionsOn()[bob.node] == 0 })
 
 	// Ten users log in at once, alternating gateways: the claims race
 	// across gateways, and the spread is even. Each then opens a second
@@ -287,7 +274,7 @@ func TestGatewaysShareOneTruth(t *testing.T) {
 	if hi-lo > 1 {
 		t.Errorf("ten racing users spread %v: more than one apart", perNode)
 	}
-	waitUntil(t, "both gateways to count the ten sessions", 5*time.Second, func() bool {
+	testutil.Eventually(t, 5*time.Second, "both gateways to count the ten sessions", func() bool {
 		sa, sb := a.sessionsOn(), b.sessionsOn()
 		return sa["node-1"]+sa["node-2"]+sa["node-3"] == 10 && fmt.Sprint(sa) == fmt.Sprint(sb)
 	})
@@ -300,7 +287,7 @@ func TestGatewaysShareOneTruth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("poolgate drain %s: %v %s", x, err, out)
 	}
-	waitUntil(t, "B to show "+x+" draining", 5*time.Second, func() bool {
+	testutil.Eventually(t, 5*time.Second, "B to show "+x+" draining", func() bool {
 		for _, n := range b.nodes() {
 			if n.Name == x {
 				return n.State == "draining"
@@ -325,13 +312,13 @@ func TestKilledGatewayLeavesTheCounts(t *testing.T) {
 	for _, u := range []string{"alice", "bob", "carol"} {
 		held = append(held, sp.hold(a, u))
 	}
-	waitUntil(t, "B to count A's three sessions", 5*time.Second, func() bool {
+	testutil.Eventually(t, 5*time.Second, "B to count A's three sessions", func() bool {
 		s := b.sessionsOn()
 		return s["node-1"]+s["node-2"]+s["node-3"] == 3
 	})
 	a.kill(syscall.SIGKILL)
 	killed := time.Now()
-	waitUntil(t, "A's sessions to leave B's counts", 3*sharedTTL, func() bool {
+	testutil.Eventually(t, 3*sharedTTL, "A's sessions to leave B's counts", func() bool {
 		s := b.sessionsOn()
 		return s["node-1"]+s["node-2"]+s["node-3"] == 0
 	})
@@ -384,7 +371,7 @@ func TestRedisOutageNeverRefusesLogins(t *testing.T) {
 		truth[h.node]++
 	}
 	for _, r := range []*replicaProc{a, b} {
-		waitUntil(t, r.name+"'s counts to converge", 3*sharedTTL, func() bool {
+		testutil.Eventually(t, 3*sharedTTL, r.name+"'s counts to converge", func() bool {
 			s := r.sessionsOn()
 			for _, n := range []string{"node-1", "node-2", "node-3"} {
 				if s[n] != truth[n] {
@@ -400,17 +387,5 @@ func TestRedisOutageNeverRefusesLogins(t *testing.T) {
 	before.close()
 	for _, h := range open {
 		h.close()
-	}
-}
-
-// waitUntil polls cond every 50 ms for up to d.
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

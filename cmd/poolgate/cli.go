@@ -73,9 +73,7 @@ func (c *adminClient) do(method, path string, out any) error {
 		return fmt.Errorf("reading the admin API's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e admin.ErrorJSON
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			if resp.StatusCode == http.StatusUnauthorized {
 				return fmt.Errorf("%s (pass --token or set POOLGATE_TOKEN)", e.Error)
@@ -142,11 +140,7 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	var resp struct {
-		Nodes     []admin.NodeJSON    `json:"nodes"`
-		Discovery admin.DiscoveryJSON `json:"discovery"`
-		State     admin.StateJSON     `json:"state"`
-	}
+	var resp admin.NodesJSON
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		fmt.Fprintln(stderr, "poolgate nodes:", err)
 		return 1
@@ -224,9 +218,7 @@ func cmdSessions(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	var resp struct {
-		Sessions []admin.SessionJSON `json:"sessions"`
-	}
+	var resp admin.SessionsJSON
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		fmt.Fprintln(stderr, "poolgate sessions:", err)
 		return 1
@@ -274,11 +266,7 @@ func cmdDrain(action string, args []string, stdout, stderr io.Writer) int {
 		printJSON(stdout, raw)
 		return 0
 	}
-	var resp struct {
-		Node     string             `json:"node"`
-		State    string             `json:"state"`
-		Sessions admin.SessionCount `json:"sessions"`
-	}
+	var resp admin.DrainJSON
 	_ = json.Unmarshal(raw, &resp)
 	fmt.Fprintf(stdout, "%s: %s (%d ssh, %d http sessions open)\n", resp.Node, resp.State, resp.Sessions.SSH, resp.Sessions.HTTP)
 	if action == "drain" {
@@ -302,21 +290,6 @@ func ago(t time.Time) string {
 		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
 	}
 	return t.Format("2006-01-02 15:04")
-}
-
-// scaleInResult mirrors the answer of POST /api/scale-in.
-type scaleInResult struct {
-	DryRun  bool `json:"dry_run"`
-	Deleted []struct {
-		Node       string `json:"node"`
-		InstanceID string `json:"instance_id"`
-		Idle       string `json:"idle"`
-	} `json:"deleted"`
-	Kept []struct {
-		Node       string `json:"node"`
-		InstanceID string `json:"instance_id"`
-		Reason     string `json:"reason"`
-	} `json:"kept"`
 }
 
 func cmdScaleIn(args []string, stdout, stderr io.Writer) int {
@@ -348,7 +321,7 @@ func cmdScaleIn(args []string, stdout, stderr io.Writer) int {
 		printJSON(stdout, raw)
 		return 0
 	}
-	var res scaleInResult
+	var res admin.ScaleInJSON
 	if err := json.Unmarshal(raw, &res); err != nil {
 		fmt.Fprintln(stderr, "poolgate scale-in:", err)
 		return 1

@@ -31,7 +31,7 @@ func apiServer(t *testing.T, token string) (string, *balancer.Balancer) {
 		cfg.TokenFile = filepath.Join(t.TempDir(), "token")
 		os.WriteFile(cfg.TokenFile, []byte(token), 0o600)
 	}
-	api, err := admin.New(cfg, b, nil)
+	api, err := admin.New(cfg, b, admin.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +52,7 @@ func TestCLINodesAndSessions(t *testing.T) {
 		}
 	}
 	code, out, _ = runCmd("nodes", "--json", "--admin", url)
-	var js struct {
-		Nodes []admin.NodeJSON `json:"nodes"`
-	}
+	var js admin.NodesJSON
 	if code != 0 || json.Unmarshal([]byte(out), &js) != nil || len(js.Nodes) != 2 || js.Nodes[0].Sessions.SSH+js.Nodes[1].Sessions.SSH != 2 {
 		t.Fatalf("nodes --json: %d %q", code, out)
 	}

@@ -8,17 +8,13 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
-
-type scalerFunc func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error)
-
-func (f scalerFunc) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
-	return f(ctx, idle, keep, dryRun)
-}
 
 // TestCLIScaleIn drives 'poolgate scale-in' through the real admin API to
 // an Azure source listing a fake scale set: busy and recently used nodes
@@ -37,11 +33,7 @@ func TestCLIScaleIn(t *testing.T) {
 	ran := make(chan struct{})
 	go func() { defer close(ran); _ = src.Run(ctx, bal) }()
 	defer func() { cancel(); <-ran }()
-	for deadline := time.Now().Add(5 * time.Second); len(bal.Nodes()) < 3; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the scale set was not listed")
-		}
-	}
+	testutil.Eventually(t, 5*time.Second, "the scale set to be listed", func() bool { return len(bal.Nodes()) >= 3 })
 	for _, n := range bal.Nodes() {
 		bal.SetHealth(n.Name, true, "ok")
 	}
@@ -52,13 +44,10 @@ func TestCLIScaleIn(t *testing.T) {
 	}
 	defer alice.Release()
 
-	api, err := admin.New(admin.Config{}, bal, nil)
+	api, err := admin.New(admin.Config{}, bal, admin.Options{Scaler: app.AzureScaler(src)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api.SetScaler(scalerFunc(func(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
-		return src.ScaleIn(ctx, idle, keep, dryRun)
-	}))
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 
@@ -97,11 +86,10 @@ func TestCLINodesWarnsWhenDiscoveryIsStale(t *testing.T) {
 	b := balancer.New(balancer.Config{}, balancer.Options{})
 	b.SetNodes([]balancer.Node{{Name: "dsvm0", SSH: "10.0.0.4:22"}})
 	b.SetHealth("dsvm0", true, "ok")
-	api, _ := admin.New(admin.Config{}, b, nil)
 	last := time.Now().Add(-5 * time.Minute)
-	api.SetDiscovery(func() admin.DiscoveryJSON {
+	api, _ := admin.New(admin.Config{}, b, admin.Options{Discovery: func() admin.DiscoveryJSON {
 		return admin.DiscoveryJSON{Source: "azure", Stale: true, LastSuccess: &last, Error: "listing the scale set's VMs: Azure answered 503 ServiceUnavailable", Protected: []string{"dsvm0"}}
-	})
+	}})
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 	code, out, _ := runCmd("nodes", "--admin", srv.URL)

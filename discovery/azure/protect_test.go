@@ -11,6 +11,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 func protecting(c *discovery.AzureConfig) { c.ProtectBusyNodes = true }
@@ -19,19 +20,11 @@ func protecting(c *discovery.AzureConfig) { c.ProtectBusyNodes = true }
 func (f *fixture) settle() {
 	f.t.Helper()
 	f.src.sync()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(f.t, 5*time.Second, "the protection updates to finish", func() bool {
 		f.src.prot.mu.Lock()
-		n := len(f.src.prot.inFlight)
-		f.src.prot.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatal("protection updates did not finish")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer f.src.prot.mu.Unlock()
+		return len(f.src.prot.inFlight) == 0
+	})
 }
 
 func updates(w *azuretest.World) string {

@@ -12,21 +12,10 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 func fromZero(c *discovery.AzureConfig) { c.ScaleFromZero = true; c.MinCapacity = 2 }
-
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 func TestScaleFromZeroRaisesCapacityOnceForManyUsers(t *testing.T) {
 	w := azuretest.New()
@@ -53,7 +42,7 @@ func TestScaleFromZeroRaisesCapacityOnceForManyUsers(t *testing.T) {
 			t.Fatalf("user %d: StartNode = %v, %v; want to wait until %v", i, untils[i], oks[i], want)
 		}
 	}
-	waitFor(t, "the capacity raise", func() bool { return len(w.CapacityRaises()) > 0 })
+	testutil.Eventually(t, 5*time.Second, "the capacity raise", func() bool { return len(w.CapacityRaises()) > 0 })
 	if !f.src.Status().Starting {
 		t.Error("status does not say a node is starting")
 	}
@@ -93,7 +82,7 @@ func TestScaleFromZeroFailureRefusesAtOnce(t *testing.T) {
 	if _, ok := f.src.StartNode(); !ok {
 		t.Fatal("StartNode refused on an empty pool")
 	}
-	waitFor(t, "the failed start to end", func() bool { return !f.src.Status().Starting })
+	testutil.Eventually(t, 5*time.Second, "the failed start to end", func() bool { return !f.src.Status().Starting })
 	if _, ok := f.src.StartNode(); ok {
 		t.Error("right after a failed start, users must be refused rather than kept waiting")
 	}
@@ -101,7 +90,7 @@ func TestScaleFromZeroFailureRefusesAtOnce(t *testing.T) {
 	if _, ok := f.src.StartNode(); !ok {
 		t.Error("a minute after a failed start, a new user must try again")
 	}
-	waitFor(t, "the second raise", func() bool { return len(w.CapacityRaises()) == 1 })
+	testutil.Eventually(t, 5*time.Second, "the second raise", func() bool { return len(w.CapacityRaises()) == 1 })
 }
 
 func TestScaleFromZeroWithCapacityAlreadyThereAndTimeout(t *testing.T) {
@@ -113,7 +102,7 @@ func TestScaleFromZeroWithCapacityAlreadyThereAndTimeout(t *testing.T) {
 	if !ok {
 		t.Fatal("no instance running: StartNode must let the user wait")
 	}
-	waitFor(t, "the capacity check", func() bool { return w.Calls(azuretest.Get) >= 2 })
+	testutil.Eventually(t, 5*time.Second, "the capacity check", func() bool { return w.Calls(azuretest.Get) >= 2 })
 	f.src.Close() // wait for the background work
 	if got := w.CapacityRaises(); len(got) != 0 {
 		t.Errorf("capacity already 2: raises %v, want none", got)
@@ -138,7 +127,7 @@ func TestScaleFromZeroStartsStoppedInstances(t *testing.T) {
 	if _, ok := f.src.StartNode(); !ok {
 		t.Fatal("StartNode refused with every instance stopped")
 	}
-	waitFor(t, "the start call", func() bool { return len(w.Started()) > 0 })
+	testutil.Eventually(t, 5*time.Second, "the start call", func() bool { return len(w.Started()) > 0 })
 	f.src.Close()
 	if got := w.Started(); len(got) != 1 || strings.Join(got[0], ",") != "0,1" {
 		t.Errorf("start calls %v, want one starting min_capacity (2) stopped instances", got)

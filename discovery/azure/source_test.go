@@ -16,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -374,10 +375,7 @@ func TestRunListsOnItsOwnAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.src.Run(ctx, f.rec) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(f.rec.names()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "Run to push the nodes", func() bool { return len(f.rec.names()) > 0 })
 	if !equal(f.rec.names(), []string{"n0"}) {
 		t.Errorf("Run pushed %v", f.rec.names())
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 func TestDashboardOpenOnLoopback(t *testing.T) {
-	s, err := New(Config{}, testPool(t), nil)
+	s, err := New(Config{}, testPool(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestDashboardOpenOnLoopback(t *testing.T) {
 
 func TestDashboardSignIn(t *testing.T) {
 	const write, read = "write-token-0123456789", "read-token-0123456789"
-	s, err := New(Config{Listen: "0.0.0.0:9090", TokenFile: writeTok(t, write), ReadTokenFile: writeTok(t, read)}, testPool(t), nil)
+	s, err := New(Config{Listen: "0.0.0.0:9090", TokenFile: writeTok(t, write), ReadTokenFile: writeTok(t, read)}, testPool(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

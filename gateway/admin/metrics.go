@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/poolgate/poolgate/balancer"
 )
@@ -70,12 +69,6 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descStarted, prometheus.CounterValue, float64(c.counts.Started(p)), string(p))
 		ch <- prometheus.MustNewConstMetric(descEnded, prometheus.CounterValue, float64(c.counts.Ended(p)), string(p))
 	}
-}
-
-// ServeMetrics makes GET /metrics serve g in the Prometheus text format,
-// behind the same read access as the API.
-func (s *Server) ServeMetrics(g prometheus.Gatherer) {
-	s.metrics = promhttp.HandlerFor(g, promhttp.HandlerOpts{})
 }
 
 func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request) {

@@ -25,13 +25,12 @@ func scrape(t *testing.T, s *Server, token string) (int, string) {
 func TestMetricsReflectThePool(t *testing.T) {
 	b := testPool(t) // alice twice and bob, over node-1 and node-2
 	const tok = "metrics-token-0123456789"
-	s, err := New(Config{Listen: "0.0.0.0:9090", TokenFile: writeTok(t, tok)}, b, nil)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(b, b))
+	s, err := New(Config{Listen: "0.0.0.0:9090", TokenFile: writeTok(t, tok)}, b, Options{Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(b, b))
-	s.ServeMetrics(reg)
 	if code, _ := scrape(t, s, ""); code != 401 {
 		t.Fatalf("/metrics without token: %d", code)
 	}

@@ -18,15 +18,15 @@ type fakeScaler struct {
 	err    error
 }
 
-func (f *fakeScaler) ScaleIn(_ context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
+func (f *fakeScaler) ScaleIn(_ context.Context, idle time.Duration, keep int, dryRun bool) (ScaleInJSON, error) {
 	f.calls++
 	f.idle, f.keep, f.dryRun = idle, keep, dryRun
-	return map[string]any{"dry_run": dryRun, "deleted": []string{"node-2"}}, f.err
+	return ScaleInJSON{DryRun: dryRun, Deleted: []ScaleInNodeJSON{{Node: "node-2"}}}, f.err
 }
 
 func TestScaleInAPI(t *testing.T) {
 	b := testPool(t)
-	s, err := New(Config{}, b, nil)
+	s, err := New(Config{}, b, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,10 @@ func TestScaleInAPI(t *testing.T) {
 		t.Fatalf("without a scaler: %d %v", code, body)
 	}
 	sc := &fakeScaler{}
-	s.SetScaler(sc)
+	if s, err = New(Config{}, b, Options{Scaler: sc}); err != nil {
+		t.Fatal(err)
+	}
+	h = s.Handler()
 	for path, want := range map[string]string{
 		"/api/scale-in":                       "idle: missing",
 		"/api/scale-in?idle=soon":             `idle: "soon" is not a duration`,
@@ -69,12 +72,11 @@ func TestScaleInNeedsWriteToken(t *testing.T) {
 	write, read := filepath.Join(dir, "w"), filepath.Join(dir, "r")
 	_ = os.WriteFile(write, []byte("write-token-0123456789\n"), 0o600)
 	_ = os.WriteFile(read, []byte("read-token-0123456789\n"), 0o600)
-	s, err := New(Config{TokenFile: write, ReadTokenFile: read}, testPool(t), nil)
+	sc := &fakeScaler{}
+	s, err := New(Config{TokenFile: write, ReadTokenFile: read}, testPool(t), Options{Scaler: sc})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := &fakeScaler{}
-	s.SetScaler(sc)
 	h := s.Handler()
 	if code, _ := do(t, h, "POST", "/api/scale-in?idle=1h", ""); code != 401 {
 		t.Errorf("no token: %d", code)
@@ -89,16 +91,17 @@ func TestScaleInNeedsWriteToken(t *testing.T) {
 
 func TestNodesReportDiscovery(t *testing.T) {
 	b := testPool(t)
-	s, _ := New(Config{}, b, nil)
+	s, _ := New(Config{}, b, Options{})
 	h := s.Handler()
 	_, body := do(t, h, "GET", "/api/nodes", "")
 	if d := body["discovery"].(map[string]any); d["source"] != "static" || d["stale"] != false {
 		t.Errorf("static pool: discovery %v", d)
 	}
 	last := time.Now().Add(-90 * time.Second)
-	s.SetDiscovery(func() DiscoveryJSON {
+	s, _ = New(Config{}, b, Options{Discovery: func() DiscoveryJSON {
 		return DiscoveryJSON{Source: "azure", Stale: true, LastSuccess: &last, Error: "listing the scale set's VMs: Azure answered 503", Live: 2, Protected: []string{"node-1"}}
-	})
+	}})
+	h = s.Handler()
 	_, body = do(t, h, "GET", "/api/nodes", "")
 	d := body["discovery"].(map[string]any)
 	if d["stale"] != true || d["age_seconds"].(float64) < 89 || !strings.Contains(d["error"].(string), "503") {

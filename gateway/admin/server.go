@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -24,44 +26,16 @@ type Pool interface {
 	Sessions() []balancer.SessionInfo
 	Drain(name string) error
 	Undrain(name string) error
-}
-
-// DiscoveryJSON is the state of node discovery in GET /api/nodes.
-type DiscoveryJSON struct {
-	Source string `json:"source"` // "static" or "azure"
-	// Stale: the last listing failed, and the nodes are those of the last
-	// good one, AgeSeconds old.
-	Stale       bool       `json:"stale"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	AgeSeconds  int        `json:"age_seconds"`
-	Error       string     `json:"error,omitempty"`
-	Instances   int        `json:"instances"` // in the last good listing
-	Live        int        `json:"live"`      // of those, running and provisioned
-	Starting    bool       `json:"starting"`  // scale from zero waits for a node
-	// Protected names the nodes whose instances carry scale-in protection.
-	Protected []string `json:"protected,omitempty"`
-}
-
-// StateJSON says where the routing state lives, in GET /api/nodes.
-type StateJSON struct {
-	Backend string `json:"backend"` // "memory" or "redis"
-	// Degraded: Redis does not answer, and this gateway routes from its
-	// own view; the counts are its own sessions only.
-	Degraded bool   `json:"degraded"`
-	Replica  string `json:"replica,omitempty"` // this gateway's name
-}
-
-// sharedStatus is what a pool with shared state reports (the balancer).
-type sharedStatus interface {
+	// SharedStatus reports whether the routing state is shared with other
+	// gateways, whether that shared state is unreachable (degraded), and
+	// this gateway's replica name.
 	SharedStatus() (shared, degraded bool, replica string)
 }
 
 // stateOf reports where pool's routing state lives.
 func stateOf(pool Pool) StateJSON {
-	if ss, ok := pool.(sharedStatus); ok {
-		if shared, degraded, replica := ss.SharedStatus(); shared {
-			return StateJSON{Backend: "redis", Degraded: degraded, Replica: replica}
-		}
+	if shared, degraded, replica := pool.SharedStatus(); shared {
+		return StateJSON{Backend: "redis", Degraded: degraded, Replica: replica}
 	}
 	return StateJSON{Backend: "memory"}
 }
@@ -70,9 +44,25 @@ func stateOf(pool Pool) StateJSON {
 type Discovery func() DiscoveryJSON
 
 // Scaler deletes idle instances (POST /api/scale-in). The result is
-// returned to the caller as JSON.
+// returned to the caller.
 type Scaler interface {
-	ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error)
+	ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (ScaleInJSON, error)
+}
+
+// Options are the admin API's collaborators beyond its config and pool.
+// The zero value serves a static pool without scale-in or metrics.
+type Options struct {
+	// Logger is the API's logger; nil means no logging.
+	Logger *zap.Logger
+	// Discovery reports discovery's state in GET /api/nodes; nil means a
+	// static node list.
+	Discovery Discovery
+	// Scaler serves POST /api/scale-in; nil answers 501 (a static list
+	// has nothing to delete).
+	Scaler Scaler
+	// Metrics is served at GET /metrics in the Prometheus text format,
+	// behind the same read access as the API; nil answers 404.
+	Metrics prometheus.Gatherer
 }
 
 // Server is the admin API. Create it with New and serve Handler.
@@ -88,11 +78,14 @@ type Server struct {
 }
 
 // New reads the token files and returns the API.
-func New(cfg Config, pool Pool, log *zap.Logger) (*Server, error) {
-	if log == nil {
-		log = zap.NewNop()
+func New(cfg Config, pool Pool, opts Options) (*Server, error) {
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, log: opts.Logger, startedAt: time.Now()}
+	if s.log == nil {
+		s.log = zap.NewNop()
 	}
-	s := &Server{pool: pool, log: log, startedAt: time.Now()}
+	if opts.Metrics != nil {
+		s.metrics = promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{})
+	}
 	var err error
 	if s.writeTok, err = readToken(cfg.TokenFile); err != nil {
 		return nil, fmt.Errorf("token_file: %w", err)
@@ -102,13 +95,6 @@ func New(cfg Config, pool Pool, log *zap.Logger) (*Server, error) {
 	}
 	return s, nil
 }
-
-// SetDiscovery makes GET /api/nodes report discovery's state; call it
-// before serving.
-func (s *Server) SetDiscovery(d Discovery) { s.discovery = d }
-
-// SetScaler enables POST /api/scale-in; call it before serving.
-func (s *Server) SetScaler(sc Scaler) { s.scaler = sc }
 
 // readToken reads a token file (first line, surrounding space trimmed).
 func readToken(path string) ([]byte, error) {
@@ -229,47 +215,6 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// NodeJSON is one node in GET /api/nodes.
-type NodeJSON struct {
-	Name     string       `json:"name"`
-	SSH      string       `json:"ssh"`
-	HTTP     string       `json:"http"`
-	Weight   float64      `json:"weight"`
-	State    string       `json:"state"`
-	Sessions SessionCount `json:"sessions"`
-	Users    []string     `json:"users"`
-	Pinned   int          `json:"pinned"`
-	Health   string       `json:"health"`
-	Changed  time.Time    `json:"changed"`
-	// HTTPState is the JupyterHub check, "up", "down" or "unchecked";
-	// absent for a node without a hub address.
-	HTTPState  string `json:"http_state,omitempty"`
-	HTTPHealth string `json:"http_health,omitempty"`
-	// IdleSince is when the node's last session ended; absent while it
-	// has sessions.
-	IdleSince *time.Time `json:"idle_since,omitempty"`
-	// Protected: its instance carries scale-in protection (Azure).
-	Protected bool `json:"protected,omitempty"`
-}
-
-// SessionCount counts a node's live sessions by protocol.
-type SessionCount struct {
-	SSH  int `json:"ssh"`
-	HTTP int `json:"http"`
-}
-
-// SessionJSON is one session in GET /api/sessions.
-type SessionJSON struct {
-	ID       uint64    `json:"id"`
-	User     string    `json:"user"`
-	Node     string    `json:"node"`
-	Protocol string    `json:"protocol"`
-	Client   string    `json:"client"`
-	Started  time.Time `json:"started"`
-	// Replica is the gateway holding the session, with shared state.
-	Replica string `json:"replica,omitempty"`
-}
-
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 	out := []NodeJSON{}
 	disc := DiscoveryJSON{Source: "static"}
@@ -314,7 +259,7 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, nj)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"nodes": out, "discovery": disc, "state": stateOf(s.pool)})
+	writeJSON(w, http.StatusOK, NodesJSON{Nodes: out, Discovery: disc, State: stateOf(s.pool)})
 }
 
 // scaleIn deletes instances idle for ?idle= (a duration, at least 1m),
@@ -373,7 +318,7 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 		out = append(out, SessionJSON{ID: ss.ID, User: ss.User, Node: ss.Node, Protocol: string(ss.Protocol), Client: ss.Client, Started: ss.Started.UTC(), Replica: ss.Replica})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, SessionsJSON{Sessions: out})
 }
 
 func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
@@ -399,7 +344,7 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("node "+action+" requested through the admin API", zap.String("node", name), zap.String("client", r.RemoteAddr))
 	for _, n := range s.pool.Nodes() {
 		if n.Name == name {
-			writeJSON(w, http.StatusOK, map[string]any{"node": name, "state": string(n.State), "sessions": SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions}})
+			writeJSON(w, http.StatusOK, DrainJSON{Node: name, State: string(n.State), Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions}})
 			return
 		}
 	}
@@ -414,5 +359,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]any{"error": msg, "status": status})
+	writeJSON(w, status, ErrorJSON{Error: msg, Status: status})
 }

@@ -50,7 +50,7 @@ func do(t *testing.T, h http.Handler, method, path, token string) (int, map[stri
 
 func TestAPIOpenOnLoopback(t *testing.T) {
 	b := testPool(t)
-	s, err := New(Config{}, b, nil)
+	s, err := New(Config{}, b, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func writeTok(t *testing.T, tok string) string {
 
 func TestAPITokens(t *testing.T) {
 	const write, read = "write-token-0123456789", "read-token-0123456789"
-	s, err := New(Config{Listen: "0.0.0.0:9090", TokenFile: writeTok(t, write), ReadTokenFile: writeTok(t, read)}, testPool(t), nil)
+	s, err := New(Config{Listen: "0.0.0.0:9090", TokenFile: writeTok(t, write), ReadTokenFile: writeTok(t, read)}, testPool(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want %q", tt.cfg, err, tt.want)
 		}
 	}
-	if _, err := New(Config{TokenFile: writeTok(t, "short")}, testPool(t), nil); err == nil || !strings.Contains(err.Error(), "at least 16") {
+	if _, err := New(Config{TokenFile: writeTok(t, "short")}, testPool(t), Options{}); err == nil || !strings.Contains(err.Error(), "at least 16") {
 		t.Errorf("short token: %v", err)
 	}
 }
@@ -188,7 +188,7 @@ func TestAPINodesShowHubHealth(t *testing.T) {
 	})
 	b.SetHTTPHealth("node-1", true, "ok")
 	b.SetHTTPHealth("node-2", false, "GET /hub/health: 503 Service Unavailable")
-	s, err := New(Config{}, b, nil)
+	s, err := New(Config{}, b, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/atomicfile"
 )
 
 // AffinityCookie is the name of the gateway's own cookie. It names the
@@ -108,11 +110,7 @@ func loadAffinityKey(dir string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, key, 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, key, 0o600); err != nil {
 		return nil, err
 	}
 	return key, nil

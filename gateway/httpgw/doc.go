@@ -9,4 +9,7 @@
 // the idle window. Sessions start only once the hub has shown the user is
 // logged in (a login that set cookies, or a 2xx/101 answer for a request
 // of theirs), so anonymous requests naming a user cannot inflate counts.
+//
+// It takes the balancer through the [Balancer] interface it declares, and
+// everything else it needs through [Options].
 package httpgw

@@ -12,12 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // countingHub is a hub that counts the connections it accepts.
@@ -41,31 +42,6 @@ func newCountingHub(t *testing.T, tlsHub bool, h http.Handler) *countingHub {
 	}
 	t.Cleanup(c.srv.Close)
 	return c
-}
-
-// rawHub serves each connection with handle, then closes it; it returns
-// the address.
-func rawHub(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func hubTransportFor(t *testing.T, cfg Config) *hubTransport {
@@ -238,7 +214,7 @@ func TestHubTransportCancelAndDeadHub(t *testing.T) {
 
 	// A hub that accepts and closes at once: an error, not a retry loop.
 	var accepted atomic.Int32
-	hangsUp := rawHub(t, func(c net.Conn) { accepted.Add(1) })
+	hangsUp := testutil.ServeTCP(t, "127.0.0.1:0", func(c net.Conn) { accepted.Add(1) })
 	req, _ = http.NewRequest("GET", "http://"+hangsUp+"/", nil)
 	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "hub sent nothing") {
 		t.Fatalf("a hub that hangs up: %v, want an error saying it sent nothing", err)
@@ -250,7 +226,7 @@ func TestHubTransportCancelAndDeadHub(t *testing.T) {
 	// A hub that breaks off in the middle of its second answer, on a
 	// reused connection: it has seen the request, so it is not sent again.
 	var requests atomic.Int32
-	breaks := rawHub(t, func(c net.Conn) {
+	breaks := testutil.ServeTCP(t, "127.0.0.1:0", func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
 			if _, err := http.ReadRequest(br); err != nil {

@@ -39,6 +39,21 @@ type Options struct {
 	Starter Starter
 }
 
+// Balancer is what the HTTP gateway needs from the balancer.
+type Balancer interface {
+	// Acquire takes a lease on the user's node for a new session.
+	Acquire(user string, proto balancer.Protocol, client string, avoid ...string) (*balancer.Lease, error)
+	// Usable reports whether the named node can still serve proto.
+	Usable(name string, proto balancer.Protocol) bool
+	// Route names the node for a request that belongs to no user yet.
+	Route(proto balancer.Protocol, prefer string) (balancer.Node, error)
+	// HubNode names the node whose hub listens on addr, "" for none, for
+	// certificate pinning on every new connection to a hub. It must
+	// answer from local state: a call to shared state here would sit on
+	// the dial path.
+	HubNode(addr string) string
+}
+
 // Starter brings up a node when the pool has none (scale from zero).
 type Starter interface {
 	// StartNode is called when no node can take a session. It reports
@@ -52,7 +67,7 @@ type Starter interface {
 type Server struct {
 	cfg       Config
 	stateDir  string
-	bal       *balancer.Balancer
+	bal       Balancer
 	starter   Starter // nil: no scale from zero
 	log       *zap.Logger
 	now       func() time.Time
@@ -75,7 +90,7 @@ type Server struct {
 }
 
 // New builds the HTTP gateway from a validated, defaulted config.
-func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
+func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -97,7 +112,7 @@ func New(cfg Config, bal *balancer.Balancer, opts Options) (*Server, error) {
 	s.sign = newSigner(key)
 	s.cookies = newCookieCache(s.sign, *cfg.TLS)
 	s.track = newTracker(bal, cfg.SessionIdle, s.now)
-	s.transport, err = newTransport(cfg, opts.StateDir, s.nodeOf, s.log)
+	s.transport, err = newTransport(cfg, opts.StateDir, bal.HubNode, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -182,16 +197,6 @@ func (s *Server) HealthClient() *http.Client { return &http.Client{Transport: s.
 
 // HealthScheme is "https" when the hubs speak TLS, else "http".
 func (s *Server) HealthScheme() string { return s.scheme }
-
-// nodeOf names the node whose hub listens on addr.
-func (s *Server) nodeOf(addr string) string {
-	for _, n := range s.bal.Nodes() {
-		if n.HTTP == addr {
-			return n.Name
-		}
-	}
-	return ""
-}
 
 // Serve accepts browsers on ln until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {

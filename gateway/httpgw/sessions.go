@@ -24,7 +24,7 @@ type session struct {
 
 // tracker maps users to their HTTP sessions.
 type tracker struct {
-	bal  *balancer.Balancer
+	bal  Balancer
 	idle time.Duration
 	now  func() time.Time
 
@@ -32,7 +32,7 @@ type tracker struct {
 	byUser map[string]*session
 }
 
-func newTracker(bal *balancer.Balancer, idle time.Duration, now func() time.Time) *tracker {
+func newTracker(bal Balancer, idle time.Duration, now func() time.Time) *tracker {
 	return &tracker{bal: bal, idle: idle, now: now, byUser: map[string]*session{}}
 }
 

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/internal/atomicfile"
 )
 
 // parsePin reads "sha256:<64 hex digits>" (colons between bytes allowed,
@@ -93,7 +95,7 @@ func (p *hubPins) check(node string, der []byte) error {
 		}
 	}
 	data, _ := json.MarshalIndent(learned, "", "  ")
-	if err := writeFileAtomic(p.path, data, 0o600); err != nil {
+	if err := atomicfile.Write(p.path, data, 0o600); err != nil {
 		p.log.Error("could not save the hub certificate pin", zap.String("node", node), zap.Error(err))
 	}
 	p.log.Info("hub certificate pinned on first contact", zap.String("node", node), zap.String("fingerprint", got))

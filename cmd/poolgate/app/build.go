@@ -153,15 +153,14 @@ func (g *Gateway) buildFrontEnds() error {
 		return fmt.Errorf("ssh: %w", err)
 	}
 	g.ssh = srv
-	api, err := admin.New(cfg.Admin, g.bal, g.log.Named("admin"))
+	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
+	if g.azure != nil {
+		adminOpts.Discovery, adminOpts.Scaler = azureStatus(g.azure), AzureScaler(g.azure)
+	}
+	api, err := admin.New(cfg.Admin, g.bal, adminOpts)
 	if err != nil {
 		return fmt.Errorf("admin.%w", err)
 	}
-	if g.azure != nil {
-		api.SetDiscovery(azureStatus(g.azure))
-		api.SetScaler(scaler{g.azure})
-	}
-	api.ServeMetrics(g.reg)
 	g.admin = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
 	if !cfg.HTTP.Enabled() {
 		return nil

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -9,34 +8,27 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestDemo follows the README: run the demo, log in as it says, and see
 // alice stay on her node while bob goes to another.
 func TestDemo(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
+	defer func() {
+		if t.Failed() {
+			t.Logf("the demo printed:\n%s", out.String())
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -50,15 +42,12 @@ func TestDemo(t *testing.T) {
 	}()
 	re := regexp.MustCompile(`ssh -p (\d+) alice@(127\.0\.0\.1)`)
 	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == ""; {
+	testutil.Eventually(t, 10*time.Second, "the demo to print an ssh command", func() bool {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			addr = m[2] + ":" + m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("demo printed no ssh command:\n%s", out.String())
-		} else {
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
+		return addr != ""
+	})
 	if !strings.Contains(out.String(), "password: "+DemoPassword) {
 		t.Fatalf("demo does not say the password:\n%s", out.String())
 	}
@@ -67,15 +56,13 @@ func TestDemo(t *testing.T) {
 		var c *ssh.Client
 		var err error
 		// The first health checks may not have reported yet.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		testutil.Eventually(t, 10*time.Second, "ssh "+user+" to log in", func() bool {
 			c, err = ssh.Dial("tcp", addr, &ssh.ClientConfig{
 				User: user, Auth: []ssh.AuthMethod{ssh.Password(DemoPassword)},
 				HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
 			})
-			if err == nil || time.Now().After(deadline) {
-				break
-			}
-		}
+			return err == nil
+		})
 		if err != nil {
 			t.Fatalf("ssh %s: %v", user, err)
 		}
@@ -115,17 +102,15 @@ func TestDemo(t *testing.T) {
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: 5 * time.Second}
 	var page string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testutil.Eventually(t, 10*time.Second, "alice's hub page", func() bool {
 		resp, err := browser.PostForm(web[1]+"/hub/login", url.Values{"username": {"alice"}, "password": {"x"}})
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			page = string(b)
 		}
-		if strings.Contains(page, `id="node"`) || time.Now().After(deadline) {
-			break
-		}
-	}
+		return strings.Contains(page, `id="node"`)
+	})
 	if !strings.Contains(page, `<b id="node">`+home+`</b>`) {
 		t.Fatalf("alice's browser page does not name her node %s:\n%s", home, page)
 	}

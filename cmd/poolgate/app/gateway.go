@@ -65,11 +65,22 @@ func azureStatus(az *azure.Source) admin.Discovery {
 	}
 }
 
-// scaler adapts the Azure source to the admin API's scale-in.
+// AzureScaler adapts the Azure source to the admin API's scale-in.
+func AzureScaler(az *azure.Source) admin.Scaler { return scaler{az} }
+
 type scaler struct{ az *azure.Source }
 
-func (s scaler) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (any, error) {
-	return s.az.ScaleIn(ctx, idle, keep, dryRun)
+func (s scaler) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryRun bool) (admin.ScaleInJSON, error) {
+	res, err := s.az.ScaleIn(ctx, idle, keep, dryRun)
+	return admin.ScaleInJSON{DryRun: res.DryRun, Deleted: scaleInNodes(res.Deleted), Kept: scaleInNodes(res.Kept)}, err
+}
+
+func scaleInNodes(ns []azure.ScaleInNode) []admin.ScaleInNodeJSON {
+	out := make([]admin.ScaleInNodeJSON, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, admin.ScaleInNodeJSON{Node: n.Node, InstanceID: n.InstanceID, Idle: n.Idle, Reason: n.Reason})
+	}
+	return out
 }
 
 // HTTPAddr is the address the HTTP gateway listens on, "" when it is off.

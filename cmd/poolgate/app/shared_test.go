@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/balancer/redisstate/redistest"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // TestCleanStopClearsSharedSessions: a gateway that stops cleanly takes
@@ -19,25 +19,11 @@ import (
 func TestCleanStopClearsSharedSessions(t *testing.T) {
 	srv := redistest.Start(t)
 	// A node that passes the health check (it sends an SSH version line).
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte("SSH-2.0-node\r\n"))
-			c.Close()
-		}
-	}()
+	nodeAddr := testutil.ServeLine(t, "127.0.0.1:0", "SSH-2.0-node\r\n")
 	dir := t.TempDir()
 	cfg := Config{StateDir: filepath.Join(dir, "state"), ShutdownTimeout: time.Second}
 	cfg.SSH.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Discovery.Static = []discovery.StaticNode{{Name: "node-1", SSH: ln.Addr().String()}}
+	cfg.Discovery.Static = []discovery.StaticNode{{Name: "node-1", SSH: nodeAddr}}
 	cfg.Health = discovery.HealthConfig{Interval: 50 * time.Millisecond, Rise: 1}
 	cfg.State = redisstate.Config{Redis: srv.URL(), Replica: "gw-a", LeaseTTL: time.Minute}
 	g, err := New(cfg, nil)
@@ -47,11 +33,9 @@ func TestCleanStopClearsSharedSessions(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	for deadline := time.Now().Add(5 * time.Second); len(g.Balancer().Nodes()) == 0 || g.Balancer().Nodes()[0].State != balancer.StateUp; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("node-1 not up")
-		}
-	}
+	testutil.Eventually(t, 5*time.Second, "node-1 to be up", func() bool {
+		return len(g.Balancer().Nodes()) > 0 && g.Balancer().Nodes()[0].State == balancer.StateUp
+	})
 	if _, err := g.Balancer().Acquire("alice", balancer.SSH, "192.0.2.1:1"); err != nil { // never released
 		t.Fatal(err)
 	}

@@ -1,0 +1,115 @@
+package admin
+
+import "time"
+
+// The admin API's wire contract: what each endpoint answers, shared by the
+// handlers and by the clients (the poolgate CLI, tests). Fields are only
+// ever added.
+
+// NodesJSON is the answer of GET /api/nodes.
+type NodesJSON struct {
+	Discovery DiscoveryJSON `json:"discovery"`
+	Nodes     []NodeJSON    `json:"nodes"`
+	State     StateJSON     `json:"state"`
+}
+
+// NodeJSON is one node in GET /api/nodes.
+type NodeJSON struct {
+	Name     string       `json:"name"`
+	SSH      string       `json:"ssh"`
+	HTTP     string       `json:"http"`
+	Weight   float64      `json:"weight"`
+	State    string       `json:"state"`
+	Sessions SessionCount `json:"sessions"`
+	Users    []string     `json:"users"`
+	Pinned   int          `json:"pinned"`
+	Health   string       `json:"health"`
+	Changed  time.Time    `json:"changed"`
+	// HTTPState is the JupyterHub check, "up", "down" or "unchecked";
+	// absent for a node without a hub address.
+	HTTPState  string `json:"http_state,omitempty"`
+	HTTPHealth string `json:"http_health,omitempty"`
+	// IdleSince is when the node's last session ended; absent while it
+	// has sessions.
+	IdleSince *time.Time `json:"idle_since,omitempty"`
+	// Protected: its instance carries scale-in protection (Azure).
+	Protected bool `json:"protected,omitempty"`
+}
+
+// SessionCount counts a node's live sessions by protocol.
+type SessionCount struct {
+	SSH  int `json:"ssh"`
+	HTTP int `json:"http"`
+}
+
+// SessionJSON is one session in GET /api/sessions.
+type SessionJSON struct {
+	ID       uint64    `json:"id"`
+	User     string    `json:"user"`
+	Node     string    `json:"node"`
+	Protocol string    `json:"protocol"`
+	Client   string    `json:"client"`
+	Started  time.Time `json:"started"`
+	// Replica is the gateway holding the session, with shared state.
+	Replica string `json:"replica,omitempty"`
+}
+
+// SessionsJSON is the answer of GET /api/sessions.
+type SessionsJSON struct {
+	Sessions []SessionJSON `json:"sessions"`
+}
+
+// DrainJSON is the answer of POST /api/nodes/{name}/drain and
+// /api/nodes/{name}/undrain: the node's state after the change.
+type DrainJSON struct {
+	Node     string       `json:"node"`
+	Sessions SessionCount `json:"sessions"`
+	State    string       `json:"state"`
+}
+
+// ScaleInJSON is the answer of POST /api/scale-in: what a scale-in
+// deleted (or, with DryRun, would delete) and what it kept, and why.
+type ScaleInJSON struct {
+	DryRun  bool              `json:"dry_run"`
+	Deleted []ScaleInNodeJSON `json:"deleted"`
+	Kept    []ScaleInNodeJSON `json:"kept"`
+}
+
+// ScaleInNodeJSON is one instance in a ScaleInJSON.
+type ScaleInNodeJSON struct {
+	Node       string `json:"node"`
+	InstanceID string `json:"instance_id"`
+	Idle       string `json:"idle,omitempty"`   // deleted: how long it had no session
+	Reason     string `json:"reason,omitempty"` // kept: why
+}
+
+// ErrorJSON is the answer of any endpoint that fails.
+type ErrorJSON struct {
+	Error  string `json:"error"`
+	Status int    `json:"status"`
+}
+
+// DiscoveryJSON is the state of node discovery in GET /api/nodes.
+type DiscoveryJSON struct {
+	Source string `json:"source"` // "static" or "azure"
+	// Stale: the last listing failed, and the nodes are those of the last
+	// good one, AgeSeconds old.
+	Stale       bool       `json:"stale"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	AgeSeconds  int        `json:"age_seconds"`
+	Error       string     `json:"error,omitempty"`
+	Instances   int        `json:"instances"` // in the last good listing
+	Live        int        `json:"live"`      // of those, running and provisioned
+	Starting    bool       `json:"starting"`  // scale from zero waits for a node
+	// Protected names the nodes whose instances carry scale-in protection.
+	Protected []string `json:"protected,omitempty"`
+}
+
+// StateJSON says where the routing state lives, in GET /api/nodes.
+type StateJSON struct {
+	Backend string `json:"backend"` // "memory" or "redis"
+	// Degraded: Redis does not answer, and this gateway routes from its
+	// own view; the counts are its own sessions only.
+	Degraded bool   `json:"degraded"`
+	Replica  string `json:"replica,omitempty"` // this gateway's name
+}
