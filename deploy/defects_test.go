@@ -3,8 +3,6 @@ package deploy
 import (
 	"encoding/base64"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,22 +27,6 @@ func customData(t *testing.T, r map[string]any) string {
 		t.Fatalf("%v: customData is not base64: %v", r["name"], err)
 	}
 	return string(b)
-}
-
-// gatewayConfigFile returns the path of /etc/poolgate/poolgate.yaml as the
-// first gateway VM of an evaluated template would have it.
-func gatewayConfigFile(t *testing.T, ev evaluated) string {
-	t.Helper()
-	vms := ev.resources("Microsoft.Compute/virtualMachines")
-	if len(vms) == 0 {
-		t.Fatal("no gateway VM")
-	}
-	files := writeFiles(t, customData(t, vms[0]))
-	path := filepath.Join(t.TempDir(), "poolgate.yaml")
-	if err := os.WriteFile(path, []byte(files["/etc/poolgate/poolgate.yaml"]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // Defect 1: an Azure Cache for Redis key is base64 and may hold '/', '+'
