@@ -188,3 +188,32 @@ func TestAdminSourceHasNoDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeWhatIf: the README gives the operator the what-if command to
+// run before a deployment, with every parameter the template requires
+// and none it does not know.
+func TestReadmeWhatIf(t *testing.T) {
+	readme := read(t, "README.md")
+	i := strings.Index(readme, "az deployment group what-if -g $RG -f deploy/azure/azuredeploy.json")
+	if i < 0 {
+		t.Fatal("README.md has no az deployment group what-if command for the template")
+	}
+	cmd, _, _ := strings.Cut(readme[i:], "```")
+	var tpl map[string]map[string]map[string]any
+	_ = json.Unmarshal([]byte(read(t, templatePath)), &tpl)
+	given := map[string]bool{}
+	for _, f := range strings.Fields(strings.ReplaceAll(cmd, "\\\n", " ")) {
+		if name, _, ok := strings.Cut(f, "="); ok && !strings.HasPrefix(f, "-") {
+			name = strings.TrimLeft(name, `"`)
+			if _, known := tpl["parameters"][name]; !known {
+				t.Errorf("the what-if command passes %s, which the template does not have", name)
+			}
+			given[name] = true
+		}
+	}
+	for name, def := range tpl["parameters"] {
+		if _, has := def["defaultValue"]; !has && !given[name] {
+			t.Errorf("the what-if command lacks the required parameter %s", name)
+		}
+	}
+}
