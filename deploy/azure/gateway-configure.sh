@@ -34,8 +34,10 @@ if [ -z "$gid" ]; then
 fi
 
 umask 077
-install -d -m 0755 "$root/etc/poolgate" "$root/usr/local/bin" "$root$keys"
+install -d -m 0755 "$root/etc/poolgate" "$root/usr/local/bin"
 install -d -m 0700 "$root/etc/smbcredentials"
+# Not install -d on the mount point: once mounted, its mode is the mount's.
+mkdir -p "$root$keys"
 
 # put FILE MODE: write stdin to FILE; true when FILE changed.
 put() {

@@ -31,7 +31,9 @@ fi
 
 umask 077
 install -d -m 0700 "$root/etc/smbcredentials"
-install -d -m 0755 "$root/etc/jupyterhub" "$root$share"
+install -d -m 0755 "$root/etc/jupyterhub"
+# Not install -d on the share: once mounted, modes are the mount's.
+mkdir -p "$root$share"
 
 # put FILE MODE: write stdin to FILE; true when FILE changed.
 put() {
@@ -67,7 +69,7 @@ if [ -n "$mount_changed" ] || ! mountpoint -q "$root$share"; then
 		exit 1
 	fi
 fi
-install -d -m 0777 "$root$share/notebooks"
+mkdir -p "$root$share/notebooks"
 
 # JupyterHub on every node takes the same cookie secret, so a login stays
 # valid if a user is ever moved to another node. The hub's unit and config
