@@ -491,4 +491,24 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	if out := verify(strings.Replace(unit, "ProtectSystem=strict", "ProtectSystm=strict", 1)); !strings.Contains(out, "Unknown key") {
 		t.Errorf("a misspelt key was not reported: %q", out)
 	}
+	// The gateway's drop-in, beside the unit, as systemd reads it.
+	const dropInPath = "/etc/systemd/system/poolgate.service.d/10-keys-share.conf"
+	dropIn := writeFiles(t, read(t, gatewayCloudIni))[dropInPath]
+	writeDropIn := func(text string) {
+		d := filepath.Join(dir, "poolgate.service.d")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, filepath.Base(dropInPath)), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeDropIn(dropIn)
+	if out := verify(unit); strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify with %s: %s", dropInPath, out)
+	}
+	writeDropIn(strings.Replace(dropIn, "RequiresMountsFor", "RequiresMountFor", 1))
+	if out := verify(unit); !strings.Contains(out, "Unknown key") {
+		t.Errorf("a misspelt key in the drop-in was not reported: %q", out)
+	}
 }
