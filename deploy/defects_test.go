@@ -217,3 +217,29 @@ func TestReadmeWhatIf(t *testing.T) {
 		}
 	}
 }
+
+// TestDependsOnResolve: every dependsOn of the evaluated template names a
+// resource the template deploys (with highAvailability, the conditional
+// Redis ones too), so the order it asks for is the order Azure follows.
+func TestDependsOnResolve(t *testing.T) {
+	world := defaultWorld()
+	ev := mustEval(t, withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 2}), world)
+	ids := map[string]bool{}
+	for _, r := range ev.Resources {
+		typ := strings.Split(r["type"].(string), "/")
+		names := strings.Split(r["name"].(string), "/")
+		id := "/subscriptions/" + world.Subscription + "/resourceGroups/" + world.ResourceGroup + "/providers/" + typ[0]
+		for i, n := range names {
+			id += "/" + typ[i+1] + "/" + n
+		}
+		ids[id] = true
+	}
+	for _, r := range ev.Resources {
+		deps, _ := r["dependsOn"].([]any)
+		for _, d := range deps {
+			if !ids[d.(string)] {
+				t.Errorf("%v %v depends on %v, which the template does not deploy", r["type"], r["name"], d)
+			}
+		}
+	}
+}

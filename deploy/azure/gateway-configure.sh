@@ -144,8 +144,11 @@ if [ -n "$restart" ]; then
 else
 	systemctl start poolgate
 fi
+# A config poolgate refuses makes it exit within a second or two, and
+# systemd restarts it every 5 s: look again after a moment.
+sleep "${POOLGATE_CONFIGURE_SETTLE:-8}"
 if ! systemctl is-active --quiet poolgate; then
-	say "poolgate did not start: journalctl -u poolgate"
+	say "poolgate did not start or does not stay up: journalctl -u poolgate"
 	exit 1
 fi
 say "done"
