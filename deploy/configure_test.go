@@ -276,6 +276,22 @@ func TestNodeConfigureScript(t *testing.T) {
 	}
 }
 
+// A node image without a JupyterHub unit, or with its config elsewhere,
+// still gets its share; the script says what it could not do.
+func TestNodeConfigureHubVariants(t *testing.T) {
+	ev := mustEval(t, withParams(map[string]any{"gatewayCaPublicKey": testCA}), defaultWorld())
+	script := extensionScript(t, ev, "")
+	vm := newScratchVM(t)
+	out, calls, err := vm.run(script)
+	if err != nil || !strings.Contains(out, "no JupyterHub unit on this image") || !called(calls, "mount /data/share") {
+		t.Errorf("no hub: err %v, output %q, calls %q", err, out, calls)
+	}
+	out, _, err = vm.run(script, "STUB_HUB=jupyterhub.service")
+	if err != nil || !strings.Contains(out, "has no config at /etc/jupyterhub/jupyterhub_config.py") {
+		t.Errorf("hub without its config: err %v, output %q", err, out)
+	}
+}
+
 func storageAccount(t *testing.T, ev evaluated) string {
 	t.Helper()
 	sa := ev.resources("Microsoft.Storage/storageAccounts")
