@@ -19,6 +19,7 @@ const stubs = `
 log() { echo "$(basename "$0") $*" >>"$STUB_LOG"; }
 case "$(basename "$0")" in
 cloud-init|mount.cifs) exit 0 ;;
+chgrp) log "$@" ;;
 getent) [ "$1 $2" = "group poolgate" ] && echo "poolgate:x:998:" ; exit 0 ;;
 mountpoint) [ -e "$2/.mounted" ] ;;
 mount) log "$@"; [ -z "${STUB_MOUNT_FAIL:-}" ] || exit 32; touch "$1/.mounted" ;;
@@ -58,7 +59,7 @@ func newScratchVM(t *testing.T) *scratchVM {
 	if err := os.WriteFile(stub, []byte("#!/bin/sh\n"+stubs), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl"} {
+	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp"} {
 		if err := os.Symlink(stub, filepath.Join(vm.bin, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -163,6 +164,9 @@ func TestGatewayConfigureScript(t *testing.T) {
 	cred, mode := vm.file("etc/smbcredentials/" + storageAccount(t, first) + ".cred")
 	if mode != 0o600 || !strings.Contains(cred, "password="+world.StorageKey+"\n") {
 		t.Errorf("credentials file mode %v:\n%s", mode, cred)
+	}
+	if _, mode := vm.file("etc/poolgate/poolgate.yaml"); mode != 0o640 || !called(calls, "chgrp 998 /etc/poolgate/poolgate.yaml") {
+		t.Errorf("the config (with the Redis key) is mode %v, group set: %v; want 0640 root:poolgate", mode, called(calls, "chgrp 998"))
 	}
 	if _, mode := vm.file("etc/poolgate/binary-url"); mode != 0o600 {
 		t.Errorf("the binary's URL (a SAS token) is mode %v", mode)

@@ -70,7 +70,8 @@ if { grep -v " $keys " "$root/etc/fstab" || true; echo "$line"; } | put "$root/e
 	systemctl daemon-reload
 fi
 
-if put "$root/etc/poolgate/poolgate.yaml" 0644 <<'POOLGATE_EOF'
+# 0640 root:poolgate: with highAvailability it holds the Redis key.
+if put "$root/etc/poolgate/poolgate.yaml" 0640 <<'POOLGATE_EOF'
 # Written by poolgate-configure (azuredeploy.json) at each deployment;
 # changes made here are lost at the next one. Every key: docs/CONFIG.md.
 state_dir: /var/lib/poolgate
@@ -109,6 +110,7 @@ state:
   redis: "__STATE_REDIS__"
 POOLGATE_EOF
 then restart=1; fi
+chgrp "$gid" "$root/etc/poolgate/poolgate.yaml"
 
 # The binary's URL (with its SAS token) stays root-only on the VM.
 if put "$root/etc/poolgate/binary-url" 0600 <<'POOLGATE_EOF' || [ ! -x "$root/usr/local/bin/poolgate" ]
