@@ -266,9 +266,13 @@ func updateTemplate(t *testing.T) {
 	raw := read(t, templatePath)
 	for varName, path := range carried {
 		re := regexp.MustCompile(`(?m)^(\s*"` + varName + `": )".*",?$`)
-		enc, _ := json.Marshal(read(t, path))
+		// Without HTML escaping, so that the scripts' > and && stay
+		// readable in the template.
 		var b bytes.Buffer
-		_ = json.Compact(&b, enc)
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(read(t, path))
+		b.Truncate(b.Len() - 1) // the encoder's newline
 		raw = re.ReplaceAllStringFunc(raw, func(line string) string {
 			m := re.FindStringSubmatch(line)
 			comma := ""
