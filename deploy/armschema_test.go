@@ -42,10 +42,11 @@ type schemaLoader string
 // absentFiles are schema files that the folder does not hold but that
 // files it holds point to; they load as a placeholder whose definitions
 // accept anything. Microsoft.Compute.json points to
-// Microsoft.Compute.Extensions.json only for a VM's nested "resources"
-// (extensions as child resources), which the template does not use: its
-// extension is a top-level resource, checked against the extension
-// properties model in Microsoft.Compute.json (see propertiesOnly).
+// Microsoft.Compute.Extensions.json for the "properties" of extensions: a
+// VM's nested child resources (which the template does not use: its
+// extension is a top-level resource, see propertiesOnly) and a scale
+// set's extensionProfile (checked against the API model instead, see
+// validateExtensionModels).
 var absentFiles = []string{"2024-03-01/Microsoft.Compute.Extensions.json"}
 
 func (dir schemaLoader) Load(url string) (any, error) {
@@ -231,6 +232,34 @@ func (a *armSchemas) validate(r map[string]any, written bool) []error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, strictCheck(inst, []*jsonschema.Schema{sch}, "")...)
+	errs = append(errs, a.validateExtensionModels(typ, file, inst)...)
+	return errs
+}
+
+// The schema of a scale set's extension points its "properties" to the
+// absent Microsoft.Compute.Extensions.json (see absentFiles), which would
+// leave them unchecked; they are checked against the API model in
+// Microsoft.Compute.json instead.
+func (a *armSchemas) validateExtensionModels(typ, file string, inst any) []error {
+	if typ != "Microsoft.Compute/virtualMachineScaleSets" {
+		return nil
+	}
+	exts, _ := dig(inst, "properties", "virtualMachineProfile", "extensionProfile", "extensions").([]any)
+	if len(exts) == 0 {
+		return nil
+	}
+	sch, err := a.compile(file + "#/definitions/VirtualMachineScaleSetExtensionProperties")
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for i, e := range exts {
+		props := dig(e, "properties")
+		if err := sch.Validate(props); err != nil {
+			errs = append(errs, fmt.Errorf("extension %d: %w", i, err))
+		}
+		errs = append(errs, strictCheck(props, []*jsonschema.Schema{sch}, fmt.Sprintf("/properties/virtualMachineProfile/extensionProfile/extensions/%d/properties", i))...)
+	}
 	return errs
 }
 
@@ -419,6 +448,13 @@ func TestARMSchemaCheckFailsOnBrokenTemplate(t *testing.T) {
 		name, old, new, want string
 	}{
 		{"misspelt property (strict mode)", `"enableNonSslPort": false`, `"enableNonSSLPort": false`, "enableNonSSLPort: unknown property"},
+		{"misspelt nested property (strict mode)", `"orchestrationMode": "Uniform",`, `"orchestrationMode": "Uniform", "overProvision": false,`, "overProvision: unknown property"},
+		{"misspelt property in the scale set's extension", `"typeHandlerVersion": "2.1",
+                  "autoUpgradeMinorVersion"`, `"typeHandlerVersion": "2.1",
+                  "autoUpgradeMinorVersions"`, "autoUpgradeMinorVersions: unknown property"},
+		{"misspelt property in the gateway's extension", `"forceUpdateTag": "[parameters('deploymentTag')]",
+        "settings"`, `"forceUpdateTags": "[parameters('deploymentTag')]",
+        "settings"`, "forceUpdateTags: unknown property"},
 		{"value outside an enum", `"access": "Deny"`, `"access": "Refuse"`, "access"},
 		{"wrong type", `"priority": 100,`, `"priority": "high",`, "priority"},
 		{"unknown API version", `"apiVersion": "2023-01-01",`, `"apiVersion": "2023-01-02",`, "no schema"},
