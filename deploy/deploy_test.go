@@ -16,8 +16,6 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/poolgate/poolgate/cmd/poolgate/app"
 )
 
 var update = flag.Bool("update", false, "copy the cloud-init files into azuredeploy.json and the unit into the gateway's cloud-init")
@@ -26,6 +24,8 @@ const (
 	templatePath    = "azure/azuredeploy.json"
 	nodeCloudInit   = "azure/node-cloud-init.yaml"
 	gatewayCloudIni = "azure/gateway-cloud-init.yaml"
+	gatewayScript   = "azure/gateway-configure.sh"
+	nodeScript      = "azure/node-configure.sh"
 	unitPath        = "systemd/poolgate.service"
 	unitInstallPath = "/etc/systemd/system/poolgate.service"
 )
@@ -189,6 +189,9 @@ func checkExpression(s string) error {
 	return nil
 }
 
+// carried are the files the template carries verbatim, by variable.
+var carried = map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni, "gatewayConfigure": gatewayScript, "nodeConfigure": nodeScript}
+
 var placeholder = regexp.MustCompile(`__[A-Z][A-Z_]*__`)
 
 // TestTemplateCarriesCloudInit: the template's cloud-init variables are the
@@ -198,7 +201,7 @@ func TestTemplateCarriesCloudInit(t *testing.T) {
 		updateTemplate(t)
 	}
 	tpl, strs := loadTemplate(t)
-	for varName, path := range map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni} {
+	for varName, path := range carried {
 		var got string
 		if err := json.Unmarshal(tpl.Variables[varName], &got); err != nil {
 			t.Fatalf("variable %s: %v", varName, err)
@@ -261,11 +264,15 @@ func updateTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := read(t, templatePath)
-	for varName, path := range map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni} {
+	for varName, path := range carried {
 		re := regexp.MustCompile(`(?m)^(\s*"` + varName + `": )".*",?$`)
-		enc, _ := json.Marshal(read(t, path))
+		// Without HTML escaping, so that the scripts' > and && stay
+		// readable in the template.
 		var b bytes.Buffer
-		_ = json.Compact(&b, enc)
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(read(t, path))
+		b.Truncate(b.Len() - 1) // the encoder's newline
 		raw = re.ReplaceAllStringFunc(raw, func(line string) string {
 			m := re.FindStringSubmatch(line)
 			comma := ""
@@ -299,40 +306,60 @@ func writeFiles(t *testing.T, text string) map[string]string {
 	return out
 }
 
-// TestGatewayCloudInit: the poolgate config the gateway VM gets parses
-// with poolgate's own config loader once the template has filled it in,
-// and the unit it installs is deploy/systemd/poolgate.service.
+// cloudConfig is what these tests read of a cloud-config file.
+type cloudConfig struct {
+	Packages []string         `yaml:"packages"`
+	Users    []any            `yaml:"users"`
+	Mounts   [][]string       `yaml:"mounts"`
+	RunCmd   [][]string       `yaml:"runcmd"`
+	Other    map[string]any   `yaml:",inline"`
+	Files    []map[string]any `yaml:"write_files"`
+}
+
+func parseCloudConfig(t *testing.T, path string) cloudConfig {
+	t.Helper()
+	var c cloudConfig
+	if err := yaml.Unmarshal([]byte(read(t, path)), &c); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c
+}
+
+// TestGatewayCloudInit: the gateway VM's cloud-init installs what mounting
+// the share needs, creates the poolgate user, installs the unit
+// (deploy/systemd/poolgate.service) and makes it wait for the keys share;
+// the config and the mount come from gateway-configure.sh.
 func TestGatewayCloudInit(t *testing.T) {
-	for _, redis := range []string{"", "rediss://:KEY0123456789@pool-state-abc.redis.cache.windows.net:6380"} {
-		filled := strings.NewReplacer(
-			"__SUBSCRIPTION_ID__", "00000000-0000-0000-0000-000000000001", "__RESOURCE_GROUP__", "pool-rg",
-			"__SCALE_SET__", "pool", "__SCALE_FROM_ZERO__", "true", "__STATE_REDIS__", redis,
-		).Replace(read(t, gatewayCloudIni))
-		files := writeFiles(t, filled)
-		if files[unitInstallPath] != read(t, unitPath) {
-			t.Errorf("the gateway's cloud-init installs another unit than %s: run go test ./deploy -update", unitPath)
+	text := read(t, gatewayCloudIni)
+	files := writeFiles(t, text)
+	if files[unitInstallPath] != read(t, unitPath) {
+		t.Errorf("the gateway's cloud-init installs another unit than %s: run go test ./deploy -update", unitPath)
+	}
+	c := parseCloudConfig(t, gatewayCloudIni)
+	if !slices.Contains(c.Packages, "cifs-utils") {
+		t.Errorf("packages %v: no cifs-utils (mount.cifs, needed for Azure Files)", c.Packages)
+	}
+	if len(c.Mounts) != 0 {
+		t.Error("the gateway's cloud-init uses the mounts module, which runs before its packages and users exist")
+	}
+	users, _ := yaml.Marshal(c.Users)
+	if !strings.Contains(string(users), "name: poolgate") {
+		t.Error("cloud-init creates no poolgate user")
+	}
+	dropIn := files["/etc/systemd/system/poolgate.service.d/10-keys-share.conf"]
+	if !strings.Contains(dropIn, "[Unit]\nRequiresMountsFor=/data/poolgate-keys\n") {
+		t.Errorf("the unit does not wait for the keys share: %q", dropIn)
+	}
+	// The mount point the unit waits for is where the config looks for
+	// keys and where the configure script mounts the share.
+	script := read(t, gatewayScript)
+	for _, want := range []string{"authorized_keys: /data/poolgate-keys/{user}", "keys=/data/poolgate-keys\n"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("%s lacks %q", gatewayScript, want)
 		}
-		cfgText, ok := files["/etc/poolgate/poolgate.yaml"]
-		if !ok {
-			t.Fatal("the gateway's cloud-init writes no /etc/poolgate/poolgate.yaml")
-		}
-		cfg, err := app.ParseConfig("poolgate.yaml", []byte(cfgText))
-		if err != nil {
-			t.Fatalf("the deployed config (state.redis %q) does not load: %v", redis, err)
-		}
-		az := cfg.Discovery.Azure
-		if az == nil || az.ScaleSet != "pool" || az.ResourceGroup != "pool-rg" || !az.ProtectBusyNodes || !az.ScaleFromZero || az.Credential != "managed_identity" {
-			t.Errorf("discovery.azure = %+v", az)
-		}
-		if cfg.State.Enabled() != (redis != "") || cfg.State.Redis != redis {
-			t.Errorf("state = %+v, want redis %q", cfg.State, redis)
-		}
-		if cfg.StateDir != "/var/lib/poolgate" || !strings.Contains(read(t, unitPath), "StateDirectory=poolgate") {
-			t.Error("state_dir must be the unit's StateDirectory, /var/lib/poolgate")
-		}
-		if cfg.SSH.Listen != "0.0.0.0:22" || cfg.HTTP.Listen != "0.0.0.0:443" {
-			t.Errorf("listens on %s and %s", cfg.SSH.Listen, cfg.HTTP.Listen)
-		}
+	}
+	if strings.Contains(text, "__STORAGE_KEY__") || strings.Contains(text, "__POOLGATE_URL__") || strings.Contains(text, "__STATE_REDIS__") {
+		t.Error("the gateway's customData takes a secret or a value that changes between deployments")
 	}
 }
 
@@ -344,29 +371,85 @@ func TestNodeCloudInit(t *testing.T) {
 	if !strings.Contains(files["/etc/ssh/poolgate_user_ca.pub"], "__GATEWAY_CA__") {
 		t.Error("the CA file does not take the gateway's CA line")
 	}
-	var doc struct {
-		WriteFiles []struct {
-			Path        string `yaml:"path"`
-			Permissions string `yaml:"permissions"`
-		} `yaml:"write_files"`
-		Mounts [][]string `yaml:"mounts"`
+	c := parseCloudConfig(t, nodeCloudInit)
+	if !slices.Contains(c.Packages, "cifs-utils") {
+		t.Errorf("packages %v: no cifs-utils", c.Packages)
 	}
-	_ = yaml.Unmarshal([]byte(read(t, nodeCloudInit)), &doc)
-	for _, f := range doc.WriteFiles {
-		secret := strings.Contains(f.Path, "smbcredentials") || strings.Contains(f.Path, "cookie_secret")
-		if secret && f.Permissions != "0600" {
-			t.Errorf("%s holds a secret but has mode %s", f.Path, f.Permissions)
+	if len(c.Mounts) != 0 {
+		t.Error("the nodes' cloud-init uses the mounts module, which runs before packages are installed")
+	}
+	if placeholder.MatchString(strings.ReplaceAll(read(t, nodeCloudInit), "__GATEWAY_CA__", "")) {
+		t.Error("the nodes' customData takes a placeholder other than the CA line (secrets go to node-configure.sh)")
+	}
+	links := files["/etc/profile.d/poolgate-share-links.sh"]
+	if !strings.Contains(links, `mkdir -p "/data/share/notebooks/$USER"`) {
+		t.Error("a user's notebooks folder on the share is not made at login")
+	}
+}
+
+// TestCloudInitModuleOrder checks, in the installed cloud-init's default
+// module list, the order that the deployment files rely on: the mounts
+// module runs in the init stage, before users-groups and before packages
+// are installed (final stage), which is why neither file uses it; users
+// and packages are in place before runcmd's script runs (scripts-user) and
+// before cloud-init reports done, which the configure scripts wait for.
+func TestCloudInitModuleOrder(t *testing.T) {
+	requireTool(t, "cloud-init")
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(read(t, "/etc/cloud/cloud.cfg")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, stage := range []string{"cloud_init_modules", "cloud_config_modules", "cloud_final_modules"} {
+		mods, _ := cfg[stage].([]any)
+		if len(mods) == 0 {
+			t.Fatalf("/etc/cloud/cloud.cfg has no %s", stage)
+		}
+		for _, m := range mods {
+			name, ok := m.(string)
+			if !ok { // [name, frequency]
+				l, _ := m.([]any)
+				name, _ = l[0].(string)
+			}
+			order = append(order, strings.ReplaceAll(name, "-", "_"))
 		}
 	}
-	if len(doc.Mounts) != 1 || doc.Mounts[0][1] != "/data/share" || !strings.Contains(doc.Mounts[0][3], "credentials=/etc/smbcredentials/") {
-		t.Errorf("mounts = %v, want the share in fstab with a credentials file", doc.Mounts)
+	pos := func(name string) int {
+		i := slices.Index(order, name)
+		if i < 0 {
+			t.Fatalf("module %s is not in cloud.cfg (%v)", name, order)
+		}
+		return i
+	}
+	for _, before := range [][2]string{
+		{"mounts", "users_groups"},
+		{"mounts", "package_update_upgrade_install"},
+		{"write_files", "users_groups"},
+		{"users_groups", "scripts_user"},
+		{"package_update_upgrade_install", "scripts_user"},
+		{"runcmd", "scripts_user"},
+	} {
+		if pos(before[0]) > pos(before[1]) {
+			t.Errorf("cloud-init runs %s after %s; the deployment files assume the opposite", before[0], before[1])
+		}
+	}
+	for _, path := range []string{gatewayScript, nodeScript} {
+		if !strings.Contains(read(t, path), "cloud-init status --wait") {
+			t.Errorf("%s does not wait for cloud-init", path)
+		}
 	}
 }
 
 func TestCloudInitSchema(t *testing.T) {
 	bin := requireTool(t, "cloud-init")
 	for _, path := range []string{nodeCloudInit, gatewayCloudIni} {
-		out, err := exec.Command(bin, "schema", "-c", path).CombinedOutput()
+		// Filled in as the template does (the CA line, the port).
+		filled := filepath.Join(t.TempDir(), filepath.Base(path))
+		text := strings.NewReplacer("__GATEWAY_CA__", testCA, "__ADMIN_SSH_PORT__", "2222").Replace(read(t, path))
+		if err := os.WriteFile(filled, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "schema", "-c", filled).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Valid cloud-config") {
 			t.Errorf("cloud-init schema -c %s: %v\n%s", path, err, out)
 		}
@@ -411,5 +494,25 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	}
 	if out := verify(strings.Replace(unit, "ProtectSystem=strict", "ProtectSystm=strict", 1)); !strings.Contains(out, "Unknown key") {
 		t.Errorf("a misspelt key was not reported: %q", out)
+	}
+	// The gateway's drop-in, beside the unit, as systemd reads it.
+	const dropInPath = "/etc/systemd/system/poolgate.service.d/10-keys-share.conf"
+	dropIn := writeFiles(t, read(t, gatewayCloudIni))[dropInPath]
+	writeDropIn := func(text string) {
+		d := filepath.Join(dir, "poolgate.service.d")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, filepath.Base(dropInPath)), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeDropIn(dropIn)
+	if out := verify(unit); strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify with %s: %s", dropInPath, out)
+	}
+	writeDropIn(strings.Replace(dropIn, "RequiresMountsFor", "RequiresMountFor", 1))
+	if out := verify(unit); !strings.Contains(out, "Unknown key") {
+		t.Errorf("a misspelt key in the drop-in was not reported: %q", out)
 	}
 }

@@ -1,0 +1,156 @@
+#!/bin/sh
+# Configures a poolgate VM: what may change from one deployment to the
+# next, and the secrets. azuredeploy.json fills in the placeholders (in
+# double underscores) and hands the script to the VM's CustomScript
+# extension in its protected settings (encrypted, kept out of the
+# deployment history and of customData), with a forceUpdateTag that
+# changes at every deployment, so it runs again each time:
+#   - a new poolgateUrl installs that binary;
+#   - highAvailability, scaleFromZero or a rotated storage or Redis key
+#     rewrite the config, the credentials and the mount;
+#   - poolgate restarts only when something it reads changed (a restart
+#     tells users and waits for their sessions: shutdown_timeout).
+# The VM's customData (gateway-cloud-init.yaml) never changes, as Azure
+# requires of a VM; it installs cifs-utils, creates the poolgate user and
+# the unit. deploy_test.go runs this script against a scratch directory
+# (POOLGATE_CONFIGURE_ROOT) with stand-ins for mount, curl and systemctl.
+set -eu
+
+root=${POOLGATE_CONFIGURE_ROOT:-}
+keys=/data/poolgate-keys
+say() { echo "poolgate-configure: $*" >&2; }
+
+# The packages and the poolgate user come from cloud-init, which may still
+# be running when the extension starts.
+cloud-init status --wait >/dev/null 2>&1 || true
+if ! command -v mount.cifs >/dev/null 2>&1; then
+	say "mount.cifs is missing (cloud-init installs cifs-utils: see /var/log/cloud-init-output.log)"
+	exit 1
+fi
+gid=$(getent group poolgate | cut -d: -f3)
+if [ -z "$gid" ]; then
+	say "the poolgate group does not exist (cloud-init creates the user: see /var/log/cloud-init.log)"
+	exit 1
+fi
+
+umask 077
+install -d -m 0755 "$root/etc/poolgate" "$root/usr/local/bin"
+install -d -m 0700 "$root/etc/smbcredentials"
+# Not install -d on the mount point: once mounted, its mode is the mount's.
+mkdir -p "$root$keys"
+
+# put FILE MODE: write stdin to FILE; true when FILE changed.
+put() {
+	cat >"$1.new"
+	chmod "$2" "$1.new"
+	if [ -f "$1" ] && cmp -s "$1.new" "$1"; then
+		rm -f "$1.new"
+		return 1
+	fi
+	mv "$1.new" "$1"
+}
+
+restart=
+mount_changed=
+
+if put "$root/etc/smbcredentials/__STORAGE_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
+username=__STORAGE_ACCOUNT__
+password=__STORAGE_KEY__
+POOLGATE_EOF
+then mount_changed=1; fi
+
+# The users' keys share: root writes keys here (sudo tee
+# /data/poolgate-keys/USER), poolgate reads them. A numeric gid, so the
+# line means the same at every boot whatever the order of NSS and mounts.
+opts="vers=3.1.1,credentials=/etc/smbcredentials/__STORAGE_ACCOUNT__.cred,serverino,uid=0,gid=$gid,dir_mode=0750,file_mode=0640,nosuid,nodev,noexec,_netdev,nofail"
+line="//__STORAGE_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ $keys cifs $opts 0 0"
+touch "$root/etc/fstab"
+if { grep -v " $keys " "$root/etc/fstab" || true; echo "$line"; } | put "$root/etc/fstab" 0644; then
+	mount_changed=1
+	systemctl daemon-reload
+fi
+
+# 0640 root:poolgate: with highAvailability it holds the Redis key.
+if put "$root/etc/poolgate/poolgate.yaml" 0640 <<'POOLGATE_EOF'
+# Written by poolgate-configure (azuredeploy.json) at each deployment;
+# changes made here are lost at the next one. Every key: docs/CONFIG.md.
+state_dir: /var/lib/poolgate
+ssh:
+  listen: 0.0.0.0:22
+  # Users' public keys, one file each, on the keys share (only the
+  # gateways mount it; root writes, poolgate reads).
+  authorized_keys: /data/poolgate-keys/{user}
+  # Nodes from the template take keys only (Azure turns sshd password
+  # login off); set true where nodes verify passwords (PAM, AAD).
+  password_passthrough: false
+http:
+  listen: 0.0.0.0:443
+  tls: true
+  upstream_tls: true
+  # DSVM hubs serve a self-signed certificate per VM: pin each on
+  # first contact.
+  upstream_insecure_skip_verify: false
+admin:
+  listen: 127.0.0.1:9090
+balancer:
+  affinity_grace: 30m
+discovery:
+  azure:
+    subscription_id: __SUBSCRIPTION_ID__
+    resource_group: __RESOURCE_GROUP__
+    scale_set: __SCALE_SET__
+    credential: managed_identity
+    protect_busy_nodes: true
+    scale_from_zero: __SCALE_FROM_ZERO__
+    min_capacity: 1
+# With highAvailability, the gateways share routing state in Azure
+# Cache for Redis (its key URL-encoded); empty keeps it in this
+# gateway's memory.
+state:
+  redis: "__STATE_REDIS__"
+POOLGATE_EOF
+then restart=1; fi
+chgrp "$gid" "$root/etc/poolgate/poolgate.yaml"
+
+# The binary's URL (with its SAS token) stays root-only on the VM.
+if put "$root/etc/poolgate/binary-url" 0600 <<'POOLGATE_EOF' || [ ! -x "$root/usr/local/bin/poolgate" ]
+__POOLGATE_URL__
+POOLGATE_EOF
+then
+	if ! curl -fsSL --retry 5 -o "$root/usr/local/bin/poolgate.new" "$(cat "$root/etc/poolgate/binary-url")"; then
+		rm -f "$root/etc/poolgate/binary-url"
+		say "could not download poolgate from poolgateUrl (expired SAS token?)"
+		exit 1
+	fi
+	chmod 0755 "$root/usr/local/bin/poolgate.new"
+	mv "$root/usr/local/bin/poolgate.new" "$root/usr/local/bin/poolgate"
+	restart=1
+fi
+
+if [ -n "$mount_changed" ] || ! mountpoint -q "$root$keys"; then
+	if mountpoint -q "$root$keys"; then
+		systemctl stop poolgate
+		umount "$root$keys"
+	fi
+	if ! mount "$root$keys" || ! mountpoint -q "$root$keys"; then
+		say "the keys share //__STORAGE_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ did not mount on $keys; without it nobody can log in (outbound TCP 445 blocked? see dmesg)"
+		exit 1
+	fi
+	restart=1
+fi
+
+if [ -n "$restart" ]; then
+	systemctl daemon-reload
+	systemctl enable poolgate
+	systemctl restart poolgate
+else
+	systemctl start poolgate
+fi
+# A config poolgate refuses makes it exit within a second or two, and
+# systemd restarts it every 5 s: look again after a moment.
+sleep "${POOLGATE_CONFIGURE_SETTLE:-8}"
+if ! systemctl is-active --quiet poolgate; then
+	say "poolgate did not start or does not stay up: journalctl -u poolgate"
+	exit 1
+fi
+say "done"

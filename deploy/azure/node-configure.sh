@@ -1,0 +1,100 @@
+#!/bin/sh
+# Configures a DSVM node of the pool with its secrets: the storage key
+# for the users' share and the JupyterHub cookie secret. azuredeploy.json
+# fills in the placeholders (in double underscores) and hands the script
+# to the scale set's CustomScript extension in its protected settings
+# (encrypted, out of customData and of the deployment history). It runs on
+# every new instance, and on existing ones when they are brought to the
+# scale set's latest model (az vmss update-instances). deploy_test.go runs
+# it against a scratch directory (POOLGATE_CONFIGURE_ROOT) with stand-ins
+# for mount and systemctl.
+#
+# The users' share (/data/share) is one team share, as in the original
+# DSVM cluster template: Azure Files over SMB with the storage key has no
+# per-user identity, so every pool user may read and write all of it
+# (dir_mode 0777, file_mode 0666; chmod and chown are refused there).
+# Each user's folder notebooks/USER is made at their first login
+# (/etc/profile.d/poolgate-share-links.sh). The users' SSH keys are not on
+# it: they are on a share that only the gateways mount.
+set -eu
+
+root=${POOLGATE_CONFIGURE_ROOT:-}
+share=/data/share
+say() { echo "poolgate-configure: $*" >&2; }
+
+# cifs-utils comes from cloud-init, which may still be running.
+cloud-init status --wait >/dev/null 2>&1 || true
+if ! command -v mount.cifs >/dev/null 2>&1; then
+	say "mount.cifs is missing (cloud-init installs cifs-utils: see /var/log/cloud-init-output.log)"
+	exit 1
+fi
+
+umask 077
+install -d -m 0700 "$root/etc/smbcredentials"
+install -d -m 0755 "$root/etc/jupyterhub"
+# Not install -d on the share: once mounted, modes are the mount's.
+mkdir -p "$root$share"
+
+# put FILE MODE: write stdin to FILE; true when FILE changed.
+put() {
+	cat >"$1.new"
+	chmod "$2" "$1.new"
+	if [ -f "$1" ] && cmp -s "$1.new" "$1"; then
+		rm -f "$1.new"
+		return 1
+	fi
+	mv "$1.new" "$1"
+}
+
+mount_changed=
+if put "$root/etc/smbcredentials/__STORAGE_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
+username=__STORAGE_ACCOUNT__
+password=__STORAGE_KEY__
+POOLGATE_EOF
+then mount_changed=1; fi
+
+opts="vers=3.1.1,credentials=/etc/smbcredentials/__STORAGE_ACCOUNT__.cred,serverino,uid=0,gid=0,dir_mode=0777,file_mode=0666,nosuid,nodev,_netdev,nofail"
+line="//__STORAGE_ACCOUNT__.file.core.windows.net/__SHARE__ $share cifs $opts 0 0"
+touch "$root/etc/fstab"
+if { grep -v " $share " "$root/etc/fstab" || true; echo "$line"; } | put "$root/etc/fstab" 0644; then
+	mount_changed=1
+	systemctl daemon-reload
+fi
+if [ -n "$mount_changed" ] || ! mountpoint -q "$root$share"; then
+	if mountpoint -q "$root$share"; then
+		umount -l "$root$share"
+	fi
+	if ! mount "$root$share" || ! mountpoint -q "$root$share"; then
+		say "the share //__STORAGE_ACCOUNT__.file.core.windows.net/__SHARE__ did not mount on $share (outbound TCP 445 blocked? see dmesg)"
+		exit 1
+	fi
+fi
+mkdir -p "$root$share/notebooks"
+
+# JupyterHub on every node takes the same cookie secret, so a login stays
+# valid if a user is ever moved to another node. The hub's unit and config
+# are found rather than assumed (the DSVM image has moved them before).
+hub_changed=
+if put "$root/etc/jupyterhub/poolgate_cookie_secret" 0600 <<'POOLGATE_EOF'
+__COOKIE_SECRET__
+POOLGATE_EOF
+then hub_changed=1; fi
+hub=$(systemctl list-unit-files --no-legend 'jupyterhub*.service' 2>/dev/null | awk 'NR == 1 { print $1 }')
+if [ -z "$hub" ]; then
+	say "no JupyterHub unit on this image; browsers cannot use this node"
+	exit 0
+fi
+conf=$(systemctl show -p ExecStart --value "$hub" 2>/dev/null | tr ' ;' '\n\n' | awk 'p { print; exit } $0 == "-f" || $0 == "--config" { p = 1 } /^--config=/ { sub(/^--config=/, ""); print; exit }')
+conf=${conf:-/etc/jupyterhub/jupyterhub_config.py}
+if [ ! -f "$root$conf" ]; then
+	say "JupyterHub unit $hub has no config at $conf; the cookie secret is not set"
+	exit 0
+fi
+if ! grep -q poolgate_cookie_secret "$root$conf"; then
+	printf '\n# poolgate: one cookie secret for every node of the pool.\nc.JupyterHub.cookie_secret_file = "/etc/jupyterhub/poolgate_cookie_secret"\n' >>"$root$conf"
+	hub_changed=1
+fi
+if [ -n "$hub_changed" ]; then
+	systemctl try-restart "$hub"
+fi
+say "done ($hub, $conf)"
