@@ -28,13 +28,18 @@ type Protocol string
 const (
 	SSH  Protocol = "ssh"
 	HTTP Protocol = "http"
+	RDP  Protocol = "rdp"
 )
+
+// nProtos is the number of protocols; protoIndex maps each to 0..nProtos-1.
+const nProtos = 3
 
 // Node is one member of the pool as discovery sees it.
 type Node struct {
 	Name string // unique, stable name (config name or instance computer name)
 	SSH  string // host:port of the node's sshd
 	HTTP string // host:port of the node's JupyterHub; empty if none
+	RDP  string // host:port of the node's RDP server (Windows); empty if none
 	// Weight scales the node's capacity (e.g. its vCPU count). Zero or
 	// negative means 1.
 	Weight float64
@@ -116,13 +121,13 @@ type Balancer struct {
 	// loads[p][i] is order[i]'s placement score for a new session of
 	// protocol index p (see scoreLocked), +Inf if it takes no new user of
 	// that protocol.
-	loads     [2][]float64
+	loads     [nProtos][]float64
 	users     map[string]*userState
 	leases    map[uint64]*Lease
 	nextID    uint64
 	lastSweep time.Time
 
-	started, ended [2]atomic.Uint64 // leases taken and ended, by protocol index
+	started, ended [nProtos]atomic.Uint64 // leases taken and ended, by protocol index
 
 	// sh is the shared-state mode (Options.Shared); nil when this gateway
 	// is alone. Lock order: Balancer.mu is never held while sh.view's lock
@@ -138,21 +143,23 @@ type node struct {
 	up       bool   // the SSH check passes (the node's state)
 	checked  bool   // the SSH check reported at least once
 	reason   string // last SSH health detail
-	http     httpHealth
+	http     protoHealth // the JupyterHub check
+	rdp      protoHealth // the RDP check
 	draining bool
 	removed  bool
 	changed  time.Time             // last change of State
 	idle     time.Time             // when the node last had no session (set while it has none)
-	sessions [2]int                // live leases by protocol index
+	sessions [nProtos]int          // live leases by protocol index
 	users    map[string]int        // user → live leases on this node
 	pinned   map[string]*userState // users whose pin points here
 	load     Load                  // last measured load; NoLoad until the first
 	history  *loadRing             // recent samples for ops; nil until the first
 }
 
-// httpHealth is the node's HTTP (JupyterHub) check. A node whose hub is
-// down takes no browser sessions, but keeps its SSH users and pins.
-type httpHealth struct {
+// protoHealth is the check of one of the node's other services (its
+// JupyterHub, its RDP server). A node whose hub (RDP server) is down takes
+// no browser (RDP) sessions, but keeps its SSH users and pins.
+type protoHealth struct {
 	up      bool
 	checked bool
 	reason  string
@@ -160,8 +167,11 @@ type httpHealth struct {
 
 // upFor reports whether n may take a session of protocol index p.
 func (n *node) upFor(p int) bool {
-	if p == 1 {
+	switch p {
+	case 1:
 		return n.up && n.http.up && n.HTTP != ""
+	case 2:
+		return n.up && n.rdp.up && n.RDP != ""
 	}
 	return n.up
 }
@@ -176,10 +186,22 @@ type userState struct {
 }
 
 func protoIndex(p Protocol) int {
-	if p == HTTP {
+	switch p {
+	case HTTP:
 		return 1
+	case RDP:
+		return 2
 	}
 	return 0
+}
+
+// total is the node's live sessions of every protocol.
+func (n *node) total() int {
+	t := 0
+	for _, k := range n.sessions {
+		t += k
+	}
+	return t
 }
 
 // New returns a balancer with an empty node set.
@@ -252,7 +274,9 @@ func (b *Balancer) SetNodes(nodes []Node) {
 		}
 	}
 	b.order = order
-	b.loads = [2][]float64{make([]float64, len(order)), make([]float64, len(order))}
+	for p := range b.loads {
+		b.loads[p] = make([]float64, len(order))
+	}
 	for i, n := range order {
 		n.idx = i
 		b.refreshLocked(n)
@@ -287,17 +311,29 @@ func (b *Balancer) SetHealth(name string, up bool, reason string) {
 // user pinned there is moved on their next request; its SSH users and
 // their pins are left alone, since sshd still works.
 func (b *Balancer) SetHTTPHealth(name string, up bool, reason string) {
+	b.setProtoHealth(name, func(n *node) *protoHealth { return &n.http }, up, reason)
+}
+
+// SetRDPHealth records a result of the node's RDP check: a node whose RDP
+// server is down takes no new RDP sessions (an RDP user pinned there is
+// moved on their next connection) but keeps its SSH and browser users.
+func (b *Balancer) SetRDPHealth(name string, up bool, reason string) {
+	b.setProtoHealth(name, func(n *node) *protoHealth { return &n.rdp }, up, reason)
+}
+
+func (b *Balancer) setProtoHealth(name string, which func(*node) *protoHealth, up bool, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.nodes[name]
 	if !ok {
 		return
 	}
-	n.http.reason = reason
-	if n.http.checked && n.http.up == up {
+	h := which(n)
+	h.reason = reason
+	if h.checked && h.up == up {
 		return
 	}
-	n.http.checked, n.http.up = true, up
+	h.checked, h.up = true, up
 	n.changed = b.now()
 	b.refreshLocked(n)
 }
@@ -357,6 +393,7 @@ type NodeStatus struct {
 	State        State
 	SSHSessions  int
 	HTTPSessions int
+	RDPSessions  int
 	Users        []string  // users with a live session on the node, sorted
 	Pinned       int       // users pinned to the node, including idle ones in grace
 	Checked      bool      // at least one health check has reported
@@ -368,6 +405,9 @@ type NodeStatus struct {
 	// HTTP is the node's JupyterHub check: HTTPChecked once it reported.
 	HTTPUp, HTTPChecked bool
 	HTTPDetail          string
+	// RDP is the node's RDP check: RDPChecked once it reported.
+	RDPUp, RDPChecked bool
+	RDPDetail         string
 	// Load is the node's last measured load (NaN fields: not measured);
 	// LoadStale is set when it is too old to be used for placement.
 	Load      Load
@@ -407,7 +447,7 @@ func (b *Balancer) localNodes() []NodeStatus {
 		}
 		sort.Strings(users)
 		var idle time.Time
-		if n.sessions[0]+n.sessions[1] == 0 {
+		if n.total() == 0 {
 			idle = n.idle
 		}
 		out = append(out, NodeStatus{
@@ -415,6 +455,7 @@ func (b *Balancer) localNodes() []NodeStatus {
 			State:        n.state(),
 			SSHSessions:  n.sessions[0],
 			HTTPSessions: n.sessions[1],
+			RDPSessions:  n.sessions[2],
 			Users:        users,
 			Pinned:       pinned,
 			Checked:      n.checked,
@@ -424,6 +465,9 @@ func (b *Balancer) localNodes() []NodeStatus {
 			HTTPUp:       n.http.up,
 			HTTPChecked:  n.http.checked,
 			HTTPDetail:   n.http.reason,
+			RDPUp:        n.rdp.up,
+			RDPChecked:   n.rdp.checked,
+			RDPDetail:    n.rdp.reason,
 			Load:         n.load,
 			LoadStale:    n.load.Measured() && b.stale(n.load, now),
 		})

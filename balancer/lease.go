@@ -154,7 +154,7 @@ func (l *Lease) end(abort bool) {
 	if n.users[l.user]--; n.users[l.user] <= 0 {
 		delete(n.users, l.user)
 	}
-	if n.sessions[0]+n.sessions[1] == 0 {
+	if n.total() == 0 {
 		n.idle = b.now()
 	}
 	b.refreshLocked(n)

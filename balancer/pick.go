@@ -93,7 +93,7 @@ func (b *Balancer) refreshLocked(n *node) {
 	if n.removed {
 		return
 	}
-	total := n.sessions[0] + n.sessions[1]
+	total := n.total()
 	open := !n.draining && (b.cfg.MaxSessionsPerNode == 0 || total < b.cfg.MaxSessionsPerNode)
 	score := math.Inf(1)
 	if open {

@@ -126,7 +126,7 @@ type View struct {
 
 // NodeView is one node's share of a View.
 type NodeView struct {
-	Sessions  [2]int // by protocol: SSH, HTTP
+	Sessions  [nProtos]int // by protocol: SSH, HTTP, RDP
 	Users     []string
 	Pinned    int
 	Draining  bool

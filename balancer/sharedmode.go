@@ -312,7 +312,7 @@ func mergeShared(local []NodeStatus, v View) []NodeStatus {
 		if !ok {
 			nv = NodeView{}
 		}
-		n.SSHSessions, n.HTTPSessions = nv.Sessions[0], nv.Sessions[1]
+		n.SSHSessions, n.HTTPSessions, n.RDPSessions = nv.Sessions[0], nv.Sessions[1], nv.Sessions[2]
 		n.Users = append([]string(nil), nv.Users...)
 		sort.Strings(n.Users)
 		n.Pinned = nv.Pinned

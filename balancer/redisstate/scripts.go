@@ -185,7 +185,7 @@ return #leases
 `)
 
 // viewScript: ARGV = P, now. Returns JSON {"nodes": {name: [ssh, http,
-// users, pinned, draining, idle]}, "sessions": [[lease, user, node, proto,
+// users, pinned, draining, idle, rdp]}, "sessions": [[lease, user, node, proto,
 // client, started, replica], ...]}. cjson writes an empty list as {}.
 var viewScript = redis.NewScript(`
 local P, now = ARGV[1], tonumber(ARGV[2])
@@ -194,7 +194,7 @@ local nodes, sessions = {}, {}
 local function node(name)
   local n = nodes[name]
   if not n then
-    n = {ssh = 0, http = 0, users = {}, pinned = 0, draining = false, idle = 0}
+    n = {ssh = 0, http = 0, rdp = 0, users = {}, pinned = 0, draining = false, idle = 0}
     nodes[name] = n
   end
   return n
@@ -204,7 +204,7 @@ for _, lk in ipairs(redis.call('ZRANGE', P .. 'leases', 0, -1)) do
   if h[1] and h[2] then
     sessions[#sessions + 1] = {lk, h[1], h[2], h[3] or '', h[4] or '', tonumber(h[5] or '0') or 0, h[6] or ''}
     local n = node(h[2])
-    if h[3] == 'http' then n.http = n.http + 1 else n.ssh = n.ssh + 1 end
+    if h[3] == 'http' then n.http = n.http + 1 elseif h[3] == 'rdp' then n.rdp = n.rdp + 1 else n.ssh = n.ssh + 1 end
     n.users[h[1]] = true
   end
 end
@@ -219,7 +219,7 @@ local out = {}
 for name, n in pairs(nodes) do
   local us = {}
   for u in pairs(n.users) do us[#us + 1] = u end
-  out[name] = {n.ssh, n.http, us, n.pinned, n.draining, n.idle}
+  out[name] = {n.ssh, n.http, us, n.pinned, n.draining, n.idle, n.rdp}
 end
 return cjson.encode({nodes = out, sessions = sessions})
 `)

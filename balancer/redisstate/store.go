@@ -346,7 +346,7 @@ func decodeView(raw string) (balancer.View, error) {
 		}
 	}
 	for name, f := range nodes {
-		if len(f) != 6 {
+		if len(f) != 6 && len(f) != 7 { // 6: a gateway from before RDP
 			return v, errors.New("redis view: malformed node entry")
 		}
 		var nv balancer.NodeView
@@ -357,7 +357,10 @@ func decodeView(raw string) (balancer.View, error) {
 		_ = json.Unmarshal(f[3], &nv.Pinned)
 		_ = json.Unmarshal(f[4], &nv.Draining)
 		_ = json.Unmarshal(f[5], &idle)
-		if idle > 0 && nv.Sessions[0]+nv.Sessions[1] == 0 {
+		if len(f) == 7 {
+			_ = json.Unmarshal(f[6], &nv.Sessions[2])
+		}
+		if idle > 0 && nv.Sessions[0]+nv.Sessions[1]+nv.Sessions[2] == 0 {
 			nv.IdleSince = time.UnixMilli(idle)
 		}
 		v.Nodes[name] = nv

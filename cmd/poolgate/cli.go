@@ -161,12 +161,22 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	if resp.Discovery.Starting {
 		fmt.Fprintln(stdout, "A node is starting (scale from zero); waiting users are logged in when it is up.")
 	}
+	rdp := false
+	for _, n := range resp.Nodes {
+		rdp = rdp || n.RDP != ""
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tSSH\tHTTP\tUSERS\tPINNED\tHEALTH\tSINCE")
+	rdpCol := func(v string) string {
+		if rdp {
+			return v + "\t"
+		}
+		return ""
+	}
+	fmt.Fprintln(tw, "NODE\tSTATE\tSSH\tHTTP\t"+rdpCol("RDP")+"CPU\tMEM\tGPU\tUSERS\tPINNED\tHEALTH\tSINCE")
 	total := admin.SessionCount{}
 	for _, n := range resp.Nodes {
 		state := n.State
-		if n.State == "draining" && n.Sessions.SSH+n.Sessions.HTTP == 0 {
+		if n.State == "draining" && n.Sessions.SSH+n.Sessions.HTTP+n.Sessions.RDP == 0 {
 			state = "draining (empty: safe to remove)"
 		}
 		if n.Protected {
@@ -180,13 +190,44 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		if n.HTTPState == "down" || n.HTTPState == "unchecked" {
 			health += "; hub " + n.HTTPState + ": " + n.HTTPHealth
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", n.Name, state, n.Sessions.SSH, n.Sessions.HTTP, users, n.Pinned, health, ago(n.Changed))
+		if n.RDPState == "down" || n.RDPState == "unchecked" {
+			health += "; rdp " + n.RDPState + ": " + n.RDPHealth
+		}
+		cpu, mem, gpu := loadCols(n.Load)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, n.Sessions.SSH, n.Sessions.HTTP,
+			rdpCol(fmt.Sprint(n.Sessions.RDP)), cpu, mem, gpu, users, n.Pinned, health, ago(n.Changed))
 		total.SSH += n.Sessions.SSH
 		total.HTTP += n.Sessions.HTTP
+		total.RDP += n.Sessions.RDP
 	}
-	fmt.Fprintf(tw, "TOTAL (%d nodes)\t\t%d\t%d\t\t\t\t\n", len(resp.Nodes), total.SSH, total.HTTP)
+	fmt.Fprintf(tw, "TOTAL (%d nodes)\t\t%d\t%d\t%s\t\t\t\t\t\t\n", len(resp.Nodes), total.SSH, total.HTTP, rdpCol(fmt.Sprint(total.RDP)))
 	_ = tw.Flush()
 	return 0
+}
+
+// loadCols formats a node's load for poolgate nodes: CPU as the run queue
+// per CPU, memory and GPU as percentages in use (GPU: use and memory), "-"
+// for what is not measured, and a "?" after figures too old to be used.
+func loadCols(l admin.LoadJSON) (cpu, mem, gpu string) {
+	mark := ""
+	if l.Stale {
+		mark = "?"
+	}
+	pct := func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f%%", *v*100) + mark
+	}
+	cpu = "-"
+	if l.CPU != nil {
+		cpu = fmt.Sprintf("%.2f", *l.CPU) + mark
+	}
+	mem, gpu = pct(l.Memory), pct(l.GPU)
+	if l.GPUMemory != nil {
+		gpu += "/" + pct(l.GPUMemory)
+	}
+	return cpu, mem, gpu
 }
 
 func cmdSessions(args []string, stdout, stderr io.Writer) int {

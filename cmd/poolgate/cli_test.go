@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/gateway/admin"
@@ -139,5 +140,43 @@ func TestCLINodesShowsHubDown(t *testing.T) {
 	}
 	if !strings.Contains(lines["node-1"], "hub down: GET /hub/health: 502 Bad Gateway") || strings.Contains(lines["node-2"], "hub") {
 		t.Fatalf("nodes output does not show the hub states:\n%s", out)
+	}
+}
+
+func TestCLINodesShowLoad(t *testing.T) {
+	url, b := apiServer(t, "")
+	b.SetLoad("node-1", balancer.Load{CPU: 15.9 / 4, Memory: 0.9, GPU: 1, GPUMemory: 0.25, At: time.Now()})
+	code, out, errs := runCmd("nodes", "--admin", url)
+	if code != 0 {
+		t.Fatalf("nodes: %d %q", code, errs)
+	}
+	var header, node1, node2 []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "NODE":
+			header = f
+		case len(f) > 0 && f[0] == "node-1":
+			node1 = f
+		case len(f) > 0 && f[0] == "node-2":
+			node2 = f
+		}
+	}
+	col := func(row []string, name string) string {
+		for i, h := range header {
+			if h == name && i < len(row) {
+				return row[i]
+			}
+		}
+		return ""
+	}
+	if col(node1, "CPU") != "3.98" || col(node1, "MEM") != "90%" || col(node1, "GPU") != "100%/25%" {
+		t.Fatalf("node-1's load columns: %v under %v\n%s", node1, header, out)
+	}
+	if col(node2, "CPU") != "-" || col(node2, "MEM") != "-" || col(node2, "GPU") != "-" {
+		t.Fatalf("node-2 is not measured: %v\n%s", node2, out)
+	}
+	if strings.Contains(out, "RDP") {
+		t.Fatalf("an RDP column for a pool without RDP:\n%s", out)
 	}
 }

@@ -30,6 +30,8 @@ var (
 	descStarted  = prometheus.NewDesc("poolgate_sessions_started_total", "Sessions started, by protocol.", []string{"protocol"}, nil)
 	descEnded    = prometheus.NewDesc("poolgate_sessions_ended_total", "Sessions ended, by protocol.", []string{"protocol"}, nil)
 	descDegraded = prometheus.NewDesc("poolgate_shared_state_degraded", "1 while the shared state (Redis) does not answer and this gateway routes from its own view.", nil, nil)
+	descLoad     = prometheus.NewDesc("poolgate_node_load", "A node's measured load, from its exporters: resource cpu is the run queue per CPU (load1 / CPUs; it can exceed 1), memory, gpu and gpu_memory the fractions in use. Absent when not measured or stale.", []string{"node", "resource"}, nil)
+	descLoadAge  = prometheus.NewDesc("poolgate_node_load_timestamp_seconds", "When a node's load figures were taken (Unix time).", []string{"node"}, nil)
 )
 
 // NewCollector returns a Prometheus collector over the pool.
@@ -38,7 +40,7 @@ func NewCollector(pool Pool, counts Counts) prometheus.Collector {
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded, descDegraded} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded, descDegraded, descLoad, descLoadAge} {
 		ch <- d
 	}
 }
@@ -47,6 +49,20 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range c.pool.Nodes() {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.SSHSessions), n.Name, "ssh")
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.HTTPSessions), n.Name, "http")
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.RDPSessions), n.Name, "rdp")
+		if n.Load.Measured() {
+			ch <- prometheus.MustNewConstMetric(descLoadAge, prometheus.GaugeValue, float64(n.Load.At.UnixNano())/1e9, n.Name)
+			if !n.LoadStale {
+				for _, r := range []struct {
+					name string
+					v    float64
+				}{{"cpu", n.Load.CPU}, {"memory", n.Load.Memory}, {"gpu", n.Load.GPU}, {"gpu_memory", n.Load.GPUMemory}} {
+					if f := figure(r.v); f != nil {
+						ch <- prometheus.MustNewConstMetric(descLoad, prometheus.GaugeValue, *f, n.Name, r.name)
+					}
+				}
+			}
+		}
 		for _, st := range []balancer.State{balancer.StateUp, balancer.StateDown, balancer.StateDraining} {
 			v := 0.0
 			if n.State == st {
@@ -65,7 +81,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, v)
 	}
-	for _, p := range []balancer.Protocol{balancer.SSH, balancer.HTTP} {
+	for _, p := range []balancer.Protocol{balancer.SSH, balancer.HTTP, balancer.RDP} {
 		ch <- prometheus.MustNewConstMetric(descStarted, prometheus.CounterValue, float64(c.counts.Started(p)), string(p))
 		ch <- prometheus.MustNewConstMetric(descEnded, prometheus.CounterValue, float64(c.counts.Ended(p)), string(p))
 	}

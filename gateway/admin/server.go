@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"sort"
@@ -30,6 +31,8 @@ type Pool interface {
 	// gateways, whether that shared state is unreachable (degraded), and
 	// this gateway's replica name.
 	SharedStatus() (shared, degraded bool, replica string)
+	// LoadHistory returns a node's recent load samples, oldest first.
+	LoadHistory(name string) []balancer.Load
 }
 
 // stateOf reports where pool's routing state lives.
@@ -155,6 +158,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/nodes", s.read(s.nodes))
 	mux.HandleFunc("/api/sessions", s.read(s.sessions))
+	mux.HandleFunc("/api/load", s.read(s.loadHistory))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
 	mux.HandleFunc("/api/scale-in", s.write(s.scaleIn))
 	mux.HandleFunc("/metrics", s.read(s.metricsHandler))
@@ -239,9 +243,21 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		}
 		nj := NodeJSON{
 			Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: weight, State: string(n.State),
-			Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions},
+			Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions, RDP: n.RDPSessions},
 			Users:    append([]string{}, n.Users...), Pinned: n.Pinned, Health: health, Changed: n.Changed.UTC(),
 			Protected: protected[n.Name],
+			Load:      loadJSON(n.Load, n.LoadStale),
+		}
+		if n.RDP != "" {
+			nj.RDP = n.RDP
+			switch {
+			case !n.RDPChecked:
+				nj.RDPState, nj.RDPHealth = "unchecked", "not checked yet"
+			case n.RDPUp:
+				nj.RDPState, nj.RDPHealth = "up", n.RDPDetail
+			default:
+				nj.RDPState, nj.RDPHealth = "down", n.RDPDetail
+			}
 		}
 		if !n.IdleSince.IsZero() {
 			idle := n.IdleSince.UTC()
@@ -260,6 +276,35 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		out = append(out, nj)
 	}
 	writeJSON(w, http.StatusOK, NodesJSON{Nodes: out, Discovery: disc, State: stateOf(s.pool)})
+}
+
+// figure is v, or nil when it was not measured.
+func figure(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func loadJSON(l balancer.Load, stale bool) LoadJSON {
+	if !l.Measured() {
+		return LoadJSON{}
+	}
+	at := l.At.UTC()
+	return LoadJSON{CPU: figure(l.CPU), Memory: figure(l.Memory), GPU: figure(l.GPU), GPUMemory: figure(l.GPUMemory), Updated: &at, Stale: stale}
+}
+
+// loadHistory answers GET /api/load: every node's recent samples.
+func (s *Server) loadHistory(w http.ResponseWriter, _ *http.Request) {
+	out := LoadHistoryJSON{Nodes: map[string][]LoadSampleJSON{}}
+	for _, n := range s.pool.Nodes() {
+		samples := []LoadSampleJSON{}
+		for _, l := range s.pool.LoadHistory(n.Name) {
+			samples = append(samples, LoadSampleJSON{At: l.At.UTC(), CPU: figure(l.CPU), Memory: figure(l.Memory), GPU: figure(l.GPU), GPUMemory: figure(l.GPUMemory)})
+		}
+		out.Nodes[n.Name] = samples
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // scaleIn deletes instances idle for ?idle= (a duration, at least 1m),

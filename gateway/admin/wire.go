@@ -34,12 +34,49 @@ type NodeJSON struct {
 	IdleSince *time.Time `json:"idle_since,omitempty"`
 	// Protected: its instance carries scale-in protection (Azure).
 	Protected bool `json:"protected,omitempty"`
+	// RDP is the node's RDP address, RDPState and RDPHealth its check
+	// ("up", "down" or "unchecked"); absent for a node without RDP.
+	RDP       string `json:"rdp,omitempty"`
+	RDPState  string `json:"rdp_state,omitempty"`
+	RDPHealth string `json:"rdp_health,omitempty"`
+	// Load is the node's measured load.
+	Load LoadJSON `json:"load"`
+}
+
+// LoadJSON is a node's measured load, from its exporters. A figure that
+// is not measured is null. CPU is the run queue per CPU (load1 ÷ CPUs), so
+// it can exceed 1; the others are fractions in use. Stale: the figures
+// are older than three scrape intervals and not used for placement.
+type LoadJSON struct {
+	CPU       *float64   `json:"cpu"`
+	Memory    *float64   `json:"memory"`
+	GPU       *float64   `json:"gpu"`
+	GPUMemory *float64   `json:"gpu_memory"`
+	Updated   *time.Time `json:"updated"`
+	Stale     bool       `json:"stale"`
+}
+
+// LoadHistoryJSON is the answer of GET /api/load: each node's recent load
+// samples, oldest first (one per scrape, kept since the gateway started,
+// at most 240).
+type LoadHistoryJSON struct {
+	Nodes map[string][]LoadSampleJSON `json:"nodes"`
+}
+
+// LoadSampleJSON is one sample of a node's load.
+type LoadSampleJSON struct {
+	At        time.Time `json:"at"`
+	CPU       *float64  `json:"cpu"`
+	Memory    *float64  `json:"memory"`
+	GPU       *float64  `json:"gpu"`
+	GPUMemory *float64  `json:"gpu_memory"`
 }
 
 // SessionCount counts a node's live sessions by protocol.
 type SessionCount struct {
 	SSH  int `json:"ssh"`
 	HTTP int `json:"http"`
+	RDP  int `json:"rdp"`
 }
 
 // SessionJSON is one session in GET /api/sessions.

@@ -1,0 +1,76 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+func TestAPIShowsLoad(t *testing.T) {
+	b := testPool(t)
+	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	b.SetLoad("node-1", balancer.Load{CPU: 0.5, Memory: 0.61, GPU: balancer.Unknown, GPUMemory: balancer.Unknown, At: at.Add(-5 * time.Second)})
+	b.SetLoad("node-1", balancer.Load{CPU: 0.42, Memory: 0.61, GPU: balancer.Unknown, GPUMemory: balancer.Unknown, At: at})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(b, b))
+	s, err := New(Config{}, b, Options{Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/nodes", nil))
+	// The raw JSON, as the contract writes it.
+	var raw struct {
+		Nodes []struct {
+			Name string                     `json:"name"`
+			Load map[string]json.RawMessage `json:"load"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for k, v := range raw.Nodes[0].Load {
+		got[k] = string(v)
+	}
+	want := map[string]string{"cpu": "0.42", "memory": "0.61", "gpu": "null", "gpu_memory": "null", "updated": `"2026-12-02T10:00:00Z"`, "stale": "false"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("node-1 load %v, want %v", got, want)
+		}
+	}
+	for _, k := range []string{"cpu", "memory", "gpu", "gpu_memory", "updated"} {
+		if string(raw.Nodes[1].Load[k]) != "null" {
+			t.Fatalf("node-2 is not measured: load %s = %s", k, raw.Nodes[1].Load[k])
+		}
+	}
+
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/load", nil))
+	var hist LoadHistoryJSON
+	if err := json.Unmarshal(rec.Body.Bytes(), &hist); err != nil || rec.Code != 200 {
+		t.Fatalf("/api/load: %d %s", rec.Code, rec.Body)
+	}
+	if h := hist.Nodes["node-1"]; len(h) != 2 || *h[0].CPU != 0.5 || *h[1].CPU != 0.42 || h[1].GPU != nil {
+		t.Fatalf("node-1's history %+v", h)
+	}
+	if h, ok := hist.Nodes["node-2"]; !ok || len(h) != 0 {
+		t.Fatalf("node-2's history %+v (present: %v), want an empty list", h, ok)
+	}
+
+	_, text := scrape(t, s, "")
+	for _, line := range []string{`poolgate_node_load{node="node-1",resource="cpu"} 0.42`, `poolgate_node_load{node="node-1",resource="memory"} 0.61`, `poolgate_node_sessions{node="node-1",protocol="rdp"} 0`} {
+		if !strings.Contains(text, line) {
+			t.Fatalf("/metrics lacks %s:\n%s", line, text)
+		}
+	}
+	if strings.Contains(text, `resource="gpu"`) || strings.Contains(text, `poolgate_node_load{node="node-2"`) {
+		t.Fatalf("/metrics exports figures that were not measured:\n%s", text)
+	}
+}
