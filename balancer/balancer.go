@@ -139,10 +139,10 @@ type Balancer struct {
 type node struct {
 	Node
 	weight   float64
-	idx      int    // position in Balancer.order and Balancer.loads
-	up       bool   // the SSH check passes (the node's state)
-	checked  bool   // the SSH check reported at least once
-	reason   string // last SSH health detail
+	idx      int         // position in Balancer.order and Balancer.loads
+	up       bool        // the SSH check passes (the node's state)
+	checked  bool        // the SSH check reported at least once
+	reason   string      // last SSH health detail
 	http     protoHealth // the JupyterHub check
 	rdp      protoHealth // the RDP check
 	draining bool
