@@ -3,8 +3,12 @@ package sshgw
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Config is the YAML section "ssh".
@@ -48,6 +52,59 @@ type Config struct {
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 	// AuthBackoff slows down clients that keep failing to log in.
 	AuthBackoff BackoffConfig `yaml:"auth_backoff"`
+	// Algorithms are offered toward users and used toward nodes.
+	Algorithms AlgorithmsConfig `yaml:"algorithms"`
+}
+
+// AlgorithmsConfig is the YAML section "ssh.algorithms": the key
+// exchanges, ciphers and MACs the gateway offers users and uses toward
+// nodes, in order of preference. Empty lists take the defaults, a modern
+// set like current OpenSSH's: post-quantum mlkem768x25519 and curve25519
+// first, no SHA-1 key exchange or MAC, no CBC.
+type AlgorithmsConfig struct {
+	KeyExchanges []string `yaml:"kex"`
+	Ciphers      []string `yaml:"ciphers"`
+	MACs         []string `yaml:"macs"`
+}
+
+// Default algorithms (see AlgorithmsConfig).
+var (
+	DefaultKeyExchanges = []string{
+		ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519,
+		ssh.KeyExchangeECDHP256, ssh.KeyExchangeECDHP384, ssh.KeyExchangeECDHP521,
+		ssh.KeyExchangeDH16SHA512, ssh.KeyExchangeDH14SHA256,
+	}
+	DefaultCiphers = []string{
+		ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305,
+		ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR,
+	}
+	DefaultMACs = []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM, ssh.HMACSHA256, ssh.HMACSHA512}
+)
+
+// config is the x/crypto form of the algorithms.
+func (a AlgorithmsConfig) config() ssh.Config {
+	return ssh.Config{KeyExchanges: a.KeyExchanges, Ciphers: a.Ciphers, MACs: a.MACs}
+}
+
+// validate reports a name x/crypto does not implement, naming its key.
+func (a AlgorithmsConfig) validate() error {
+	sup, insecure := ssh.SupportedAlgorithms(), ssh.InsecureAlgorithms()
+	for _, l := range []struct {
+		key        string
+		names, ok  []string
+		okInsecure []string
+	}{
+		{"kex", a.KeyExchanges, sup.KeyExchanges, insecure.KeyExchanges},
+		{"ciphers", a.Ciphers, sup.Ciphers, insecure.Ciphers},
+		{"macs", a.MACs, sup.MACs, insecure.MACs},
+	} {
+		for i, n := range l.names {
+			if !slices.Contains(l.ok, n) && !slices.Contains(l.okInsecure, n) {
+				return fmt.Errorf("algorithms.%s[%d]: %q is not an algorithm the gateway implements (known: %s)", l.key, i, n, strings.Join(append(slices.Clone(l.ok), l.okInsecure...), ", "))
+			}
+		}
+	}
+	return nil
 }
 
 // BackoffConfig is the YAML section "ssh.auth_backoff".
@@ -93,6 +150,16 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.KeepaliveCountMax == 0 {
 		c.KeepaliveCountMax = 3
+	}
+	a := &c.Algorithms
+	if len(a.KeyExchanges) == 0 {
+		a.KeyExchanges = DefaultKeyExchanges
+	}
+	if len(a.Ciphers) == 0 {
+		a.Ciphers = DefaultCiphers
+	}
+	if len(a.MACs) == 0 {
+		a.MACs = DefaultMACs
 	}
 	b := &c.AuthBackoff
 	if b.After == 0 {
@@ -152,6 +219,9 @@ func (c Config) Validate() error {
 		if v.d < 0 {
 			return fmt.Errorf("%s: must not be negative, got %s", v.key, v.d)
 		}
+	}
+	if err := c.Algorithms.validate(); err != nil {
+		return err
 	}
 	if c.KeepaliveInterval > 0 && c.KeepaliveInterval < 10*time.Millisecond {
 		return fmt.Errorf("keepalive_interval: %s is too short (at least 10ms)", c.KeepaliveInterval)

@@ -109,6 +109,7 @@ func (s *Server) handle(nc net.Conn) {
 
 func (c *clientConn) serverConfig() *ssh.ServerConfig {
 	cfg := &ssh.ServerConfig{
+		Config:                    c.s.cfg.Algorithms.config(),
 		MaxAuthTries:              c.s.cfg.MaxAuthTries,
 		ServerVersion:             "SSH-2.0-poolgate",
 		PreAuthConnCallback:       func(p ssh.ServerPreAuthConn) { c.pre = p },
@@ -287,7 +288,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 			log.Error("preparing node login", zap.Error(err))
 			return err
 		}
-		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware))
+		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware, c.s.cfg.Algorithms.Ciphers))
 		if err == nil {
 			nc.lease = lease
 			if prev := lease.Repinned(); prev != "" {
@@ -373,27 +374,27 @@ var aesHardware = cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ ||
 	cpu.S390X.HasAES && cpu.S390X.HasAESGCM
 
 // nodeCiphers chooses the cipher preference toward the node, where the
-// gateway is the client. With AES instructions, AES-GCM comes first
-// whatever the user's client chose (x/crypto's default order): x/crypto's
-// chacha20-poly1305@openssh.com has no amd64 assembly and costs the gateway
-// about 2.5 times the CPU per byte, so a client that chose it pays that on
-// one leg, not two. Without AES instructions, the client's choice comes
-// first: it is then the fast one for this machine too.
-func nodeCiphers(meta ssh.ConnMetadata, aesHW bool) []string {
+// gateway is the client, from the configured ciphers. With AES
+// instructions the configured order stands (AES-GCM first by default)
+// whatever the user's client chose: x/crypto's
+// chacha20-poly1305@openssh.com has no amd64 assembly and costs the
+// gateway about 2.5 times the CPU per byte, so a client that chose it pays
+// that on one leg, not two. Without AES instructions, the client's choice
+// comes first: it is then the fast one for this machine too.
+func nodeCiphers(meta ssh.ConnMetadata, aesHW bool, configured []string) []string {
 	if aesHW {
-		return nil
+		return configured
 	}
 	am, ok := meta.(ssh.AlgorithmsConnMetadata)
 	if !ok {
-		return nil
+		return configured
 	}
 	chosen := am.Algorithms().Read.Cipher
-	supported := ssh.SupportedAlgorithms().Ciphers
-	if chosen == "" || !slices.Contains(supported, chosen) {
-		return nil
+	if chosen == "" || !slices.Contains(configured, chosen) {
+		return configured
 	}
 	out := []string{chosen}
-	for _, c := range supported {
+	for _, c := range configured {
 		if c != chosen {
 			out = append(out, c)
 		}
@@ -418,7 +419,7 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		HostKeyCallback:   c.s.keys.Pins.Callback(node.Name),
 		HostKeyAlgorithms: c.s.keys.Pins.Algorithms(node.Name),
 		ClientVersion:     "SSH-2.0-poolgate",
-		Config:            ssh.Config{Ciphers: ciphers},
+		Config:            ssh.Config{KeyExchanges: c.s.cfg.Algorithms.KeyExchanges, Ciphers: ciphers, MACs: c.s.cfg.Algorithms.MACs},
 		// The node's own banner (a legal notice, say) reaches the user.
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}
