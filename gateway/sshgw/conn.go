@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -93,18 +94,39 @@ func (s *Server) handle(nc net.Conn) {
 	c.log = s.log.With(zap.String("client", c.client))
 	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
 	s.unauth.Add(1)
-	sconn, chans, reqs, err := ssh.NewServerConn(nc, c.serverConfig())
+	sconn, chans, reqs, err := ssh.NewServerConn(&versionGate{Conn: nc}, c.serverConfig())
 	s.unauth.Add(-1)
 	if err != nil {
 		if c.node != nil { // authenticated, then the connection failed
 			c.node.conn.Close()
 			c.node.lease.Abort()
+		} else {
+			s.preauth.failed(c.client, preauthReason(err), err)
 		}
 		c.log.Debug("ssh handshake ended", zap.Error(err))
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
 	c.relay(sconn, chans, reqs)
+}
+
+// preauthReason names why a connection ended before authentication, for
+// the log.
+func preauthReason(err error) string {
+	var ne net.Error
+	var auth *ssh.ServerAuthError
+	switch {
+	case errors.Is(err, errBadVersion):
+		return "not an SSH-2.0 client"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "login grace time passed"
+	case errors.As(err, &auth):
+		return "authentication failed"
+	case errors.Is(err, io.EOF):
+		return "client closed the connection"
+	default:
+		return "handshake failed"
+	}
 }
 
 func (c *clientConn) serverConfig() *ssh.ServerConfig {

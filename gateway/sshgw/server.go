@@ -46,6 +46,7 @@ type Server struct {
 	backoff *backoff
 	metrics *Metrics     // nil: none
 	unauth  atomic.Int64 // connections not yet past authentication
+	preauth *preauthLog  // rate-limited log of connections that failed before authentication
 
 	// closing is closed when the server stops accepting; users waiting
 	// for a starting node stop waiting.
@@ -98,6 +99,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics,
 		dial: d.DialContext, now: time.Now,
 		backoff:   newBackoff(cfg.AuthBackoff, time.Now),
+		preauth:   &preauthLog{log: log, interval: time.Second, now: time.Now},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		sessions:  map[*session]struct{}{},
@@ -143,8 +145,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		backoff = 0
 		if s.unauth.Load() >= int64(s.cfg.MaxUnauthenticated) {
 			s.metrics.authFailed("too_many_unauthenticated")
-			s.log.Info("connection refused: too many unauthenticated connections",
-				zap.String("client", nc.RemoteAddr().String()), zap.Int("limit", s.cfg.MaxUnauthenticated))
+			s.preauth.failed(nc.RemoteAddr().String(), fmt.Sprintf("too many connections logging in (max_unauthenticated %d)", s.cfg.MaxUnauthenticated), nil)
 			// Lines before the version string are allowed (RFC 4253 §4.2);
 			// ssh -v shows this one.
 			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
