@@ -8,13 +8,17 @@ import (
 
 // backoff slows down addresses that keep failing to log in: after a number
 // of failures each further failure is answered only after a delay that
-// doubles up to a cap. Allowed networks are never slowed. It keeps at most
-// maxTracked addresses; past that, new addresses are not tracked until old
-// ones are forgotten.
+// doubles up to a cap. Allowed networks are never slowed. Addresses are
+// grouped as addrKey does (IPv6 by /64). It keeps at most maxTracked of
+// them; when full, a new address takes the place of an arbitrary old one,
+// so that filling the table never switches the back-off off for new
+// addresses.
 type backoff struct {
 	cfg   BackoffConfig
 	allow []*net.IPNet
 	now   func() time.Time
+
+	max int // maxTracked; smaller in tests
 
 	mu    sync.Mutex // protects addrs and swept
 	addrs map[string]*failures
@@ -29,7 +33,7 @@ type failures struct {
 const maxTracked = 100_000
 
 func newBackoff(cfg BackoffConfig, now func() time.Time) *backoff {
-	b := &backoff{cfg: cfg, now: now, addrs: map[string]*failures{}}
+	b := &backoff{cfg: cfg, now: now, max: maxTracked, addrs: map[string]*failures{}}
 	for _, s := range cfg.Allow {
 		if _, n, err := net.ParseCIDR(s); err == nil {
 			b.allow = append(b.allow, n)
@@ -38,45 +42,42 @@ func newBackoff(cfg BackoffConfig, now func() time.Time) *backoff {
 	return b
 }
 
-// ipOf returns the IP of a connection's remote address, as a map key.
-func ipOf(addr net.Addr) string {
+func (b *backoff) allowed(addr net.Addr) bool {
+	var ip net.IP
 	if tcp, ok := addr.(*net.TCPAddr); ok {
-		return tcp.IP.String()
+		ip = tcp.IP
+	} else if host, _, err := net.SplitHostPort(addr.String()); err == nil {
+		ip = net.ParseIP(host)
 	}
-	host, _, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		return addr.String()
-	}
-	return host
-}
-
-func (b *backoff) allowed(ip string) bool {
-	parsed := net.ParseIP(ip)
 	for _, n := range b.allow {
-		if parsed != nil && n.Contains(parsed) {
+		if ip != nil && n.Contains(ip) {
 			return true
 		}
 	}
 	return false
 }
 
-// failed records a failed attempt from ip and returns how long to wait
+// failed records a failed attempt from addr and returns how long to wait
 // before answering it.
-func (b *backoff) failed(ip string) time.Duration {
-	if b.allowed(ip) {
+func (b *backoff) failed(addr net.Addr) time.Duration {
+	if b.allowed(addr) {
 		return 0
 	}
+	key := addrKey(addr)
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.sweepLocked(now)
-	f := b.addrs[ip]
+	f := b.addrs[key]
 	if f == nil || now.Sub(f.last) >= b.cfg.Forget {
-		if f == nil && len(b.addrs) >= maxTracked {
-			return 0
+		if f == nil && len(b.addrs) >= b.max {
+			for old := range b.addrs { // an arbitrary one: map order is random
+				delete(b.addrs, old)
+				break
+			}
 		}
 		f = &failures{}
-		b.addrs[ip] = f
+		b.addrs[key] = f
 	}
 	f.count++
 	f.last = now

@@ -35,6 +35,10 @@ type Config struct {
 	// MaxUnauthenticated caps connections that have not finished logging
 	// in; more are closed at once. Default 256.
 	MaxUnauthenticated int `yaml:"max_unauthenticated"`
+	// MaxUnauthenticatedPerAddress caps them per client address (IPv6
+	// by /64), so that one address cannot take every slot. Default 32;
+	// negative means no per-address cap.
+	MaxUnauthenticatedPerAddress int `yaml:"max_unauthenticated_per_address"`
 	// KeepaliveInterval is how long a connection may be silent before the
 	// gateway sends a keepalive on both legs (the user's and the node's),
 	// keeping middleboxes' idle timers from cutting it. 0 takes the
@@ -144,6 +148,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxUnauthenticated == 0 {
 		c.MaxUnauthenticated = 256
+	}
+	if c.MaxUnauthenticatedPerAddress == 0 {
+		c.MaxUnauthenticatedPerAddress = min(32, c.MaxUnauthenticated)
 	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = 60 * time.Second

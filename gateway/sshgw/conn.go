@@ -87,15 +87,15 @@ func (w watchedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// handle serves one accepted connection (already wrapped by Serve).
-func (s *Server) handle(nc net.Conn) {
+// handle serves one accepted connection (already wrapped by Serve), which
+// holds a pre-auth slot for key until its handshake ends.
+func (s *Server) handle(nc net.Conn, key string) {
 	defer nc.Close()
 	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
 	c.log = s.log.With(zap.String("client", c.client))
 	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
-	s.unauth.Add(1)
 	sconn, chans, reqs, err := ssh.NewServerConn(&versionGate{Conn: nc}, c.serverConfig())
-	s.unauth.Add(-1)
+	s.unauth.release(key)
 	if err != nil {
 		if c.node != nil { // authenticated, then the connection failed
 			c.node.conn.Close()
@@ -467,7 +467,7 @@ func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
 	// Passwords are what gets guessed; unmatched key offers are routine
 	// (an agent offers every key it holds) and are not counted.
 	if method == "password" || method == "keyboard-interactive" {
-		if d := c.s.backoff.failed(ipOf(meta.RemoteAddr())); d > 0 {
+		if d := c.s.backoff.failed(meta.RemoteAddr()); d > 0 {
 			c.log.Debug("slowing down repeated login failures", zap.Duration("delay", d))
 			time.Sleep(d)
 		}

@@ -380,7 +380,7 @@ func TestBackoff(t *testing.T) {
 		func() time.Time { return now })
 	var got []time.Duration
 	for i := 0; i < 7; i++ {
-		got = append(got, b.failed("192.0.2.1"))
+		got = append(got, b.failed(tcpAddr("192.0.2.1")))
 	}
 	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second}
 	for i := range want {
@@ -388,16 +388,18 @@ func TestBackoff(t *testing.T) {
 			t.Fatalf("delays %v, want %v", got, want)
 		}
 	}
-	if d := b.failed("192.0.2.2"); d != 0 {
+	if d := b.failed(tcpAddr("192.0.2.2")); d != 0 {
 		t.Fatalf("another address delayed %s", d)
 	}
 	for i := 0; i < 10; i++ {
-		if d := b.failed("10.1.2.3"); d != 0 {
+		if d := b.failed(tcpAddr("10.1.2.3")); d != 0 {
 			t.Fatalf("allow-listed address delayed %s", d)
 		}
 	}
 	now = now.Add(2 * time.Minute)
-	if d := b.failed("192.0.2.1"); d != 0 {
+	if d := b.failed(tcpAddr("192.0.2.1")); d != 0 {
 		t.Fatalf("after the forget period: %s", d)
 	}
 }
+
+func tcpAddr(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 5000} }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -94,4 +95,61 @@ func (l *preauthLog) failed(client, reason string, err error) {
 		fields = append(fields, zap.Int("similar_since_last_line", suppressed))
 	}
 	l.log.Info("ssh connection failed before authentication", fields...)
+}
+
+// addrKey groups client addresses for the per-address limits: an IPv4
+// address alone, an IPv6 address by its /64 (one host, or one customer
+// site, usually holds a whole /64, so a finer key would cost an attacker
+// nothing).
+func addrKey(addr net.Addr) string {
+	var ip netip.Addr
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		ip, _ = netip.AddrFromSlice(tcp.IP)
+	} else if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
+		ip = ap.Addr()
+	} else {
+		return addr.String()
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}
+
+// slots counts connections that have not finished logging in, in all and
+// per address (addrKey), so that neither cap can be passed: a slot is
+// taken in the accept loop, before the connection's goroutine starts.
+type slots struct {
+	max, perAddr int
+
+	mu     sync.Mutex // protects total and byAddr
+	total  int
+	byAddr map[string]int
+}
+
+// take reserves a slot for key, or says which cap is reached.
+func (s *slots) take(key string) (ok bool, full string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.total >= s.max:
+		return false, "all"
+	case s.perAddr > 0 && s.byAddr[key] >= s.perAddr:
+		return false, "address"
+	}
+	s.total++
+	s.byAddr[key]++
+	return true, ""
+}
+
+// release gives key's slot back.
+func (s *slots) release(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.byAddr[key]--; s.byAddr[key] <= 0 {
+		delete(s.byAddr, key)
+	}
 }

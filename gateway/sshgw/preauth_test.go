@@ -3,11 +3,14 @@ package sshgw
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -69,5 +72,93 @@ func TestPreauthLogIsRateLimited(t *testing.T) {
 	}
 	if c := entries[1].ContextMap(); c["client"] != "192.0.2.2:5000" || c["similar_since_last_line"] != int64(49) {
 		t.Fatalf("second line %v", c)
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":             "192.0.2.7",
+		"::ffff:192.0.2.7":      "192.0.2.7",
+		"2001:db8:1:2:aaaa::1":  "2001:db8:1:2::/64",
+		"2001:db8:1:2:bbbb::99": "2001:db8:1:2::/64",
+		"2001:db8:1:3::1":       "2001:db8:1:3::/64",
+	} {
+		if got := addrKey(tcpAddr(in)); got != want {
+			t.Errorf("addrKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestBackoffGroupsIPv6AndStaysOnWhenFull: addresses of one IPv6 /64 share
+// one count, and a full table still slows a new address that keeps
+// failing.
+func TestBackoffGroupsIPv6AndStaysOnWhenFull(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := newBackoff(BackoffConfig{After: 1, Delay: time.Second, MaxDelay: time.Minute, Forget: time.Hour}, func() time.Time { return now })
+	b.max = 10
+	b.failed(tcpAddr("2001:db8:1:2::1"))
+	if d := b.failed(tcpAddr("2001:db8:1:2::ffff")); d != time.Second {
+		t.Fatalf("second failure from the same /64: delay %s, want 1s", d)
+	}
+	for i := range 20 { // fill the table with other addresses
+		b.failed(tcpAddr(fmt.Sprintf("198.51.100.%d", i)))
+	}
+	b.failed(tcpAddr("203.0.113.9"))
+	if d := b.failed(tcpAddr("203.0.113.9")); d != time.Second {
+		t.Fatalf("a new address with the table full: delay %s, want 1s", d)
+	}
+}
+
+// TestPreauthSlotsPerAddress: one address holding as many pre-auth
+// connections as it may leaves room for another, and the global cap is
+// exact.
+func TestPreauthSlotsPerAddress(t *testing.T) {
+	g := newTestGW(t, func(c *Config) { c.MaxUnauthenticated = 8; c.MaxUnauthenticatedPerAddress = 4 })
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	dialFrom := func(ip string) (net.Conn, string) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return c, line
+	}
+	for i := range 6 { // 127.0.0.1 gets four, then refusals
+		c, line := dialFrom("127.0.0.1")
+		held = append(held, c)
+		refused := strings.Contains(line, "too many connections from your address")
+		if refused != (i >= 4) {
+			t.Fatalf("connection %d from 127.0.0.1: %q", i+1, line)
+		}
+	}
+	// Another address logs in.
+	cfg := &ssh.ClientConfig{User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.userKey)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}
+	nc, err := d.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, g.addr, cfg)
+	if err != nil {
+		t.Fatalf("127.0.0.5 while 127.0.0.1 holds its slots: %v", err)
+	}
+	ssh.NewClient(sc, chans, reqs).Close()
+	// Fill the rest from other addresses: exactly eight in all.
+	for _, ip := range []string{"127.0.0.6", "127.0.0.6", "127.0.0.7", "127.0.0.7"} {
+		c, line := dialFrom(ip)
+		held = append(held, c)
+		if strings.Contains(line, "too many") {
+			t.Fatalf("slot %s refused with room left: %q", ip, line)
+		}
+	}
+	if _, line := dialFrom("127.0.0.8"); !strings.Contains(line, "too many connections are logging in") {
+		t.Fatalf("the ninth pre-auth connection: %q, want the global refusal", line)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,9 +43,9 @@ type Server struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	now     func() time.Time
 	backoff *backoff
-	metrics *Metrics     // nil: none
-	unauth  atomic.Int64 // connections not yet past authentication
-	preauth *preauthLog  // rate-limited log of connections that failed before authentication
+	metrics *Metrics    // nil: none
+	unauth  *slots      // connections not yet past authentication
+	preauth *preauthLog // rate-limited log of connections that failed before authentication
 
 	// closing is closed when the server stops accepting; users waiting
 	// for a starting node stop waiting.
@@ -100,6 +99,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		dial: d.DialContext, now: time.Now,
 		backoff:   newBackoff(cfg.AuthBackoff, time.Now),
 		preauth:   &preauthLog{log: log, interval: time.Second, now: time.Now},
+		unauth:    &slots{max: cfg.MaxUnauthenticated, perAddr: cfg.MaxUnauthenticatedPerAddress, byAddr: map[string]int{}},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		sessions:  map[*session]struct{}{},
@@ -143,13 +143,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accepting ssh connections: %w", err)
 		}
 		backoff = 0
-		if s.unauth.Load() >= int64(s.cfg.MaxUnauthenticated) {
+		key := addrKey(nc.RemoteAddr())
+		if ok, full := s.unauth.take(key); !ok {
 			s.metrics.authFailed("too_many_unauthenticated")
-			s.preauth.failed(nc.RemoteAddr().String(), fmt.Sprintf("too many connections logging in (max_unauthenticated %d)", s.cfg.MaxUnauthenticated), nil)
+			msg := "poolgate: too many connections are logging in at once; please try again in a moment.\r\n"
+			reason := fmt.Sprintf("too many connections logging in (max_unauthenticated %d)", s.cfg.MaxUnauthenticated)
+			if full == "address" {
+				msg = "poolgate: too many connections from your address are logging in at once; please try again in a moment.\r\n"
+				reason = fmt.Sprintf("too many connections logging in from %s (max_unauthenticated_per_address %d)", key, s.cfg.MaxUnauthenticatedPerAddress)
+			}
+			s.preauth.failed(nc.RemoteAddr().String(), reason, nil)
 			// Lines before the version string are allowed (RFC 4253 §4.2);
 			// ssh -v shows this one.
 			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = nc.Write([]byte("poolgate: too many connections are logging in at once; please try again in a moment.\r\n"))
+			_, _ = nc.Write([]byte(msg))
 			nc.Close()
 			continue
 		}
@@ -157,6 +164,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		// at shutdown lets its held bytes (the last notice) out first.
 		nc = newBatchConn(withQuickAck(nc))
 		if !s.track(nc) {
+			s.unauth.release(key)
 			nc.Close()
 			return ErrServerClosed
 		}
@@ -168,7 +176,7 @@ func (s *Server) Serve(ln net.Listener) error {
 					s.log.Error("ssh connection panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 				}
 			}()
-			s.handle(nc)
+			s.handle(nc, key)
 		}()
 	}
 }
