@@ -219,7 +219,7 @@ func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.Ke
 	if c.keysRejected {
 		c.banner(fmt.Sprintf(msgNoKey, safeUser(user)))
 	}
-	answers, err := challenge(user, "", []string{"Password: "}, []bool{false})
+	answers, err := challenge("", "", []string{"Password: "}, []bool{false}) // no name: OpenSSH prints it on a line of its own
 	if err != nil {
 		return nil, err
 	}

@@ -162,3 +162,30 @@ func TestPreauthSlotsPerAddress(t *testing.T) {
 		t.Fatalf("the ninth pre-auth connection: %q, want the global refusal", line)
 	}
 }
+
+// TestPasswordPromptHasNoName: the keyboard-interactive prompt carries no
+// name, which OpenSSH would print on a line of its own before every
+// password prompt.
+func TestPasswordPromptHasNoName(t *testing.T) {
+	g := newTestGW(t, func(c *Config) { c.PasswordPassthrough = true })
+	var names []string
+	_, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
+		User: "alice",
+		Auth: []ssh.AuthMethod{ssh.KeyboardInteractive(func(name, _ string, qs []string, _ []bool) ([]string, error) {
+			names = append(names, name)
+			return make([]string, len(qs)), nil
+		})},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+	})
+	if err == nil {
+		t.Fatal("an empty password logged in")
+	}
+	if len(names) == 0 {
+		t.Fatal("no keyboard-interactive prompt")
+	}
+	for _, n := range names {
+		if n != "" {
+			t.Fatalf("prompt names %q", names)
+		}
+	}
+}

@@ -94,6 +94,7 @@ func (g *Gateway) openSharedState() error {
 	if !g.cfg.State.Enabled() {
 		return nil
 	}
+	redisstate.SetLogger(g.log.Named("redis"))
 	shared, err := redisstate.New(g.cfg.State, g.cfg.Balancer.AffinityGrace)
 	if err != nil {
 		return fmt.Errorf("state.%w", err)
