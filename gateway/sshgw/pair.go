@@ -105,7 +105,15 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	isSession := fromClient && nc.ChannelType() == "session"
 	if isSession {
 		s.mu.Lock()
-		s.sessionChans[near] = &sessionChannel{}
+		sc := &sessionChannel{}
+		s.sessionChans[near] = sc
+		// Opened while the gateway shuts down: told at once, in its own
+		// goroutine (a fresh channel has window for it, but the client
+		// might not read).
+		if msg := s.c.s.shutdownMsg.Load(); msg != nil {
+			sc.told = *msg
+			go func() { _, _ = near.Stderr().Write([]byte(*msg)) }()
+		}
 		s.mu.Unlock()
 		defer func() {
 			s.mu.Lock()

@@ -35,11 +35,7 @@ func (c *clientConn) relay(client *ssh.ServerConn, clientChans <-chan ssh.NewCha
 	s.lastActive.Store(start.UnixNano())
 	s.lastRecv[0].Store(start.UnixNano())
 	s.lastRecv[1].Store(start.UnixNano())
-	if !c.s.addSession(s) {
-		client.Close()
-		node.conn.Close()
-		return
-	}
+	c.s.addSession(s)
 	defer c.s.removeSession(s)
 	s.log.Info("ssh session started")
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -94,6 +96,7 @@ type testGW struct {
 	bal     *balancer.Balancer
 	srv     *Server
 	starter *swapStarter // the server's Starter; none until set
+	logs    *observer.ObservedLogs
 }
 
 // newTestGW runs a gateway with cfg adjusted by adjust, in front of the
@@ -136,7 +139,8 @@ func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...f
 		adjust(&cfg)
 	}
 	starter := &swapStarter{}
-	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter})
+	core, logs := observer.New(zap.InfoLevel)
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +156,7 @@ func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...f
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return &testGW{addr: ln.Addr().String(), userKey: userKey, keys: keys, bal: bal, srv: srv, starter: starter}
+	return &testGW{addr: ln.Addr().String(), userKey: userKey, keys: keys, bal: bal, srv: srv, starter: starter, logs: logs}
 }
 
 func dialAs(t *testing.T, addr, user string, signer ssh.Signer) *ssh.Client {

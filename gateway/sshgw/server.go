@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,6 +51,8 @@ type Server struct {
 	// closing is closed when the server stops accepting; users waiting
 	// for a starting node stop waiting.
 	closing chan struct{}
+	// shutdownMsg is the last shutdown notice sent, nil before Shutdown.
+	shutdownMsg atomic.Pointer[string]
 
 	// mu protects listeners, conns, sessions and closed.
 	mu        sync.Mutex
@@ -198,16 +201,15 @@ func (s *Server) untrack(nc net.Conn) {
 	s.mu.Unlock()
 }
 
-// addSession registers an authenticated session for shutdown notices; it
-// reports false once the server is shutting down.
-func (s *Server) addSession(ss *session) bool {
+// addSession registers an authenticated session for shutdown notices. A
+// session whose login finished after Shutdown began is registered too: it
+// was counted (its lease is taken), so it gets the notice and the grace
+// like the others (its session channels are told as they open, see
+// shutdownNotice).
+func (s *Server) addSession(ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
 	s.sessions[ss] = struct{}{}
-	return true
 }
 
 func (s *Server) removeSession(ss *session) {
@@ -217,8 +219,10 @@ func (s *Server) removeSession(ss *session) {
 }
 
 // noticeAll tells every user with an open session msg, waiting at most d
-// for the slowest (see session.tell).
+// for the slowest (see session.tell). Session channels opened later are
+// told msg as they open (shutdownNotice).
 func (s *Server) noticeAll(msg string, d time.Duration) {
+	s.shutdownMsg.Store(&msg)
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {

@@ -36,7 +36,10 @@ type session struct {
 // sessionChannel is a channel of SSH type "session" that the client opened
 // (a shell, a command or a subsystem), where notices can be written to its
 // stderr until EOF has been sent on it.
-type sessionChannel struct{ eof bool }
+type sessionChannel struct {
+	eof  bool
+	told string // the last notice written, so none is written twice
+}
 
 // end records why the session ended; only the first reason counts. It
 // reports whether this call set it.
@@ -75,7 +78,8 @@ func (s *session) notice(msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ch, sc := range s.sessionChans {
-		if !sc.eof {
+		if !sc.eof && sc.told != msg {
+			sc.told = msg
 			_, _ = ch.Stderr().Write([]byte(msg))
 		}
 	}
