@@ -26,6 +26,8 @@ type Shared interface {
 	// Record puts one lease of this gateway in the shared state, on the
 	// node given (a pinned user served from the local pin cache).
 	Record(ctx context.Context, l LeaseRecord) error
+	// PinOf returns the node the user is pinned to at now, "" if none.
+	PinOf(ctx context.Context, user string, now time.Time) (string, error)
 	// Drain sets or clears the node's drain flag for every gateway.
 	Drain(ctx context.Context, node string, on bool) error
 	// View returns the whole pool's sessions and drain flags.
@@ -66,6 +68,10 @@ type Claim struct {
 	SessionCost float64
 	// Rand in [0, 1) breaks ties among the least-loaded nodes.
 	Rand float64
+	// Node, if set, is the node the session must go to (AcquireOn): the
+	// shared state takes it there, moving the user's pin, unless it is
+	// draining or full and the user is not pinned to it (Claimed.Refused).
+	Node string
 }
 
 // Candidate is a node as one gateway sees it.
@@ -86,6 +92,9 @@ type Claimed struct {
 	Node    string // "" when no node can take the session
 	Lost    string // node the user's pin was moved from, reported once
 	Created bool   // the claim created or moved the pin
+	// Refused says why a claim naming a node got none: "draining" or
+	// "full".
+	Refused string
 }
 
 // SharedRelease ends one lease in the shared state.

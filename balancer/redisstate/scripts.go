@@ -22,13 +22,24 @@ import "github.com/redis/go-redis/v9"
 // sessions of a gateway that died leave the counts within the lease TTL,
 // and its users' pins (until = last expiry + grace) age out by the grace.
 
+// pinScript: ARGV = P, user, now. Returns the node the user is pinned to,
+// "" if none.
+var pinScript = redis.NewScript(`
+local pin = redis.call('HMGET', ARGV[1] .. 'pin:' .. ARGV[2], 'node', 'until')
+if pin[1] and (tonumber(pin[2] or '0') or 0) > tonumber(ARGV[3]) then return pin[1] end
+return ''
+`)
+
 // claimScript: ARGV = P, user, proto, client, lease, replica, now, grace,
 // ttl, max sessions per node, rand in [0,1), nodes as JSON
 // [[name, weight, up, avoid, load], ...], session cost. A node's score is
 // its load (the measured part, from the claiming gateway's scrapes) plus
 // the session cost per live session per weight, as in the balancer; the
-// lowest score wins. Returns {node, lost, created}; node ""
-// when no node can take the session. A claim that creates or moves a pin
+// lowest score wins. ARGV[14], if not empty, names the node the session
+// must go to (AcquireOn): it is taken there, moving the pin, unless it is
+// draining or full and the user is not pinned to it. Returns {node, lost,
+// created, refused}; node "" when no node can take the session, refused
+// then "draining" or "full" for a named node. A claim that creates or moves a pin
 // publishes "<replica> <user>" on P.."pins", so that other gateways drop
 // the user from their pin caches.
 var claimScript = redis.NewScript(`
@@ -45,7 +56,21 @@ local valid = pinned ~= '' and untilv > now
 local byName = {}
 for _, n in ipairs(nodes) do byName[n[1]] = n end
 local chosen, created = nil, false
-if valid then
+local named = ARGV[14] or ''
+if named ~= '' then
+  local n = byName[named]
+  if not n or n[3] ~= 1 then return {'', '', 0, 'down'} end
+  if not (valid and pinned == named) then
+    if redis.call('SISMEMBER', P .. 'drain', named) == 1 then return {'', '', 0, 'draining'} end
+    local zk = P .. 'node:' .. named
+    redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
+    if maxn > 0 and redis.call('ZCARD', zk) >= maxn then return {'', '', 0, 'full'} end
+    created = true
+    redis.call('PUBLISH', P .. 'pins', replica .. ' ' .. user)
+    if pinned ~= '' and pinned ~= named then redis.call('ZREM', P .. 'pins:' .. pinned, user) end
+  end
+  chosen = named
+elseif valid then
   local n = byName[pinned]
   if n and n[3] == 1 and n[4] == 0 then chosen = pinned end
 end
@@ -68,7 +93,7 @@ if not chosen then
       end
     end
   end
-  if #ties == 0 then return {'', '', 0} end
+  if #ties == 0 then return {'', '', 0, ''} end
   chosen = ties[math.floor(rnd * #ties) + 1]
   created = true
   redis.call('PUBLISH', P .. 'pins', replica .. ' ' .. user)
@@ -93,7 +118,7 @@ redis.call('PEXPIREAT', pinKey, nu)
 redis.call('ZADD', P .. 'pins:' .. chosen, nu, user)
 local c = 0
 if created then c = 1 end
-return {chosen, lost, c}
+return {chosen, lost, c, ''}
 `)
 
 // releaseScript: ARGV = P, lease, user, node, replica, now, grace, abort

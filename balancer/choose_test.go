@@ -1,0 +1,65 @@
+package balancer
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestPeekChangesNothing(t *testing.T) {
+	b, _ := newTest(t, Config{}, "n1", "n2")
+	n, err := b.Peek("alice", SSH)
+	if err != nil || n.Name != "n1" {
+		t.Fatalf("Peek: %v %v", n, err)
+	}
+	if b.UserSessions("alice") != 0 || len(b.Sessions()) != 0 || b.Nodes()[0].Pinned != 0 {
+		t.Fatal("Peek took a lease or a pin")
+	}
+	acquire(t, b, "bob") // n1 (first of the tie)
+	if n, _ := b.Peek("alice", SSH); n.Name != "n2" {
+		t.Fatalf("Peek for a new user with bob on n1: %s", n.Name)
+	}
+	if n, _ := b.Peek("bob", SSH); n.Name != "n1" {
+		t.Fatalf("Peek for bob, pinned to n1: %s", n.Name)
+	}
+	if n, _ := b.Peek("bob", SSH, "n1"); n.Name != "n2" {
+		t.Fatalf("Peek for bob avoiding n1: %s", n.Name)
+	}
+}
+
+func TestAcquireOn(t *testing.T) {
+	b, _ := newTest(t, Config{MaxSessionsPerNode: 2}, "n1", "n2", "n3")
+	l := acquire(t, b, "alice") // n1
+	// alice chooses n2: her pin moves; her session on n1 goes on.
+	l2, err := b.AcquireOn("alice", SSH, "c", "n2")
+	if err != nil || l2.Node().Name != "n2" {
+		t.Fatalf("AcquireOn n2: %v %v", l2, err)
+	}
+	if got := acquire(t, b, "alice").Node().Name; got != "n2" {
+		t.Fatalf("alice's next plain session on %s, want n2 (her pin moved)", got)
+	}
+	if st := b.Nodes(); st[0].SSHSessions != 1 || st[1].SSHSessions != 2 {
+		t.Fatalf("sessions %d on n1 and %d on n2", st[0].SSHSessions, st[1].SSHSessions)
+	}
+	l.Release()
+	// n2 is full: bob may not go there; alice, pinned there, may.
+	if _, err := b.AcquireOn("bob", SSH, "c", "n2"); !errors.Is(err, ErrNodeFull) {
+		t.Fatalf("bob onto a full node: %v", err)
+	}
+	if _, err := b.AcquireOn("alice", SSH, "c", "n2"); err != nil {
+		t.Fatalf("alice onto her own full node: %v", err)
+	}
+	_ = b.Drain("n3")
+	if _, err := b.AcquireOn("bob", SSH, "c", "n3"); !errors.Is(err, ErrDraining) {
+		t.Fatalf("bob onto a draining node: %v", err)
+	}
+	b.SetHealth("n1", false, "down")
+	if _, err := b.AcquireOn("bob", SSH, "c", "n1"); !errors.Is(err, ErrNodeDown) {
+		t.Fatalf("bob onto a node that is down: %v", err)
+	}
+	if _, err := b.AcquireOn("bob", SSH, "c", "n9"); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("bob onto no such node: %v", err)
+	}
+	if b.UserSessions("bob") != 0 {
+		t.Fatal("refusals left bob a session")
+	}
+}
