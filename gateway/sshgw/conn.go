@@ -266,30 +266,38 @@ var (
 // reached (the health checks have not noticed yet).
 const maxNodeTries = 3
 
-// login takes a lease for user, logs in to the leased node with the auth
-// methods (extra first, then the one auth builds), and keeps the node
-// for the relay. A node that cannot be reached is avoided and the next one
-// tried; a node that refuses the credentials or fails its host-key check
-// ends the attempt. Failures come back as errors carrying the user's banner.
+// login logs the user in to a node with the auth methods (extra first,
+// then the one auth builds) and keeps the node for the relay. A node that
+// cannot be reached is avoided and the next one tried; a node that
+// refuses the credentials or fails its host-key check ends the attempt.
+// Failures come back as errors carrying the user's banner.
+//
+// A user whose key was verified is proven: the lease is taken first. A
+// password is proven only by the node that accepts it, so a password
+// login peeks at the node, logs in, and takes its lease (AcquireOn) only
+// once the node said yes: a guess takes no lease, pin or count, and is
+// told nothing about the user (not even the session limit).
 func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, error), extra ...ssh.AuthMethod) error {
 	user := meta.User()
-	if max := c.s.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
-		c.log.Info("ssh login refused: session limit", zap.String("user", user), zap.Int("limit", max))
-		return &ssh.BannerError{Err: errSessionLimit, Message: fmt.Sprintf(msgTooMany, max)}
+	proven := len(extra) == 0
+	if proven {
+		if err := c.checkSessionLimit(user); err != nil {
+			return err
+		}
 	}
 	var avoid []string
 	for {
 		start := time.Now()
-		lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
+		p, err := c.place(user, proven, avoid)
 		c.s.metrics.picked(time.Since(start).Seconds())
 		if errors.Is(err, balancer.ErrNoNode) && len(avoid) == 0 && c.s.starter != nil {
 			// Scale from zero: wait for a starting node, or refuse as usual.
-			waited, started, werr := c.waitForStart(user)
+			waited, started, werr := c.waitForStart(user, proven)
 			if started && werr != nil {
 				return werr
 			}
 			if started {
-				lease, err = waited, nil
+				p, err = waited, nil
 			}
 		}
 		if errors.Is(err, balancer.ErrNoNode) {
@@ -302,28 +310,33 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		if err != nil {
 			return err
 		}
-		node := lease.Node()
+		node := p.node
 		log := c.log.With(zap.String("user", user), zap.String("node", node.Name))
 		method, err := auth()
 		if err != nil {
-			lease.Abort()
+			p.abort()
 			log.Error("preparing node login", zap.Error(err))
 			return err
 		}
 		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware, c.s.cfg.Algorithms.Ciphers))
 		if err == nil {
-			nc.lease = lease
-			if prev := lease.Repinned(); prev != "" {
+			if p.lease == nil { // the node accepted the password: now the user counts
+				if p.lease, err = c.takeOn(user, node, nc); err != nil {
+					return err
+				}
+			}
+			nc.lease = p.lease
+			if prev := p.lease.Repinned(); prev != "" {
 				c.banner(fmt.Sprintf(msgRepinned, prev, node.Name))
 			}
 			c.node = nc
 			return nil
 		}
-		lease.Abort()
+		p.abort()
 		switch {
 		case errors.Is(err, errNodeRefused):
 			log.Info("node refused the login", zap.Error(err))
-			if len(extra) > 0 { // password: the node's verdict; the client may retry
+			if !proven { // password: the node's verdict; the client may retry
 				return err
 			}
 			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeRefused, node.Name, safeUser(user))}
@@ -340,15 +353,71 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 	}
 }
 
+// checkSessionLimit refuses a proven user who has max_sessions_per_user
+// connections open.
+func (c *clientConn) checkSessionLimit(user string) error {
+	if max := c.s.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
+		c.log.Info("ssh login refused: session limit", zap.String("user", user), zap.Int("limit", max))
+		return &ssh.BannerError{Err: errSessionLimit, Message: fmt.Sprintf(msgTooMany, max)}
+	}
+	return nil
+}
+
+// placement is where a login goes: a node, and the lease on it for a
+// proven user (nil until a password is accepted).
+type placement struct {
+	node  balancer.Node
+	lease *balancer.Lease
+}
+
+// abort gives back a lease whose session never started.
+func (p placement) abort() {
+	if p.lease != nil {
+		p.lease.Abort()
+	}
+}
+
+// place chooses the node: a lease for a proven user, a peek otherwise.
+func (c *clientConn) place(user string, proven bool, avoid []string) (placement, error) {
+	if proven {
+		l, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
+		if err != nil {
+			return placement{}, err
+		}
+		return placement{node: l.Node(), lease: l}, nil
+	}
+	n, err := c.s.bal.Peek(user, balancer.SSH, avoid...)
+	return placement{node: n}, err
+}
+
+// takeOn takes the lease of a user whose password node accepted: the
+// session limit is checked now that the user is known, and the lease is
+// taken on that node. On refusal the node login is closed.
+func (c *clientConn) takeOn(user string, node balancer.Node, nc *nodeConn) (*balancer.Lease, error) {
+	if err := c.checkSessionLimit(user); err != nil {
+		nc.conn.Close()
+		return nil, err
+	}
+	l, err := c.s.bal.AcquireOn(user, balancer.SSH, c.client, node.Name)
+	if err != nil {
+		nc.conn.Close()
+		c.log.Info("ssh login refused: the node could no longer take the session", zap.String("user", user), zap.String("node", node.Name), zap.Error(err))
+		return nil, &ssh.BannerError{Err: fmt.Errorf("%w: %v", balancer.ErrNoNode, err), Message: msgNoNode}
+	}
+	return l, nil
+}
+
 // waitForStart holds a user who found no node while the pool starts one
-// (scale from zero): banner lines say so and show progress, and Acquire is
-// retried until it succeeds or the starter gives up. started is false when
-// no node is coming (the caller refuses as usual); with started, either the
-// lease or the error for the user is set.
-func (c *clientConn) waitForStart(user string) (lease *balancer.Lease, started bool, err error) {
+// (scale from zero): banner lines say so and show progress, and the
+// placement is retried until it succeeds or the starter gives up. started
+// is false when no node is coming (the caller refuses as usual); with
+// started, either the placement or the error for the user is set. The
+// starter starts a node at most once per start timeout, however many
+// logins (proven or not) wait.
+func (c *clientConn) waitForStart(user string, proven bool) (p placement, started bool, err error) {
 	until, ok := c.s.starter.StartNode()
 	if !ok {
-		return nil, false, nil
+		return placement{}, false, nil
 	}
 	began := c.s.now()
 	log := c.log.With(zap.String("user", user))
@@ -362,29 +431,29 @@ func (c *clientConn) waitForStart(user string) (lease *balancer.Lease, started b
 		_ = c.nc.SetDeadline(until.Add(c.s.cfg.LoginGraceTime))
 		select {
 		case <-c.s.closing:
-			return nil, true, &ssh.BannerError{Err: ErrServerClosed, Message: "poolgate: the gateway is shutting down; please reconnect in a moment.\n"}
+			return placement{}, true, &ssh.BannerError{Err: ErrServerClosed, Message: "poolgate: the gateway is shutting down; please reconnect in a moment.\n"}
 		case <-tick.C:
 		}
-		l, aerr := c.s.bal.Acquire(user, balancer.SSH, c.client)
-		if aerr == nil {
+		pl, perr := c.place(user, proven, nil)
+		if perr == nil {
 			waited := c.s.now().Sub(began)
-			log.Info("node started; user logging in", zap.String("node", l.Node().Name), zap.Duration("waited", waited))
-			c.banner(fmt.Sprintf(msgStarted, l.Node().Name))
+			log.Info("node started; user logging in", zap.String("node", pl.node.Name), zap.Duration("waited", waited))
+			c.banner(fmt.Sprintf(msgStarted, pl.node.Name))
 			_ = c.nc.SetDeadline(c.s.now().Add(c.s.cfg.LoginGraceTime))
-			return l, true, nil
+			return pl, true, nil
 		}
-		if !errors.Is(aerr, balancer.ErrNoNode) {
-			return nil, true, aerr
+		if !errors.Is(perr, balancer.ErrNoNode) {
+			return placement{}, true, perr
 		}
 		if until, ok = c.s.starter.StartNode(); !ok {
 			log.Info("ssh login refused: no node started in time", zap.Duration("waited", c.s.now().Sub(began)))
-			return nil, true, &ssh.BannerError{Err: balancer.ErrNoNode, Message: msgStartFailed}
+			return placement{}, true, &ssh.BannerError{Err: balancer.ErrNoNode, Message: msgStartFailed}
 		}
 		if now := c.s.now(); now.Sub(lastNote) >= startNoteEvery {
 			lastNote = now
 			if err := c.pre.SendAuthBanner(fmt.Sprintf(msgStillStart, now.Sub(began).Round(time.Second))); err != nil {
 				log.Info("user left while waiting for a node", zap.Error(err))
-				return nil, true, err
+				return placement{}, true, err
 			}
 		}
 	}

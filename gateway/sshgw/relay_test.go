@@ -21,7 +21,11 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 )
 
-// testNode is an in-process SSH node that trusts the gateway CA. Its
+// testPassword is the password every test node accepts.
+const testPassword = "node-password-1"
+
+// testNode is an in-process SSH node that trusts the gateway CA (and
+// accepts testPassword for any user). Its
 // commands: "exit N" (exit at once with N), "out N" (N bytes on stdout and
 // "err" on stderr), "eof-exit N" ("out", EOF, and exit N 200 ms later, as
 // a command that closes its output before it ends), "cat" (echo stdin).
@@ -65,6 +69,7 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 				_ = s.Exit(127)
 			}
 		},
+		PasswordHandler: func(_ gliderssh.Context, pw string) bool { return pw == testPassword },
 		PublicKeyHandler: func(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 			cert, ok := key.(*ssh.Certificate)
 			return ok && bytes.Equal(cert.SignatureKey.Marshal(), ca.Marshal()) &&

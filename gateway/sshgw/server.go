@@ -22,6 +22,10 @@ var ErrServerClosed = errors.New("sshgw: server closed")
 type Balancer interface {
 	// Acquire picks a node for the user, never one named in avoid.
 	Acquire(user string, proto balancer.Protocol, client string, avoid ...string) (*balancer.Lease, error)
+	// Peek says where the user's next session would go, taking nothing.
+	Peek(user string, proto balancer.Protocol, avoid ...string) (balancer.Node, error)
+	// AcquireOn takes a lease on the named node, moving the user's pin.
+	AcquireOn(user string, proto balancer.Protocol, client, node string) (*balancer.Lease, error)
 	// UserSessions counts the user's live sessions.
 	UserSessions(user string) int
 }

@@ -16,10 +16,17 @@ import (
 
 // gatedNode puts a proxy in front of a test node that holds every
 // connection until gate is closed: the gateway's login to the node, and
-// so the user's, is held just before it finishes.
-func gatedNode(t *testing.T, ca ssh.PublicKey, gate <-chan struct{}) string {
+// so the user's, is held just before it finishes. arrived, if not nil,
+// hears of each connection held.
+func gatedNode(t *testing.T, ca ssh.PublicKey, gate <-chan struct{}, arrived chan<- struct{}) string {
 	node := testNode(t, ca)
 	return testutil.ServeTCP(t, "127.0.0.1:0", func(c net.Conn) {
+		if arrived != nil {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+		}
 		<-gate
 		n, err := net.Dial("tcp", node)
 		if err != nil {
@@ -37,7 +44,7 @@ func gatedNode(t *testing.T, ca ssh.PublicKey, gate <-chan struct{}) string {
 // the log has both of the session's lines.
 func TestShutdownTellsLoginsThatFinishLate(t *testing.T) {
 	gate := make(chan struct{})
-	g := newTestGW(t, nil, func(ca ssh.PublicKey) string { return gatedNode(t, ca, gate) })
+	g := newTestGW(t, nil, func(ca ssh.PublicKey) string { return gatedNode(t, ca, gate, nil) })
 	type result struct {
 		stderr string
 		err    error
