@@ -104,7 +104,7 @@ func (r restrictions) certPermissions() ssh.Permissions {
 func findKey(file string, key ssh.PublicKey, client net.Addr) (restrictions, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return restrictions{}, fmt.Errorf("%w: %v", ErrKeyNotAllowed, err)
+		return restrictions{}, fmt.Errorf("%w: %w", ErrKeyNotAllowed, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxKeysFile))

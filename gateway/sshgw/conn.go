@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -169,6 +170,13 @@ func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	}
 	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr())
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || c.s.keyStore.isDown() {
+			if kerr := c.s.keyStore.check(); kerr != nil {
+				c.keysRejected = true
+				c.banner(msgKeysUnavailable)
+				return nil, kerr
+			}
+		}
 		c.keyRefused(user, key)
 		return nil, err
 	}

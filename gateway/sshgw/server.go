@@ -40,17 +40,18 @@ type Starter interface {
 
 // Server is the SSH gateway. Create it with New.
 type Server struct {
-	cfg     Config
-	keys    *Keys
-	bal     Balancer
-	starter Starter // nil: no scale from zero
-	log     *zap.Logger
-	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
-	now     func() time.Time
-	backoff *backoff
-	metrics *Metrics    // nil: none
-	unauth  *slots      // connections not yet past authentication
-	preauth *preauthLog // rate-limited log of connections that failed before authentication
+	cfg      Config
+	keys     *Keys
+	bal      Balancer
+	starter  Starter // nil: no scale from zero
+	log      *zap.Logger
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	now      func() time.Time
+	backoff  *backoff
+	metrics  *Metrics    // nil: none
+	unauth   *slots      // connections not yet past authentication
+	preauth  *preauthLog // rate-limited log of connections that failed before authentication
+	keyStore *keyStore   // whether the users' key folder can be read
 
 	// closing is closed when the server stops accepting; users waiting
 	// for a starting node stop waiting.
@@ -106,6 +107,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		dial: d.DialContext, now: time.Now,
 		backoff:   newBackoff(cfg.AuthBackoff, time.Now),
 		preauth:   &preauthLog{log: log, interval: time.Second, now: time.Now},
+		keyStore:  &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
 		unauth:    &slots{max: cfg.MaxUnauthenticated, perAddr: cfg.MaxUnauthenticatedPerAddress, byAddr: map[string]int{}},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
@@ -128,6 +130,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	defer s.wg.Done()
 	s.log.Info("ssh gateway listening", zap.String("addr", ln.Addr().String()))
+	_ = s.keyStore.check() // says so at start when the key folder is missing
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
