@@ -183,7 +183,18 @@ type userState struct {
 	live      int       // live leases, on any node
 	idleSince time.Time // when live last dropped to 0
 	lost      string    // node whose pin was lost (went down or left), reported once
+	by        PinOrigin // who chose node
 }
+
+// PinOrigin says who chose a user's node.
+type PinOrigin string
+
+// Who can choose a user's node.
+const (
+	ByBalancer PinOrigin = "balancer" // placed by the routing rules
+	ByUser     PinOrigin = "user"     // named at login (ssh alice+node-3@pool)
+	ByOps      PinOrigin = "ops"      // pinned through the admin API
+)
 
 func protoIndex(p Protocol) int {
 	switch p {

@@ -78,9 +78,12 @@ func (b *Balancer) sharedPin(user string) (string, bool) {
 // full node takes the user only if they are pinned to it already. It
 // returns ErrUnknownNode, ErrNodeDown, ErrDraining or ErrNodeFull,
 // wrapped with the node's name.
-func (b *Balancer) AcquireOn(user string, proto Protocol, client, node string) (*Lease, error) {
+//
+// by says who chose the node: ByUser for a user who named it, ByBalancer
+// for a node the balancer chose (Peek) before the user was proven.
+func (b *Balancer) AcquireOn(user string, proto Protocol, client, node string, by PinOrigin) (*Lease, error) {
 	if b.sh != nil {
-		if l, err, decided := b.acquireSharedOn(user, proto, client, node); decided {
+		if l, err, decided := b.acquireSharedOn(user, proto, client, node, by); decided {
 			return l, err
 		}
 	}
@@ -94,8 +97,9 @@ func (b *Balancer) AcquireOn(user string, proto Protocol, client, node string) (
 	}
 	u := b.userLocked(user)
 	created := u.node != n
-	if created {
-		b.pinLocked(u, n)
+	b.pinLocked(u, n, by)
+	if by != ByBalancer {
+		u.by = by // naming the node one is on makes the choice one's own
 	}
 	b.nextID++
 	return b.grantLocked(u, proto, client, now, created, b.nextID), nil
@@ -126,7 +130,7 @@ func (b *Balancer) canTakeLocked(user string, proto Protocol, node string) (*nod
 // the node, and the shared state checks drain and fullness against the
 // whole pool and moves the pin for every gateway. decided is false when
 // the shared state could not be asked.
-func (b *Balancer) acquireSharedOn(user string, proto Protocol, client, node string) (l *Lease, err error, decided bool) {
+func (b *Balancer) acquireSharedOn(user string, proto Protocol, client, node string, by PinOrigin) (l *Lease, err error, decided bool) {
 	sh := b.sh
 	if sh.degraded.Load() {
 		return nil, nil, false
@@ -146,7 +150,7 @@ func (b *Balancer) acquireSharedOn(user string, proto Protocol, client, node str
 	b.nextID++
 	sh.pending[b.nextID] = true
 	c := Claim{
-		User: user, Proto: proto, Client: client, LeaseID: b.nextID, Now: b.now(), Node: node,
+		User: user, Proto: proto, Client: client, LeaseID: b.nextID, Now: b.now(), Node: node, By: by,
 		Grace: b.cfg.AffinityGrace, MaxSessionsPerNode: b.cfg.MaxSessionsPerNode, SessionCost: b.cfg.Load.SessionCost,
 		Nodes: []Candidate{{Name: n.Name, Weight: n.weight, Up: true}},
 	}
@@ -178,6 +182,21 @@ func (b *Balancer) acquireSharedOn(user string, proto Protocol, client, node str
 		return nil, fmt.Errorf("%w %q", ErrUnknownNode, node), true
 	}
 	u := b.userLocked(user)
-	b.pinLocked(u, n)
+	b.pinLocked(u, n, res.By)
 	return b.grantLocked(u, proto, client, c.Now, res.Created, c.LeaseID), nil, true
+}
+
+// Choosable lists, in discovery order, the nodes the user may name for a
+// session of proto now: those up for it that are neither draining nor
+// full, and the node the user is pinned to whatever its drain or fill.
+func (b *Balancer) Choosable(user string, proto Protocol) []Node {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var out []Node
+	for _, n := range b.order {
+		if _, err := b.canTakeLocked(user, proto, n.Name); err == nil {
+			out = append(out, n.Node)
+		}
+	}
+	return out
 }

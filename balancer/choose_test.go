@@ -30,7 +30,7 @@ func TestAcquireOn(t *testing.T) {
 	b, _ := newTest(t, Config{MaxSessionsPerNode: 2}, "n1", "n2", "n3")
 	l := acquire(t, b, "alice") // n1
 	// alice chooses n2: her pin moves; her session on n1 goes on.
-	l2, err := b.AcquireOn("alice", SSH, "c", "n2")
+	l2, err := b.AcquireOn("alice", SSH, "c", "n2", ByUser)
 	if err != nil || l2.Node().Name != "n2" {
 		t.Fatalf("AcquireOn n2: %v %v", l2, err)
 	}
@@ -42,21 +42,21 @@ func TestAcquireOn(t *testing.T) {
 	}
 	l.Release()
 	// n2 is full: bob may not go there; alice, pinned there, may.
-	if _, err := b.AcquireOn("bob", SSH, "c", "n2"); !errors.Is(err, ErrNodeFull) {
+	if _, err := b.AcquireOn("bob", SSH, "c", "n2", ByUser); !errors.Is(err, ErrNodeFull) {
 		t.Fatalf("bob onto a full node: %v", err)
 	}
-	if _, err := b.AcquireOn("alice", SSH, "c", "n2"); err != nil {
+	if _, err := b.AcquireOn("alice", SSH, "c", "n2", ByUser); err != nil {
 		t.Fatalf("alice onto her own full node: %v", err)
 	}
 	_ = b.Drain("n3")
-	if _, err := b.AcquireOn("bob", SSH, "c", "n3"); !errors.Is(err, ErrDraining) {
+	if _, err := b.AcquireOn("bob", SSH, "c", "n3", ByUser); !errors.Is(err, ErrDraining) {
 		t.Fatalf("bob onto a draining node: %v", err)
 	}
 	b.SetHealth("n1", false, "down")
-	if _, err := b.AcquireOn("bob", SSH, "c", "n1"); !errors.Is(err, ErrNodeDown) {
+	if _, err := b.AcquireOn("bob", SSH, "c", "n1", ByUser); !errors.Is(err, ErrNodeDown) {
 		t.Fatalf("bob onto a node that is down: %v", err)
 	}
-	if _, err := b.AcquireOn("bob", SSH, "c", "n9"); !errors.Is(err, ErrUnknownNode) {
+	if _, err := b.AcquireOn("bob", SSH, "c", "n9", ByUser); !errors.Is(err, ErrUnknownNode) {
 		t.Fatalf("bob onto no such node: %v", err)
 	}
 	if b.UserSessions("bob") != 0 {

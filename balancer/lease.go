@@ -70,7 +70,7 @@ func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...
 		if move && u.lost == "" {
 			u.lost = u.node.Name
 		}
-		b.pinLocked(u, n)
+		b.pinLocked(u, n, ByBalancer)
 		created = true
 	}
 	b.nextID++
@@ -120,10 +120,14 @@ func (b *Balancer) userLocked(name string) *userState {
 	return u
 }
 
-// pinLocked pins u to n (again, harmlessly, when it is pinned there).
-func (b *Balancer) pinLocked(u *userState, n *node) {
+// pinLocked pins u to n (again, harmlessly, when it is pinned there); by
+// says who chose n, and is kept when the pin does not move.
+func (b *Balancer) pinLocked(u *userState, n *node, by PinOrigin) {
 	if u.node != nil {
 		delete(u.node.pinned, u.name)
+	}
+	if u.node != n || u.by == "" {
+		u.by = by
 	}
 	u.node = n
 	n.pinned[u.name] = u

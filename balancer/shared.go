@@ -26,6 +26,11 @@ type Shared interface {
 	// Record puts one lease of this gateway in the shared state, on the
 	// node given (a pinned user served from the local pin cache).
 	Record(ctx context.Context, l LeaseRecord) error
+	// SetPin moves (or, with Node "", drops) a user's pin as ops ask, and
+	// tells the other gateways.
+	SetPin(ctx context.Context, c PinChange) error
+	// Pins lists the users pinned at now, with who chose each node.
+	Pins(ctx context.Context, now time.Time) ([]PinInfo, error)
 	// PinOf returns the node the user is pinned to at now, "" if none.
 	PinOf(ctx context.Context, user string, now time.Time) (string, error)
 	// Drain sets or clears the node's drain flag for every gateway.
@@ -72,6 +77,9 @@ type Claim struct {
 	// shared state takes it there, moving the user's pin, unless it is
 	// draining or full and the user is not pinned to it (Claimed.Refused).
 	Node string
+	// By is who chose Node (ByUser, or ByBalancer for a peeked node); a
+	// pin the shared state chooses itself is ByBalancer.
+	By PinOrigin
 }
 
 // Candidate is a node as one gateway sees it.
@@ -95,6 +103,8 @@ type Claimed struct {
 	// Refused says why a claim naming a node got none: "draining" or
 	// "full".
 	Refused string
+	// By is who chose the user's pin as it stands.
+	By PinOrigin
 }
 
 // SharedRelease ends one lease in the shared state.

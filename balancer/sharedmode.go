@@ -95,7 +95,7 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 		return nil, ErrNoNode, true
 	}
 	u := b.userLocked(user)
-	b.pinLocked(u, n)
+	b.pinLocked(u, n, res.By)
 	u.lost = res.Lost
 	return b.grantLocked(u, proto, client, c.Now, res.Created, c.LeaseID), nil, true
 }
@@ -115,7 +115,7 @@ func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string
 		return nil
 	}
 	u := b.userLocked(user)
-	b.pinLocked(u, n)
+	b.pinLocked(u, n, ByBalancer)
 	u.lost = ""
 	b.nextID++
 	l := b.grantLocked(u, proto, client, now, false, b.nextID)

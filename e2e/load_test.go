@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/poolgate/poolgate/internal/testutil"
 
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery/load/loadtest"
@@ -86,6 +91,8 @@ func TestPlacementByLoad(t *testing.T) {
 	if !near(l.Memory, 0.9) || l.GPU != nil || l.GPUMemory != nil || l.Updated == nil || l.Stale {
 		t.Fatalf("node-1's load in /api/nodes: %+v", l)
 	}
+
+	checkDashboardLoad(t, p)
 
 	// Six new users, each holding a session: node-1 is saturated, so they
 	// share node-2 and node-3.
@@ -168,5 +175,41 @@ func TestFullGPUIsSkipped(t *testing.T) {
 		if h := p.hold(u); h.node != "node-2" {
 			t.Fatalf("%s landed on %s, whose GPU is full", u, h.node)
 		}
+	}
+}
+
+// checkDashboardLoad opens the dashboard in headless Chromium: node-1's
+// row shows its CPU and memory and a history of its CPU since the gateway
+// started (the page was not open before), and node-1's figures are marked
+// over the limit. It leaves a screenshot.
+func checkDashboardLoad(t *testing.T, p *pool) {
+	t.Helper()
+	requirePeers(t, "chromium")
+	ctx, cancel := context.WithTimeout(newBrowser(t, "").root, 60*time.Second)
+	defer cancel()
+	read := func(js string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("reading the dashboard: %v", err)
+		}
+		return s
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+p.gw.AdminAddr()+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-node="node-1"] td.load`))); err != nil {
+		t.Fatalf("opening the dashboard: %v", err)
+	}
+	row := `document.querySelector('tr[data-node="node-1"] td.load')`
+	testutil.Eventually(t, 20*time.Second, "node-1's load and its history on the dashboard", func() bool {
+		got := read(`(() => { const c = ` + row + `; return c ? c.innerText.trim() + "|" + c.querySelectorAll("svg.spark.load polyline").length : "" })()`)
+		return got == "CPU 3.98 · MEM 90%|1" || got == "CPU 3.97 · MEM 90%|1"
+	})
+	if hot := read(`(() => { const c = ` + row + `; return String(c.querySelectorAll(".hot").length) })()`); hot != "2" {
+		t.Fatalf("node-1's figures over the limit are not marked: %s marked", hot)
+	}
+	if other := read(`document.querySelector('tr[data-node="node-2"] td.load').innerText`); other != "CPU 0.00 · MEM 0%" {
+		t.Fatalf("node-2's load on the dashboard: %q", other)
+	}
+	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+		_ = os.WriteFile(filepath.Join(os.TempDir(), "poolgate-dashboard-load.png"), png, 0o644)
 	}
 }

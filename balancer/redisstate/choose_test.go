@@ -24,7 +24,7 @@ func TestChoiceIsSharedAcrossGateways(t *testing.T) {
 	if p, err := b.bal.Peek("alice", balancer.SSH); err != nil || p.Name != first.Node().Name {
 		t.Fatalf("B peeks %v %v for alice, pinned through A to %s", p, err, first.Node().Name)
 	}
-	chosen, err := a.bal.AcquireOn("alice", balancer.SSH, "192.0.2.1:5000", other)
+	chosen, err := a.bal.AcquireOn("alice", balancer.SSH, "192.0.2.1:5000", other, balancer.ByUser)
 	if err != nil || chosen.Node().Name != other {
 		t.Fatalf("AcquireOn %s through A: %v %v", other, chosen, err)
 	}
@@ -40,7 +40,7 @@ func TestChoiceIsSharedAcrossGateways(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 2*time.Second, "B to refuse bob on drained node-3", func() bool {
-		_, err := b.bal.AcquireOn("bob", balancer.SSH, "c", "node-3")
+		_, err := b.bal.AcquireOn("bob", balancer.SSH, "c", "node-3", balancer.ByUser)
 		return errors.Is(err, balancer.ErrDraining)
 	})
 	if b.bal.UserSessions("bob") != 0 {

@@ -37,9 +37,11 @@ return ''
 // the session cost per live session per weight, as in the balancer; the
 // lowest score wins. ARGV[14], if not empty, names the node the session
 // must go to (AcquireOn): it is taken there, moving the pin, unless it is
-// draining or full and the user is not pinned to it. Returns {node, lost,
-// created, refused}; node "" when no node can take the session, refused
-// then "draining" or "full" for a named node. A claim that creates or moves a pin
+// draining or full and the user is not pinned to it; ARGV[15] says who
+// named it ("user", or "balancer" for a node a gateway peeked), and is kept
+// in the pin as "by". Returns {node, lost, created, refused, by}; node ""
+// when no node can take the session, refused then "draining", "full" or
+// "down" for a named node. A claim that creates or moves a pin
 // publishes "<replica> <user>" on P.."pins", so that other gateways drop
 // the user from their pin caches.
 var claimScript = redis.NewScript(`
@@ -48,28 +50,32 @@ local now, grace, ttl, maxn, rnd = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumbe
 local nodes = cjson.decode(ARGV[12])
 local cost = tonumber(ARGV[13])
 local pinKey = P .. 'pin:' .. user
-local pin = redis.call('HMGET', pinKey, 'node', 'until', 'lost')
+local pin = redis.call('HMGET', pinKey, 'node', 'until', 'lost', 'by')
 local pinned = pin[1] or ''
 local untilv = tonumber(pin[2] or '0') or 0
 local lost = pin[3] or ''
 local valid = pinned ~= '' and untilv > now
+local by = pin[4] or 'balancer'
+local namedBy = ARGV[15] or ''
+if namedBy == '' then namedBy = 'balancer' end
 local byName = {}
 for _, n in ipairs(nodes) do byName[n[1]] = n end
 local chosen, created = nil, false
 local named = ARGV[14] or ''
 if named ~= '' then
   local n = byName[named]
-  if not n or n[3] ~= 1 then return {'', '', 0, 'down'} end
+  if not n or n[3] ~= 1 then return {'', '', 0, 'down', ''} end
   if not (valid and pinned == named) then
-    if redis.call('SISMEMBER', P .. 'drain', named) == 1 then return {'', '', 0, 'draining'} end
+    if redis.call('SISMEMBER', P .. 'drain', named) == 1 then return {'', '', 0, 'draining', ''} end
     local zk = P .. 'node:' .. named
     redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
-    if maxn > 0 and redis.call('ZCARD', zk) >= maxn then return {'', '', 0, 'full'} end
+    if maxn > 0 and redis.call('ZCARD', zk) >= maxn then return {'', '', 0, 'full', ''} end
     created = true
     redis.call('PUBLISH', P .. 'pins', replica .. ' ' .. user)
     if pinned ~= '' and pinned ~= named then redis.call('ZREM', P .. 'pins:' .. pinned, user) end
   end
   chosen = named
+  if created or namedBy ~= 'balancer' then by = namedBy end
 elseif valid then
   local n = byName[pinned]
   if n and n[3] == 1 and n[4] == 0 then chosen = pinned end
@@ -93,9 +99,10 @@ if not chosen then
       end
     end
   end
-  if #ties == 0 then return {'', '', 0, ''} end
+  if #ties == 0 then return {'', '', 0, '', ''} end
   chosen = ties[math.floor(rnd * #ties) + 1]
   created = true
+  by = 'balancer'
   redis.call('PUBLISH', P .. 'pins', replica .. ' ' .. user)
   if valid and pinned ~= chosen and lost == '' then lost = pinned end
   if pinned ~= '' and pinned ~= chosen then redis.call('ZREM', P .. 'pins:' .. pinned, user) end
@@ -113,12 +120,12 @@ local nu = exp + grace
 if not created and untilv > nu then nu = untilv end
 local keep = lost
 if proto == 'ssh' then keep = '' end
-redis.call('HSET', pinKey, 'node', chosen, 'until', nu, 'lost', keep)
+redis.call('HSET', pinKey, 'node', chosen, 'until', nu, 'lost', keep, 'by', by)
 redis.call('PEXPIREAT', pinKey, nu)
 redis.call('ZADD', P .. 'pins:' .. chosen, nu, user)
 local c = 0
 if created then c = 1 end
-return {chosen, lost, c, ''}
+return {chosen, lost, c, '', by}
 `)
 
 // releaseScript: ARGV = P, lease, user, node, replica, now, grace, abort

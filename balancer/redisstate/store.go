@@ -177,18 +177,19 @@ func (s *Store) Claim(ctx context.Context, c balancer.Claim) (balancer.Claimed, 
 	}
 	res, err := claimScript.Run(ctx, s.rdb, s.keys(), s.prefix, c.User, protoName(c.Proto), c.Client, s.leaseKey(c.LeaseID), s.replica,
 		ms(c.Now), msd(c.Grace), msd(s.ttl), c.MaxSessionsPerNode, strconv.FormatFloat(c.Rand, 'f', -1, 64), string(js),
-		strconv.FormatFloat(c.SessionCost, 'g', -1, 64), c.Node).Slice()
+		strconv.FormatFloat(c.SessionCost, 'g', -1, 64), c.Node, string(c.By)).Slice()
 	if err != nil {
 		return balancer.Claimed{}, fmt.Errorf("redis claim: %w", err)
 	}
-	if len(res) != 4 {
+	if len(res) != 5 {
 		return balancer.Claimed{}, fmt.Errorf("redis claim: unexpected answer %v", res)
 	}
 	node, _ := res[0].(string)
 	lost, _ := res[1].(string)
 	created, _ := res[2].(int64)
 	refused, _ := res[3].(string)
-	return balancer.Claimed{Node: node, Lost: lost, Created: created == 1, Refused: refused}, nil
+	by, _ := res[4].(string)
+	return balancer.Claimed{Node: node, Lost: lost, Created: created == 1, Refused: refused, By: balancer.PinOrigin(by)}, nil
 }
 
 // PinOf implements balancer.Shared.

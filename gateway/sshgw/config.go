@@ -58,6 +58,21 @@ type Config struct {
 	AuthBackoff BackoffConfig `yaml:"auth_backoff"`
 	// Algorithms are offered toward users and used toward nodes.
 	Algorithms AlgorithmsConfig `yaml:"algorithms"`
+	// NodeSeparator splits a login name into user and chosen node:
+	// alice+node-3 logs alice in on node-3 and moves her pin there.
+	// Default "+"; empty turns the choice off.
+	NodeSeparator *string `yaml:"node_separator"`
+	// NodeChoice lets users choose their node with NodeSeparator.
+	// Default true; false refuses such logins with a message.
+	NodeChoice *bool `yaml:"node_choice"`
+}
+
+// separator is the node separator in force, "" when choosing is off.
+func (c Config) separator() string {
+	if c.NodeSeparator == nil {
+		return "+"
+	}
+	return *c.NodeSeparator
 }
 
 // AlgorithmsConfig is the YAML section "ssh.algorithms": the key
@@ -229,6 +244,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Algorithms.validate(); err != nil {
 		return err
+	}
+	if sep := c.separator(); sep != "" && (CheckUser("a"+sep+"b") == nil || strings.ContainsAny(sep, " \t\n")) {
+		return fmt.Errorf("node_separator: %q may appear in user names; use a character that cannot, such as +", sep)
 	}
 	if c.KeepaliveInterval > 0 && c.KeepaliveInterval < 10*time.Millisecond {
 		return fmt.Errorf("keepalive_interval: %s is too short (at least 10ms)", c.KeepaliveInterval)

@@ -60,6 +60,7 @@ type clientConn struct {
 	pre          ssh.ServerPreAuthConn
 	keysRejected bool
 	bannersSent  map[string]bool
+	chosen       string // the node named at login (alice+node-3), "" if none
 	node         *nodeConn // the node login, once authentication succeeded
 }
 
@@ -163,7 +164,7 @@ func (c *clientConn) banner(msg string) {
 // checkKey decides whether key may log in as the user. It may be called
 // for keys the client never proves it holds, so it only looks.
 func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-	user := meta.User()
+	user := c.who(meta)
 	if err := CheckUser(user); err != nil {
 		c.keyRefused(user, key)
 		return nil, err
@@ -202,7 +203,7 @@ func (c *clientConn) keyRefused(user string, key ssh.PublicKey) {
 // the user is known, so the node is chosen and logged in to now.
 func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 	r, _ := perms.ExtraData[restrictionsKey{}].(restrictions)
-	user := meta.User()
+	user := c.who(meta)
 	keyID := fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
 	err := c.login(meta, func() (ssh.AuthMethod, error) {
 		signer, err := signUserCert(c.s.keys.CA, user, keyID, r, c.s.now())
@@ -220,7 +221,7 @@ func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms
 // keyboardInteractive asks for the password when pass-through is on;
 // otherwise it only tells a user whose keys were refused why.
 func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-	user := meta.User()
+	user := c.who(meta)
 	if !c.s.cfg.PasswordPassthrough {
 		return nil, &ssh.BannerError{Err: ErrKeyNotAllowed, Message: fmt.Sprintf(msgNoKey, safeUser(user))}
 	}
@@ -239,7 +240,7 @@ func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.Ke
 
 // password passes the password to the chosen node, which verifies it.
 func (c *clientConn) password(meta ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
-	user := meta.User()
+	user := c.who(meta)
 	if err := CheckUser(user); err != nil {
 		return nil, err
 	}
@@ -286,8 +287,13 @@ const maxNodeTries = 3
 // once the node said yes: a guess takes no lease, pin or count, and is
 // told nothing about the user (not even the session limit).
 func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, error), extra ...ssh.AuthMethod) error {
-	user := meta.User()
+	user := c.who(meta)
 	proven := len(extra) == 0
+	if c.chosen != "" {
+		if err := c.checkChoice(user); err != nil {
+			return err
+		}
+	}
 	if proven {
 		if err := c.checkSessionLimit(user); err != nil {
 			return err
@@ -329,7 +335,11 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware, c.s.cfg.Algorithms.Ciphers))
 		if err == nil {
 			if p.lease == nil { // the node accepted the password: now the user counts
-				if p.lease, err = c.takeOn(user, node, nc); err != nil {
+				by := balancer.ByBalancer
+				if c.chosen != "" {
+					by = balancer.ByUser
+				}
+				if p.lease, err = c.takeOn(user, node, nc, by); err != nil {
 					return err
 				}
 			}
@@ -385,8 +395,28 @@ func (p placement) abort() {
 	}
 }
 
-// place chooses the node: a lease for a proven user, a peek otherwise.
+// place chooses the node: a lease for a proven user, a peek otherwise;
+// on the node the user named, if any (no other node is tried then).
 func (c *clientConn) place(user string, proven bool, avoid []string) (placement, error) {
+	if c.chosen != "" {
+		if len(avoid) > 0 { // the chosen node could not be reached
+			return placement{}, balancer.ErrNoNode
+		}
+		if proven {
+			l, err := c.s.bal.AcquireOn(user, balancer.SSH, c.client, c.chosen, balancer.ByUser)
+			if err != nil {
+				return placement{}, c.choiceRefused(user, err)
+			}
+			return placement{node: l.Node(), lease: l}, nil
+		}
+		for _, n := range c.s.bal.Choosable(user, balancer.SSH) {
+			if n.Name == c.chosen {
+				return placement{node: n}, nil
+			}
+		}
+		// Not proven: the refusal names no nodes.
+		return placement{}, &ssh.BannerError{Err: errChoice, Message: fmt.Sprintf(msgChoiceNotNow, c.chosen, safeUser(user))}
+	}
 	if proven {
 		l, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
 		if err != nil {
@@ -401,12 +431,12 @@ func (c *clientConn) place(user string, proven bool, avoid []string) (placement,
 // takeOn takes the lease of a user whose password node accepted: the
 // session limit is checked now that the user is known, and the lease is
 // taken on that node. On refusal the node login is closed.
-func (c *clientConn) takeOn(user string, node balancer.Node, nc *nodeConn) (*balancer.Lease, error) {
+func (c *clientConn) takeOn(user string, node balancer.Node, nc *nodeConn, by balancer.PinOrigin) (*balancer.Lease, error) {
 	if err := c.checkSessionLimit(user); err != nil {
 		nc.conn.Close()
 		return nil, err
 	}
-	l, err := c.s.bal.AcquireOn(user, balancer.SSH, c.client, node.Name)
+	l, err := c.s.bal.AcquireOn(user, balancer.SSH, c.client, node.Name, by)
 	if err != nil {
 		nc.conn.Close()
 		c.log.Info("ssh login refused: the node could no longer take the session", zap.String("user", user), zap.String("node", node.Name), zap.Error(err))
@@ -550,7 +580,7 @@ func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
 		}
 	}
 	if ce := c.log.Check(zap.DebugLevel, "ssh auth attempt failed"); ce != nil {
-		ce.Write(zap.String("user", safeUser(meta.User())), zap.String("method", method), zap.Error(err))
+		ce.Write(zap.String("user", safeUser(c.who(meta))), zap.String("method", method), zap.Error(err))
 	}
 }
 

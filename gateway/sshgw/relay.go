@@ -28,7 +28,7 @@ func (c *clientConn) relay(client *ssh.ServerConn, clientChans <-chan ssh.NewCha
 	defer node.lease.Release()
 	s := &session{
 		c: c, client: client, node: node, sessionChans: map[ssh.Channel]*sessionChannel{}, register: make(chan *pair),
-		log: c.log.With(zap.String("user", client.User()), zap.String("node", node.lease.Node().Name), zap.Uint64("session_id", node.lease.ID())),
+		log: c.log.With(zap.String("user", node.lease.User()), zap.String("node", node.lease.Node().Name), zap.Uint64("session_id", node.lease.ID())),
 	}
 	s.exitStatus.Store(-1)
 	start := c.s.now()

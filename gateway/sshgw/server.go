@@ -25,7 +25,9 @@ type Balancer interface {
 	// Peek says where the user's next session would go, taking nothing.
 	Peek(user string, proto balancer.Protocol, avoid ...string) (balancer.Node, error)
 	// AcquireOn takes a lease on the named node, moving the user's pin.
-	AcquireOn(user string, proto balancer.Protocol, client, node string) (*balancer.Lease, error)
+	AcquireOn(user string, proto balancer.Protocol, client, node string, by balancer.PinOrigin) (*balancer.Lease, error)
+	// Choosable lists the nodes the user may name now.
+	Choosable(user string, proto balancer.Protocol) []balancer.Node
 	// UserSessions counts the user's live sessions.
 	UserSessions(user string) int
 }

@@ -106,19 +106,23 @@ func (s *session) sessionEOF(near ssh.Channel) {
 // timer, not a goroutine, so an idle session costs no stack for them.
 //
 // Keepalives work as OpenSSH's ServerAliveInterval: a leg from which
-// nothing has been received for KeepaliveInterval is sent a keepalive at
-// each check, without waiting for the answer; any answer clears its count,
-// and a leg with KeepaliveCountMax keepalives unanswered at a check is
-// dead. A hung node is thus found within interval × (count + 1).
+// nothing has been received, and to which no keepalive has been sent, for
+// KeepaliveInterval is sent one, without waiting for the answer; any
+// answer clears its count, and a leg that stays silent an interval after
+// its KeepaliveCountMax-th unanswered keepalive is dead. A hung node is
+// thus found interval × (count + 1) after it last spoke, give or take a
+// quarter interval.
 func (s *session) startTimers() (stop func()) {
 	cfg := s.c.s.cfg
 	if cfg.KeepaliveInterval <= 0 && cfg.IdleTimeout <= 0 {
 		return func() {}
 	}
-	// Check at the keepalive interval, and at least twice per idle timeout.
+	// Check four times per keepalive interval (so a keepalive goes out
+	// within a quarter interval of the leg falling silent), and at least
+	// twice per idle timeout.
 	period := time.Duration(1<<63 - 1)
 	if cfg.KeepaliveInterval > 0 {
-		period = cfg.KeepaliveInterval
+		period = max(cfg.KeepaliveInterval/4, 10*time.Millisecond)
 	}
 	if cfg.IdleTimeout > 0 {
 		period = min(period, max(cfg.IdleTimeout/2, 10*time.Millisecond))
@@ -127,6 +131,7 @@ func (s *session) startTimers() (stop func()) {
 	var timer *time.Timer
 	stopped := false
 	var unanswered [2]atomic.Int32 // keepalives in flight, by leg: client, node
+	var lastSent [2]int64          // when each leg was last sent a keepalive; only tick touches it
 	legs := [2]ssh.Conn{s.client, s.node.conn}
 	tick := func() {
 		now := s.c.s.now().UnixNano()
@@ -136,21 +141,22 @@ func (s *session) startTimers() (stop func()) {
 			return
 		}
 		if cfg.KeepaliveInterval > 0 {
-			if unanswered[0].Load() >= int32(cfg.KeepaliveCountMax) {
-				s.log.Info("client stopped answering keepalives")
-				s.close("client keepalive timeout", "")
-				return
-			}
-			if unanswered[1].Load() >= int32(cfg.KeepaliveCountMax) {
-				s.log.Info("node stopped answering keepalives")
-				s.close("node keepalive timeout", "poolgate: node "+s.node.lease.Node().Name+" stopped responding; closing this connection.\n")
-				return
-			}
 			for leg, conn := range legs {
-				heard := s.lastRecv[leg].Load()
-				if time.Duration(now-heard) < cfg.KeepaliveInterval {
+				silent := time.Duration(now - max(s.lastRecv[leg].Load(), lastSent[leg]))
+				if silent < cfg.KeepaliveInterval {
 					continue
 				}
+				if unanswered[leg].Load() >= int32(cfg.KeepaliveCountMax) {
+					if leg == 0 {
+						s.log.Info("client stopped answering keepalives")
+						s.close("client keepalive timeout", "")
+					} else {
+						s.log.Info("node stopped answering keepalives")
+						s.close("node keepalive timeout", "poolgate: node "+s.node.lease.Node().Name+" stopped responding; closing this connection.\n")
+					}
+					return
+				}
+				lastSent[leg] = now
 				unanswered[leg].Add(1)
 				go func() {
 					// x/crypto sends one global request at a time, so

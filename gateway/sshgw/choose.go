@@ -1,0 +1,96 @@
+package sshgw
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// Messages of a refused node choice.
+const (
+	msgChoiceOff     = "poolgate: choosing a node (%s%sNODE) is turned off on this pool; log in as %s.\n"
+	msgBadNodeName   = "poolgate: %q is not a node name; log in as %s%sNODE with the name of a node.\n"
+	msgChoiceRefused = "poolgate: you cannot choose node %s now: %s. Nodes you can choose: %s.\n"
+	msgChoiceNotNow  = "poolgate: node %s cannot take you now; log in as %s to be placed on a node, or choose another.\n"
+)
+
+var errChoice = errors.New("node choice refused")
+
+// who returns the login's user name, with any chosen node split off
+// (alice+node-3: alice, who chose node-3) and kept in c.chosen for the
+// login. The user name alone is what authorized_keys, the certificate, the
+// password passthrough and every count use.
+func (c *clientConn) who(meta ssh.ConnMetadata) string {
+	raw := meta.User()
+	c.chosen = ""
+	sep := c.s.cfg.separator()
+	if sep == "" {
+		return raw
+	}
+	user, node, found := strings.Cut(raw, sep)
+	if !found {
+		return raw
+	}
+	c.chosen = node
+	if c.chosen == "" {
+		c.chosen = sep // "alice+": a choice of nothing, refused as a bad name
+	}
+	return user
+}
+
+// validNodeName reports whether name could be a node's: 1 to 64 letters,
+// digits, '.', '_' and '-', not starting with '.' or '-'.
+func validNodeName(name string) bool {
+	if name == "" || len(name) > 64 || name[0] == '.' || name[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		ch := name[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkChoice refuses a choice that cannot be made, before any node is
+// contacted: the feature is off, or the name is no node's name.
+func (c *clientConn) checkChoice(user string) error {
+	sep := c.s.cfg.separator()
+	if c.s.cfg.NodeChoice != nil && !*c.s.cfg.NodeChoice {
+		return &ssh.BannerError{Err: errChoice, Message: fmt.Sprintf(msgChoiceOff, safeUser(user), sep, safeUser(user))}
+	}
+	if !validNodeName(c.chosen) {
+		return &ssh.BannerError{Err: errChoice, Message: fmt.Sprintf(msgBadNodeName, c.chosen, safeUser(user), sep)}
+	}
+	return nil
+}
+
+// choiceRefused is the message for a proven user whose chosen node cannot
+// take the session, naming the nodes they can choose.
+func (c *clientConn) choiceRefused(user string, err error) error {
+	reason := "it is not in the pool"
+	switch {
+	case errors.Is(err, balancer.ErrNodeDown):
+		reason = "it is down"
+	case errors.Is(err, balancer.ErrDraining):
+		reason = "it is being drained and takes no new users"
+	case errors.Is(err, balancer.ErrNodeFull):
+		reason = "it is full"
+	}
+	var names []string
+	for _, n := range c.s.bal.Choosable(user, balancer.SSH) {
+		names = append(names, n.Name)
+	}
+	list := strings.Join(names, ", ")
+	if list == "" {
+		list = "none right now"
+	}
+	c.log.Info("ssh login refused: node choice", zap.String("user", user), zap.String("node", c.chosen), zap.Error(err))
+	return &ssh.BannerError{Err: fmt.Errorf("%w: %v", errChoice, err), Message: fmt.Sprintf(msgChoiceRefused, c.chosen, reason, list)}
+}

@@ -1,0 +1,83 @@
+package sshgw
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/testutil"
+)
+
+// sessionNode is the node of the user's live session, from the balancer.
+func sessionNode(t *testing.T, g *testGW, user string) string {
+	t.Helper()
+	for _, s := range g.bal.Sessions() {
+		if s.User == user {
+			return s.Node
+		}
+	}
+	return ""
+}
+
+func TestChooseNode(t *testing.T) {
+	two := func(ca ssh.PublicKey) string { return testNode(t, ca) }
+	g := newTestGW(t, nil, two, two)
+	c := dialAs(t, g.addr, "alice+n2", g.userKey)
+	if got := sessionNode(t, g, "alice"); got != "n2" {
+		t.Fatalf("alice+n2 landed on %q", got)
+	}
+	for _, s := range g.bal.Sessions() {
+		if s.User != "alice" {
+			t.Fatalf("session counted for %q, want the plain user alice", s.User)
+		}
+	}
+	c.Close()
+	testutilWaitNoSessions(t, g)
+	// Her next plain login follows her choice.
+	c = dialAs(t, g.addr, "alice", g.userKey)
+	defer c.Close()
+	if got := sessionNode(t, g, "alice"); got != "n2" {
+		t.Fatalf("alice's plain login after choosing n2 landed on %q", got)
+	}
+	pins := g.bal.Pins()
+	if len(pins) != 1 || pins[0].Node != "n2" || pins[0].By != "user" {
+		t.Fatalf("pins %+v, want alice on n2 chosen by the user", pins)
+	}
+	for name, want := range map[string]string{
+		"alice+n9":  "you cannot choose node n9 now: it is not in the pool. Nodes you can choose: n1, n2.",
+		"alice+n/1": `"n/1" is not a node name`,
+		"alice+":    "is not a node name",
+	} {
+		_, banner, err := dialBanner(g.addr, name, g.userKey)
+		if err == nil || !strings.Contains(banner, want) {
+			t.Errorf("%s: err %v, banner %q, want %q", name, err, banner, want)
+		}
+	}
+	_ = g.bal.Drain("n1")
+	if _, banner, _ := dialBanner(g.addr, "bob+n1", g.userKey); !strings.Contains(banner, "n1 now: it is being drained") || !strings.Contains(banner, "choose: n2.") {
+		t.Errorf("bob onto drained n1: banner %q", banner)
+	}
+}
+
+func TestNodeChoiceOff(t *testing.T) {
+	off := false
+	g := newTestGW(t, func(c *Config) { c.NodeChoice = &off })
+	if _, banner, err := dialBanner(g.addr, "alice+n1", g.userKey); err == nil || !strings.Contains(banner, "choosing a node (alice+NODE) is turned off") {
+		t.Fatalf("with node_choice off: %v, banner %q", err, banner)
+	}
+	empty := ""
+	if err := (Config{NodeSeparator: &empty}).Validate(); err != nil {
+		t.Fatalf("an empty separator turns the feature off: %v", err)
+	}
+	dot := "."
+	if err := (Config{NodeSeparator: &dot}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "node_separator:") {
+		t.Fatalf("a separator that user names use: %v", err)
+	}
+}
+
+func testutilWaitNoSessions(t *testing.T, g *testGW) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, "no sessions", func() bool { return len(g.bal.Sessions()) == 0 })
+}
