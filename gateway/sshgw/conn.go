@@ -60,7 +60,7 @@ type clientConn struct {
 	pre          ssh.ServerPreAuthConn
 	keysRejected bool
 	bannersSent  map[string]bool
-	chosen       string // the node named at login (alice+node-3), "" if none
+	chosen       string    // the node named at login (alice+node-3), "" if none
 	node         *nodeConn // the node login, once authentication succeeded
 }
 
