@@ -55,10 +55,20 @@ func parseWithArgs(fs *flag.FlagSet, args []string) ([]string, int) {
 	}
 }
 
-func (c *adminClient) do(method, path string, out any) error {
-	req, err := http.NewRequest(method, strings.TrimRight(c.base, "/")+path, nil)
+func (c *adminClient) do(method, path string, out any) error { return c.doBody(method, path, nil, out) }
+
+// doBody is do with a JSON request body (nil: none).
+func (c *adminClient) doBody(method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, strings.TrimRight(c.base, "/")+path, rd)
 	if err != nil {
 		return fmt.Errorf("admin URL %q: %w", c.base, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -68,13 +78,13 @@ func (c *adminClient) do(method, path string, out any) error {
 		return fmt.Errorf("cannot reach the admin API at %s: %v (is poolgate serve running? --admin or POOLGATE_ADMIN set the address)", c.base, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("reading the admin API's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e admin.ErrorJSON
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
 			if resp.StatusCode == http.StatusUnauthorized {
 				return fmt.Errorf("%s (pass --token or set POOLGATE_TOKEN)", e.Error)
 			}
@@ -83,10 +93,10 @@ func (c *adminClient) do(method, path string, out any) error {
 		return fmt.Errorf("admin API answered %s", resp.Status)
 	}
 	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = body
+		*raw = answer
 		return nil
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("admin API answered something other than the expected JSON: %w", err)
 	}
 	return nil
@@ -283,6 +293,12 @@ func cmdSessions(args []string, stdout, stderr io.Writer) int {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "%d sessions\n", len(resp.Sessions))
+	var pins admin.PinsJSON
+	if err := c.do("GET", "/api/pins", &pins); err != nil {
+		fmt.Fprintln(stderr, "poolgate sessions: pins:", err)
+		return 1
+	}
+	printPins(stdout, pins.Pins, *node, *user)
 	return 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -180,3 +181,40 @@ func TestCLINodesShowLoad(t *testing.T) {
 		t.Fatalf("an RDP column for a pool without RDP:\n%s", out)
 	}
 }
+
+func TestCLIPinAndUnpin(t *testing.T) {
+	url, b := apiServer(t, "")
+	code, out, errs := runCmd("pin", "--admin", url, "carol", "node-2")
+	if code != 0 || !strings.Contains(out, "carol is pinned to node-2") {
+		t.Fatalf("pin: %d %q %q", code, out, errs)
+	}
+	for range 3 {
+		l, err := b.Acquire("carol", balancer.SSH, "c")
+		if err != nil || l.Node().Name != "node-2" {
+			t.Fatalf("carol after the pin: %v %v", l, err)
+		}
+		l.Release()
+	}
+	code, out, _ = runCmd("sessions", "--admin", url)
+	if code != 0 || !strings.Contains(out, "PINNED TO") || !regexpLine(out, `carol\s+node-2\s+ops`) {
+		t.Fatalf("sessions lists no ops pin for carol:\n%s", out)
+	}
+	if code, _, errs = runCmd("pin", "--admin", url, "carol", "node-9"); code != 1 || !strings.Contains(errs, "no node named node-9") {
+		t.Fatalf("pin to no such node: %d %q", code, errs)
+	}
+	_ = b.Drain("node-1")
+	if code, _, errs = runCmd("pin", "--admin", url, "carol", "node-1"); code != 1 || !strings.Contains(errs, "draining") {
+		t.Fatalf("pin to a draining node: %d %q", code, errs)
+	}
+	code, out, _ = runCmd("unpin", "--admin", url, "carol")
+	if code != 0 || !strings.Contains(out, "placed by load") {
+		t.Fatalf("unpin: %d %q", code, out)
+	}
+	for _, p := range b.Pins() {
+		if p.User == "carol" {
+			t.Fatalf("carol still pinned after unpin: %+v", p)
+		}
+	}
+}
+
+func regexpLine(text, re string) bool { return regexp.MustCompile(re).MatchString(text) }

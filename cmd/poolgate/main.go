@@ -37,11 +37,13 @@ Usage:
                                     list the live sessions
   poolgate drain NODE               stop sending new users to NODE (before scale-in)
   poolgate undrain NODE             let NODE take new users again
+  poolgate pin USER NODE            send USER's next sessions to NODE
+  poolgate unpin USER               place USER by load again
   poolgate scale-in --idle D [--keep N] [--dry-run]
                                     delete scale-set instances idle for D (Azure)
   poolgate version                  print the version
 
-nodes, sessions, drain, undrain and scale-in talk to a running gateway's admin API:
+nodes, sessions, drain, undrain, pin, unpin and scale-in talk to a running gateway's admin API:
 --admin URL (env POOLGATE_ADMIN, default http://127.0.0.1:9090),
 --token T (env POOLGATE_TOKEN), --json for scripts.
 
@@ -77,6 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdSessions(args[1:], stdout, stderr)
 	case "drain", "undrain":
 		return cmdDrain(args[0], args[1:], stdout, stderr)
+	case "pin":
+		return cmdPin(args[1:], stdout, stderr)
+	case "unpin":
+		return cmdUnpin(args[1:], stdout, stderr)
 	case "scale-in":
 		return cmdScaleIn(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -33,6 +33,11 @@ type Pool interface {
 	SharedStatus() (shared, degraded bool, replica string)
 	// LoadHistory returns a node's recent load samples, oldest first.
 	LoadHistory(name string) []balancer.Load
+	// Pin moves a user's pin to a node (ops' choice), Unpin drops it,
+	// Pins lists the pins with who chose each.
+	Pin(user, node string) error
+	Unpin(user string) error
+	Pins() []balancer.PinInfo
 }
 
 // stateOf reports where pool's routing state lives.
@@ -159,6 +164,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/nodes", s.read(s.nodes))
 	mux.HandleFunc("/api/sessions", s.read(s.sessions))
 	mux.HandleFunc("/api/load", s.read(s.loadHistory))
+	mux.HandleFunc("/api/pins", s.read(s.pins))
+	mux.HandleFunc("POST /api/users/{user}/pin", s.write(s.pin))
+	mux.HandleFunc("DELETE /api/users/{user}/pin", s.writeDelete(s.unpin))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
 	mux.HandleFunc("/api/scale-in", s.write(s.scaleIn))
 	mux.HandleFunc("/metrics", s.read(s.metricsHandler))
