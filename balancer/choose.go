@@ -148,23 +148,14 @@ func (b *Balancer) acquireSharedOn(user string, proto Protocol, client, node str
 	}
 	epoch := sh.pins.epoch
 	b.nextID++
-	sh.pending[b.nextID] = true
 	c := Claim{
 		User: user, Proto: proto, Client: client, LeaseID: b.nextID, Now: b.now(), Node: node, By: by,
 		Grace: b.cfg.AffinityGrace, MaxSessionsPerNode: b.cfg.MaxSessionsPerNode, SessionCost: b.cfg.Load.SessionCost,
 		Nodes: []Candidate{{Name: n.Name, Weight: n.weight, Up: true}},
 	}
-	b.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-	res, err := sh.store.Claim(ctx, c)
-	cancel()
-	sh.view.forget()
-	b.mu.Lock()
+	res, err := b.claimLocked(c)
 	defer b.mu.Unlock()
-	delete(sh.pending, c.LeaseID)
 	if err != nil {
-		b.setDegraded(err)
 		return nil, nil, false
 	}
 	if res.Node == "" {

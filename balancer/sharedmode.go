@@ -61,7 +61,6 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	}
 	epoch := sh.pins.epoch
 	b.nextID++
-	sh.pending[b.nextID] = true
 	c := Claim{
 		User: user, Proto: proto, Client: client, LeaseID: b.nextID, Now: b.now(),
 		Grace: b.cfg.AffinityGrace, MaxSessionsPerNode: b.cfg.MaxSessionsPerNode, SessionCost: b.cfg.Load.SessionCost,
@@ -70,17 +69,9 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	for _, n := range b.order {
 		c.Nodes = append(c.Nodes, Candidate{Name: n.Name, Weight: n.weight, Up: n.upFor(p), Avoid: slices.Contains(avoid, n.Name), Load: b.resourceScoreLocked(n)})
 	}
-	b.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-	res, err := sh.store.Claim(ctx, c)
-	cancel()
-	sh.view.forget()
-	b.mu.Lock()
+	res, err := b.claimLocked(c)
 	defer b.mu.Unlock()
-	delete(sh.pending, c.LeaseID)
 	if err != nil {
-		b.setDegraded(err)
 		return nil, nil, false
 	}
 	if res.Node == "" {
@@ -98,6 +89,25 @@ func (b *Balancer) acquireShared(user string, proto Protocol, client string, avo
 	b.pinLocked(u, n, res.By)
 	u.lost = res.Lost
 	return b.grantLocked(u, proto, client, c.Now, res.Created, c.LeaseID), nil, true
+}
+
+// claimLocked asks the shared state c. b.mu is held on entry and on
+// return, and released for the round trip; c.LeaseID counts as a claim
+// under way meanwhile (see beat). An error has set degraded mode.
+func (b *Balancer) claimLocked(c Claim) (Claimed, error) {
+	sh := b.sh
+	sh.pending[c.LeaseID] = true
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	res, err := sh.store.Claim(ctx, c)
+	cancel()
+	sh.view.forget()
+	b.mu.Lock()
+	delete(sh.pending, c.LeaseID)
+	if err != nil {
+		b.setDegraded(err)
+	}
+	return res, err
 }
 
 // fromPinCacheLocked serves a pinned user from the local pin cache: the
