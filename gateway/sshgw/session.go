@@ -110,19 +110,20 @@ func (s *session) sessionEOF(near ssh.Channel) {
 // KeepaliveInterval is sent one, without waiting for the answer; any
 // answer clears its count, and a leg that stays silent an interval after
 // its KeepaliveCountMax-th unanswered keepalive is dead. A hung node is
-// thus found interval × (count + 1) after it last spoke, give or take a
-// quarter interval.
+// thus found interval × (count + 1) after it last spoke, at most three
+// eighths of an interval late.
 func (s *session) startTimers() (stop func()) {
 	cfg := s.c.s.cfg
 	if cfg.KeepaliveInterval <= 0 && cfg.IdleTimeout <= 0 {
 		return func() {}
 	}
-	// Check four times per keepalive interval (so a keepalive goes out
-	// within a quarter interval of the leg falling silent), and at least
-	// twice per idle timeout.
+	// Check eight times per keepalive interval (so each keepalive goes out
+	// within an eighth of an interval of its time, and a hung node is
+	// found at most three eighths late), and at least twice per idle
+	// timeout.
 	period := time.Duration(1<<63 - 1)
 	if cfg.KeepaliveInterval > 0 {
-		period = max(cfg.KeepaliveInterval/4, 10*time.Millisecond)
+		period = max(cfg.KeepaliveInterval/8, 10*time.Millisecond)
 	}
 	if cfg.IdleTimeout > 0 {
 		period = min(period, max(cfg.IdleTimeout/2, 10*time.Millisecond))
