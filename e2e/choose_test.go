@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/poolgate/poolgate/internal/testutil"
 )
@@ -109,6 +113,7 @@ func TestChooseYourNode(t *testing.T) {
 	if out := cli("sessions"); !regexpMatch(out, `bob\s+node-2\s+ops`) || !regexpMatch(out, `dave\s+node-2\s+user`) {
 		t.Fatalf("poolgate sessions does not show who chose the pins:\n%s", out)
 	}
+	checkDashboardPins(t, p, map[string]string{"bob": "ops (poolgate pin)", "dave": "the user (dave+node-2)"})
 	cli("unpin", "bob")
 	testutil.Eventually(t, 10*time.Second, "bob placed by load after the unpin", func() bool { return where("bob") != "node-2" })
 }
@@ -129,4 +134,23 @@ func TestChoiceFollowedAcrossGateways(t *testing.T) {
 		t.Fatalf("alice+%s through A landed on %s", other, got)
 	}
 	testutil.Eventually(t, 10*time.Second, "B to follow alice's choice of "+other, func() bool { return sp.nodeOf(b, "alice") == other })
+}
+
+// checkDashboardPins opens the dashboard in headless Chromium and checks
+// the pins table says who chose each user's node.
+func checkDashboardPins(t *testing.T, p *pool, want map[string]string) {
+	t.Helper()
+	requirePeers(t, "chromium")
+	ctx, cancel := context.WithTimeout(newBrowser(t, "").root, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+p.gw.AdminAddr()+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-node="node-1"]`))); err != nil {
+		t.Fatalf("opening the dashboard: %v", err)
+	}
+	for user, by := range want {
+		js := fmt.Sprintf(`(() => { const e = document.querySelector('tr[data-pin="%s"] td.pin-by'); return e ? e.innerText : "" })()`, user)
+		testutil.Eventually(t, 20*time.Second, user+"'s pin on the dashboard chosen by "+by, func() bool {
+			s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+			return err == nil && strings.TrimSpace(s) == by
+		})
+	}
 }
