@@ -27,6 +27,9 @@ type armWorld struct {
 	ResourceGroup string
 	Location      string
 	StorageKey    string // listKeys(storage account).keys[0].value
+	// StorageKeys, by account name, overrides StorageKey for that
+	// account (each storage account has its own keys).
+	StorageKeys map[string]string
 	RedisKey      string // listKeys(redis).primaryKey
 	Now           string // utcNow()
 }
@@ -583,7 +586,11 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 		id := str(args[0])
 		switch {
 		case strings.Contains(id, "/providers/Microsoft.Storage/storageAccounts/"):
-			return map[string]any{"keys": []any{map[string]any{"keyName": "key1", "value": w.StorageKey}}}, nil
+			key := w.StorageKey
+			if k, ok := w.StorageKeys[id[strings.LastIndex(id, "/")+1:]]; ok {
+				key = k
+			}
+			return map[string]any{"keys": []any{map[string]any{"keyName": "key1", "value": key}}}, nil
 		case strings.Contains(id, "/providers/Microsoft.Cache/redis/"):
 			return map[string]any{"primaryKey": w.RedisKey, "secondaryKey": w.RedisKey + "2"}, nil
 		}

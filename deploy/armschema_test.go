@@ -432,7 +432,7 @@ func TestEvaluatedTemplateMatchesARMSchemas(t *testing.T) {
 	}
 	failed := false
 	for _, r := range ev.resources("Microsoft.Storage/storageAccounts") {
-		failed = len(a.validateEvaluated(r)) > 0
+		failed = failed || len(a.validateEvaluated(r)) > 0
 	}
 	if !failed {
 		t.Error("storage account name Pool-... passed the evaluated check")

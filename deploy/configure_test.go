@@ -161,7 +161,7 @@ func TestGatewayConfigureScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	cred, mode := vm.file("etc/smbcredentials/" + storageAccount(t, first) + ".cred")
+	cred, mode := vm.file("etc/smbcredentials/" + keysAccount(t, first) + ".cred")
 	if mode != 0o600 || !strings.Contains(cred, "password="+world.StorageKey+"\n") {
 		t.Errorf("credentials file mode %v:\n%s", mode, cred)
 	}
@@ -206,7 +206,7 @@ func TestGatewayConfigureScript(t *testing.T) {
 			t.Errorf("redeploy: no %q in %q", want, calls)
 		}
 	}
-	if cred, _ := vm.file("etc/smbcredentials/" + storageAccount(t, again) + ".cred"); !strings.Contains(cred, rotated.StorageKey) {
+	if cred, _ := vm.file("etc/smbcredentials/" + keysAccount(t, again) + ".cred"); !strings.Contains(cred, rotated.StorageKey) {
 		t.Error("the rotated key was not written")
 	}
 }
@@ -296,11 +296,18 @@ func TestNodeConfigureHubVariants(t *testing.T) {
 	}
 }
 
+// storageAccount is the account of the users' share, whose key the nodes
+// hold.
 func storageAccount(t *testing.T, ev evaluated) string {
 	t.Helper()
-	sa := ev.resources("Microsoft.Storage/storageAccounts")
-	if len(sa) != 1 {
-		t.Fatal("no storage account")
-	}
-	return sa[0]["name"].(string)
+	users, _ := shareAccounts(t, ev)
+	return users
+}
+
+// keysAccount is the account of the keys share, whose key only the
+// gateways hold.
+func keysAccount(t *testing.T, ev evaluated) string {
+	t.Helper()
+	_, keys := shareAccounts(t, ev)
+	return keys
 }

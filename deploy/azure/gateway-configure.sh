@@ -39,12 +39,15 @@ install -d -m 0700 "$root/etc/smbcredentials"
 # Not install -d on the mount point: once mounted, its mode is the mount's.
 mkdir -p "$root$keys"
 
-# put FILE MODE: write stdin to FILE; true when FILE changed.
+# put FILE MODE: write stdin to FILE; true when FILE changed. An
+# unchanged FILE still gets MODE (an earlier version or a hand edit may
+# have left it readable by all).
 put() {
 	cat >"$1.new"
 	chmod "$2" "$1.new"
 	if [ -f "$1" ] && cmp -s "$1.new" "$1"; then
 		rm -f "$1.new"
+		chmod "$2" "$1"
 		return 1
 	fi
 	mv "$1.new" "$1"
@@ -53,17 +56,23 @@ put() {
 restart=
 mount_changed=
 
-if put "$root/etc/smbcredentials/__STORAGE_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
-username=__STORAGE_ACCOUNT__
-password=__STORAGE_KEY__
+if put "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
+username=__KEYS_ACCOUNT__
+password=__KEYS_STORAGE_KEY__
 POOLGATE_EOF
 then mount_changed=1; fi
+# The keys share is in a storage account of its own, whose key no node
+# holds (a storage key opens every share of its account). A gateway
+# deployed before that kept the users' account key here: drop it.
+for f in "$root/etc/smbcredentials/"*.cred; do
+	[ "$f" = "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" ] || rm -f "$f"
+done
 
 # The users' keys share: root writes keys here (sudo tee
 # /data/poolgate-keys/USER), poolgate reads them. A numeric gid, so the
 # line means the same at every boot whatever the order of NSS and mounts.
-opts="vers=3.1.1,credentials=/etc/smbcredentials/__STORAGE_ACCOUNT__.cred,serverino,uid=0,gid=$gid,dir_mode=0750,file_mode=0640,nosuid,nodev,noexec,_netdev,nofail"
-line="//__STORAGE_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ $keys cifs $opts 0 0"
+opts="vers=3.1.1,credentials=/etc/smbcredentials/__KEYS_ACCOUNT__.cred,serverino,uid=0,gid=$gid,dir_mode=0750,file_mode=0640,nosuid,nodev,noexec,_netdev,nofail"
+line="//__KEYS_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ $keys cifs $opts 0 0"
 touch "$root/etc/fstab"
 if { grep -v " $keys " "$root/etc/fstab" || true; echo "$line"; } | put "$root/etc/fstab" 0644; then
 	mount_changed=1
@@ -133,7 +142,7 @@ if [ -n "$mount_changed" ] || ! mountpoint -q "$root$keys"; then
 		umount "$root$keys"
 	fi
 	if ! mount "$root$keys" || ! mountpoint -q "$root$keys"; then
-		say "the keys share //__STORAGE_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ did not mount on $keys; without it nobody can log in (outbound TCP 445 blocked? see dmesg)"
+		say "the keys share //__KEYS_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ did not mount on $keys; without it nobody can log in (outbound TCP 445 blocked? see dmesg)"
 		exit 1
 	fi
 	restart=1
