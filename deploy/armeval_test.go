@@ -30,8 +30,8 @@ type armWorld struct {
 	// StorageKeys, by account name, overrides StorageKey for that
 	// account (each storage account has its own keys).
 	StorageKeys map[string]string
-	RedisKey      string // listKeys(redis).primaryKey
-	Now           string // utcNow()
+	RedisKey    string // listKeys(redis).primaryKey
+	Now         string // utcNow()
 }
 
 func defaultWorld() armWorld {
