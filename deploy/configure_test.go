@@ -24,6 +24,14 @@ getent) [ "$1 $2" = "group poolgate" ] && echo "poolgate:x:998:" ; exit 0 ;;
 mountpoint) [ -e "$2/.mounted" ] ;;
 mount) log "$@"; [ -z "${STUB_MOUNT_FAIL:-}" ] || exit 32; touch "$1/.mounted" ;;
 umount) log "$@"; for a; do :; done; rm -f "$a/.mounted" ;;
+apt-get)
+	log "$@"
+	[ -z "${STUB_APT_FAIL:-}" ] || exit 100
+	if [ "$1" = install ] || [ "$2" = install ] || [ "$3" = install ]; then
+		mkdir -p "$POOLGATE_CONFIGURE_ROOT/usr/bin"
+		printf '#!/bin/sh\n' >"$POOLGATE_CONFIGURE_ROOT/usr/bin/prometheus-node-exporter"
+		chmod 0755 "$POOLGATE_CONFIGURE_ROOT/usr/bin/prometheus-node-exporter"
+	fi ;;
 curl)
 	log "$@"
 	[ -z "${STUB_CURL_FAIL:-}" ] || exit 22
@@ -59,7 +67,7 @@ func newScratchVM(t *testing.T) *scratchVM {
 	if err := os.WriteFile(stub, []byte("#!/bin/sh\n"+stubs), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp"} {
+	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp", "apt-get"} {
 		if err := os.Symlink(stub, filepath.Join(vm.bin, name)); err != nil {
 			t.Fatal(err)
 		}

@@ -112,6 +112,11 @@ discovery:
     protect_busy_nodes: true
     scale_from_zero: __SCALE_FROM_ZERO__
     min_capacity: 1
+# Each node's node_exporter (and dcgm-exporter, when the nodes run it),
+# for placement by load; the nodes' NSG lets only the gateways reach them.
+load:
+  metrics_port: __METRICS_PORT__
+  gpu_metrics_port: __GPU_METRICS_PORT__
 # With highAvailability, the gateways share routing state in Azure
 # Cache for Redis (its key URL-encoded); empty keeps it in this
 # gateway's memory.
