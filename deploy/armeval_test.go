@@ -547,7 +547,7 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 	case "resourcegroup":
 		return map[string]any{"id": "/subscriptions/" + w.Subscription + "/resourceGroups/" + w.ResourceGroup, "name": w.ResourceGroup, "location": w.Location}, nil
 	case "subscription":
-		return map[string]any{"id": "/subscriptions/" + w.Subscription, "subscriptionId": w.Subscription}, nil
+		return map[string]any{"id": "/subscriptions/" + w.Subscription, "subscriptionId": w.Subscription, "tenantId": "00000000-0000-0000-0000-0000000000aa"}, nil
 	case "uniquestring":
 		return shortHash(args...)[:13], nil
 	case "guid":
@@ -582,6 +582,17 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 			id += "/" + n
 		}
 		return id, nil
+	case "extensionresourceid":
+		// extensionResourceId(scope id, type, name...)
+		typ := strings.Split(str(args[1]), "/")
+		id := str(args[0]) + "/providers/" + typ[0]
+		for i, a := range args[2:] {
+			if i+1 < len(typ) {
+				id += "/" + typ[i+1]
+			}
+			id += "/" + str(a)
+		}
+		return id, nil
 	case "listkeys":
 		id := str(args[0])
 		switch {
@@ -603,6 +614,8 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 			return map[string]any{"ipAddress": "203.0.113.10", "dnsSettings": map[string]any{"fqdn": "pool-x." + w.Location + ".cloudapp.azure.com"}}, nil
 		case strings.Contains(id, "/Microsoft.Cache/redis/"):
 			return map[string]any{"hostName": name + ".redis.cache.windows.net", "sslPort": int64(6380)}, nil
+		case strings.Contains(id, "/Microsoft.KeyVault/vaults/"):
+			return map[string]any{"vaultUri": "https://" + name + ".vault.azure.net/"}, nil
 		case strings.Contains(id, "/Microsoft.Compute/virtualMachines/"):
 			return map[string]any{"identity": map[string]any{"principalId": shortHash(id)[:32]}}, nil
 		}

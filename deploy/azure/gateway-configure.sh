@@ -56,6 +56,13 @@ put() {
 restart=
 mount_changed=
 
+# With caKeyVault, the user CA key is in Azure Key Vault (poolgate asks
+# it to sign, as this VM's managed identity); empty: a file in state_dir.
+kv_url='__KEY_VAULT_URL__'
+kv_key='__KEY_VAULT_KEY__'
+kv_version='__KEY_VAULT_KEY_VERSION__'
+kv_previous='__KEY_VAULT_PREVIOUS_VERSION__'
+
 if put "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
 username=__KEYS_ACCOUNT__
 password=__KEYS_STORAGE_KEY__
@@ -79,8 +86,8 @@ if { grep -v " $keys " "$root/etc/fstab" || true; echo "$line"; } | put "$root/e
 	systemctl daemon-reload
 fi
 
-# 0640 root:poolgate: with highAvailability it holds the Redis key.
-if put "$root/etc/poolgate/poolgate.yaml" 0640 <<'POOLGATE_EOF'
+config() {
+	cat <<'POOLGATE_EOF'
 # Written by poolgate-configure (azuredeploy.json) at each deployment;
 # changes made here are lost at the next one. Every key: docs/CONFIG.md.
 state_dir: /var/lib/poolgate
@@ -123,7 +130,22 @@ load:
 state:
   redis: "__STATE_REDIS__"
 POOLGATE_EOF
-then restart=1; fi
+	if [ -n "$kv_url" ]; then
+		cat <<POOLGATE_EOF
+# The user CA's key is in Azure Key Vault: poolgate signs through it with
+# this VM's managed identity (role Key Vault Crypto User on the key).
+ca:
+  key_vault:
+    url: "$kv_url"
+    key: "$kv_key"
+POOLGATE_EOF
+		[ -z "$kv_version" ] || printf '    version: "%s"\n' "$kv_version"
+		[ -z "$kv_previous" ] || printf '    previous: "%s"\n' "$kv_previous"
+	fi
+}
+
+# 0640 root:poolgate: with highAvailability it holds the Redis key.
+if config | put "$root/etc/poolgate/poolgate.yaml" 0640; then restart=1; fi
 chgrp "$gid" "$root/etc/poolgate/poolgate.yaml"
 
 # The binary's URL (with its SAS token) stays root-only on the VM.
