@@ -439,6 +439,7 @@ func TestEvaluatedTemplateMatchesARMSchemas(t *testing.T) {
 	for _, p := range []map[string]any{
 		withParams(nil),
 		withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 3, "scaleFromZero": false, "shareQuotaGiB": 102400, "caKeyVault": true, "keyVaultSku": "premium", "nodeGpuExporterPort": 9400}),
+		withParams(map[string]any{"osType": "Windows", "nodeAdminPassword": "Pa55-word-for-tests", "gatewayCaPublicKey": testCA, "nodeCount": 2, "gatewayPreviousCaPublicKey": testCA}),
 	} {
 		ev := mustEval(t, p, defaultWorld())
 		for _, r := range ev.Resources {
@@ -473,8 +474,8 @@ func TestARMSchemaCheckFailsOnBrokenTemplate(t *testing.T) {
 	}{
 		{"misspelt property (strict mode)", `"enableNonSslPort": false`, `"enableNonSSLPort": false`, "enableNonSSLPort: unknown property"},
 		{"misspelt nested property (strict mode)", `"orchestrationMode": "Uniform",`, `"orchestrationMode": "Uniform", "overProvision": false,`, "overProvision: unknown property"},
-		{"misspelt property in the scale set's extension", `"typeHandlerVersion": "2.1",
-                  "autoUpgradeMinorVersion"`, `"typeHandlerVersion": "2.1",
+		{"misspelt property in the scale set's extension", `'1.10', '2.1')]",
+                  "autoUpgradeMinorVersion"`, `'1.10', '2.1')]",
                   "autoUpgradeMinorVersions"`, "autoUpgradeMinorVersions: unknown property"},
 		{"misspelt property in the gateway's extension", `"forceUpdateTag": "[parameters('deploymentTag')]",
         "settings"`, `"forceUpdateTags": "[parameters('deploymentTag')]",

@@ -62,6 +62,8 @@ kv_url='__KEY_VAULT_URL__'
 kv_key='__KEY_VAULT_KEY__'
 kv_version='__KEY_VAULT_KEY_VERSION__'
 kv_previous='__KEY_VAULT_PREVIOUS_VERSION__'
+# Linux or Windows: Windows nodes take RDP through the gateway.
+nodes_os='__NODE_OS__'
 
 if put "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
 username=__KEYS_ACCOUNT__
@@ -141,6 +143,13 @@ ca:
 POOLGATE_EOF
 		[ -z "$kv_version" ] || printf '    version: "%s"\n' "$kv_version"
 		[ -z "$kv_previous" ] || printf '    previous: "%s"\n' "$kv_previous"
+	fi
+	if [ "$nodes_os" = Windows ]; then
+		cat <<'POOLGATE_EOF'
+# Windows nodes: users' RDP, to the node that holds their desktop.
+rdp:
+  listen: 0.0.0.0:3389
+POOLGATE_EOF
 	fi
 }
 
