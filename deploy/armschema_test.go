@@ -16,7 +16,8 @@ import (
 
 // The ARM resource schemas (draft-04) live outside the repository, in
 // ../shared/arm-schemas beside the checkout (see its README);
-// POOLGATE_ARM_SCHEMAS names another folder.
+// POOLGATE_ARM_SCHEMAS names another folder, or several (a path list, as
+// PATH: a schema is taken from the first folder that has it).
 const schemaURLPrefix = "https://schema.management.azure.com/schemas/"
 
 func armSchemaDir(t *testing.T) string {
@@ -25,7 +26,7 @@ func armSchemaDir(t *testing.T) string {
 	if dir == "" {
 		dir = filepath.Join("..", "..", "shared", "arm-schemas")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "common", "definitions.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(filepath.SplitList(dir)[0], "common", "definitions.json")); err != nil {
 		msg := fmt.Sprintf("the ARM schemas are needed to check the template (set POOLGATE_ARM_SCHEMAS or put them in %s): %v", dir, err)
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)
@@ -55,9 +56,18 @@ func (dir schemaLoader) Load(url string) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s is not an ARM schema URL; nothing is fetched", url)
 	}
-	f, err := os.Open(filepath.Join(string(dir), filepath.FromSlash(rel)))
+	var f *os.File
+	var err error
+	for _, d := range filepath.SplitList(string(dir)) {
+		if f, err = os.Open(filepath.Join(d, filepath.FromSlash(rel))); !os.IsNotExist(err) {
+			break
+		}
+	}
 	if os.IsNotExist(err) && slices.Contains(absentFiles, rel) {
 		return dir.placeholder(rel)
+	}
+	if os.IsNotExist(err) {
+		return nil, fmt.Errorf("%w: add schemas/%s of Azure/azure-resource-manager-schemas to the schema folder (%s)", err, rel, dir)
 	}
 	if err != nil {
 		return nil, err
@@ -69,9 +79,13 @@ func (dir schemaLoader) Load(url string) (any, error) {
 // placeholder is a schema document for an absent file: every definition
 // that the folder's files name in it, as an empty (accept-all) schema.
 func (dir schemaLoader) placeholder(rel string) (any, error) {
-	files, err := filepath.Glob(filepath.Join(string(dir), "*", "*.json"))
-	if err != nil {
-		return nil, err
+	var files []string
+	for _, d := range filepath.SplitList(string(dir)) {
+		more, err := filepath.Glob(filepath.Join(d, "*", "*.json"))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, more...)
 	}
 	defs := map[string]any{}
 	for _, file := range files {
@@ -180,6 +194,14 @@ func (a *armSchemas) validateEvaluated(r map[string]any) []error {
 			m[path[len(path)-1]] = "[parameters('size')]"
 		}
 	}
+	// A child resource written at the top level is named
+	// "parent/child", while its schema's name pattern is the child's
+	// own name (as when nested): check the last segment.
+	if typ, _ := c["type"].(string); strings.Count(typ, "/") > 1 {
+		if name, ok := c["name"].(string); ok {
+			c["name"] = name[strings.LastIndex(name, "/")+1:]
+		}
+	}
 	return a.validate(c, false)
 }
 
@@ -189,7 +211,9 @@ func (a *armSchemas) validate(r map[string]any, written bool) []error {
 	body := map[string]any{}
 	for k, v := range r {
 		switch k {
-		case "condition", "copy", "dependsOn", "comments":
+		case "condition", "copy", "dependsOn", "comments", "scope":
+			// Template syntax, not the resource's: scope says which
+			// resource an extension resource (a role assignment) is on.
 		case "name":
 			// A name written as an expression is evaluated before the
 			// provider sees it (and the schemas' length limits apply to
@@ -414,7 +438,8 @@ func TestEvaluatedTemplateMatchesARMSchemas(t *testing.T) {
 	a := newARMSchemas(armSchemaDir(t))
 	for _, p := range []map[string]any{
 		withParams(nil),
-		withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 3, "scaleFromZero": false, "shareQuotaGiB": 102400}),
+		withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 3, "scaleFromZero": false, "shareQuotaGiB": 102400, "caKeyVault": true, "keyVaultSku": "premium", "nodeGpuExporterPort": 9400}),
+		withParams(map[string]any{"osType": "Windows", "nodeAdminPassword": "Pa55-word-for-tests", "gatewayCaPublicKey": testCA, "nodeCount": 2, "gatewayPreviousCaPublicKey": testCA}),
 	} {
 		ev := mustEval(t, p, defaultWorld())
 		for _, r := range ev.Resources {
@@ -432,7 +457,7 @@ func TestEvaluatedTemplateMatchesARMSchemas(t *testing.T) {
 	}
 	failed := false
 	for _, r := range ev.resources("Microsoft.Storage/storageAccounts") {
-		failed = len(a.validateEvaluated(r)) > 0
+		failed = failed || len(a.validateEvaluated(r)) > 0
 	}
 	if !failed {
 		t.Error("storage account name Pool-... passed the evaluated check")
@@ -449,8 +474,8 @@ func TestARMSchemaCheckFailsOnBrokenTemplate(t *testing.T) {
 	}{
 		{"misspelt property (strict mode)", `"enableNonSslPort": false`, `"enableNonSSLPort": false`, "enableNonSSLPort: unknown property"},
 		{"misspelt nested property (strict mode)", `"orchestrationMode": "Uniform",`, `"orchestrationMode": "Uniform", "overProvision": false,`, "overProvision: unknown property"},
-		{"misspelt property in the scale set's extension", `"typeHandlerVersion": "2.1",
-                  "autoUpgradeMinorVersion"`, `"typeHandlerVersion": "2.1",
+		{"misspelt property in the scale set's extension", `'1.10', '2.1')]",
+                  "autoUpgradeMinorVersion"`, `'1.10', '2.1')]",
                   "autoUpgradeMinorVersions"`, "autoUpgradeMinorVersions: unknown property"},
 		{"misspelt property in the gateway's extension", `"forceUpdateTag": "[parameters('deploymentTag')]",
         "settings"`, `"forceUpdateTags": "[parameters('deploymentTag')]",

@@ -24,6 +24,14 @@ getent) [ "$1 $2" = "group poolgate" ] && echo "poolgate:x:998:" ; exit 0 ;;
 mountpoint) [ -e "$2/.mounted" ] ;;
 mount) log "$@"; [ -z "${STUB_MOUNT_FAIL:-}" ] || exit 32; touch "$1/.mounted" ;;
 umount) log "$@"; for a; do :; done; rm -f "$a/.mounted" ;;
+apt-get)
+	log "$@"
+	[ -z "${STUB_APT_FAIL:-}" ] || exit 100
+	if [ "$1" = install ] || [ "$2" = install ] || [ "$3" = install ]; then
+		mkdir -p "$POOLGATE_CONFIGURE_ROOT/usr/bin"
+		printf '#!/bin/sh\n' >"$POOLGATE_CONFIGURE_ROOT/usr/bin/prometheus-node-exporter"
+		chmod 0755 "$POOLGATE_CONFIGURE_ROOT/usr/bin/prometheus-node-exporter"
+	fi ;;
 curl)
 	log "$@"
 	[ -z "${STUB_CURL_FAIL:-}" ] || exit 22
@@ -59,7 +67,7 @@ func newScratchVM(t *testing.T) *scratchVM {
 	if err := os.WriteFile(stub, []byte("#!/bin/sh\n"+stubs), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp"} {
+	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp", "apt-get"} {
 		if err := os.Symlink(stub, filepath.Join(vm.bin, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +169,7 @@ func TestGatewayConfigureScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	cred, mode := vm.file("etc/smbcredentials/" + storageAccount(t, first) + ".cred")
+	cred, mode := vm.file("etc/smbcredentials/" + keysAccount(t, first) + ".cred")
 	if mode != 0o600 || !strings.Contains(cred, "password="+world.StorageKey+"\n") {
 		t.Errorf("credentials file mode %v:\n%s", mode, cred)
 	}
@@ -206,7 +214,7 @@ func TestGatewayConfigureScript(t *testing.T) {
 			t.Errorf("redeploy: no %q in %q", want, calls)
 		}
 	}
-	if cred, _ := vm.file("etc/smbcredentials/" + storageAccount(t, again) + ".cred"); !strings.Contains(cred, rotated.StorageKey) {
+	if cred, _ := vm.file("etc/smbcredentials/" + keysAccount(t, again) + ".cred"); !strings.Contains(cred, rotated.StorageKey) {
 		t.Error("the rotated key was not written")
 	}
 }
@@ -296,11 +304,18 @@ func TestNodeConfigureHubVariants(t *testing.T) {
 	}
 }
 
+// storageAccount is the account of the users' share, whose key the nodes
+// hold.
 func storageAccount(t *testing.T, ev evaluated) string {
 	t.Helper()
-	sa := ev.resources("Microsoft.Storage/storageAccounts")
-	if len(sa) != 1 {
-		t.Fatal("no storage account")
-	}
-	return sa[0]["name"].(string)
+	users, _ := shareAccounts(t, ev)
+	return users
+}
+
+// keysAccount is the account of the keys share, whose key only the
+// gateways hold.
+func keysAccount(t *testing.T, ev evaluated) string {
+	t.Helper()
+	_, keys := shareAccounts(t, ev)
+	return keys
 }

@@ -21,13 +21,14 @@ import (
 var update = flag.Bool("update", false, "copy the cloud-init files into azuredeploy.json and the unit into the gateway's cloud-init")
 
 const (
-	templatePath    = "azure/azuredeploy.json"
-	nodeCloudInit   = "azure/node-cloud-init.yaml"
-	gatewayCloudIni = "azure/gateway-cloud-init.yaml"
-	gatewayScript   = "azure/gateway-configure.sh"
-	nodeScript      = "azure/node-configure.sh"
-	unitPath        = "systemd/poolgate.service"
-	unitInstallPath = "/etc/systemd/system/poolgate.service"
+	templatePath      = "azure/azuredeploy.json"
+	nodeCloudInit     = "azure/node-cloud-init.yaml"
+	gatewayCloudIni   = "azure/gateway-cloud-init.yaml"
+	gatewayScript     = "azure/gateway-configure.sh"
+	nodeScript        = "azure/node-configure.sh"
+	windowsNodeScript = "azure/node-configure.ps1"
+	unitPath          = "systemd/poolgate.service"
+	unitInstallPath   = "/etc/systemd/system/poolgate.service"
 )
 
 func read(t *testing.T, path string) string {
@@ -190,7 +191,7 @@ func checkExpression(s string) error {
 }
 
 // carried are the files the template carries verbatim, by variable.
-var carried = map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni, "gatewayConfigure": gatewayScript, "nodeConfigure": nodeScript}
+var carried = map[string]string{"nodeCloudInit": nodeCloudInit, "gatewayCloudInit": gatewayCloudIni, "gatewayConfigure": gatewayScript, "nodeConfigure": nodeScript, "nodeConfigureWindows": windowsNodeScript}
 
 var placeholder = regexp.MustCompile(`__[A-Z][A-Z_]*__`)
 
@@ -212,8 +213,10 @@ func TestTemplateCarriesCloudInit(t *testing.T) {
 		}
 		var expr string
 		for _, s := range strs {
-			if strings.HasPrefix(s, "[base64(") && strings.Contains(s, "variables('"+varName+"')") {
-				expr = s
+			if strings.HasPrefix(s, "[") {
+				if e := base64Call(s, "variables('"+varName+"')"); e != "" {
+					expr = e
+				}
 			}
 		}
 		if expr == "" {
@@ -234,6 +237,38 @@ func TestTemplateCarriesCloudInit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// base64Call returns the base64(...) call of an expression whose
+// argument holds want (the file's variable and the replaces that fill it
+// in), or "".
+func base64Call(s, want string) string {
+	for i := strings.Index(s, "base64("); i >= 0; {
+		depth, inQuote := 0, false
+		for j := i + len("base64"); j < len(s); j++ {
+			switch c := s[j]; {
+			case c == '\'':
+				inQuote = !inQuote
+			case inQuote:
+			case c == '(':
+				depth++
+			case c == ')':
+				depth--
+			}
+			if depth == 0 {
+				if call := s[i : j+1]; strings.Contains(call, want) && !strings.Contains(call[len("base64("):], "base64(") {
+					return call
+				}
+				break
+			}
+		}
+		next := strings.Index(s[i+1:], "base64(")
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return ""
 }
 
 // updateTemplate copies the cloud-init files into the template and the unit
@@ -378,8 +413,8 @@ func TestNodeCloudInit(t *testing.T) {
 	if len(c.Mounts) != 0 {
 		t.Error("the nodes' cloud-init uses the mounts module, which runs before packages are installed")
 	}
-	if placeholder.MatchString(strings.ReplaceAll(read(t, nodeCloudInit), "__GATEWAY_CA__", "")) {
-		t.Error("the nodes' customData takes a placeholder other than the CA line (secrets go to node-configure.sh)")
+	if placeholder.MatchString(strings.NewReplacer("__GATEWAY_CA__", "", "__GATEWAY_PREVIOUS_CA__", "").Replace(read(t, nodeCloudInit))) {
+		t.Error("the nodes' customData takes a placeholder other than the CA lines (secrets go to node-configure.sh)")
 	}
 	links := files["/etc/profile.d/poolgate-share-links.sh"]
 	if !strings.Contains(links, `mkdir -p "/data/share/notebooks/$USER"`) {
@@ -445,7 +480,7 @@ func TestCloudInitSchema(t *testing.T) {
 	for _, path := range []string{nodeCloudInit, gatewayCloudIni} {
 		// Filled in as the template does (the CA line, the port).
 		filled := filepath.Join(t.TempDir(), filepath.Base(path))
-		text := strings.NewReplacer("__GATEWAY_CA__", testCA, "__ADMIN_SSH_PORT__", "2222").Replace(read(t, path))
+		text := strings.NewReplacer("__GATEWAY_CA__", testCA, "__GATEWAY_PREVIOUS_CA__", "", "__ADMIN_SSH_PORT__", "2222").Replace(read(t, path))
 		if err := os.WriteFile(filled, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}

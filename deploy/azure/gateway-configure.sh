@@ -39,12 +39,15 @@ install -d -m 0700 "$root/etc/smbcredentials"
 # Not install -d on the mount point: once mounted, its mode is the mount's.
 mkdir -p "$root$keys"
 
-# put FILE MODE: write stdin to FILE; true when FILE changed.
+# put FILE MODE: write stdin to FILE; true when FILE changed. An
+# unchanged FILE still gets MODE (an earlier version or a hand edit may
+# have left it readable by all).
 put() {
 	cat >"$1.new"
 	chmod "$2" "$1.new"
 	if [ -f "$1" ] && cmp -s "$1.new" "$1"; then
 		rm -f "$1.new"
+		chmod "$2" "$1"
 		return 1
 	fi
 	mv "$1.new" "$1"
@@ -53,25 +56,40 @@ put() {
 restart=
 mount_changed=
 
-if put "$root/etc/smbcredentials/__STORAGE_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
-username=__STORAGE_ACCOUNT__
-password=__STORAGE_KEY__
+# With caKeyVault, the user CA key is in Azure Key Vault (poolgate asks
+# it to sign, as this VM's managed identity); empty: a file in state_dir.
+kv_url='__KEY_VAULT_URL__'
+kv_key='__KEY_VAULT_KEY__'
+kv_version='__KEY_VAULT_KEY_VERSION__'
+kv_previous='__KEY_VAULT_PREVIOUS_VERSION__'
+# Linux or Windows: Windows nodes take RDP through the gateway.
+nodes_os='__NODE_OS__'
+
+if put "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
+username=__KEYS_ACCOUNT__
+password=__KEYS_STORAGE_KEY__
 POOLGATE_EOF
 then mount_changed=1; fi
+# The keys share is in a storage account of its own, whose key no node
+# holds (a storage key opens every share of its account). A gateway
+# deployed before that kept the users' account key here: drop it.
+for f in "$root/etc/smbcredentials/"*.cred; do
+	[ "$f" = "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" ] || rm -f "$f"
+done
 
 # The users' keys share: root writes keys here (sudo tee
 # /data/poolgate-keys/USER), poolgate reads them. A numeric gid, so the
 # line means the same at every boot whatever the order of NSS and mounts.
-opts="vers=3.1.1,credentials=/etc/smbcredentials/__STORAGE_ACCOUNT__.cred,serverino,uid=0,gid=$gid,dir_mode=0750,file_mode=0640,nosuid,nodev,noexec,_netdev,nofail"
-line="//__STORAGE_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ $keys cifs $opts 0 0"
+opts="vers=3.1.1,credentials=/etc/smbcredentials/__KEYS_ACCOUNT__.cred,serverino,uid=0,gid=$gid,dir_mode=0750,file_mode=0640,nosuid,nodev,noexec,_netdev,nofail"
+line="//__KEYS_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ $keys cifs $opts 0 0"
 touch "$root/etc/fstab"
 if { grep -v " $keys " "$root/etc/fstab" || true; echo "$line"; } | put "$root/etc/fstab" 0644; then
 	mount_changed=1
 	systemctl daemon-reload
 fi
 
-# 0640 root:poolgate: with highAvailability it holds the Redis key.
-if put "$root/etc/poolgate/poolgate.yaml" 0640 <<'POOLGATE_EOF'
+config() {
+	cat <<'POOLGATE_EOF'
 # Written by poolgate-configure (azuredeploy.json) at each deployment;
 # changes made here are lost at the next one. Every key: docs/CONFIG.md.
 state_dir: /var/lib/poolgate
@@ -103,13 +121,40 @@ discovery:
     protect_busy_nodes: true
     scale_from_zero: __SCALE_FROM_ZERO__
     min_capacity: 1
+# Each node's node_exporter (and dcgm-exporter, when the nodes run it),
+# for placement by load; the nodes' NSG lets only the gateways reach them.
+load:
+  metrics_port: __METRICS_PORT__
+  gpu_metrics_port: __GPU_METRICS_PORT__
 # With highAvailability, the gateways share routing state in Azure
 # Cache for Redis (its key URL-encoded); empty keeps it in this
 # gateway's memory.
 state:
   redis: "__STATE_REDIS__"
 POOLGATE_EOF
-then restart=1; fi
+	if [ -n "$kv_url" ]; then
+		cat <<POOLGATE_EOF
+# The user CA's key is in Azure Key Vault: poolgate signs through it with
+# this VM's managed identity (role Key Vault Crypto User on the key).
+ca:
+  key_vault:
+    url: "$kv_url"
+    key: "$kv_key"
+POOLGATE_EOF
+		[ -z "$kv_version" ] || printf '    version: "%s"\n' "$kv_version"
+		[ -z "$kv_previous" ] || printf '    previous: "%s"\n' "$kv_previous"
+	fi
+	if [ "$nodes_os" = Windows ]; then
+		cat <<'POOLGATE_EOF'
+# Windows nodes: users' RDP, to the node that holds their desktop.
+rdp:
+  listen: 0.0.0.0:3389
+POOLGATE_EOF
+	fi
+}
+
+# 0640 root:poolgate: with highAvailability it holds the Redis key.
+if config | put "$root/etc/poolgate/poolgate.yaml" 0640; then restart=1; fi
 chgrp "$gid" "$root/etc/poolgate/poolgate.yaml"
 
 # The binary's URL (with its SAS token) stays root-only on the VM.
@@ -133,7 +178,7 @@ if [ -n "$mount_changed" ] || ! mountpoint -q "$root$keys"; then
 		umount "$root$keys"
 	fi
 	if ! mount "$root$keys" || ! mountpoint -q "$root$keys"; then
-		say "the keys share //__STORAGE_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ did not mount on $keys; without it nobody can log in (outbound TCP 445 blocked? see dmesg)"
+		say "the keys share //__KEYS_ACCOUNT__.file.core.windows.net/__KEYS_SHARE__ did not mount on $keys; without it nobody can log in (outbound TCP 445 blocked? see dmesg)"
 		exit 1
 	fi
 	restart=1

@@ -17,6 +17,7 @@
 # (/etc/profile.d/poolgate-share-links.sh). The users' SSH keys are not on
 # it: they are on a share that only the gateways mount.
 set -eu
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
 
 root=${POOLGATE_CONFIGURE_ROOT:-}
 share=/data/share
@@ -41,6 +42,7 @@ put() {
 	chmod "$2" "$1.new"
 	if [ -f "$1" ] && cmp -s "$1.new" "$1"; then
 		rm -f "$1.new"
+		chmod "$2" "$1"
 		return 1
 	fi
 	mv "$1.new" "$1"
@@ -70,6 +72,59 @@ if [ -n "$mount_changed" ] || ! mountpoint -q "$root$share"; then
 	fi
 fi
 mkdir -p "$root$share/notebooks"
+
+# Prometheus node_exporter, which poolgate scrapes for this node's CPU and
+# memory (load.metrics_port). It listens on the node's private address
+# only, never on 0.0.0.0, and the nodes' NSG lets only the gateway subnet
+# reach it. The address is looked up at each start (an instance that was
+# deallocated may come back with another one): the source address of the
+# route to the gateways' subnet. The wrapper and the drop-in come before
+# the package, so that its first start (by the package) binds there too.
+exporter_changed=
+install -d -m 0755 "$root/usr/local/sbin" "$root/etc/systemd/system/prometheus-node-exporter.service.d"
+if put "$root/usr/local/sbin/poolgate-node-exporter" 0755 <<'POOLGATE_EOF'
+#!/bin/sh
+# Written by poolgate-configure: node_exporter on this node's private
+# address, port __METRICS_PORT__. ARGS (more flags) comes from
+# /etc/default/prometheus-node-exporter, the unit's EnvironmentFile.
+set -eu
+addr=$(ip -4 -o route get __GATEWAY_SUBNET_ADDRESS__ | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+if [ -z "$addr" ]; then
+	echo "poolgate-node-exporter: no address on the route to the gateways (__GATEWAY_SUBNET_ADDRESS__); not listening" >&2
+	exit 1
+fi
+exec /usr/bin/prometheus-node-exporter --web.listen-address="$addr:__METRICS_PORT__" ${ARGS:-}
+POOLGATE_EOF
+then exporter_changed=1; fi
+if put "$root/etc/systemd/system/prometheus-node-exporter.service.d/10-poolgate.conf" 0644 <<'POOLGATE_EOF'
+# Written by poolgate-configure: listen on the private address only.
+[Unit]
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=
+ExecStart=/usr/local/sbin/poolgate-node-exporter
+RestartSec=5s
+POOLGATE_EOF
+then exporter_changed=1; fi
+if [ -n "$exporter_changed" ]; then
+	systemctl daemon-reload
+fi
+if [ ! -x "$root/usr/bin/prometheus-node-exporter" ]; then
+	if ! apt-get install -y -q prometheus-node-exporter >/dev/null && ! { apt-get update -q >/dev/null && apt-get install -y -q prometheus-node-exporter >/dev/null; }; then
+		say "could not install prometheus-node-exporter; poolgate places users on this node by its sessions alone"
+	fi
+	exporter_changed=1
+fi
+if [ -x "$root/usr/bin/prometheus-node-exporter" ]; then
+	systemctl enable prometheus-node-exporter
+	if [ -n "$exporter_changed" ]; then
+		systemctl restart prometheus-node-exporter
+	else
+		systemctl start prometheus-node-exporter
+	fi
+fi
 
 # JupyterHub on every node takes the same cookie secret, so a login stays
 # valid if a user is ever moved to another node. The hub's unit and config
