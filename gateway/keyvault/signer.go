@@ -95,7 +95,7 @@ func Open(ctx context.Context, vaultURL, name, version string, o Options) (*Sign
 	}
 	s := &Signer{client: client, vault: u.Host, name: name, o: o}
 	var bundle azkeys.KeyBundle
-	err = s.retry(ctx, o.OpenBudget, "fetching the public key", func(ctx context.Context) error {
+	err = s.retry(ctx, o.OpenBudget, "fetching the public key of", func(ctx context.Context) error {
 		resp, err := client.GetKey(ctx, name, version, nil)
 		bundle = resp.KeyBundle
 		return err
@@ -211,7 +211,7 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.Sig
 		return nil, fmt.Errorf("keyvault: digest of %d bytes for %s", len(digest), alg)
 	}
 	var result []byte
-	err = s.retry(ctx, s.o.Budget, "signing", func(ctx context.Context) error {
+	err = s.retry(ctx, s.o.Budget, "signing with", func(ctx context.Context) error {
 		resp, err := s.client.Sign(ctx, s.name, s.version, azkeys.SignParameters{Algorithm: &alg, Value: digest}, nil)
 		result = resp.Result
 		return err
