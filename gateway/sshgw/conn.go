@@ -32,6 +32,7 @@ const (
 	msgStillStart  = "poolgate: still starting a node (%s so far)...\n"
 	msgStarted     = "poolgate: node %s has started; logging you in.\n"
 	msgStartFailed = "poolgate: no node could be started for you in time. Please try again in a few minutes, or tell your administrator.\n"
+	msgCAFailed    = "poolgate: the gateway could not sign your login to the node (its certificate authority did not answer in time); please try again in a minute, or tell your administrator if this goes on.\n"
 )
 
 // How a user waiting for a starting node is kept: Acquire is retried every
@@ -255,6 +256,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		return &ssh.BannerError{Err: errSessionLimit, Message: fmt.Sprintf(msgTooMany, max)}
 	}
 	var avoid []string
+	var method ssh.AuthMethod // made once: a signature costs a round trip when the CA is in Key Vault
 	for {
 		start := time.Now()
 		lease, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)
@@ -281,11 +283,12 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		}
 		node := lease.Node()
 		log := c.log.With(zap.String("user", user), zap.String("node", node.Name))
-		method, err := auth()
-		if err != nil {
-			lease.Abort()
-			log.Error("preparing node login", zap.Error(err))
-			return err
+		if method == nil {
+			if method, err = auth(); err != nil {
+				lease.Abort()
+				log.Error("ssh login refused: signing the node login certificate failed", zap.Error(err))
+				return &ssh.BannerError{Err: err, Message: msgCAFailed}
+			}
 		}
 		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware))
 		if err == nil {
