@@ -25,6 +25,10 @@ type Config struct {
 	// or rediss:// for TLS (Azure Cache for Redis: rediss://:KEY@NAME.redis.cache.windows.net:6380).
 	// Empty: the state stays in this gateway's memory.
 	Redis string `yaml:"redis"`
+	// PasswordFile is a file holding the Redis password (its first line),
+	// so that poolgate.yaml holds no secret; it takes the place of a
+	// password in the URL. The file may not be readable by others.
+	PasswordFile string `yaml:"password_file"`
 	// LeaseTTL is how long a session outlives its gateway in the counts
 	// when the gateway dies without releasing it. Leases are refreshed
 	// every third of it. Default 30s.
@@ -60,6 +64,9 @@ var replicaRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // the URL's password.
 func (c Config) Validate() error {
 	if !c.Enabled() {
+		if c.PasswordFile != "" {
+			return errors.New("password_file: set without state.redis")
+		}
 		return nil
 	}
 	if _, err := redis.ParseURL(c.Redis); err != nil {
@@ -111,6 +118,11 @@ func New(cfg Config, grace time.Duration) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.PasswordFile != "" {
+		if opts.Password, err = readPassword(cfg.PasswordFile); err != nil {
+			return nil, fmt.Errorf("password_file: %w", err)
+		}
+	}
 	// Short timeouts and no retries: a login must never wait long on
 	// Redis; the balancer decides alone instead.
 	opts.DialTimeout = 500 * time.Millisecond
@@ -127,6 +139,28 @@ func New(cfg Config, grace time.Duration) (*Store, error) {
 		grace = balancer.DefaultAffinityGrace
 	}
 	return &Store{rdb: redis.NewClient(opts), prefix: cfg.Prefix, replica: replica, ttl: cfg.LeaseTTL, grace: grace, addr: opts.Addr}, nil
+}
+
+// readPassword reads the first line of a password file that others
+// cannot read.
+func readPassword(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		return "", fmt.Errorf("%s has mode %04o: others may read it; run chmod 600 %s (or 640 with the gateway's group)", path, st.Mode().Perm(), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	pw, _, _ := strings.Cut(string(data), "\n")
+	pw = strings.TrimRight(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pw, nil
 }
 
 func defaultReplica() string {

@@ -11,7 +11,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -23,7 +22,6 @@ import (
 	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
-	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
 const usage = `poolgate: a session-aware SSH and JupyterHub gateway for a pool of shared VMs
@@ -197,7 +195,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func cmdCAPubkey(args []string, stdout, stderr io.Writer) int {
 	fs := flags("ca-pubkey", stderr)
-	configPath := fs.String("config", "", "config file (only state_dir is used)")
+	configPath := fs.String("config", "", "config file (only state_dir and ca are used)")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -210,16 +208,14 @@ func cmdCAPubkey(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
 		return 1
 	}
-	if err := sshgw.EnsureStateDir(cfg.StateDir); err != nil {
-		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
-		return 1
-	}
-	ca, err := sshgw.LoadOrCreateKey(filepath.Join(cfg.StateDir, sshgw.UserCAFile), "poolgate-user-ca")
+	lines, err := app.CALines(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "poolgate ca-pubkey:", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, sshgw.AuthorizedCALine(ca))
+	for _, l := range lines {
+		fmt.Fprintln(stdout, l)
+	}
 	return 0
 }
 

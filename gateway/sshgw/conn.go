@@ -34,6 +34,7 @@ const (
 	msgStillStart  = "poolgate: still starting a node (%s so far)...\n"
 	msgStarted     = "poolgate: node %s has started; logging you in.\n"
 	msgStartFailed = "poolgate: no node could be started for you in time. Please try again in a few minutes, or tell your administrator.\n"
+	msgCAFailed    = "poolgate: the gateway could not sign your login to the node (its certificate authority did not answer in time); please try again in a minute, or tell your administrator if this goes on.\n"
 )
 
 // How a user waiting for a starting node is kept: Acquire is retried every
@@ -300,6 +301,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		}
 	}
 	var avoid []string
+	var method ssh.AuthMethod // made once: a signature costs a round trip when the CA is in Key Vault
 	for {
 		start := time.Now()
 		p, err := c.place(user, proven, avoid)
@@ -326,11 +328,12 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		}
 		node := p.node
 		log := c.log.With(zap.String("user", user), zap.String("node", node.Name))
-		method, err := auth()
-		if err != nil {
-			p.abort()
-			log.Error("preparing node login", zap.Error(err))
-			return err
+		if method == nil {
+			if method, err = auth(); err != nil {
+				p.abort()
+				log.Error("ssh login refused: signing the node login certificate failed", zap.Error(err))
+				return &ssh.BannerError{Err: err, Message: msgCAFailed}
+			}
 		}
 		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware, c.s.cfg.Algorithms.Ciphers))
 		if err == nil {

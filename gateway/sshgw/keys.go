@@ -33,7 +33,12 @@ type Keys struct {
 }
 
 // LoadKeys opens state_dir, creating it (0700) and any missing key (0600).
-func LoadKeys(stateDir string) (*Keys, error) {
+func LoadKeys(stateDir string) (*Keys, error) { return LoadKeysCA(stateDir, nil) }
+
+// LoadKeysCA is LoadKeys with the user CA given (a key in Azure Key
+// Vault, say): then no CA key file is read or created. A nil ca is the
+// file CA in state_dir.
+func LoadKeysCA(stateDir string, ca ssh.Signer) (*Keys, error) {
 	if err := EnsureStateDir(stateDir); err != nil {
 		return nil, err
 	}
@@ -41,9 +46,10 @@ func LoadKeys(stateDir string) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca, err := LoadOrCreateKey(filepath.Join(stateDir, UserCAFile), "poolgate-user-ca")
-	if err != nil {
-		return nil, err
+	if ca == nil {
+		if ca, err = LoadOrCreateKey(filepath.Join(stateDir, UserCAFile), "poolgate-user-ca"); err != nil {
+			return nil, err
+		}
 	}
 	pins, err := OpenPinStore(filepath.Join(stateDir, NodePinsFile))
 	if err != nil {

@@ -18,11 +18,17 @@ type Server struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	dir  string
+	// password, when set, is required of clients (requirepass).
+	password string
 }
 
 // Start runs redis-server on a free loopback port, stopped at the test's
 // end. Without redis-server it fails when CI is set and skips otherwise.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { t.Helper(); return StartWithPassword(t, "") }
+
+// StartWithPassword is Start with a password that clients must give
+// (redis-server's requirepass); "" needs none.
+func StartWithPassword(t testing.TB, password string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		msg := "redis-server is needed (Debian package redis-server; .ci/run installs it)"
@@ -37,7 +43,7 @@ func Start(t testing.TB) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	s := &Server{t: t, Port: port, dir: t.TempDir()}
+	s := &Server{t: t, Port: port, dir: t.TempDir(), password: password}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -48,8 +54,12 @@ func (s *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.P
 
 func (s *Server) start() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning")
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning"}
+	if s.password != "" {
+		args = append(args, "--requirepass", s.password)
+	}
+	s.cmd = exec.Command("redis-server", args...)
 	var out strings.Builder
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
 	if err := s.cmd.Start(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/gateway/keyvault"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -24,7 +25,8 @@ import (
 type Option func(*options)
 
 type options struct {
-	azure azure.Options
+	azure    azure.Options
+	keyVault keyvault.Options
 }
 
 // WithAzure gives discovery.azure a credential, transport and retry
@@ -55,14 +57,20 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		opt(&o)
 	}
 	g = &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	built := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
-			g.closeBuilt()
+			built.closeBuilt()
 		}
 	}()
-	if g.keys, err = sshgw.LoadKeys(cfg.StateDir); err != nil {
+	ca, caDesc, err := buildCA(context.Background(), cfg, o.keyVault)
+	if err != nil {
+		return nil, err
+	}
+	if g.keys, err = sshgw.LoadKeysCA(cfg.StateDir, ca); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
+	log.Info("user CA ready", zap.String("ca", caDesc))
 	if err = g.openSharedState(); err != nil {
 		return nil, err
 	}

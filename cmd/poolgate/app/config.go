@@ -41,6 +41,8 @@ type Config struct {
 	State redisstate.Config `yaml:"state"`
 	// Load places users by the nodes' measured CPU, memory and GPU use.
 	Load LoadSection `yaml:"load"`
+	// CA is where the SSH user CA key lives: state_dir, or Key Vault.
+	CA CASection `yaml:"ca"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -71,7 +73,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)
