@@ -82,7 +82,7 @@ func newFakeHub(t *testing.T, name string, tlsHub bool) *fakeHub {
 			brw.Flush()
 		}
 	})
-	mux.HandleFunc("/user/{user}/events", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/user/{user}/api/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "data: %s\n\n", name)
 		http.NewResponseController(w).Flush()
