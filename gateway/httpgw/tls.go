@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -272,7 +273,11 @@ func (l *sniffListener) answerPlain(c net.Conn, br *bufio.Reader, lr *io.Limited
 	if !validHost(host) {
 		host = l.Addr().String()
 	}
-	loc := "https://" + host + req.URL.RequestURI()
+	uri := req.URL.RequestURI()
+	if !strings.HasPrefix(uri, "/") || strings.HasPrefix(uri, "//") {
+		uri = "/" // "*", an absolute URL's oddities: the site's root
+	}
+	loc := "https://" + host + uri
 	body := "This port speaks HTTPS: " + loc + "\n"
 	fmt.Fprintf(c, "HTTP/1.1 308 Permanent Redirect\r\nLocation: %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", loc, len(body), body)
 }
