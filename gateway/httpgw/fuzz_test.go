@@ -75,4 +75,3 @@ func FuzzLoadHubPins(f *testing.F) {
 		_ = p.check("node-1", []byte("der"))
 	})
 }
-

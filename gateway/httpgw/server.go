@@ -420,7 +420,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 func (s *Server) modifyResponse(resp *http.Response) error {
 	st := resp.Request.Context().Value(ctxKey{}).(*reqState)
 	st.status = resp.StatusCode
-	resp.Header.Del("Server") // the hub's software and version are its own business
+	resp.Header.Del("Server")                    // the hub's software and version are its own business
 	resp.Header.Del("Strict-Transport-Security") // the gateway's own is set in ServeHTTP
 	switch {
 	case st.user == "":

@@ -115,7 +115,7 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 		IdleConnTimeout:     hubIdleTimeout,
 		TLSHandshakeTimeout: cfg.UpstreamTimeout,
 		// Jupyter speaks HTTP/1.1; WebSocket upgrades need it.
-		ForceAttemptHTTP2:  false,
+		ForceAttemptHTTP2:      false,
 		DisableCompression:     true, // pass the browser's Accept-Encoding through
 		MaxResponseHeaderBytes: maxHubHeader,
 	}
