@@ -16,9 +16,10 @@ import (
 //     name must not read the API through the admin's browser. IP literals
 //     are always accepted; they cannot be rebound.
 //   - state-changing requests (any method but GET, HEAD and OPTIONS) that
-//     a browser marks as coming from another site: an Origin other than
-//     the API's own, or Sec-Fetch-Site other than same-origin or none
-//     (403). The CLI and curl send neither header and pass.
+//     a browser marks as coming from another site: Sec-Fetch-Site other
+//     than same-origin or none, or, from a browser that does not send
+//     it, an Origin other than the API's own (403). The CLI and curl
+//     send neither header and pass.
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.hostAllowed(r.Host) {
@@ -67,8 +68,13 @@ func (s *Server) hostAllowed(hostport string) bool {
 // crossSite says why a state-changing request came from another site, or
 // "" when it did not (or is not from a browser).
 func crossSite(r *http.Request) string {
+	// A browser that sends Sec-Fetch-Site (no page can set it) is
+	// believed: the sign-in form's POST has Origin "null", since the pages
+	// are served with Referrer-Policy no-referrer.
 	switch site := r.Header.Get("Sec-Fetch-Site"); site {
-	case "", "same-origin", "none":
+	case "same-origin", "none":
+		return ""
+	case "":
 	default:
 		return "Sec-Fetch-Site is " + site
 	}

@@ -44,6 +44,8 @@ func TestCrossSiteStateChangesAreRefused(t *testing.T) {
 	// The dashboard's own requests, the CLI and curl (neither header).
 	for _, hdr := range []map[string]string{
 		{"Origin": "http://127.0.0.1:9090", "Sec-Fetch-Site": "same-origin"},
+		{"Origin": "http://127.0.0.1:9090"},
+		{"Origin": "null", "Sec-Fetch-Site": "same-origin"}, // the sign-in form: Referrer-Policy no-referrer
 		{},
 	} {
 		if code := post("/api/nodes/node-1/drain", hdr); code != 200 {
