@@ -51,14 +51,16 @@ func (t *tracker) nodeOf(user string) (balancer.Node, bool) {
 
 // confirm counts one proven request or stream of user, answered by node:
 // it returns the user's session, taking a lease on node when they have
-// none there (a session on a node that can no longer serve browsers, or
-// on another node, is replaced), and counts one in flight. The caller
+// none there (a session on another node, say one that went down, is
+// replaced), and counts one in flight. The caller
 // ends it with end.
 func (t *tracker) confirm(user string, node balancer.Node, client string) (*session, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.byUser[user]
-	if s != nil && (s.node.Name != node.Name || !t.bal.Usable(s.node.Name, balancer.HTTP)) {
+	// node was checked usable when the request was routed to it, so a
+	// session there needs no second look.
+	if s != nil && s.node.Name != node.Name {
 		delete(t.byUser, user)
 		s.detached = true
 		if s.active == 0 {
