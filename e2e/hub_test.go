@@ -42,10 +42,12 @@ const (
 )
 
 // landing is where a user's browser lands once the hub started their
-// server with app.
+// server with app: a page the server guards with a redirect to the hub's
+// OAuth, so the browser gets the server's cookie (jupyter_server's API
+// answers 403 instead, and it has no /tree of its own).
 func landing(app string) string {
 	if app == serverApp {
-		return "/api/status"
+		return "/files/NODE"
 	}
 	return "/tree"
 }

@@ -98,9 +98,6 @@ func TestJupyterServerThroughGateway(t *testing.T) {
 	for _, u := range users {
 		tb := b.session()
 		tb.loginTo(u, landing(serverApp))
-		if got := tb.text(`document.body.innerText`); !strings.Contains(got, "started") {
-			t.Fatalf("%s's landing page (jupyter_server's /api/status): %q", u, got)
-		}
 		node := ""
 		for _, s := range p.gw.Balancer().Sessions() {
 			if s.User == u && s.Protocol == balancer.HTTP {
