@@ -47,7 +47,7 @@ const (
 // answers 403 instead, and it has no /tree of its own).
 func landing(app string) string {
 	if app == serverApp {
-		return "/files/NODE"
+		return "/files/node.html"
 	}
 	return "/tree"
 }
@@ -71,6 +71,11 @@ func launchHubApp(t *testing.T, name, ip string, users []string, app string) (*h
 			return nil, err
 		}
 		if err := os.WriteFile(filepath.Join(home, "node.ipynb"), []byte(nodeNotebook), 0o644); err != nil {
+			return nil, err
+		}
+		// A page (a browser shows it rather than downloading it) that
+		// jupyter_server's users land on.
+		if err := os.WriteFile(filepath.Join(home, "node.html"), []byte("<!doctype html><title>"+name+"</title><p id=node>"+name+"</p>\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
