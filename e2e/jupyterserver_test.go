@@ -107,6 +107,10 @@ func TestJupyterServerThroughGateway(t *testing.T) {
 		if node == "" {
 			t.Fatalf("%s logged in through the gateway and is not counted", u)
 		}
+		// /files/ pages are sandboxed and the API's answers forbid
+		// connections (CSP default-src 'none'); the server's own error
+		// page is an ordinary page of its origin.
+		tb.do("open a page of "+u+"'s server", chromedp.Navigate(base+"/user/"+u+"/poolgate-e2e"))
 		ctx, cancel := context.WithTimeout(tb.ctx, 60*time.Second)
 		out, err := chromedp.Run(ctx, chromedp.Evaluate[string](kernelJS, chromedp.EvalAwaitPromise))
 		cancel()
