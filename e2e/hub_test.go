@@ -32,9 +32,35 @@ const nodeNotebook = `{"cells": [{"cell_type": "code", "execution_count": null, 
  "nbformat": 4, "nbformat_minor": 5}
 `
 
-// launchHub starts a hub and waits until /hub/health answers 200. It may
-// run off the test goroutine, so it returns errors rather than failing t.
+// Single-user servers a hub can start (JUPYTERHUB_SINGLEUSER_APP): the
+// classic notebook, and jupyter_server (Debian python3-jupyter-server, the
+// backend of JupyterLab and Notebook 7 that current DSVMs ship), which has
+// no /tree page of its own.
+const (
+	classicApp = "notebook.notebookapp.NotebookApp"
+	serverApp  = "jupyter_server.serverapp.ServerApp"
+)
+
+// landing is where a user's browser lands once the hub started their
+// server with app: a page the server guards with a redirect to the hub's
+// OAuth, so the browser gets the server's cookie (jupyter_server's API
+// answers 403 instead, and it has no /tree of its own).
+func landing(app string) string {
+	if app == serverApp {
+		return "/files/node.html"
+	}
+	return "/tree"
+}
+
+// launchHub starts a hub whose users get the classic notebook.
 func launchHub(t *testing.T, name, ip string, users []string) (*hub, error) {
+	return launchHubApp(t, name, ip, users, classicApp)
+}
+
+// launchHubApp starts a hub whose single-user servers run app and waits
+// until /hub/health answers 200. It may run off the test goroutine, so it
+// returns errors rather than failing t.
+func launchHubApp(t *testing.T, name, ip string, users []string, app string) (*hub, error) {
 	h := &hub{name: name, addr: ip + ":8000", dir: t.TempDir()}
 	for _, u := range users {
 		home := filepath.Join(h.dir, "home", u)
@@ -45,6 +71,11 @@ func launchHub(t *testing.T, name, ip string, users []string) (*hub, error) {
 			return nil, err
 		}
 		if err := os.WriteFile(filepath.Join(home, "node.ipynb"), []byte(nodeNotebook), 0o644); err != nil {
+			return nil, err
+		}
+		// A page (a browser shows it rather than downloading it) that
+		// jupyter_server's users land on.
+		if err := os.WriteFile(filepath.Join(home, "node.html"), []byte("<!doctype html><title>"+name+"</title><p id=node>"+name+"</p>\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -60,10 +91,11 @@ c.JupyterHub.authenticator_class = 'dummy'
 c.JupyterHub.spawner_class = 'simple'
 c.SimpleLocalProcessSpawner.home_dir_template = '%[2]s/home/{username}'
 c.Spawner.args = ['--allow-root']
-c.Spawner.default_url = '/tree'
+c.Spawner.default_url = '%[3]s'
+c.Spawner.environment = {'JUPYTERHUB_SINGLEUSER_APP': '%[4]s'}
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
-`, ip, h.dir)
+`, ip, h.dir, landing(app), app)
 	cfgPath := filepath.Join(h.dir, "jupyterhub_config.py")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -111,6 +111,13 @@ func (s *tab) text(expr string) string {
 // until the hub has started the user's server and shows its file tree.
 func (s *tab) login(user string) {
 	s.b.t.Helper()
+	s.loginTo(user, "/tree")
+}
+
+// loginTo signs in and waits until the browser is at the user's server's
+// page land (its default_url).
+func (s *tab) loginTo(user, land string) {
+	s.b.t.Helper()
 	s.do("login page for "+user,
 		chromedp.Navigate(s.b.base+"/hub/login"),
 		chromedp.WaitVisible(chromedp.CSS("#username_input")),
@@ -118,7 +125,7 @@ func (s *tab) login(user string) {
 		chromedp.SendKeys(chromedp.CSS("#password_input"), "any password"),
 		chromedp.Click(chromedp.CSS("#login_submit")),
 	)
-	s.until(user+"'s server started", `location.pathname.startsWith("/user/`+user+`/tree") && document.readyState === "complete"`, 90*time.Second)
+	s.until(user+"'s server started", `location.pathname.startsWith("/user/`+user+land+`") && document.readyState === "complete"`, 90*time.Second)
 }
 
 // node reads NODE from the user's home, through the gateway: the name of

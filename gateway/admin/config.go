@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 )
 
 // Config is the YAML section "admin".
@@ -16,6 +17,11 @@ type Config struct {
 	// ReadTokenFile holds a token that may only read (for dashboards and
 	// monitoring). Optional.
 	ReadTokenFile string `yaml:"read_token_file"`
+	// Hosts are further host names the API answers for (the Host header
+	// of a request), beyond the listen address, loopback names and IP
+	// literals: e.g. the gateway's DNS name when ops reach the API by it.
+	// Other names get 421, so a rebound DNS name cannot reach the API.
+	Hosts []string `yaml:"hosts"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -40,6 +46,11 @@ func (c Config) Validate() error {
 	}
 	if !IsLoopback(host) && c.TokenFile == "" {
 		return fmt.Errorf("token_file: required when listen (%s) is not a loopback address: the admin API can drain nodes", c.Listen)
+	}
+	for i, h := range c.Hosts {
+		if h == "" || strings.ContainsAny(h, ":/ ") {
+			return fmt.Errorf("hosts[%d]: %q is not a host name (no port, scheme or path)", i, h)
+		}
 	}
 	if c.ReadTokenFile != "" && c.TokenFile == "" {
 		return fmt.Errorf("read_token_file: set token_file too: without it the API is open and a read-only token means nothing")

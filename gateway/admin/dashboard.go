@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // The dashboard is one self-contained page (no CDN): it polls /api/nodes.
@@ -17,9 +18,11 @@ var loginHTML string
 
 var loginPage = template.Must(template.New("login").Parse(loginHTML))
 
-// cookieName carries the admin token for browsers, which cannot send a
-// bearer header when they load a page. It is HttpOnly and SameSite=Strict,
-// so no other site's page can use it to drain a node.
+// cookieName carries the dashboard's sign-in for browsers, which cannot
+// send a bearer header when they load a page: an opaque session
+// (session.go), never the token. It is HttpOnly and SameSite=Strict, so
+// no other site's page can use it to drain a node; browsers send it to
+// every port of the host, so the HTTP gateway strips it before a hub.
 const cookieName = "poolgate_admin"
 
 // pageHeaders are sent with the HTML pages.
@@ -65,7 +68,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: tok, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		Name: cookieName, Value: s.sess.issue(s.levelOf([]byte(tok))), Path: "/", MaxAge: int(sessionTTL / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
 	http.Redirect(w, r, "./", http.StatusSeeOther)
 }

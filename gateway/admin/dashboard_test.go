@@ -15,7 +15,7 @@ func TestDashboardOpenOnLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	s.Handler().ServeHTTP(rec, localRequest("GET", "/", nil))
 	body := rec.Body.String()
 	if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || !strings.Contains(body, "api/nodes") {
 		t.Fatalf("GET /: %d %q", rec.Code, rec.Header().Get("Content-Type"))
@@ -38,7 +38,7 @@ func TestDashboardSignIn(t *testing.T) {
 	}
 	h := s.Handler()
 	get := func(path string, c *http.Cookie) *httptest.ResponseRecorder {
-		req := httptest.NewRequest("GET", path, nil)
+		req := localRequest("GET", path, nil)
 		if c != nil {
 			req.AddCookie(c)
 		}
@@ -47,7 +47,7 @@ func TestDashboardSignIn(t *testing.T) {
 		return rec
 	}
 	post := func(path, form string, c *http.Cookie) *httptest.ResponseRecorder {
-		req := httptest.NewRequest("POST", path, strings.NewReader(form))
+		req := localRequest("POST", path, strings.NewReader(form))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if c != nil {
 			req.AddCookie(c)

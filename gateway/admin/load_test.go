@@ -24,7 +24,7 @@ func TestAPIShowsLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/nodes", nil))
+	s.Handler().ServeHTTP(rec, localRequest("GET", "/api/nodes", nil))
 	// The raw JSON, as the contract writes it.
 	var raw struct {
 		Nodes []struct {
@@ -52,7 +52,7 @@ func TestAPIShowsLoad(t *testing.T) {
 	}
 
 	rec = httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/load", nil))
+	s.Handler().ServeHTTP(rec, localRequest("GET", "/api/load", nil))
 	var hist LoadHistoryJSON
 	if err := json.Unmarshal(rec.Body.Bytes(), &hist); err != nil || rec.Code != 200 {
 		t.Fatalf("/api/load: %d %s", rec.Code, rec.Body)

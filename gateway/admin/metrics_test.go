@@ -12,7 +12,7 @@ import (
 
 func scrape(t *testing.T, s *Server, token string) (int, string) {
 	t.Helper()
-	req := httptest.NewRequest("GET", "/metrics", nil)
+	req := localRequest("GET", "/metrics", nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

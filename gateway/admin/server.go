@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -83,11 +84,21 @@ type Server struct {
 	readTok   []byte
 	startedAt time.Time
 	metrics   http.Handler // nil: no /metrics
+	sess      sessions     // the dashboard's sign-in cookie
+	// listenHost and hosts are the names the API answers for (guard.go).
+	listenHost string
+	hosts      []string
 }
 
 // New reads the token files and returns the API.
 func New(cfg Config, pool Pool, opts Options) (*Server, error) {
-	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, log: opts.Logger, startedAt: time.Now()}
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
+		s.listenHost = strings.ToLower(host)
+	}
+	for _, h := range cfg.Hosts {
+		s.hosts = append(s.hosts, strings.ToLower(strings.TrimSuffix(h, ".")))
+	}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -139,7 +150,7 @@ func (s *Server) accessOf(r *http.Request) access {
 		return s.levelOf([]byte(strings.TrimSpace(got)))
 	}
 	if c, err := r.Cookie(cookieName); err == nil {
-		return s.levelOf([]byte(c.Value))
+		return s.sess.check(c.Value)
 	}
 	return noAccess
 }
@@ -183,7 +194,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
-	return mux
+	return s.guard(mux)
 }
 
 func (s *Server) unauthorized(w http.ResponseWriter) {

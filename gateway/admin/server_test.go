@@ -32,7 +32,7 @@ func testPool(t *testing.T) *balancer.Balancer {
 
 func do(t *testing.T, h http.Handler, method, path, token string) (int, map[string]any) {
 	t.Helper()
-	req := httptest.NewRequest(method, path, nil)
+	req := localRequest(method, path, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

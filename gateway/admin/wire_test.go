@@ -33,7 +33,7 @@ func TestAnswersAreTheWireTypes(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+			h.ServeHTTP(rec, localRequest(tc.method, tc.path, nil))
 			dec := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(tc.into); err != nil {

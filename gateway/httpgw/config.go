@@ -53,6 +53,10 @@ type Config struct {
 	// AccessLog logs one line per request (user, node, method, path
 	// without query, status, duration). Default true.
 	AccessLog *bool `yaml:"access_log"`
+	// HSTSMaxAge is the max-age of the Strict-Transport-Security header
+	// sent with every HTTPS answer. Default one year (8760h); 0 sends no
+	// header. Ignored without TLS.
+	HSTSMaxAge *time.Duration `yaml:"hsts_max_age"`
 }
 
 func boolPtr(b bool) *bool { return &b }
@@ -67,6 +71,10 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AccessLog == nil {
 		c.AccessLog = boolPtr(true)
+	}
+	if c.HSTSMaxAge == nil {
+		year := 365 * 24 * time.Hour
+		c.HSTSMaxAge = &year
 	}
 	if c.UpstreamTimeout == 0 {
 		c.UpstreamTimeout = 10 * time.Second
@@ -117,6 +125,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max_login_form: must be positive, got %d", c.MaxLoginForm)
 	case c.ReadHeaderTimeout < 0:
 		return fmt.Errorf("read_header_timeout: must be positive, got %s", c.ReadHeaderTimeout)
+	case c.HSTSMaxAge != nil && *c.HSTSMaxAge < 0:
+		return fmt.Errorf("hsts_max_age: must be 0 (no header) or more, got %s", *c.HSTSMaxAge)
 	case c.IdleTimeout < 0:
 		return fmt.Errorf("idle_timeout: must be positive, got %s", c.IdleTimeout)
 	}

@@ -4,11 +4,13 @@
 // signed affinity cookie), asks the balancer for that user's node and
 // reverse-proxies HTTP, WebSocket and server-sent events to the node's hub.
 //
-// A user's browser activity is one HTTP session on their node, live while
-// any WebSocket or event stream of theirs is open or a request came within
-// the idle window. Sessions start only once the hub has shown the user is
-// logged in (a login that set cookies, or a 2xx/101 answer for a request
-// of theirs), so anonymous requests naming a user cannot inflate counts.
+// A proven user's browser activity is one HTTP session on their node,
+// live while a proven WebSocket or stream of theirs is open or a proven
+// request came within the idle window. A request is routed by the user it
+// names, but takes or extends a session (a lease, a pin) or wakes a node
+// only on an answer of the user's node that proves them (proof.go): a
+// login that set the hub's login cookie, a 2xx of their own server on a
+// guarded path, an accepted WebSocket. Anonymous requests count nothing.
 //
 // It takes the balancer through the [Balancer] interface it declares, and
 // everything else it needs through [Options].

@@ -60,7 +60,15 @@ func newFakeHub(t *testing.T, name string, tlsHub bool) *fakeHub {
 		}
 		fmt.Fprintf(w, "%s home of %s", name, strings.TrimPrefix(c.Value, name+":"))
 	})
-	mux.HandleFunc("/hub/anon", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, name) })
+	mux.HandleFunc("/hub/anon", func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.seen = r.Header.Clone()
+		h.mu.Unlock()
+		// As Tornado does; the gateway must not pass either on.
+		w.Header().Set("Server", "TornadoServer/6.2")
+		w.Header().Set("Strict-Transport-Security", "max-age=1")
+		fmt.Fprint(w, name)
+	})
 	mux.HandleFunc("/user/{user}/ws", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want upgrade", 400)
@@ -82,7 +90,7 @@ func newFakeHub(t *testing.T, name string, tlsHub bool) *fakeHub {
 			brw.Flush()
 		}
 	})
-	mux.HandleFunc("/user/{user}/events", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/user/{user}/api/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "data: %s\n\n", name)
 		http.NewResponseController(w).Flush()

@@ -18,6 +18,19 @@ import (
 // hubIdleTimeout is how long an idle connection to a hub is kept.
 const hubIdleTimeout = 90 * time.Second
 
+// maxHubHeader bounds the bytes a hub may send before its answer's body
+// (every 1xx head and the final head together), and max1xx the
+// informational answers it may send before the final one.
+const (
+	maxHubHeader = 1 << 20
+	max1xx       = 5
+)
+
+var (
+	errHubHeaderTooLarge = fmt.Errorf("hub's response header is larger than %d bytes", maxHubHeader)
+	errHubToo1xx         = fmt.Errorf("hub sent more than %d informational (1xx) answers", max1xx)
+)
+
 // hubTransport carries requests to the hubs. Ordinary reads (GET and HEAD
 // without a body or an upgrade: static files, API polls, most of
 // Jupyter's traffic) are written and answered on the caller's goroutine
@@ -49,10 +62,20 @@ type hubConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	nread  int64     // bytes read so far, to tell a dead idle connection
+	limit  int64     // while reading a head: nread may not pass it; 0 = no limit
 	idleAt time.Time // when it went back to the pool
 }
 
 func (c *hubConn) Read(p []byte) (int, error) {
+	if c.limit > 0 {
+		left := c.limit - c.nread
+		if left <= 0 {
+			return 0, errHubHeaderTooLarge
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
 	n, err := c.nc.Read(p)
 	c.nread += int64(n)
 	return n, err
@@ -123,7 +146,11 @@ func (t *hubTransport) exchange(addr string, c *hubConn, r *http.Request) (resp 
 	if err := c.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	for {
+	c.limit = before + maxHubHeader
+	for n1xx := 0; ; n1xx++ {
+		if n1xx > max1xx {
+			return fail(errHubToo1xx)
+		}
 		resp, err = http.ReadResponse(c.br, r)
 		if err != nil {
 			if c.nread == before {
@@ -137,6 +164,7 @@ func (t *hubTransport) exchange(addr string, c *hubConn, r *http.Request) (resp 
 			break
 		}
 	}
+	c.limit = 0
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("hub switched protocols unasked"))
 	}
@@ -206,7 +234,10 @@ func (t *hubTransport) get(addr string) (c *hubConn, reused bool) {
 		c = list[len(list)-1]
 		list[len(list)-1] = nil
 		list = list[:len(list)-1]
-		if time.Since(c.idleAt) < hubIdleTimeout {
+		// A hub that sent bytes on an idle connection (a late answer, an
+		// error page, a close) must not have them taken for the next
+		// request's answer.
+		if time.Since(c.idleAt) < hubIdleTimeout && !c.dirty() {
 			t.idle[addr] = list
 			return c, true
 		}

@@ -37,7 +37,7 @@ func TestHubDialAsksNoSharedState(t *testing.T) {
 		return sharedViewBalancer{Balancer: b, views: &views}
 	})
 	for _, u := range []string{"alice", "bob", "carol"} {
-		if code, body, _ := e.get(e.browser(), "/user/"+u+"/"); code != 200 {
+		if code, body, _ := e.get(e.browser(), "/user/"+u+"/tree"); code != 200 {
 			t.Fatalf("%s through pinned TLS hubs: %d %q", u, code, body)
 		}
 	}
@@ -48,7 +48,7 @@ func TestHubDialAsksNoSharedState(t *testing.T) {
 
 func TestUpstreamTLSPinning(t *testing.T) {
 	e := newEnv(t, Config{}, true)
-	if code, body, _ := e.get(e.browser(), "/user/alice/"); code != 200 || !strings.HasPrefix(body, "node-") {
+	if code, body, _ := e.get(e.browser(), "/user/alice/tree"); code != 200 || !strings.HasPrefix(body, "node-") {
 		t.Fatalf("through pinned TLS hubs: %d %q", code, body)
 	}
 	data, err := os.ReadFile(filepath.Join(e.gw.stateDirForTest(), "http_hub_pins.json"))
@@ -77,7 +77,7 @@ func TestUpstreamTLSPinning(t *testing.T) {
 		pinned[h] = "sha256:" + strings.Repeat("00", 32)
 	}
 	e2 := newEnv(t, Config{UpstreamPins: pinned}, true)
-	if code, body, _ := e2.get(e2.browser(), "/user/alice/"); code != 503 || !strings.Contains(body, "not answering") {
+	if code, body, _ := e2.get(e2.browser(), "/user/alice/tree"); code != 503 || !strings.Contains(body, "not answering") {
 		t.Fatalf("wrong pin: %d %q", code, body)
 	}
 	if e2.logs.FilterMessage("hub did not answer").Len() == 0 {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -47,6 +48,12 @@ type Balancer interface {
 	Usable(name string, proto balancer.Protocol) bool
 	// Route names the node for a request that belongs to no user yet.
 	Route(proto balancer.Protocol, prefer string) (balancer.Node, error)
+	// Pinned names the node the user is pinned to, if any, without
+	// taking anything, from local state only: requests that have not
+	// proven their user are routed with it.
+	Pinned(user string, proto balancer.Protocol) (balancer.Node, bool)
+	// NodeNames lists the node set's names, from local state.
+	NodeNames() []string
 	// HubNode names the node whose hub listens on addr, "" for none, for
 	// certificate pinning on every new connection to a hub. It must
 	// answer from local state: a call to shared state here would sit on
@@ -81,6 +88,7 @@ type Server struct {
 	tlsConfig *tls.Config
 	certEvery time.Duration
 	srv       *http.Server
+	hsts      string // Strict-Transport-Security value; "" sends none
 
 	base     context.Context // parent of every request; cancelled by Close
 	cancel   context.CancelFunc
@@ -132,13 +140,16 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		if err := s.setupTLS(opts.StateDir); err != nil {
 			return nil, err
 		}
+		if age := *cfg.HSTSMaxAge; age > 0 {
+			s.hsts = "max-age=" + strconv.FormatInt(int64(age/time.Second), 10)
+		}
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 		// TLS handshake failures from scanners are noise at info level.
 		ErrorLog: mustStdLog(s.log, zap.DebugLevel),
@@ -178,6 +189,9 @@ func (s *Server) setupTLS(stateDir string) error {
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.certs.getCertificate,
 		NextProtos:     []string{"h2", "http/1.1"},
+		// TLS 1.2 with forward secrecy and AEAD only: no CBC (LUCKY13),
+		// no RSA key exchange. TLS 1.3's suites are all AEAD and fixed.
+		CipherSuites: aeadSuites,
 	}
 	return nil
 }
@@ -267,13 +281,16 @@ type ctxKey struct{}
 
 type reqState struct {
 	user      string
+	pathUser  bool // user came from the /user/<name>/ path
 	node      balancer.Node
 	aff       affinity
 	affOK     bool
 	login     bool // POST /hub/login naming user
 	logout    bool
 	status    int
-	confirmed bool
+	confirmed bool     // the node's answer proved user (proof.go)
+	sess      *session // the proven session this request counts in
+	client    string
 }
 
 func isLoginPath(p string) bool  { return p == "/hub/login" }
@@ -285,8 +302,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	start := s.now()
-	st := &reqState{}
+	st := &reqState{client: r.RemoteAddr}
 	defer func() { s.accessLog(r, st, start) }()
+	if s.hsts != "" {
+		w.Header().Set("Strict-Transport-Security", s.hsts)
+	}
 
 	user, err := userFromPath(r.URL.EscapedPath())
 	if err != nil {
@@ -294,6 +314,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writePage(w, page{Status: st.status, Title: "Bad request", Message: "The address names a user in a form JupyterHub does not allow."})
 		return
 	}
+	st.pathUser = user != ""
 	cookieUser, affRaw := scanCookies(r.Header["Cookie"], AffinityCookie)
 	if affRaw != "" {
 		st.aff, err = s.cookies.decode(affRaw, start)
@@ -307,7 +328,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return
 		}
-		if user == "" && formUser != "" {
+		if formUser != "" {
+			// The hub logs in whom the form names.
 			user, st.login = formUser, true
 		}
 	}
@@ -316,27 +338,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.logout = isLogoutPath(r.URL.Path)
 	st.user = user
-
-	if user != "" {
-		sess, err := s.track.begin(user, r.RemoteAddr)
-		if err != nil {
-			s.unavailable(w, st, "")
-			return
+	defer func() {
+		if st.sess != nil {
+			s.track.end(st.sess)
 		}
-		st.node = sess.node
-		defer func() { s.track.end(sess, st.confirmed) }()
-	} else {
+	}()
+
+	// Route by what the request names, taking nothing: a lease or pin
+	// comes only once the node's answer proves the user (modifyResponse).
+	var node balancer.Node
+	ok := false
+	if user != "" {
+		if node, ok = s.track.nodeOf(user); !ok {
+			node, ok = s.bal.Pinned(user, balancer.HTTP)
+		}
+	}
+	if !ok {
 		prefer := ""
 		if st.affOK {
 			prefer = st.aff.Node
 		}
-		node, err := s.bal.Route(balancer.HTTP, prefer)
+		node, err = s.bal.Route(balancer.HTTP, prefer)
 		if err != nil {
-			s.unavailable(w, st, "")
+			// Only a browser the gateway saw proven (its signed cookie
+			// names a user) may wake a node: scanners must not.
+			s.unavailable(w, st, "", st.affOK && st.aff.User != "")
 			return
 		}
-		st.node = node
 	}
+	st.node = node
+	s.stripAdminCookie(r)
 	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
@@ -388,14 +419,23 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 func (s *Server) modifyResponse(resp *http.Response) error {
 	st := resp.Request.Context().Value(ctxKey{}).(*reqState)
 	st.status = resp.StatusCode
-	code := resp.StatusCode
-	ok := code == http.StatusSwitchingProtocols || (code >= 200 && code < 300) || code == http.StatusNotModified
-	if st.login {
-		// A successful login redirects and sets the hub's login cookie; a
-		// failed one shows the form again.
-		ok = code >= 300 && code < 400 && len(resp.Header["Set-Cookie"]) > 0
+	resp.Header.Del("Server")                    // the hub's software and version are its own business
+	resp.Header.Del("Strict-Transport-Security") // the gateway's own is set in ServeHTTP
+	switch {
+	case st.user == "":
+	case st.login:
+		st.confirmed = loginProven(resp)
+	case st.pathUser:
+		st.confirmed = serverProven(resp.StatusCode, restOfUserPath(resp.Request.URL.EscapedPath()))
 	}
-	st.confirmed = ok && st.user != ""
+	if st.confirmed {
+		sess, err := s.track.confirm(st.user, st.node, st.client)
+		if err != nil {
+			s.log.Warn("could not count a proven user's session", zap.String("user", st.user), zap.String("node", st.node.Name), zap.Error(err))
+		} else {
+			st.sess = sess
+		}
+	}
 
 	cookieUser := ""
 	if st.affOK {
@@ -429,10 +469,12 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.log.Warn("hub did not answer", zap.String("node", st.node.Name), zap.String("user", st.user), zap.Error(err))
-	s.unavailable(w, st, st.node.Name)
+	s.unavailable(w, st, st.node.Name, false)
 }
 
-func (s *Server) unavailable(w http.ResponseWriter, st *reqState, node string) {
+// unavailable answers 503; mayStart lets a browser whose user the
+// gateway has seen proven start a node (scale from zero).
+func (s *Server) unavailable(w http.ResponseWriter, st *reqState, node string, mayStart bool) {
 	st.status = http.StatusServiceUnavailable
 	p := page{Status: st.status, Retry: 10, Title: "No node available",
 		Message: "No node in the pool can take your session right now. Nodes may be starting or under maintenance."}
@@ -440,7 +482,7 @@ func (s *Server) unavailable(w http.ResponseWriter, st *reqState, node string) {
 	case node != "":
 		p.Title = "Your node is not responding"
 		p.Message = "The node running your JupyterHub (" + node + ") is not answering. If it stays down, you will be moved to another node."
-	case s.starter != nil:
+	case s.starter != nil && mayStart:
 		if _, ok := s.starter.StartNode(); ok {
 			p.Title = "Starting a node for you"
 			p.Message = "No node in the pool is running, so one is being started for you. This usually takes 2 to 5 minutes; keep this page open and JupyterHub will open when the node is ready."
@@ -453,11 +495,12 @@ func (s *Server) accessLog(r *http.Request, st *reqState, start time.Time) {
 	if !*s.cfg.AccessLog {
 		return
 	}
-	// The path only: queries can carry tokens (?token=…). Cookies and
-	// form fields are never logged.
+	// The path only, escaped as received (so /user/a%2f..%2fb/ is not
+	// shown as /user/a/../b/): queries can carry tokens (?token=…).
+	// Cookies and form fields are never logged.
 	s.log.Info("http request",
 		zap.String("user", st.user), zap.String("node", st.node.Name), zap.String("client", r.RemoteAddr),
-		zap.String("method", r.Method), zap.String("path", r.URL.Path),
+		zap.String("method", r.Method), zap.String("path", receivedPath(r)),
 		zap.Int("status", st.status), zap.Duration("duration", s.now().Sub(start)))
 }
 

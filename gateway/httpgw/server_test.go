@@ -66,7 +66,7 @@ func TestSSHPinIsFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, body, _ := e.get(e.browser(), "/user/alice/"); body != l.Node().Name {
+	if _, body, _ := e.get(e.browser(), "/user/alice/tree"); body != l.Node().Name {
 		t.Fatalf("alice's browser went to %s, her SSH session is on %s", body, l.Node().Name)
 	}
 }
@@ -191,7 +191,7 @@ func mustUnescape(p string) string {
 
 func TestForwardedHeaders(t *testing.T) {
 	e := newEnv(t, Config{}, false)
-	req, _ := http.NewRequest("GET", e.url+"/user/alice/", nil)
+	req, _ := http.NewRequest("GET", e.url+"/user/alice/tree", nil)
 	req.Host = "pool.example.com"
 	req.Header.Set("X-Forwarded-For", "203.0.113.66")
 	req.Header.Set("X-Forwarded-Proto", "https")
@@ -224,7 +224,7 @@ func TestForwardedHeaders(t *testing.T) {
 
 func TestUnavailablePages(t *testing.T) {
 	e := newEnv(t, Config{}, false)
-	_, node, _ := e.get(e.browser(), "/user/alice/")
+	_, node, _ := e.get(e.browser(), "/user/alice/tree")
 	var hub *fakeHub
 	for _, h := range e.hubs {
 		if h.name == node {
@@ -232,12 +232,13 @@ func TestUnavailablePages(t *testing.T) {
 		}
 	}
 	hub.srv.Close() // the hub dies; the health check has not noticed yet
-	code, body, resp := e.get(e.browser(), "/user/alice/")
+	code, body, resp := e.get(e.browser(), "/user/alice/tree")
 	if code != 503 || !strings.Contains(body, "is not answering") || !strings.Contains(body, node) || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("dead hub: %d %q", code, body)
 	}
 	e.bal.SetHTTPHealth(node, false, "GET /hub/health: connection refused")
-	code, other, _ := e.get(e.browser(), "/user/alice/")
+	alice := e.browser() // proven once: the gateway's cookie names her
+	code, other, _ := e.get(alice, "/user/alice/tree")
 	if code != 200 || other == node {
 		t.Fatalf("after the health check: %d on %s, want another node than %s", code, other, node)
 	}
@@ -252,11 +253,20 @@ func TestUnavailablePages(t *testing.T) {
 		t.Fatalf("no node: %d %q", code, body)
 	}
 
-	// Scale from zero: a node is starting; the page says so and reloads.
+	// Scale from zero: anonymous requests, even naming a user, wake no
+	// node; a browser the gateway saw proven does, and the page says so.
 	st := &fakeStarter{ok: true}
 	e.gw.starter = st
 	for _, path := range []string{"/hub/anon", "/user/carol/lab"} {
-		code, body, resp = e.get(e.browser(), path)
+		if code, body, _ = e.get(e.browser(), path); code != 503 || !strings.Contains(body, "No node available") {
+			t.Fatalf("anonymous %s with no node: %d %q", path, code, body)
+		}
+	}
+	if st.calls != 0 {
+		t.Fatalf("anonymous requests started %d nodes, want none", st.calls)
+	}
+	for _, path := range []string{"/hub/anon", "/user/alice/lab"} {
+		code, body, resp = e.get(alice, path)
 		if code != 503 || !strings.Contains(body, "Starting a node for you") || !strings.Contains(body, `http-equiv="refresh"`) || resp.Header.Get("Retry-After") == "" {
 			t.Fatalf("%s while a node starts: %d %q", path, code, body)
 		}
@@ -265,7 +275,7 @@ func TestUnavailablePages(t *testing.T) {
 		t.Errorf("StartNode called %d times, want once a request", st.calls)
 	}
 	st.ok = false // none is coming (nodes exist but are full): the plain page
-	if code, body, _ = e.get(e.browser(), "/hub/anon"); code != 503 || !strings.Contains(body, "No node available") {
+	if code, body, _ = e.get(alice, "/hub/anon"); code != 503 || !strings.Contains(body, "No node available") {
 		t.Fatalf("no start offered: %d %q", code, body)
 	}
 	for _, h := range e.hubs {

@@ -45,7 +45,7 @@ func TestStreamsKeepTheSessionAndIdleEndsIt(t *testing.T) {
 		t.Fatalf("with a WebSocket open for longer than the idle window, alice's session is %q, want on %s", got, node)
 	}
 	// The event stream's first event arrives while the stream stays open.
-	resp, err := http.Get(e.url + "/user/bob/events")
+	resp, err := http.Get(e.url + "/user/bob/api/events")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -225,7 +228,10 @@ func (l *sniffListener) sniff(c net.Conn) {
 		l.mu.Unlock()
 	}()
 	_ = c.SetReadDeadline(time.Now().Add(l.sniffWithin))
-	br := bufio.NewReaderSize(c, 1024)
+	// A plain-HTTP request head may be as large as a TLS one, no larger:
+	// the limit is lifted for TLS.
+	lr := &io.LimitedReader{R: c, N: maxHeaderBytes + plainSlack}
+	br := bufio.NewReaderSize(lr, 1024)
 	first, err := br.Peek(1)
 	if err != nil {
 		c.Close()
@@ -233,6 +239,7 @@ func (l *sniffListener) sniff(c net.Conn) {
 	}
 	if first[0] == 0x16 { // TLS handshake record
 		_ = c.SetReadDeadline(time.Time{})
+		lr.N = math.MaxInt64
 		select {
 		case l.conns <- tls.Server(&peekedConn{Conn: c, r: br}, l.tlsConfig):
 		case <-l.done:
@@ -241,8 +248,24 @@ func (l *sniffListener) sniff(c net.Conn) {
 		return
 	}
 	defer c.Close()
+	l.answerPlain(c, br, lr)
+}
+
+// plainSlack is what a plain-HTTP request head may exceed maxHeaderBytes
+// by (the request line), as net/http allows.
+const plainSlack = 4096
+
+// answerPlain reads a plain-HTTP request head from br (which reads
+// through lr, bounded) and answers it: a redirect to https, 431 for a
+// head over the limit, 400 for anything else.
+func (l *sniffListener) answerPlain(c net.Conn, br *bufio.Reader, lr *io.LimitedReader) {
+	_ = c.SetWriteDeadline(time.Now().Add(l.sniffWithin))
 	req, err := http.ReadRequest(br)
 	if err != nil {
+		if lr.N == 0 {
+			_, _ = c.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis port speaks HTTPS, and the request's header is too large.\n"))
+			return
+		}
 		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis port speaks HTTPS; use https://\n"))
 		return
 	}
@@ -250,9 +273,12 @@ func (l *sniffListener) sniff(c net.Conn) {
 	if !validHost(host) {
 		host = l.Addr().String()
 	}
-	loc := "https://" + host + req.URL.RequestURI()
+	uri := req.URL.RequestURI()
+	if !strings.HasPrefix(uri, "/") || strings.HasPrefix(uri, "//") {
+		uri = "/" // "*", an absolute URL's oddities: the site's root
+	}
+	loc := "https://" + host + uri
 	body := "This port speaks HTTPS: " + loc + "\n"
-	_ = c.SetWriteDeadline(time.Now().Add(l.sniffWithin))
 	fmt.Fprintf(c, "HTTP/1.1 308 Permanent Redirect\r\nLocation: %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", loc, len(body), body)
 }
 

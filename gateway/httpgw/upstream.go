@@ -115,8 +115,9 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 		IdleConnTimeout:     hubIdleTimeout,
 		TLSHandshakeTimeout: cfg.UpstreamTimeout,
 		// Jupyter speaks HTTP/1.1; WebSocket upgrades need it.
-		ForceAttemptHTTP2:  false,
-		DisableCompression: true, // pass the browser's Accept-Encoding through
+		ForceAttemptHTTP2:      false,
+		DisableCompression:     true, // pass the browser's Accept-Encoding through
+		MaxResponseHeaderBytes: maxHubHeader,
 	}
 	t := &hubTransport{std: std, dial: dialer.DialContext, maxIdle: cfg.MaxIdlePerNode, idle: map[string][]*hubConn{}}
 	if !*cfg.UpstreamTLS {
