@@ -1,6 +1,6 @@
 // Package azure finds the live instances of an Azure VM scale set and
-// cooperates with autoscale. It is the only package that imports the Azure
-// SDK.
+// cooperates with autoscale. It and gateway/keyvault (the CA key in Key
+// Vault) are the packages that import the Azure SDK's service clients.
 //
 // A [Source] lists the scale set's VMs with their instance view
 // (armcompute), takes each live instance's private IP from its network
