@@ -30,10 +30,10 @@ type Config struct {
 	// Default 16.
 	MaxUnprovenPerAddress int `yaml:"max_unproven_per_address"`
 	// ProofTime and ProofBytes define when the node has kept a connection
-	// past authentication: it is still open ProofTime after the node's
-	// Connection Confirm, the node has sent at least ProofBytes since, and
-	// bytes have moved both ways after ProofTime. Only then does it take
-	// a lease and a pin. Defaults 3s and 16384.
+	// past authentication: it is still open ProofTime after its first
+	// packet went to the node, the client has sent more than that packet
+	// and the node has sent at least ProofBytes. Only then does it take a
+	// lease and a pin. Defaults 3s and 16384.
 	ProofTime  time.Duration `yaml:"proof_time"`
 	ProofBytes int64         `yaml:"proof_bytes"`
 	// ProofTimeout closes a connection not proven this long after it was

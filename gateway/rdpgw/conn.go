@@ -154,12 +154,13 @@ func (c *conn) awaitProof(accepted time.Time) bool {
 	case <-c.done:
 		return false
 	}
-	markClient, markNode := c.bytes[toNode].Load(), c.bytes[toClient].Load()
 	giveUp := time.NewTimer(max(time.Until(accepted.Add(cfg.ProofTimeout)), 0))
 	defer giveUp.Stop()
 	for {
-		sent := c.bytes[toClient].Load()
-		if sent >= cfg.ProofBytes && sent > markNode && c.bytes[toNode].Load() > markClient {
+		// The client has spoken past its first packet (its TLS
+		// handshake at least) and the node has answered with more than
+		// an unauthenticated peer ever gets.
+		if c.bytes[toClient].Load() >= cfg.ProofBytes && c.bytes[toNode].Load() > 0 {
 			return true
 		}
 		if c.s.proofWaiting != nil {

@@ -28,10 +28,12 @@
 // one, through Balancer.Route: no lease, no pin) and takes a lease, and so
 // a pin and a count, only once the node has kept it past authentication.
 // The signal (Config.ProofTime, ProofBytes) is: the connection is still
-// open proof_time (3 s) after the Connection Request went to the node, the
-// node has sent at least proof_bytes (16 KiB) since, and bytes have moved
-// both ways after proof_time. Then Balancer.AcquireOn takes the lease on
-// the node the connection is already on.
+// open proof_time (3 s) after the Connection Request went to the node,
+// the client has sent more than that packet (its TLS handshake at least),
+// and the node has sent at least proof_bytes (16 KiB) since. Then
+// Balancer.AcquireOn takes the lease on the node the connection is
+// already on. (Bytes from the client after proof_time are not required:
+// a client at an idle desktop or a logon screen may send none for long.)
 //
 // Why that is enough: before authentication a node sends little — its
 // Connection Confirm, its TLS handshake flight (certificate included,
