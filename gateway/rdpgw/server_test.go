@@ -256,6 +256,21 @@ func TestNodeOutputAloneIsNoProof(t *testing.T) {
 	}
 }
 
+func TestQuietClientPastHandshakeCounts(t *testing.T) {
+	// After its handshake a client at an idle logon screen or desktop
+	// may send nothing for long; it still counts once proof_time passed.
+	n1 := newFakeNode(t, true)
+	p := newPool(t, Config{}, n1)
+	mark := make(chan time.Time)
+	p.srv.mu.Lock()
+	p.srv.proofMark = mark
+	p.srv.mu.Unlock()
+	c := p.dial(t, BuildConnectionRequest("Cookie: mstshash=erin", 3))
+	talk(c) // the handshake: the node sends 20000 bytes
+	mark <- time.Now()
+	testutil.Eventually(t, 5*time.Second, "erin counted", func() bool { return p.rdpSessions(0) == 1 })
+}
+
 func TestPinnedUserGoesToHisNode(t *testing.T) {
 	n1, n2 := newFakeNode(t, true), newFakeNode(t, true)
 	p := newPool(t, Config{}, n1, n2)
