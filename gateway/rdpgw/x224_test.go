@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// A Connection Request laid out as FreeRDP 2 sends it for /u:alice
-// (TLS and NLA requested).
+// The Connection Request xfreerdp 2.11 (Debian freerdp2-x11) sent for
+// /u:CONTOSO\alice, recorded at a listener on 2026-12-02: the cookie
+// carries the user without the domain; TLS and NLA are requested.
 var freerdpAlice = []byte("\x03\x00\x00\x2b\x26\xe0\x00\x00\x00\x00\x00Cookie: mstshash=alice\r\n\x01\x00\x08\x00\x03\x00\x00\x00")
 
 func TestParseConnectionRequest(t *testing.T) {
