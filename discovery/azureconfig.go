@@ -28,6 +28,9 @@ type AzureConfig struct {
 	// JupyterHub. Defaults 22 and 8000.
 	SSHPort  int `yaml:"ssh_port"`
 	HTTPPort int `yaml:"http_port"`
+	// RDPPort is the port of each instance's RDP server, used when the
+	// RDP gateway is on (rdp.listen). Default 3389.
+	RDPPort int `yaml:"rdp_port"`
 	// Weight is every instance's relative capacity. Default 1.
 	Weight float64 `yaml:"weight"`
 
@@ -72,6 +75,9 @@ func (c AzureConfig) WithDefaults() AzureConfig {
 	}
 	if c.HTTPPort == 0 {
 		c.HTTPPort = 8000
+	}
+	if c.RDPPort == 0 {
+		c.RDPPort = 3389
 	}
 	if c.Interval == 0 {
 		c.Interval = 30 * time.Second
@@ -119,6 +125,8 @@ func (c AzureConfig) Validate() error {
 		return fmt.Errorf("ssh_port: must be from 1 to 65535, got %d", c.SSHPort)
 	case c.HTTPPort < 1 || c.HTTPPort > 65535:
 		return fmt.Errorf("http_port: must be from 1 to 65535, got %d", c.HTTPPort)
+	case c.RDPPort < 1 || c.RDPPort > 65535:
+		return fmt.Errorf("rdp_port: must be from 1 to 65535, got %d", c.RDPPort)
 	case c.Weight < 0:
 		return fmt.Errorf("weight: must not be negative, got %v", c.Weight)
 	case c.Interval < MinAzureInterval:

@@ -175,7 +175,7 @@ type Checker struct {
 	log   *zap.Logger
 
 	results *prometheus.CounterVec // by node and result; nil: not counted
-	http    bool                   // probes the nodes' HTTP address (hub checks)
+	kind    checkKind              // which of the nodes' services it probes
 
 	// mu protects ctx and targets.
 	mu      sync.Mutex
@@ -210,7 +210,7 @@ func NewChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker
 	if opts.Probe == nil {
 		opts.Probe = SSHBannerProbe(&net.Dialer{})
 	}
-	return newChecker(cfg, to, opts, false)
+	return newChecker(cfg, to, opts, checkSSH)
 }
 
 // NewHTTPChecker returns a checker of the nodes' JupyterHubs: it probes
@@ -220,27 +220,30 @@ func NewHTTPChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Che
 	if opts.Probe == nil {
 		opts.Probe = HubHealthProbe(&http.Client{}, "http")
 	}
-	return newChecker(cfg, to, opts, true)
+	return newChecker(cfg, to, opts, checkHub)
 }
 
-func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, hub bool) *Checker {
+func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, kind checkKind) *Checker {
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, http: hub, targets: map[string]*target{}}
+	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, kind: kind, targets: map[string]*target{}}
 	if opts.Metrics != nil {
-		c.results = registerResults(opts.Metrics, hub)
+		c.results = registerResults(opts.Metrics, kind)
 	}
 	return c
 }
 
 // registerResults registers the probe-result counter of the SSH or hub
 // checks in reg, or returns the one already there.
-func registerResults(reg prometheus.Registerer, hub bool) *prometheus.CounterVec {
+func registerResults(reg prometheus.Registerer, kind checkKind) *prometheus.CounterVec {
 	opts := prometheus.CounterOpts{Name: "poolgate_health_checks_total", Help: "Node health probes, by node and result (ok or fail)."}
-	if hub {
+	switch kind {
+	case checkHub:
 		opts = prometheus.CounterOpts{Name: "poolgate_hub_health_checks_total", Help: "JupyterHub /hub/health probes, by node and result (ok or fail)."}
+	case checkRDP:
+		opts = prometheus.CounterOpts{Name: "poolgate_rdp_health_checks_total", Help: "RDP Connection Request probes, by node and result (ok or fail)."}
 	}
 	v := prometheus.NewCounterVec(opts, []string{"node", "result"})
 	if err := reg.Register(v); err != nil {
@@ -262,7 +265,7 @@ func (c *Checker) SetNodes(nodes []balancer.Node) {
 	defer c.mu.Unlock()
 	want := make(map[string]balancer.Node, len(nodes))
 	for _, n := range nodes {
-		if c.http && n.HTTP == "" {
+		if c.kind != checkSSH && c.kind.addr(n) == "" {
 			continue
 		}
 		want[n.Name] = n
@@ -313,10 +316,7 @@ func (c *Checker) startLocked(t *target) {
 // loop probes one node until ctx ends. The first result sets the state at
 // once; after that Rise good or Fall bad probes in a row change it.
 func (c *Checker) loop(ctx context.Context, n balancer.Node) {
-	addr := n.SSH
-	if c.http {
-		addr = n.HTTP
-	}
+	addr := c.kind.addr(n)
 	log := c.log.With(zap.String("node", n.Name), zap.String("addr", addr))
 	defer func() {
 		if r := recover(); r != nil {

@@ -34,6 +34,7 @@ type StaticNode struct {
 	Name   string  `yaml:"name"`
 	SSH    string  `yaml:"ssh"`    // host:port of sshd
 	HTTP   string  `yaml:"http"`   // host:port of JupyterHub; optional
+	RDP    string  `yaml:"rdp"`    // host:port of the RDP server (Windows, xrdp); optional
 	Weight float64 `yaml:"weight"` // relative capacity; default 1
 	// Metrics and GPUMetrics are host:port of the node's node_exporter and
 	// dcgm-exporter, for placement by load; optional.
@@ -89,6 +90,11 @@ func (c Config) Validate() error {
 				return fmt.Errorf("%s.http: %w", key, err)
 			}
 		}
+		if n.RDP != "" {
+			if err := CheckHostPort(n.RDP); err != nil {
+				return fmt.Errorf("%s.rdp: %w", key, err)
+			}
+		}
 		if n.Weight < 0 {
 			return fmt.Errorf("%s.weight: must not be negative, got %v", key, n.Weight)
 		}
@@ -130,7 +136,7 @@ type Static []StaticNode
 func (s Static) Nodes() []balancer.Node {
 	out := make([]balancer.Node, len(s))
 	for i, n := range s {
-		out[i] = balancer.Node{Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: n.Weight, Metrics: n.Metrics, GPUMetrics: n.GPUMetrics}
+		out[i] = balancer.Node{Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, RDP: n.RDP, Weight: n.Weight, Metrics: n.Metrics, GPUMetrics: n.GPUMetrics}
 	}
 	return out
 }

@@ -57,6 +57,9 @@ type Options struct {
 	// NoHTTP gives nodes no JupyterHub address, for a gateway whose HTTP
 	// side is off (nothing would check or use it).
 	NoHTTP bool
+	// RDP gives nodes an RDP address (discovery.azure.rdp_port), for a
+	// gateway whose RDP side is on; without it nodes have none.
+	RDP    bool
 	Logger *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -103,6 +106,7 @@ type Source struct {
 	pool   Pool
 	grace  time.Duration
 	noHTTP bool
+	rdp    bool
 	log    *zap.Logger
 	now    func() time.Time
 
@@ -138,7 +142,7 @@ func New(cfg discovery.AzureConfig, o Options) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("discovery.azure.%w", err)
 	}
-	s := &Source{cfg: cfg, cred: o.Credential, limits: &rateLimits{}, pool: o.Pool, grace: o.Grace, noHTTP: o.NoHTTP, log: o.Logger, now: o.Now,
+	s := &Source{cfg: cfg, cred: o.Credential, limits: &rateLimits{}, pool: o.Pool, grace: o.Grace, noHTTP: o.NoHTTP, rdp: o.RDP, log: o.Logger, now: o.Now,
 		kick: make(chan struct{}, 1), ips: map[string]string{}, noIP: map[string]bool{}}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -340,6 +344,9 @@ func (s *Source) nodesOf(l listing) []balancer.Node {
 		n := balancer.Node{Name: in.Name, SSH: net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.SSHPort)), Weight: s.cfg.Weight}
 		if !s.noHTTP {
 			n.HTTP = net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.HTTPPort))
+		}
+		if s.rdp {
+			n.RDP = net.JoinHostPort(in.IP, strconv.Itoa(s.cfg.RDPPort))
 		}
 		nodes = append(nodes, n)
 	}

@@ -92,6 +92,9 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	if err = g.listen(); err != nil {
 		return nil, err
 	}
+	if err = g.buildRDP(); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -129,6 +132,7 @@ func (g *Gateway) buildDiscovery(ao azure.Options) error {
 	if cfg.Discovery.Azure != nil {
 		ao.Pool, ao.Grace, ao.Logger = g.bal, cfg.Balancer.AffinityGrace, g.log.Named("discovery.azure")
 		ao.NoHTTP = !cfg.HTTP.Enabled()
+		ao.RDP = cfg.RDP.Enabled()
 		az, err := azure.New(*cfg.Discovery.Azure, ao)
 		if err != nil {
 			return err

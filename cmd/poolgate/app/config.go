@@ -19,6 +19,7 @@ import (
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/gateway/rdpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -43,6 +44,8 @@ type Config struct {
 	Load LoadSection `yaml:"load"`
 	// CA is where the SSH user CA key lives: state_dir, or Key Vault.
 	CA CASection `yaml:"ca"`
+	// RDP is the RDP gateway (Windows pools); off unless rdp.listen.
+	RDP rdpgw.Config `yaml:"rdp"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -60,6 +63,7 @@ func (c Config) WithDefaults() Config {
 	c.Discovery = c.Discovery.WithDefaults()
 	c.State = c.State.WithDefaults()
 	c.Load = c.Load.WithDefaults()
+	c.RDP = c.RDP.WithDefaults()
 	c.Balancer.Load = c.Load.balancer()
 	return c
 }
@@ -73,7 +77,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)

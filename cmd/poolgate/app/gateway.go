@@ -19,6 +19,7 @@ import (
 	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/gateway/rdpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -46,6 +47,10 @@ type Gateway struct {
 
 	load        *load.Scraper // the nodes' exporters
 	loadTargets loadTargets
+
+	rdp      *rdpgw.Server // nil unless rdp.listen
+	rdpLn    net.Listener
+	rdpCheck *discovery.Checker
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -121,6 +126,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	fan := discovery.Fanout{g.bal, g.checker, g.loadTargets}
 	wg.Add(1)
 	go func() { defer wg.Done(); g.runLoad(bg) }()
+	g.startRDP(bg, &wg, &fan)
 	if g.hubCheck != nil {
 		fan = append(fan, g.hubCheck)
 		wg.Add(1)
@@ -170,6 +176,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("shutting down", zap.Duration("timeout", g.cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	var hwg sync.WaitGroup
+	g.stopRDP(sctx, &hwg)
 	if g.http != nil {
 		hwg.Add(1)
 		go func() {
