@@ -185,9 +185,8 @@ func TestUnprovenConnectionsCountNothing(t *testing.T) {
 		c.Close()
 	}
 	testutil.Eventually(t, 5*time.Second, "60 connections reached the node", func() bool { return len(silent.got()) == 60 })
-	if n := p.srv.Unproven(); n != 40 {
-		t.Fatalf("unproven %d, want the 40 held", n)
-	}
+	// The 20 that left are let go as their close reaches the gateway.
+	testutil.Eventually(t, 5*time.Second, "the 40 held, and only they, unproven", func() bool { return p.srv.Unproven() == 40 })
 	for _, c := range conns {
 		talk(c)
 		c.Close()
