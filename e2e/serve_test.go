@@ -96,30 +96,8 @@ discovery:
 	startNode(t, "node-1", "127.0.0.2", caFile)
 	startNode(t, "node-2", "127.0.0.3", caFile)
 
-	var logs bytes.Buffer
-	srv := exec.Command(bin, "serve", "--config", conf)
-	srv.Stdout, srv.Stderr = &logs, &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.Wait() }()
-	t.Cleanup(func() {
-		if srv.ProcessState == nil {
-			srv.Process.Kill()
-			<-exited
-		}
-	})
-	listening := false
-	defer func() {
-		if !listening {
-			t.Logf("poolgate serve's log:\n%s", logs.String())
-		}
-	}()
-	testutil.Eventually(t, 15*time.Second, "poolgate serve to listen", func() bool {
-		return discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: listen}) == nil
-	})
-	listening = true
+	proc := startServe(t, bin, conf, listen)
+	srv, exited, logs := proc.cmd, proc.exited, &proc.logs
 
 	_, port, _ := net.SplitHostPort(listen)
 	sshTo := func(user string) (string, error) {
@@ -222,4 +200,37 @@ func TestServeRejectsBadConfig(t *testing.T) {
 			t.Errorf("config %q: err %v, output %q; want exit 1 and %q", tt.yaml, err, out, tt.want)
 		}
 	}
+}
+
+// serveProc is a running `poolgate serve`, its log and its end.
+type serveProc struct {
+	cmd    *exec.Cmd
+	logs   testutil.SyncBuffer
+	exited chan error
+}
+
+// startServe runs `poolgate serve --config conf` and waits until its SSH
+// listener at listen answers. It is killed at the end of the test if
+// still running, and its log is shown when the test failed.
+func startServe(t *testing.T, bin, conf, listen string) *serveProc {
+	t.Helper()
+	p := &serveProc{cmd: exec.Command(bin, "serve", "--config", conf), exited: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("poolgate serve's log:\n%s", p.logs.String())
+		}
+	})
+	testutil.Eventually(t, 15*time.Second, "poolgate serve to listen", func() bool {
+		return discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: listen}) == nil
+	})
+	return p
 }

@@ -62,29 +62,8 @@ discovery:
 	startNode(t, "node-1", "127.0.0.2", caFile)
 	startNode(t, "node-2", "127.0.0.3", caFile)
 
-	var logs testutil.SyncBuffer
-	srv := exec.Command(bin, "serve", "--config", conf)
-	srv.Stdout, srv.Stderr = &logs, &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.Wait() }()
-	t.Cleanup(func() {
-		if srv.ProcessState == nil {
-			srv.Process.Kill()
-			<-exited
-		}
-	})
-	ok := false
-	defer func() {
-		if !ok {
-			t.Logf("poolgate serve's log:\n%s", logs.String())
-		}
-	}()
-	testutil.Eventually(t, 15*time.Second, "poolgate serve to listen", func() bool {
-		return discovery.SSHBannerProbe(&net.Dialer{})(context.Background(), balancer.Node{SSH: listen}) == nil
-	})
+	proc := startServe(t, bin, conf, listen)
+	srv, exited, logs := proc.cmd, proc.exited, &proc.logs
 	_, port, _ := net.SplitHostPort(listen)
 	base := func() []string {
 		// LogLevel first (the first value wins): VERBOSE shows
@@ -189,7 +168,6 @@ discovery:
 	if got := len(started) - startedAtFirst; got < authenticated {
 		t.Errorf("%d clients were authenticated by the gateway (each one a counted session), but only %d have an \"ssh session started\" log line", authenticated, got)
 	}
-	ok = !t.Failed()
 }
 
 // establishedTo counts the established TCP connections whose local port is
