@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -16,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/poolgate/poolgate/balancer"
-	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/internal/testutil"
 )
 
