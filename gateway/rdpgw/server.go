@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -100,7 +101,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	defer s.wg.Done()
 	s.log.Info("rdp gateway listening", zap.String("addr", ln.Addr().String()))
-	var backoff time.Duration
+	var backoff netx.AcceptBackoff
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -110,17 +111,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-				time.Sleep(backoff)
+			if d, ok := backoff.Temporary(err); ok {
+				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", d))
 				continue
 			}
 			return fmt.Errorf("accepting rdp connections: %w", err)
 		}
-		backoff = 0
-		key := addrKey(nc.RemoteAddr())
+		backoff.Reset()
+		key := netx.AddrKey(nc.RemoteAddr())
 		if why := s.admit(nc, key); why != "" {
 			s.log.Info("rdp connection refused", zap.String("client", nc.RemoteAddr().String()), zap.String("reason", why))
 			nc.Close()
@@ -180,24 +178,6 @@ func (s *Server) Unproven() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.unproven
-}
-
-// addrKey is the key of a client address for the per-address cap: the IP,
-// or for IPv6 its /64 (one host's share of a network).
-func addrKey(a net.Addr) string {
-	var ip net.IP
-	if tcp, ok := a.(*net.TCPAddr); ok {
-		ip = tcp.IP
-	} else if host, _, err := net.SplitHostPort(a.String()); err == nil {
-		ip = net.ParseIP(host)
-	}
-	if ip == nil {
-		return a.String()
-	}
-	if ip4 := ip.To4(); ip4 != nil {
-		return ip4.String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 func (s *Server) closeListeners() {

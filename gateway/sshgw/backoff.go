@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // backoff slows down addresses that keep failing to log in: after a number
@@ -63,7 +65,7 @@ func (b *backoff) failed(addr net.Addr) time.Duration {
 	if b.allowed(addr) {
 		return 0
 	}
-	key := addrKey(addr)
+	key := netx.AddrKey(addr)
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -95,27 +94,6 @@ func (l *preauthLog) failed(client, reason string, err error) {
 		fields = append(fields, zap.Int("similar_since_last_line", suppressed))
 	}
 	l.log.Info("ssh connection failed before authentication", fields...)
-}
-
-// addrKey groups client addresses for the per-address limits: an IPv4
-// address alone, an IPv6 address by its /64 (one host, or one customer
-// site, usually holds a whole /64, so a finer key would cost an attacker
-// nothing).
-func addrKey(addr net.Addr) string {
-	var ip netip.Addr
-	if tcp, ok := addr.(*net.TCPAddr); ok {
-		ip, _ = netip.AddrFromSlice(tcp.IP)
-	} else if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
-		ip = ap.Addr()
-	} else {
-		return addr.String()
-	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, _ := ip.Prefix(64)
-	return p.String()
 }
 
 // slots counts connections that have not finished logging in, in all and

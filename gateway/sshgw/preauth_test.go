@@ -75,20 +75,6 @@ func TestPreauthLogIsRateLimited(t *testing.T) {
 	}
 }
 
-func TestAddrKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":             "192.0.2.7",
-		"::ffff:192.0.2.7":      "192.0.2.7",
-		"2001:db8:1:2:aaaa::1":  "2001:db8:1:2::/64",
-		"2001:db8:1:2:bbbb::99": "2001:db8:1:2::/64",
-		"2001:db8:1:3::1":       "2001:db8:1:3::/64",
-	} {
-		if got := addrKey(tcpAddr(in)); got != want {
-			t.Errorf("addrKey(%s) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestBackoffGroupsIPv6AndStaysOnWhenFull: addresses of one IPv6 /64 share
 // one count, and a full table still slows a new address that keeps
 // failing.

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -133,7 +134,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	defer s.wg.Done()
 	s.log.Info("ssh gateway listening", zap.String("addr", ln.Addr().String()))
 	_ = s.keyStore.check() // says so at start when the key folder is missing
-	var backoff time.Duration
+	var backoff netx.AcceptBackoff
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -143,19 +144,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			// EMFILE and the like are temporary: wait and go on, rather
-			// than take the whole gateway down.
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-				time.Sleep(backoff)
+			if d, ok := backoff.Temporary(err); ok {
+				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", d))
 				continue
 			}
 			return fmt.Errorf("accepting ssh connections: %w", err)
 		}
-		backoff = 0
-		key := addrKey(nc.RemoteAddr())
+		backoff.Reset()
+		key := netx.AddrKey(nc.RemoteAddr())
 		if ok, full := s.unauth.take(key); !ok {
 			s.metrics.authFailed("too_many_unauthenticated")
 			msg := "poolgate: too many connections are logging in at once; please try again in a moment.\r\n"
