@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -41,48 +40,15 @@ func kvCA(t *testing.T) (*keyvaulttest.Vault, ssh.Signer) {
 // the given nodes (addresses; "" starts a testNode trusting the CA).
 func caGW(t *testing.T, ca ssh.Signer, log *zap.Logger, nodes ...string) *testGW {
 	t.Helper()
-	dir := t.TempDir()
-	keys, err := LoadKeysCA(filepath.Join(dir, "state"), ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bal := balancer.New(balancer.Config{}, balancer.Options{})
-	var set []balancer.Node
-	for i, addr := range nodes {
+	var starts []func(ssh.PublicKey) string
+	for _, addr := range nodes {
 		if addr == "" {
-			addr = testNode(t, keys.CA.PublicKey())
+			starts = append(starts, func(ca ssh.PublicKey) string { return testNode(t, ca) })
+		} else {
+			starts = append(starts, func(ssh.PublicKey) string { return addr })
 		}
-		set = append(set, balancer.Node{Name: "n" + string(rune('1'+i)), SSH: addr})
 	}
-	bal.SetNodes(set)
-	for _, n := range set {
-		bal.SetHealth(n.Name, true, "")
-	}
-	userKey, err := LoadOrCreateKey(filepath.Join(dir, "alice_key"), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDir := filepath.Join(dir, "keys")
-	for _, u := range []string{"alice", "bob"} {
-		writeFile(t, filepath.Join(keyDir, u), ssh.MarshalAuthorizedKey(userKey.PublicKey()))
-	}
-	srv, err := New(Config{AuthorizedKeys: KeysTemplate(keyDir + "/{user}")}, bal, Options{Keys: keys, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v", err)
-		}
-	})
-	return &testGW{addr: ln.Addr().String(), userKey: userKey, keys: keys, bal: bal, srv: srv}
+	return startTestGW(t, testGWOptions{ca: ca, log: log, nodes: starts})
 }
 
 // login logs in as user and runs a command, returning the banner.

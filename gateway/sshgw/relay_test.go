@@ -15,6 +15,7 @@ import (
 
 	gliderssh "github.com/gliderlabs/ssh"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/ssh"
 
@@ -114,11 +115,28 @@ func newTestGW(t *testing.T, adjust func(*Config), nodes ...func(ca ssh.PublicKe
 // newTestGWMetrics is newTestGW recording into m.
 func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...func(ca ssh.PublicKey) string) *testGW {
 	t.Helper()
+	return startTestGW(t, testGWOptions{metrics: m, adjust: adjust, nodes: nodes})
+}
+
+// testGWOptions are what test gateways differ in.
+type testGWOptions struct {
+	ca      ssh.Signer // the user CA; nil: the file CA in state_dir
+	metrics *Metrics
+	log     *zap.Logger // nil: an observer, read through testGW.logs
+	adjust  func(*Config)
+	nodes   []func(ca ssh.PublicKey) string // nil: one testNode
+}
+
+// startTestGW runs a gateway as o says; alice's, bob's and carol's
+// authorized_keys hold the test user key.
+func startTestGW(t *testing.T, o testGWOptions) *testGW {
+	t.Helper()
 	dir := t.TempDir()
-	keys, err := LoadKeys(filepath.Join(dir, "state"))
+	keys, err := LoadKeysCA(filepath.Join(dir, "state"), o.ca)
 	if err != nil {
 		t.Fatal(err)
 	}
+	nodes, m, adjust := o.nodes, o.metrics, o.adjust
 	if len(nodes) == 0 {
 		nodes = append(nodes, func(ca ssh.PublicKey) string { return testNode(t, ca) })
 	}
@@ -144,8 +162,14 @@ func newTestGWMetrics(t *testing.T, m *Metrics, adjust func(*Config), nodes ...f
 		adjust(&cfg)
 	}
 	starter := &swapStarter{}
-	core, logs := observer.New(zap.InfoLevel)
-	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, Logger: zap.New(core)})
+	var logs *observer.ObservedLogs
+	log := o.log
+	if log == nil {
+		var core zapcore.Core
+		core, logs = observer.New(zap.InfoLevel)
+		log = zap.New(core)
+	}
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
