@@ -105,8 +105,27 @@ func reapOrphans(t *testing.T) {
 // waited for by their owners before a test's cleanup runs.
 func orphans() []int {
 	me := os.Getpid()
-	entries, _ := os.ReadDir("/proc")
 	var out []int
+	for _, p := range procs() {
+		zombie := p.state == "Z"
+		if p.ppid == me && (zombie || slices.ContainsFunc(orphanComms, func(c string) bool { return strings.HasPrefix(p.comm, c) })) {
+			out = append(out, p.pid)
+		}
+	}
+	return out
+}
+
+// proc is one process as /proc/PID/stat shows it.
+type proc struct {
+	pid, ppid int
+	state     string
+	comm      string
+}
+
+// procs lists the machine's processes.
+func procs() []proc {
+	entries, _ := os.ReadDir("/proc")
+	var out []proc
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -127,11 +146,7 @@ func orphans() []int {
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
-		comm := s[strings.IndexByte(s, '(')+1 : i]
-		zombie := f[0] == "Z"
-		if ppid == me && (zombie || slices.ContainsFunc(orphanComms, func(c string) bool { return strings.HasPrefix(comm, c) })) {
-			out = append(out, pid)
-		}
+		out = append(out, proc{pid: pid, ppid: ppid, state: f[0], comm: s[strings.IndexByte(s, '(')+1 : i]})
 	}
 	return out
 }

@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,24 +71,8 @@ func freeze(t *testing.T, pid int) []int {
 // descendants lists the processes below root not in seen.
 func descendants(root int, seen map[int]bool) []int {
 	parent := map[int]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		if f := strings.Fields(s[i+1:]); len(f) >= 2 {
-			parent[pid], _ = strconv.Atoi(f[1])
-		}
+	for _, p := range procs() {
+		parent[p.pid] = p.ppid
 	}
 	var out []int
 	for pid := range parent {
