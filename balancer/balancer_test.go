@@ -36,8 +36,8 @@ func newTest(t *testing.T, cfg Config, names ...string) (*Balancer, *clock) {
 	}
 	b.SetNodes(nodes)
 	for _, n := range names {
-		b.SetHealth(n, true, "ok")
-		b.SetHTTPHealth(n, true, "ok")
+		b.SetHealth(n, SSH, true, "ok")
+		b.SetHealth(n, HTTP, true, "ok")
 	}
 	return b, c
 }
@@ -105,7 +105,7 @@ func TestRules(t *testing.T) {
 			if err := b.Drain("n1"); err != nil {
 				t.Fatal(err)
 			}
-			b.SetHealth("n2", false, "connection refused")
+			b.SetHealth("n2", SSH, false, "connection refused")
 			for _, u := range []string{"alice", "bob", "carol"} {
 				if got := acquire(t, b, u).Node().Name; got != "n3" {
 					t.Fatalf("%s on %s, want n3", u, got)
@@ -132,12 +132,32 @@ func TestRules(t *testing.T) {
 				}
 			}
 		}},
-		{"rule 5: a node that goes down loses its pins, and the next lease says so", func(t *testing.T, b *Balancer, c *clock) {
+		{"rule 5: a failing check stops new users but moves nobody", func(t *testing.T, b *Balancer, c *clock) {
 			a := acquire(t, b, "alice")
-			b.SetHealth(a.Node().Name, false, "banner timeout")
+			b.SetHealth(a.Node().Name, SSH, false, "banner timeout")
+			if l := acquire(t, b, "alice"); l.Node() != a.Node() || l.Repinned() != "" {
+				t.Fatalf("one failing check moved alice to %s (repinned %q)", l.Node().Name, l.Repinned())
+			}
+			if bob := acquire(t, b, "bob"); bob.Node() == a.Node() {
+				t.Fatalf("a new user was placed on %s, whose check fails", a.Node().Name)
+			}
+			// Long past repin_after, alice's session still relays: the
+			// node is alive.
+			c.Add(time.Hour)
+			if l := acquire(t, b, "alice"); l.Node() != a.Node() {
+				t.Fatalf("alice moved off %s while her sessions there relay", a.Node().Name)
+			}
+			if st := statusOf(b, a.Node().Name); st.State != StateDown || st.Check(SSH).Gone {
+				t.Fatalf("status %+v: want down, not gone", st.Check(SSH))
+			}
+		}},
+		{"rule 5: a gone node loses its pins, and the next lease says so", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			b.SetHealth(a.Node().Name, SSH, false, "banner timeout")
+			b.NodeFailed(a.Node().Name, SSH) // a dial to it failed: gone
 			l := acquire(t, b, "alice")
 			if l.Node().Name == a.Node().Name {
-				t.Fatalf("alice still sent to down node %s", a.Node().Name)
+				t.Fatalf("alice still sent to gone node %s", a.Node().Name)
 			}
 			if l.Repinned() != a.Node().Name {
 				t.Fatalf("Repinned() = %q, want %q", l.Repinned(), a.Node().Name)
@@ -146,9 +166,40 @@ func TestRules(t *testing.T) {
 				t.Fatalf("second lease after re-pin: node %s repinned %q", again.Node().Name, again.Repinned())
 			}
 			// The node coming back does not pull alice back.
-			b.SetHealth(a.Node().Name, true, "ok")
+			b.SetHealth(a.Node().Name, SSH, true, "ok")
 			if got := acquire(t, b, "alice").Node().Name; got != l.Node().Name {
 				t.Fatalf("alice moved back to %s", got)
+			}
+		}},
+		{"rule 5: a node down past repin_after with no session is gone", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			a.Release()
+			b.SetHealth("n1", SSH, false, "connection refused")
+			c.Add(DefaultRepinAfter - time.Second)
+			if l := acquire(t, b, "alice"); l.Node().Name != "n1" {
+				t.Fatalf("within repin_after alice went to %s, want n1", l.Node().Name)
+			} else {
+				l.Release()
+			}
+			c.Add(DefaultRepinAfter)
+			l := acquire(t, b, "alice")
+			if l.Node().Name == "n1" || l.Repinned() != "n1" {
+				t.Fatalf("past repin_after alice on %s, repinned %q; want another node, moved from n1", l.Node().Name, l.Repinned())
+			}
+		}},
+		{"rule 5: sessions that fail while the check fails make the node gone", func(t *testing.T, b *Balancer, c *clock) {
+			a := acquire(t, b, "alice")
+			acquire(t, b, "bob")
+			acquire(t, b, "carol")
+			a.Fail() // the check still passes: not proof of anything
+			if l := acquire(t, b, "alice"); l.Node() != a.Node() {
+				t.Fatalf("a failed session with the check passing moved alice to %s", l.Node().Name)
+			} else {
+				b.SetHealth(a.Node().Name, SSH, false, "timeout")
+				l.Fail()
+			}
+			if l := acquire(t, b, "alice"); l.Node() == a.Node() || l.Repinned() != a.Node().Name {
+				t.Fatalf("after her session failed on a node whose check fails, alice on %s (repinned %q)", l.Node().Name, l.Repinned())
 			}
 		}},
 		{"rule 5: a node leaving the pool loses its pins", func(t *testing.T, b *Balancer, c *clock) {
@@ -168,7 +219,7 @@ func TestRules(t *testing.T) {
 		}},
 		{"rule 6: no node up gives ErrNoNode and leaves no trace", func(t *testing.T, b *Balancer, c *clock) {
 			for _, n := range []string{"n1", "n2", "n3"} {
-				b.SetHealth(n, false, "down")
+				b.SetHealth(n, SSH, false, "down")
 			}
 			if _, err := b.Acquire("alice", SSH, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("Acquire err = %v, want ErrNoNode", err)
@@ -207,7 +258,7 @@ func TestRules(t *testing.T) {
 			l.Abort()
 			l.Abort()
 			for _, st := range b.Nodes() {
-				if st.SSHSessions != 0 || st.Pinned != 0 || len(st.Users) != 0 {
+				if st.Sessions.Of(SSH) != 0 || st.Pinned != 0 || len(st.Users) != 0 {
 					t.Fatalf("after abort %s: %+v", st.Name, st)
 				}
 			}
@@ -217,7 +268,14 @@ func TestRules(t *testing.T) {
 		}},
 		{"a hub that is down takes no browser user and keeps its SSH users", func(t *testing.T, b *Balancer, c *clock) {
 			a := acquire(t, b, "alice") // n1
-			b.SetHTTPHealth("n1", false, "GET /hub/health: 502")
+			b.SetHealth("n1", HTTP, false, "GET /hub/health: 502")
+			// A failing hub check moves no browser user off their node.
+			if h, err := b.Acquire("alice", HTTP, ""); err != nil || h.Node().Name != "n1" {
+				t.Fatalf("browser session with n1's hub check failing: %v %v, want n1", h, err)
+			} else {
+				h.Release()
+			}
+			b.NodeFailed("n1", HTTP) // the proxy could not reach it: gone
 			h, err := b.Acquire("alice", HTTP, "198.51.100.7:443")
 			if err != nil {
 				t.Fatal(err)
@@ -225,7 +283,7 @@ func TestRules(t *testing.T) {
 			if h.Node().Name == "n1" || h.Repinned() != "n1" {
 				t.Fatalf("browser session went to %s (repinned from %q), want another node, moved from n1", h.Node().Name, h.Repinned())
 			}
-			if st := statusOf(b, "n1"); st.State != StateUp || st.HTTPUp || !st.HTTPChecked || st.HTTPDetail != "GET /hub/health: 502" {
+			if st := statusOf(b, "n1"); st.State != StateUp || st.Check(HTTP).Up || !st.Check(HTTP).Checked || st.Check(HTTP).Detail != "GET /hub/health: 502" {
 				t.Fatalf("n1 status: %+v", st)
 			}
 			// New SSH users still go to n1: only its hub is down.
@@ -236,13 +294,19 @@ func TestRules(t *testing.T) {
 				t.Fatalf("dave went to %s, want n1: a node whose hub is down still takes SSH users", dave.Node().Name)
 			}
 			for _, n := range []string{"n2", "n3"} {
-				b.SetHTTPHealth(n, false, "down")
+				b.SetHealth(n, HTTP, false, "down")
 			}
 			if _, err := b.Acquire("carol", HTTP, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("no hub up: got %v, want ErrNoNode", err)
 			}
+			if l, err := b.Acquire("alice", HTTP, ""); err != nil || l.Node() != h.Node() {
+				t.Fatalf("no hub check passing: got %v %v for alice, want her node %s (failing, not gone)", l, err, h.Node().Name)
+			} else {
+				l.Release()
+			}
+			b.NodeFailed(h.Node().Name, HTTP)
 			if _, err := b.Acquire("alice", HTTP, ""); !errors.Is(err, ErrNoNode) {
-				t.Fatalf("no hub up: got %v for alice, want ErrNoNode", err)
+				t.Fatalf("no hub up, hers gone: got %v for alice, want ErrNoNode", err)
 			}
 			if p, _ := b.pick("alice"); p.Name != h.Node().Name {
 				t.Fatalf("a failed browser Acquire moved alice's pin to %s", p.Name)
@@ -257,7 +321,11 @@ func TestRules(t *testing.T) {
 			if n, err := b.Route(HTTP, "n2"); err != nil || n.Name != "n2" {
 				t.Fatalf("Route(http, n2) = %v, %v", n.Name, err)
 			}
-			b.SetHTTPHealth("n2", false, "down")
+			b.SetHealth("n2", HTTP, false, "down")
+			if !b.Usable("n2", HTTP) {
+				t.Fatal("a failing hub check made n2 unusable for the browser sessions it holds")
+			}
+			b.NodeFailed("n2", HTTP)
 			if b.Usable("n2", HTTP) || !b.Usable("n2", SSH) || b.Usable("gone", SSH) {
 				t.Fatal("Usable does not follow per-protocol health")
 			}
@@ -271,7 +339,7 @@ func TestRules(t *testing.T) {
 				t.Fatal("Route took a lease")
 			}
 			for _, n := range []string{"n1", "n3"} {
-				b.SetHTTPHealth(n, false, "down")
+				b.SetHealth(n, HTTP, false, "down")
 			}
 			if _, err := b.Route(HTTP, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("Route with no hub up: %v", err)
@@ -280,7 +348,8 @@ func TestRules(t *testing.T) {
 		{"a move made by a browser session is still told on the next SSH login", func(t *testing.T, b *Balancer, c *clock) {
 			a := acquire(t, b, "alice") // n1
 			a.Release()
-			b.SetHealth("n1", false, "refused")
+			b.SetHealth("n1", SSH, false, "refused")
+			b.NodeFailed("n1", SSH)
 			h, err := b.Acquire("alice", HTTP, "")
 			if err != nil || h.Node().Name == "n1" {
 				t.Fatalf("browser after n1 went down: %v %v", h, err)
@@ -295,8 +364,8 @@ func TestRules(t *testing.T) {
 		}},
 		{"a node without a hub address takes no browser user", func(t *testing.T, b *Balancer, c *clock) {
 			b.SetNodes([]Node{{Name: "n1", SSH: "n1:22"}, {Name: "n2", SSH: "n2:22", HTTP: "n2:8000"}, {Name: "n3", SSH: "n3:22", HTTP: "n3:8000"}})
-			b.SetHTTPHealth("n1", true, "ok")
-			b.SetHTTPHealth("n3", false, "down")
+			b.SetHealth("n1", HTTP, true, "ok")
+			b.SetHealth("n3", HTTP, false, "down")
 			for range 3 {
 				h, err := b.Acquire("u"+fmt.Sprint(c.t.Nanosecond()), HTTP, "")
 				if err != nil || h.Node().Name != "n2" {
@@ -313,7 +382,7 @@ func TestRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := statusOf(b, a1.Node().Name)
-			if st.SSHSessions != 2 || st.HTTPSessions != 1 || len(st.Users) != 1 || st.Users[0] != "alice" || st.Pinned != 1 {
+			if st.Sessions.Of(SSH) != 2 || st.Sessions.Of(HTTP) != 1 || len(st.Users) != 1 || st.Users[0] != "alice" || st.Pinned != 1 {
 				t.Fatalf("status with 3 leases: %+v", st)
 			}
 			if got := len(b.Sessions()); got != 3 {
@@ -324,7 +393,7 @@ func TestRules(t *testing.T) {
 			a2.Release()
 			h.Release()
 			st = statusOf(b, a1.Node().Name)
-			if st.SSHSessions != 0 || st.HTTPSessions != 0 || len(st.Users) != 0 || st.Pinned != 1 {
+			if st.Sessions.Of(SSH) != 0 || st.Sessions.Of(HTTP) != 0 || len(st.Users) != 0 || st.Pinned != 1 {
 				t.Fatalf("status after release: %+v (want pin kept in grace)", st)
 			}
 			if got := len(b.Sessions()); got != 0 {
@@ -388,8 +457,8 @@ func statusOf(b *Balancer, name string) NodeStatus {
 func TestNewNodesStartDown(t *testing.T) {
 	b := New(Config{}, Options{})
 	b.SetNodes([]Node{{Name: "n1"}})
-	if st := b.Nodes()[0]; st.State != StateDown || st.Checked {
-		t.Fatalf("unchecked node: state %s checked %v", st.State, st.Checked)
+	if st := b.Nodes()[0]; st.State != StateDown || st.Check(SSH).Checked {
+		t.Fatalf("unchecked node: state %s checked %v", st.State, st.Check(SSH).Checked)
 	}
 	if _, err := b.pick("alice"); !errors.Is(err, ErrNoNode) {
 		t.Fatalf("Pick before any health report: %v", err)
@@ -400,7 +469,7 @@ func TestTiesAreRandom(t *testing.T) {
 	b := New(Config{}, Options{}) // real randomness
 	b.SetNodes([]Node{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}})
 	for _, n := range []string{"n1", "n2", "n3"} {
-		b.SetHealth(n, true, "")
+		b.SetHealth(n, SSH, true, "")
 	}
 	seen := map[string]int{}
 	for i := 0; i < 300; i++ {
@@ -457,8 +526,8 @@ func TestConcurrentUse(t *testing.T) {
 			}
 			b.SetNodes(nodes)
 			for _, n := range nodes {
-				b.SetHealth(n.Name, true, "")
-				b.SetHTTPHealth(n.Name, true, "")
+				b.SetHealth(n.Name, SSH, true, "")
+				b.SetHealth(n.Name, HTTP, true, "")
 			}
 			var wg sync.WaitGroup
 			for w := 0; w < 16; w++ {
@@ -488,7 +557,7 @@ func TestConcurrentUse(t *testing.T) {
 				for i := 0; i < 300; i++ {
 					n := nodes[i%len(nodes)].Name
 					if phase.downs {
-						b.SetHealth(n, i%5 != 0, "")
+						b.SetHealth(n, SSH, i%5 != 0, "")
 					}
 					if i%4 == 0 {
 						_ = b.Drain(n)
@@ -501,7 +570,7 @@ func TestConcurrentUse(t *testing.T) {
 			}()
 			wg.Wait()
 			for _, st := range b.Nodes() {
-				if st.SSHSessions != 0 || st.HTTPSessions != 0 || len(st.Users) != 0 {
+				if st.Sessions.Of(SSH) != 0 || st.Sessions.Of(HTTP) != 0 || len(st.Users) != 0 {
 					t.Errorf("node %s not back to zero: %+v", st.Name, st)
 				}
 			}

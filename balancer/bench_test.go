@@ -17,7 +17,7 @@ func benchPool(b *testing.B) (*Balancer, []string) {
 	}
 	bal.SetNodes(nodes)
 	for _, n := range nodes {
-		bal.SetHealth(n.Name, true, "")
+		bal.SetHealth(n.Name, SSH, true, "")
 	}
 	users := make([]string, 100000)
 	for i := range users {

@@ -37,8 +37,8 @@ func TestAcquireOn(t *testing.T) {
 	if got := acquire(t, b, "alice").Node().Name; got != "n2" {
 		t.Fatalf("alice's next plain session on %s, want n2 (her pin moved)", got)
 	}
-	if st := b.Nodes(); st[0].SSHSessions != 1 || st[1].SSHSessions != 2 {
-		t.Fatalf("sessions %d on n1 and %d on n2", st[0].SSHSessions, st[1].SSHSessions)
+	if st := b.Nodes(); st[0].Sessions.Of(SSH) != 1 || st[1].Sessions.Of(SSH) != 2 {
+		t.Fatalf("sessions %d on n1 and %d on n2", st[0].Sessions.Of(SSH), st[1].Sessions.Of(SSH))
 	}
 	l.Release()
 	// n2 is full: bob may not go there; alice, pinned there, may.
@@ -52,7 +52,7 @@ func TestAcquireOn(t *testing.T) {
 	if _, err := b.AcquireOn("bob", SSH, "c", "n3", ByUser); !errors.Is(err, ErrDraining) {
 		t.Fatalf("bob onto a draining node: %v", err)
 	}
-	b.SetHealth("n1", false, "down")
+	b.SetHealth("n1", SSH, false, "down")
 	if _, err := b.AcquireOn("bob", SSH, "c", "n1", ByUser); !errors.Is(err, ErrNodeDown) {
 		t.Fatalf("bob onto a node that is down: %v", err)
 	}

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,7 +31,7 @@ func (l *Lease) User() string { return l.user }
 // Node is the node the session goes to.
 func (l *Lease) Node() Node { return l.node.Node }
 
-// Repinned names the node the user was pinned to before it went down or
+// Repinned names the node the user was pinned to before it was gone or
 // left the pool, when this lease is the first since; otherwise "".
 func (l *Lease) Repinned() string { return l.repinned }
 
@@ -43,71 +42,67 @@ func (l *Lease) Repinned() string { return l.repinned }
 // lease's Repinned names the node). It returns ErrNoNode when no node can
 // take the session.
 func (b *Balancer) Acquire(user string, proto Protocol, client string, avoid ...string) (*Lease, error) {
+	return b.acquire(user, client, query{proto: proto, avoid: avoid})
+}
+
+// AcquireOn takes a lease for the user's new session on the named node,
+// pinning the user there (moving their pin if it pointed elsewhere; their
+// sessions elsewhere go on). The node must be up for proto; a draining or
+// full node, or one whose checks fail for now, takes the user only if
+// they are pinned to it already. It returns ErrUnknownNode, ErrNodeDown,
+// ErrDraining or ErrNodeFull, wrapped with the node's name.
+//
+// by says who chose the node: ByUser for a user who named it, ByBalancer
+// for a node the balancer chose (Peek) before the user was proven.
+func (b *Balancer) AcquireOn(user string, proto Protocol, client, node string, by PinOrigin) (*Lease, error) {
+	return b.acquire(user, client, query{proto: proto, named: node, by: by})
+}
+
+func (b *Balancer) acquire(user, client string, q query) (*Lease, error) {
 	if b.sh != nil {
-		if l, err, decided := b.acquireShared(user, proto, client, avoid); decided {
+		if l, err, decided := b.acquireShared(user, client, q); decided {
 			return l, err
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.now()
-	b.maybeSweepLocked(now)
-	u := b.userLocked(user)
-	created := false
-	p := protoIndex(proto)
-	// A live pin this protocol cannot use (the node's hub is down, or the
-	// front end could not reach the node) moves the user, but only once
-	// another node can take them: a failed Acquire changes nothing.
-	move := u.node != nil && b.pinValidLocked(u, now, 0) && (!u.node.upFor(p) || slices.Contains(avoid, u.node.Name))
-	if move || !b.pinValidLocked(u, now, p) {
-		n := b.leastLoadedLocked(p, avoid)
-		if n == nil {
-			if u.live == 0 && u.node == nil && u.lost == "" {
-				delete(b.users, user)
-			}
-			return nil, ErrNoNode
-		}
-		if move && u.lost == "" {
-			u.lost = u.node.Name
-		}
-		b.pinLocked(u, n, ByBalancer)
-		created = true
+	q.now = b.now()
+	b.maybeSweepLocked(q.now)
+	v, err := decide(b.localFacts(q.proto, q.now), b.userPinLocked(user), q)
+	if err != nil {
+		return nil, err
+	}
+	if b.sh != nil {
+		b.decidedAloneLocked(user, v)
 	}
 	b.nextID++
-	return b.grantLocked(u, proto, client, now, created, b.nextID), nil
+	return b.grantLocked(user, v, q, client, b.nextID, pinAfterGrant(b.userPinLocked(user).Pin, v, q.proto, time.Time{})), nil
 }
 
-// grantLocked records a lease with the given id on u's pinned node.
-func (b *Balancer) grantLocked(u *userState, proto Protocol, client string, now time.Time, created bool, id uint64) *Lease {
+// grantLocked records a lease with the given id on v's node, the user's
+// pin becoming pin.
+func (b *Balancer) grantLocked(user string, v verdict, q query, client string, id uint64, pin Pin) *Lease {
+	u := b.userLocked(user)
+	n := b.nodes[v.node]
+	u.pin = pin
+	if v.created {
+		u.elsewhere = nil
+	}
 	l := &Lease{
-		b: b, id: id, user: u.name, node: u.node, proto: proto, client: client,
-		started: now, repinned: u.lost, created: created,
+		b: b, id: id, user: user, node: n, proto: q.proto, client: client,
+		started: q.now, repinned: v.lost, created: v.created,
 	}
-	if u.lost != "" && created {
-		b.log.Info("user re-pinned", zap.String("user", u.name), zap.String("from", u.lost), zap.String("node", l.node.Name), zap.String("protocol", string(proto)))
-	}
-	if u.lost != "" && proto == SSH {
-		// Only the SSH front end can tell the user (a banner line); a
-		// browser session that moved them first leaves it for that.
-		u.lost = ""
+	if v.lost != "" && v.created {
+		b.log.Info("user re-pinned", zap.String("user", user), zap.String("from", v.lost), zap.String("node", n.Name), zap.String("protocol", string(q.proto)))
 	}
 	u.live++
-	l.node.sessions[protoIndex(proto)]++
-	l.node.users[u.name]++
-	b.refreshLocked(l.node)
+	p := q.proto.index()
+	n.sessions[p]++
+	n.users[user]++
+	b.refreshLocked(n)
 	b.leases[l.id] = l
-	b.started[protoIndex(proto)].Add(1)
+	b.started[p].Add(1)
 	return l
-}
-
-// UserSessions counts the user's live sessions, on any node.
-func (b *Balancer) UserSessions(user string) int {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if u := b.users[user]; u != nil {
-		return u.live
-	}
-	return 0
 }
 
 // userLocked returns the user's state, created if new.
@@ -120,30 +115,70 @@ func (b *Balancer) userLocked(name string) *userState {
 	return u
 }
 
-// pinLocked pins u to n (again, harmlessly, when it is pinned there); by
-// says who chose n, and is kept when the pin does not move.
-func (b *Balancer) pinLocked(u *userState, n *node, by PinOrigin) {
-	if u.node != nil {
-		delete(u.node.pinned, u.name)
+// userPinLocked is the user's pin as this gateway knows it.
+func (b *Balancer) userPinLocked(user string) userPin {
+	if u := b.users[user]; u != nil {
+		return userPin{Pin: u.pin, live: u.live}
 	}
-	if u.node != n || u.by == "" {
-		u.by = by
+	return userPin{}
+}
+
+// pinHoldsLocked reports whether u's pin holds at now (rule 2).
+func (b *Balancer) pinHoldsLocked(u *userState, now time.Time) bool {
+	return userPin{Pin: u.pin, live: u.live}.valid(now)
+}
+
+// localFacts is the pool as this gateway sees it alone.
+func (b *Balancer) localFacts(proto Protocol, now time.Time) facts {
+	return localFacts{b: b, p: proto.index(), now: now}
+}
+
+// localFacts answers a decision from the balancer's own state; b.mu is
+// held.
+type localFacts struct {
+	b   *Balancer
+	p   int
+	now time.Time
+}
+
+func (f localFacts) node(name string) (nodeFacts, bool) {
+	n := f.b.nodes[name]
+	if n == nil {
+		return nodeFacts{}, false
 	}
-	u.node = n
-	n.pinned[u.name] = u
+	max := f.b.cfg.MaxSessionsPerNode
+	return nodeFacts{
+		up:       n.upFor(f.p),
+		alive:    f.b.aliveFor(n, f.p, f.now, n.sessions),
+		draining: n.draining,
+		full:     max > 0 && n.sessions.Total() >= max,
+	}, true
+}
+
+func (f localFacts) leastLoaded(avoid []string) string {
+	if n := f.b.leastLoadedLocked(f.p, avoid); n != nil {
+		return n.Name
+	}
+	return ""
 }
 
 // Release ends the session: it stops counting toward the node's load, and
 // when it was the user's last, the affinity grace starts. Calling Release
 // more than once is harmless.
-func (l *Lease) Release() { l.end(false) }
+func (l *Lease) Release() { l.end(false, false) }
 
 // Abort ends a lease whose session never started (the node refused the
 // login, the user failed to authenticate there). Unlike Release it does not
 // leave the user pinned to a node the lease itself chose.
-func (l *Lease) Abort() { l.end(true) }
+func (l *Lease) Abort() { l.end(true, false) }
 
-func (l *Lease) end(abort bool) {
+// Fail ends a session that failed on the node's side (the node stopped
+// answering, its connection broke). While the node's checks fail too,
+// that is proof it is gone: its users' next sessions go elsewhere (rule
+// 5). A session that ends while the checks pass is simply released.
+func (l *Lease) Fail() { l.end(false, true) }
+
+func (l *Lease) end(abort, failed bool) {
 	b := l.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -151,39 +186,41 @@ func (l *Lease) end(abort bool) {
 		return
 	}
 	l.done = true
+	now := b.now()
 	delete(b.leases, l.id)
-	b.ended[protoIndex(l.proto)].Add(1)
+	p := l.proto.index()
+	b.ended[p].Add(1)
 	n := l.node
-	n.sessions[protoIndex(l.proto)]--
+	n.sessions[p]--
 	if n.users[l.user]--; n.users[l.user] <= 0 {
 		delete(n.users, l.user)
 	}
-	if n.total() == 0 {
-		n.idle = b.now()
+	if n.sessions.Total() == 0 {
+		n.idle = now
+	}
+	if failed {
+		switch {
+		case !n.checks[0].up:
+			n.checks[0].failed = true
+		case !n.checks[p].up:
+			n.checks[p].failed = true
+		}
 	}
 	b.refreshLocked(n)
 	if b.sh != nil {
-		b.queueRelease(SharedRelease{LeaseID: l.id, User: l.user, Node: n.Name, Abort: abort && l.created, Lost: l.repinned})
+		b.queueRelease(SharedRelease{LeaseID: l.id, User: l.user, Node: n.Name, Proto: l.proto, Abort: abort && l.created, Lost: l.repinned})
 	}
 	u := b.users[l.user]
 	if u == nil {
 		return
 	}
 	u.live--
-	if u.live > 0 {
+	pin, keep := pinAfterRelease(u.pin, n.Name, u.live, abort && l.created, l.repinned, now, b.cfg.AffinityGrace)
+	if !keep && u.live == 0 {
+		delete(b.users, l.user)
 		return
 	}
-	u.idleSince = b.now()
-	if abort && l.created && u.node == n {
-		delete(n.pinned, u.name)
-		u.node = nil
-		if l.repinned != "" {
-			u.lost = l.repinned // tell the user on the lease that does start
-		}
-		if u.lost == "" {
-			delete(b.users, l.user)
-		}
-	}
+	u.pin = pin
 }
 
 // maybeSweepLocked forgets users whose grace has passed, at most once per
@@ -195,10 +232,7 @@ func (b *Balancer) maybeSweepLocked(now time.Time) {
 	}
 	b.lastSweep = now
 	for name, u := range b.users {
-		if u.live == 0 && now.Sub(u.idleSince) >= b.cfg.AffinityGrace {
-			if u.node != nil {
-				delete(u.node.pinned, name)
-			}
+		if u.live == 0 && !now.Before(u.pin.Until) {
 			delete(b.users, name)
 		}
 	}

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -143,21 +144,12 @@ func (b *Balancer) stale(l Load, now time.Time) bool {
 	return b.cfg.Load.StaleAfter > 0 && now.Sub(l.At) > b.cfg.Load.StaleAfter
 }
 
-// scoreLocked is a node's placement score for a new user (lower is
-// better): its peak resource use, when measured and fresh, plus
-// SessionCost per live session per weight, plus overMax when the peak is
-// at or above Max. Without figures the node is judged by its sessions
-// alone. Staleness is judged when the score is computed: on each new
-// sample (every scrape), and on every change of the node's sessions or
-// state.
-func (b *Balancer) scoreLocked(n *node, sessions int) float64 {
-	return float64(sessions)/n.weight*b.cfg.Load.SessionCost + b.resourceScoreLocked(n)
-}
-
-// resourceScoreLocked is the measured part of a node's score: its peak
-// resource use, plus overMax at or above Max; 0 without fresh figures.
-// With shared state it goes to the shared state's pick as
-// Candidate.Load, where the sessions are the whole pool's.
+// resourceScoreLocked is the measured part of a node's placement score
+// (lower is better; see openScore for the rest): its peak resource use,
+// when measured and fresh, plus overMax when the peak is at or above Max;
+// 0 without fresh figures, so the node is judged by its sessions alone.
+// Staleness is judged when the score is computed: on each new sample
+// (every scrape), and on every change of the node's sessions or state.
 func (b *Balancer) resourceScoreLocked(n *node) float64 {
 	if !n.load.Measured() || b.stale(n.load, b.now()) {
 		return 0
@@ -170,4 +162,87 @@ func (b *Balancer) resourceScoreLocked(n *node) float64 {
 		return peak + overMax
 	}
 	return peak
+}
+
+// leastLoadedLocked returns the least-loaded node that is up for protocol
+// index p, not draining and not full and not named in avoid, breaking ties
+// uniformly at random (rule 3), or nil.
+//
+// It scans b.loads[p], a dense copy of each node's weighted load (+Inf where
+// the node may take no new user) kept current by refreshLocked: the first
+// pass finds the least load and counts the nodes that have it, one random
+// draw selects among them in a second pass. A draw per tie, or a walk over
+// the node structs, costs several times more on a large, quiet pool.
+func (b *Balancer) leastLoadedLocked(p int, avoid []string) *node {
+	loads := b.loads[p]
+	if len(avoid) > 0 {
+		// Rare (a front end could not reach a node): scan a copy in which
+		// the avoided nodes take no new user, keeping the common scan tight.
+		loads = slices.Clone(loads)
+		for i, n := range b.order {
+			if slices.Contains(avoid, n.Name) {
+				loads[i] = math.Inf(1)
+			}
+		}
+	}
+	if i := leastOf(loads, b.rand); i >= 0 {
+		return b.order[i]
+	}
+	return nil
+}
+
+// leastOf returns the index of the lowest finite score, a uniform draw of
+// rnd among ties, or -1 when every score is +Inf.
+func leastOf(scores []float64, rnd func(int) int) int {
+	best, ties := math.Inf(1), 0
+	for _, s := range scores {
+		switch {
+		case s < best:
+			best, ties = s, 1
+		case s == best:
+			ties++
+		}
+	}
+	if math.IsInf(best, 1) {
+		return -1
+	}
+	k := 0
+	if ties > 1 {
+		k = rnd(ties)
+	}
+	for i, s := range scores {
+		if s == best {
+			if k == 0 {
+				return i
+			}
+			k--
+		}
+	}
+	return -1 // unreachable: the scores did not change
+}
+
+// openScore is a node's score for a new user: +Inf when it takes none
+// (draining, or full at sessions), else its resource score plus
+// SessionCost per session per weight.
+func (b *Balancer) openScore(weight float64, sessions int, draining bool, resource float64) float64 {
+	if draining || (b.cfg.MaxSessionsPerNode > 0 && sessions >= b.cfg.MaxSessionsPerNode) {
+		return math.Inf(1)
+	}
+	return float64(sessions)/weight*b.cfg.Load.SessionCost + resource
+}
+
+// refreshLocked recomputes n's entries in b.loads after any change to its
+// health, drain state or session counts.
+func (b *Balancer) refreshLocked(n *node) {
+	if n.removed {
+		return
+	}
+	score := b.openScore(n.weight, n.sessions.Total(), n.draining, b.resourceScoreLocked(n))
+	for p := range b.loads {
+		load := math.Inf(1)
+		if n.upFor(p) {
+			load = score
+		}
+		b.loads[p][n.idx] = load
+	}
 }

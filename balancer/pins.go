@@ -12,19 +12,15 @@ type PinInfo struct {
 	User     string
 	Node     string
 	By       PinOrigin
-	Sessions int // the user's live sessions, on any node
+	Sessions int // the user's live sessions through this gateway, on any node
 	// Until is when the pin ends unless a session opens; zero while the
 	// user has sessions.
 	Until time.Time
-}
-
-// PinChange is an ops pin or unpin, for the shared state.
-type PinChange struct {
-	User string
-	Node string // "" unpins
-	// Until is when the pin ends if no session opens (now + grace); a
-	// pin that lasts longer already keeps its end.
-	Until time.Time
+	// Elsewhere names nodes other than Node where the user still had
+	// sessions when the shared state reconciled two gateways' choices
+	// (made while it was unreachable): Node won, as the pool agreed on it
+	// first.
+	Elsewhere []string
 }
 
 // Pin moves the user's pin to the named node, as ops choose (ByOps): the
@@ -34,15 +30,16 @@ type PinChange struct {
 // ErrNodeDown, ErrDraining); a full node is not, ops know best.
 func (b *Balancer) Pin(user, node string) error {
 	b.mu.RLock()
+	now := b.now()
 	n := b.nodes[node]
 	var err error
 	switch {
 	case n == nil:
 		err = fmt.Errorf("%w %q", ErrUnknownNode, node)
-	case !n.up:
+	case !n.checks[0].up:
 		err = fmt.Errorf("%w: %s", ErrNodeDown, node)
 	case n.draining:
-		if u := b.users[user]; u == nil || u.node != n {
+		if u := b.users[user]; u == nil || u.pin.Node != node || !b.pinHoldsLocked(u, now) {
 			err = fmt.Errorf("%w: %s", ErrDraining, node)
 		}
 	}
@@ -50,86 +47,92 @@ func (b *Balancer) Pin(user, node string) error {
 	if err != nil {
 		return err
 	}
+	set := func(old Pin) Pin { return pinByOps(old, node, now.Add(b.cfg.AffinityGrace)) }
 	if b.sh != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
-		defer cancel()
-		if err := b.sh.store.SetPin(ctx, PinChange{User: user, Node: node, Until: b.now().Add(b.cfg.AffinityGrace)}); err != nil {
-			b.setDegraded(err)
+		if err := b.setPinShared(user, set); err != nil {
 			return fmt.Errorf("the shared state did not take the pin, so it was not applied: %w", err)
 		}
-		b.sh.view.forget()
+		return nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n = b.nodes[node]; n == nil {
-		return fmt.Errorf("%w %q", ErrUnknownNode, node)
-	}
-	if b.sh != nil {
-		b.sh.pins.forget(user)
-	}
 	u := b.userLocked(user)
-	b.pinLocked(u, n, ByOps)
-	u.by, u.lost = ByOps, ""
-	if u.live == 0 {
-		u.idleSince = b.now()
-	}
+	u.pin = set(u.pin)
+	u.elsewhere = nil
 	return nil
+}
+
+// pinByOps is the pin ops set: on node, chosen by ops, lasting at least
+// until (longer if it already did, on the same node).
+func pinByOps(old Pin, node string, until time.Time) Pin {
+	if old.Node == node && old.Until.After(until) {
+		until = old.Until
+	}
+	return Pin{Node: node, By: ByOps, Until: until}
 }
 
 // Unpin drops the user's pin: their next session is placed by the
 // routing rules again. Sessions open go on.
 func (b *Balancer) Unpin(user string) error {
 	if b.sh != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
-		defer cancel()
-		if err := b.sh.store.SetPin(ctx, PinChange{User: user}); err != nil {
-			b.setDegraded(err)
+		if err := b.setPinShared(user, func(Pin) Pin { return Pin{} }); err != nil {
 			return fmt.Errorf("the shared state did not take the unpin, so it was not applied: %w", err)
 		}
-		b.sh.view.forget()
+		return nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.sh != nil {
-		b.sh.pins.forget(user)
-	}
-	if u := b.users[user]; u != nil && u.node != nil {
-		delete(u.node.pinned, user)
-		u.node, u.by = nil, ""
+	if u := b.users[user]; u != nil {
+		u.pin, u.elsewhere = Pin{}, nil
+		if u.live == 0 {
+			delete(b.users, user)
+		}
 	}
 	return nil
 }
 
-// Pins lists the users with a live pin, by user name: with shared state,
-// every gateway's.
+// Pins lists the users with a pin that holds, by user name: with shared
+// state, this gateway's copy of the pool's pins.
 func (b *Balancer) Pins() []PinInfo {
-	if b.sh != nil && !b.sh.degraded.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
-		defer cancel()
-		if pins, err := b.sh.store.Pins(ctx, b.now()); err == nil {
-			sort.Slice(pins, func(i, j int) bool { return pins[i].User < pins[j].User })
-			return pins
-		} else {
-			b.setDegraded(err)
-		}
-	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	now := b.now()
 	var out []PinInfo
 	for _, u := range b.users {
-		if u.node == nil || !b.pinValidLocked(u, now, 0) {
+		if !b.pinHoldsLocked(u, now) {
 			continue
 		}
-		p := PinInfo{User: u.name, Node: u.node.Name, By: u.by, Sessions: u.live}
+		p := PinInfo{User: u.name, Node: u.pin.Node, By: u.pin.By, Sessions: u.live, Elsewhere: append([]string(nil), u.elsewhere...)}
 		if p.By == "" {
 			p.By = ByBalancer
 		}
 		if u.live == 0 {
-			p.Until = u.idleSince.Add(b.cfg.AffinityGrace)
+			p.Until = u.pin.Until
 		}
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
 	return out
+}
+
+// setPinShared changes the user's pin in the shared state as set says,
+// then in this gateway's copy.
+func (b *Balancer) setPinShared(user string, set func(Pin) Pin) error {
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	var pin Pin
+	ver, err := b.sh.store.Update(ctx, Read{Users: []string{user}, Now: b.now()}, func(s *Snapshot) (Change, error) {
+		pin = set(s.Pins[user])
+		if s.Live[user] > 0 && pin.Node != "" && pin.Until.Before(s.Now.Add(b.cfg.AffinityGrace)) {
+			pin.Until = s.Now.Add(b.cfg.AffinityGrace)
+		}
+		return Change{Pins: map[string]Pin{user: pin}}, nil
+	})
+	if err != nil {
+		b.setDegraded(err)
+		return err
+	}
+	b.sh.view.forget()
+	b.PinNotice(user, pin, ver)
+	return nil
 }

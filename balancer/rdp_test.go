@@ -11,8 +11,8 @@ func TestRDPSessionsAndHealth(t *testing.T) {
 	if _, err := b.Acquire("alice", RDP, "c"); !errors.Is(err, ErrNoNode) {
 		t.Fatalf("RDP before any RDP check: %v, want ErrNoNode", err)
 	}
-	b.SetRDPHealth("n1", true, "ok")
-	b.SetRDPHealth("n2", false, "connection refused")
+	b.SetHealth("n1", RDP, true, "ok")
+	b.SetHealth("n2", RDP, false, "connection refused")
 	l, err := b.Acquire("alice", RDP, "c")
 	if err != nil || l.Node().Name != "n1" {
 		t.Fatalf("alice over RDP: %v %v, want n1 (n2's RDP is down)", l, err)
@@ -26,7 +26,7 @@ func TestRDPSessionsAndHealth(t *testing.T) {
 		t.Fatalf("bob's SSH on %s, want n2", s.Node().Name)
 	}
 	st := b.Nodes()
-	if st[0].RDPSessions != 1 || st[0].SSHSessions != 1 || !st[0].RDPUp || st[1].RDPUp || st[1].RDPDetail != "connection refused" {
+	if st[0].Sessions.Of(RDP) != 1 || st[0].Sessions.Of(SSH) != 1 || !st[0].Check(RDP).Up || st[1].Check(RDP).Up || st[1].Check(RDP).Detail != "connection refused" {
 		t.Fatalf("snapshot %+v", st)
 	}
 	l.Release()

@@ -15,8 +15,8 @@ func rdpPool(t *testing.T) *Balancer {
 	}
 	b.SetNodes(nodes)
 	for _, n := range nodes {
-		b.SetHealth(n.Name, true, "ok")
-		b.SetRDPHealth(n.Name, true, "ok")
+		b.SetHealth(n.Name, SSH, true, "ok")
+		b.SetHealth(n.Name, RDP, true, "ok")
 	}
 	return b
 }
@@ -27,9 +27,9 @@ func TestPinnedUserWithoutLease(t *testing.T) {
 		t.Fatalf("unknown alice: %q %q, want alice and no node", u, n)
 	}
 	// alice's SSH session on n2 pins her there.
-	b.SetHealth("n1", false, "down")
+	b.SetHealth("n1", SSH, false, "down")
 	l := acquire(t, b, "alice")
-	b.SetHealth("n1", true, "ok")
+	b.SetHealth("n1", SSH, true, "ok")
 	if l.Node().Name != "n2" {
 		t.Fatalf("alice on %s", l.Node().Name)
 	}
@@ -56,10 +56,15 @@ func TestPinnedUserWithoutLease(t *testing.T) {
 	if u, n := b.PinnedUser("christoph", true, RDP); u != "christoph" || n != "" {
 		t.Fatalf("ambiguous prefix: %q %q, want the claim and no node", u, n)
 	}
-	// A node whose RDP is down is no answer for RDP.
-	b.SetRDPHealth("n2", false, "refused")
+	// A node whose RDP check fails still holds its users (rule 5); once
+	// its RDP server is gone (a dial failed) it is no answer for RDP.
+	b.SetHealth("n2", RDP, false, "refused")
+	if _, n := b.PinnedUser("alice", false, RDP); n != "n2" {
+		t.Fatalf("alice with n2's RDP check failing: %q, want n2", n)
+	}
+	b.NodeFailed("n2", RDP)
 	if _, n := b.PinnedUser("alice", false, RDP); n != "" {
-		t.Fatalf("alice with n2's RDP down: %q", n)
+		t.Fatalf("alice with n2's RDP gone: %q", n)
 	}
 }
 
@@ -72,8 +77,8 @@ func TestAcquireOnForRDP(t *testing.T) {
 	if err != nil || l.Node().Name != "n1" {
 		t.Fatalf("AcquireOn n1: %v %v", l, err)
 	}
-	if st := b.Nodes()[0]; st.RDPSessions != 1 {
-		t.Fatalf("n1 RDP sessions %d", st.RDPSessions)
+	if st := b.Nodes()[0]; st.Sessions.Of(RDP) != 1 {
+		t.Fatalf("n1 RDP sessions %d", st.Sessions.Of(RDP))
 	}
 	// The pin follows: bob's next SSH session goes to n1.
 	if s := acquire(t, b, "bob"); s.Node().Name != "n1" {

@@ -7,127 +7,80 @@ import (
 
 // Shared is routing state kept with other gateways (pins, leases and drain
 // flags in Redis, say), so that several gateways behind one load balancer
-// route alike. The balancer stays the decision's owner of last resort:
-// with Options.Shared set, Acquire claims the node there in one atomic
-// step and records the lease locally too; when the shared state cannot be
-// reached, it decides from its own view (degraded) and RunShared puts its
-// sessions back once the shared state answers again.
+// route alike. It holds no rule: every decision is the balancer's (see
+// rules.go), made over a Snapshot the shared state read and applied by it
+// atomically. Each gateway keeps a whole copy of the pin table, current
+// through Watch's notices and a full read at each heartbeat, and routes by
+// it alone while the shared state cannot be reached.
 type Shared interface {
-	// Claim picks the node for a new session of c.User following the
-	// routing rules over c.Nodes, and records the lease, atomically
-	// across gateways. Claimed.Node is "" when no node can take it.
-	Claim(ctx context.Context, c Claim) (Claimed, error)
-	// Release ends a lease (Abort: one whose session never started).
-	Release(ctx context.Context, r SharedRelease) error
-	// Heartbeat refreshes this gateway's live leases, re-creating any the
-	// shared state lost, and forgets the others it holds there (released,
-	// or lost while degraded) as Beat says.
-	Heartbeat(ctx context.Context, b Beat) error
-	// Record puts one lease of this gateway in the shared state, on the
-	// node given (a pinned user served from the local pin cache).
-	Record(ctx context.Context, l LeaseRecord) error
-	// SetPin moves (or, with Node "", drops) a user's pin as ops ask, and
-	// tells the other gateways.
-	SetPin(ctx context.Context, c PinChange) error
-	// Pins lists the users pinned at now, with who chose each node.
-	Pins(ctx context.Context, now time.Time) ([]PinInfo, error)
-	// PinOf returns the node the user is pinned to at now, "" if none.
-	PinOf(ctx context.Context, user string, now time.Time) (string, error)
-	// Drain sets or clears the node's drain flag for every gateway.
-	Drain(ctx context.Context, node string, on bool) error
+	// Update reads what r asks for, passes it to decide, and applies the
+	// Change decide returns atomically: if another gateway changed the
+	// shared state meanwhile, it reads and calls decide again (a
+	// compare-and-set, retried). An error from decide is returned as it
+	// is, with nothing applied. ver is the version the changed pins got.
+	Update(ctx context.Context, r Read, decide func(*Snapshot) (Change, error)) (ver uint64, err error)
+	// PinTable reads every pin that holds at now, with its version.
+	PinTable(ctx context.Context, now time.Time) (map[string]VersionedPin, error)
 	// View returns the whole pool's sessions and drain flags.
 	View(ctx context.Context) (View, error)
-	// Replica names this gateway among those sharing the state.
-	Replica() string
-	// HeartbeatInterval is how often RunShared refreshes this gateway's
-	// leases there.
-	HeartbeatInterval() time.Duration
 	// Watch passes the shared state's pin notices to n until ctx ends:
 	// n.SetPinNotices(true) each time notices are known to arrive and
-	// false when they may be missed, n.ForgetPin(user) for each user whose
-	// pin another gateway created or moved. RunShared runs it.
+	// false when they may be missed, n.PinNotice for each pin written.
+	// RunShared runs it.
 	Watch(ctx context.Context, n PinNotices)
+	// Replica names this gateway among those sharing the state.
+	Replica() string
+	// LeaseTTL is how long a lease outlives its last refresh; RunShared
+	// refreshes this gateway's leases every third of it.
+	LeaseTTL() time.Duration
 }
 
 // PinNotices receives the shared state's pin notices (Shared.Watch); the
 // Balancer implements it.
 type PinNotices interface {
-	ForgetPin(user string)
+	PinNotice(user string, p Pin, ver uint64)
 	SetPinNotices(live bool)
 }
 
-// Claim is one Acquire's question to the shared state.
-type Claim struct {
-	User    string
-	Proto   Protocol
-	Client  string
-	LeaseID uint64 // this gateway's lease ID
-	// Nodes are this gateway's nodes with its health view: Up for the
-	// protocol, Avoid when the front end could not reach it.
-	Nodes              []Candidate
-	Now                time.Time
-	Grace              time.Duration
-	MaxSessionsPerNode int
-	// SessionCost is what one session per weight adds to a node's score
-	// (LoadConfig.SessionCost); the score is Candidate.Load plus that.
-	SessionCost float64
-	// Rand in [0, 1) breaks ties among the least-loaded nodes.
-	Rand float64
-	// Node, if set, is the node the session must go to (AcquireOn): the
-	// shared state takes it there, moving the user's pin, unless it is
-	// draining or full and the user is not pinned to it (Claimed.Refused).
-	Node string
-	// By is who chose Node (ByUser, or ByBalancer for a peeked node); a
-	// pin the shared state chooses itself is ByBalancer.
-	By PinOrigin
+// VersionedPin is a pin with the version the shared state gave it: a
+// copy keeps the highest version it heard of.
+type VersionedPin struct {
+	Pin
+	Ver uint64
 }
 
-// Candidate is a node as one gateway sees it.
-type Candidate struct {
-	Name   string
-	Weight float64
-	Up     bool
-	Avoid  bool
-	// Load is the measured part of the node's placement score, from this
-	// gateway's own scrapes (every gateway scrapes for itself): its peak
-	// resource use, more than 1e9 when at or above load.max, 0 without
-	// figures.
-	Load float64
+// Read says what an Update reads.
+type Read struct {
+	Now   time.Time
+	Users []string // their pins and live sessions
+	// Without lists leases of this gateway that Live leaves out (the
+	// one being released).
+	Without []uint64
+	Nodes   []string // their live sessions, every gateway's
+	Mine    bool     // this gateway's leases as the shared state holds them
 }
 
-// Claimed is the shared state's answer to a Claim.
-type Claimed struct {
-	Node    string // "" when no node can take the session
-	Lost    string // node the user's pin was moved from, reported once
-	Created bool   // the claim created or moved the pin
-	// Refused says why a claim naming a node got none: "draining" or
-	// "full".
-	Refused string
-	// By is who chose the user's pin as it stands.
-	By PinOrigin
+// Snapshot is what an Update read, as of Now.
+type Snapshot struct {
+	Now      time.Time
+	Pins     map[string]Pin         // by user asked; the zero Pin when none
+	Live     map[string]int         // by user asked: live sessions, every gateway's
+	Sessions map[string]PerProtocol // by node asked: live sessions, every gateway's
+	Draining map[string]bool        // every drained node
+	Mine     []LeaseRecord          // with Read.Mine: this gateway's leases there
 }
 
-// SharedRelease ends one lease in the shared state.
-type SharedRelease struct {
-	LeaseID uint64
-	User    string
-	Node    string
-	// Abort: the session never started and its claim created the pin,
-	// which goes (Lost, if set, is kept for the user's next session).
-	Abort bool
-	Lost  string
+// Change is what an Update writes.
+type Change struct {
+	Pins  map[string]Pin  // set; the zero Pin deletes
+	Put   []LeaseRecord   // added or refreshed, expiring a lease TTL from now
+	Drop  []LeaseRecord   // removed (ID, User, Node and Proto are used)
+	Idle  []string        // nodes whose last session ended now
+	Drain map[string]bool // drain flags set or cleared
 }
 
-// Beat is one heartbeat: this gateway's live leases when it was taken.
-// The shared state forgets the gateway's other leases, except claims that
-// were under way (Pending) or began after it (IDs above UpTo).
-type Beat struct {
-	Leases  []LeaseRecord
-	Pending []uint64
-	UpTo    uint64
-}
-
-// LeaseRecord is one of this gateway's live leases, for Heartbeat.
+// LeaseRecord is one of this gateway's live leases, as the shared state
+// holds it.
 type LeaseRecord struct {
 	ID      uint64
 	User    string
@@ -135,6 +88,18 @@ type LeaseRecord struct {
 	Proto   Protocol
 	Client  string
 	Started time.Time
+}
+
+// SharedRelease ends one lease in the shared state.
+type SharedRelease struct {
+	LeaseID uint64
+	User    string
+	Node    string
+	Proto   Protocol
+	// Abort: the session never started and its grant created the pin,
+	// which goes (Lost, if set, is kept for the user's next session).
+	Abort bool
+	Lost  string
 }
 
 // View is the whole pool as the shared state holds it.
@@ -145,7 +110,7 @@ type View struct {
 
 // NodeView is one node's share of a View.
 type NodeView struct {
-	Sessions  [nProtos]int // by protocol: SSH, HTTP, RDP
+	Sessions  PerProtocol
 	Users     []string
 	Pinned    int
 	Draining  bool
@@ -161,13 +126,4 @@ const (
 	// degradedRetry is how often a degraded balancer tries the shared
 	// state again.
 	degradedRetry = time.Second
-	// pinCacheTTL bounds how long a pin learnt from the shared state
-	// serves a pinned user's picks locally; the shared state's pin
-	// notices (ForgetPin) end it sooner. The cache serves only while the
-	// notices are known to arrive (SetPinNotices).
-	pinCacheTTL = 5 * time.Second
-	// everyLease is an UpTo above any lease ID a gateway makes (and exact
-	// in Lua's numbers, below 2^53): an empty Beat with it forgets all of
-	// the gateway's leases.
-	everyLease = 1 << 52
 )

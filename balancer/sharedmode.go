@@ -2,7 +2,10 @@ package balancer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -14,17 +17,22 @@ import (
 )
 
 // sharedMode is what a balancer sharing its state (Options.Shared) keeps
-// beside its own view. Its fields are under three regimes: pending and
-// pins are protected by Balancer.mu; view has its own lock (see
-// viewCache); ops and degraded are safe on their own.
+// beside its own view. Its fields are under three regimes: pending,
+// notices and alone are protected by Balancer.mu; view has its own lock
+// (see viewCache); ops and degraded are safe on their own.
 type sharedMode struct {
 	store    Shared
 	ops      chan func(context.Context) error // releases and records, to RunShared
 	degraded atomic.Bool                      // the shared state did not answer
 
-	pending map[uint64]bool // lease IDs of claims under way; protected by Balancer.mu
-	pins    pinCache        // protected by Balancer.mu
-	view    viewCache
+	pending map[uint64]bool // lease IDs of claims under way
+	// notices: pin notices are known to arrive, so this gateway's copy
+	// of the pin table is current and a pinned user is served from it.
+	notices bool
+	// alone: users this gateway placed while the shared state was
+	// unreachable, each logged once.
+	alone map[string]bool
+	view  viewCache
 }
 
 func newSharedMode(s Shared) *sharedMode {
@@ -32,7 +40,7 @@ func newSharedMode(s Shared) *sharedMode {
 		store:   s,
 		ops:     make(chan func(context.Context) error, 4096),
 		pending: map[uint64]bool{},
-		pins:    newPinCache(),
+		alone:   map[string]bool{},
 	}
 }
 
@@ -46,124 +54,337 @@ func (b *Balancer) SharedStatus() (shared, degraded bool, replica string) {
 	return true, b.sh.degraded.Load(), b.sh.store.Replica()
 }
 
-// acquireShared claims the node in the shared state. decided is false when
-// the shared state could not be asked: the caller decides locally.
-func (b *Balancer) acquireShared(user string, proto Protocol, client string, avoid []string) (l *Lease, err error, decided bool) {
+// keepFor is how long a pin must last past a session the shared state
+// records: the lease TTL (a gateway that dies stops refreshing) and the
+// grace.
+func (b *Balancer) keepFor() time.Duration { return b.sh.store.LeaseTTL() + b.cfg.AffinityGrace }
+
+// acquireShared decides in the shared state. decided is false when the
+// shared state could not be asked: the caller decides alone, from this
+// gateway's copy of the pin table.
+func (b *Balancer) acquireShared(user, client string, q query) (l *Lease, err error, decided bool) {
 	sh := b.sh
 	if sh.degraded.Load() {
 		return nil, nil, false
 	}
-	p := protoIndex(proto)
+	p := q.proto.index()
 	b.mu.Lock()
-	if l := b.fromPinCacheLocked(user, proto, client, avoid); l != nil {
+	q.now = b.now()
+	if l := b.fromPinTableLocked(user, client, q); l != nil {
 		b.mu.Unlock()
 		return l, nil, true
 	}
-	epoch := sh.pins.epoch
+	cands := b.candidatesLocked(p)
 	b.nextID++
-	c := Claim{
-		User: user, Proto: proto, Client: client, LeaseID: b.nextID, Now: b.now(),
-		Grace: b.cfg.AffinityGrace, MaxSessionsPerNode: b.cfg.MaxSessionsPerNode, SessionCost: b.cfg.Load.SessionCost,
-		Rand: float64(b.rand(1<<20)) / (1 << 20), Nodes: make([]Candidate, 0, len(b.order)),
-	}
-	for _, n := range b.order {
-		c.Nodes = append(c.Nodes, Candidate{Name: n.Name, Weight: n.weight, Up: n.upFor(p), Avoid: slices.Contains(avoid, n.Name), Load: b.resourceScoreLocked(n)})
-	}
-	res, err := b.claimLocked(c)
-	defer b.mu.Unlock()
-	if err != nil {
-		return nil, nil, false
-	}
-	if res.Node == "" {
-		return nil, ErrNoNode, true
-	}
-	// A notice that arrived while the claim was in flight may be about
-	// this user: then the answer is not cached.
-	sh.pins.put(user, res.Node, b.now(), epoch)
-	n := b.nodes[res.Node]
-	if n == nil { // left this gateway's pool since the claim
-		b.queueRelease(SharedRelease{LeaseID: c.LeaseID, User: user, Node: res.Node, Abort: res.Created, Lost: res.Lost})
-		return nil, ErrNoNode, true
-	}
-	u := b.userLocked(user)
-	b.pinLocked(u, n, res.By)
-	u.lost = res.Lost
-	return b.grantLocked(u, proto, client, c.Now, res.Created, c.LeaseID), nil, true
-}
-
-// claimLocked asks the shared state c. b.mu is held on entry and on
-// return, and released for the round trip; c.LeaseID counts as a claim
-// under way meanwhile (see beat). An error has set degraded mode.
-func (b *Balancer) claimLocked(c Claim) (Claimed, error) {
-	sh := b.sh
-	sh.pending[c.LeaseID] = true
+	id := b.nextID
+	sh.pending[id] = true
 	b.mu.Unlock()
+
+	var (
+		v      verdict
+		pin    Pin
+		refuse error
+	)
 	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-	res, err := sh.store.Claim(ctx, c)
+	ver, err := sh.store.Update(ctx, Read{Now: q.now, Users: []string{user}, Nodes: cands.names}, func(s *Snapshot) (Change, error) {
+		old := userPin{Pin: s.Pins[user], live: s.Live[user]}
+		v, refuse = decide(sharedFacts{b: b, c: cands, s: s, p: p}, old, q)
+		if refuse != nil {
+			return Change{}, refuse
+		}
+		pin = pinAfterGrant(old.Pin, v, q.proto, s.Now.Add(b.keepFor()))
+		rec := LeaseRecord{ID: id, User: user, Node: v.node, Proto: q.proto, Client: client, Started: q.now}
+		return Change{Pins: map[string]Pin{user: pin}, Put: []LeaseRecord{rec}}, nil
+	})
 	cancel()
 	sh.view.forget()
 	b.mu.Lock()
-	delete(sh.pending, c.LeaseID)
-	if err != nil {
+	defer b.mu.Unlock()
+	delete(sh.pending, id)
+	switch {
+	case refuse != nil && errors.Is(err, refuse):
+		return nil, err, true
+	case err != nil:
 		b.setDegraded(err)
+		return nil, nil, false
 	}
-	return res, err
+	if b.nodes[v.node] == nil { // left this gateway's pool meanwhile
+		b.queueRelease(SharedRelease{LeaseID: id, User: user, Node: v.node, Proto: q.proto, Abort: v.created, Lost: v.lost})
+		return nil, ErrNoNode, true
+	}
+	l = b.grantLocked(user, v, q, client, id, pin)
+	b.users[user].ver = max(b.users[user].ver, ver)
+	return l, nil, true
 }
 
-// fromPinCacheLocked serves a pinned user from the local pin cache: the
-// lease is granted at once on the cached node, if this gateway may use it,
-// and recorded in the shared state in the background. It returns nil when
-// the cache cannot answer.
-func (b *Balancer) fromPinCacheLocked(user string, proto Protocol, client string, avoid []string) *Lease {
-	now := b.now()
-	name, ok := b.sh.pins.get(user, now)
-	if !ok {
+// errPeeked ends an Update that only looked.
+var errPeeked = errors.New("peeked")
+
+// peekShared is Peek over the shared state: the same decision as
+// acquireShared, applying nothing. decided is false when the shared state
+// could not be asked.
+func (b *Balancer) peekShared(user string, proto Protocol, avoid []string) (n Node, err error, decided bool) {
+	sh := b.sh
+	if sh.degraded.Load() {
+		return Node{}, nil, false
+	}
+	p := proto.index()
+	b.mu.RLock()
+	q := query{proto: proto, avoid: avoid, now: b.now()}
+	cands := b.candidatesLocked(p)
+	b.mu.RUnlock()
+	var v verdict
+	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	defer cancel()
+	_, err = sh.store.Update(ctx, Read{Now: q.now, Users: []string{user}, Nodes: cands.names}, func(s *Snapshot) (Change, error) {
+		var refuse error
+		v, refuse = decide(sharedFacts{b: b, c: cands, s: s, p: p}, userPin{Pin: s.Pins[user], live: s.Live[user]}, q)
+		if refuse != nil {
+			return Change{}, refuse
+		}
+		return Change{}, errPeeked
+	})
+	switch {
+	case errors.Is(err, errPeeked):
+	case errors.Is(err, ErrNoNode):
+		return Node{}, err, true
+	case err != nil:
+		b.setDegraded(err)
+		return Node{}, nil, false
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if nd := b.nodes[v.node]; nd != nil {
+		return nd.Node, nil, true
+	}
+	return Node{}, ErrNoNode, true
+}
+
+// fromPinTableLocked serves a pinned user from this gateway's copy of the
+// pin table while pin notices keep it current: the lease is granted at
+// once on the user's node and recorded in the shared state in the
+// background. It returns nil when the table cannot answer.
+func (b *Balancer) fromPinTableLocked(user, client string, q query) *Lease {
+	if !b.sh.notices || q.named != "" {
 		return nil
 	}
-	n := b.nodes[name]
-	if n == nil || !n.upFor(protoIndex(proto)) || slices.Contains(avoid, n.Name) {
+	n := b.pinnedLocked(user, q.proto.index())
+	if n == nil || slices.Contains(q.avoid, n.Name) {
 		return nil
 	}
-	u := b.userLocked(user)
-	b.pinLocked(u, n, ByBalancer)
-	u.lost = ""
+	u := b.users[user]
+	v := verdict{node: n.Name, lost: u.pin.Lost, by: u.pin.By}
 	b.nextID++
-	l := b.grantLocked(u, proto, client, now, false, b.nextID)
-	rec := LeaseRecord{ID: l.id, User: user, Node: n.Name, Proto: proto, Client: client, Started: now}
-	b.queue(func(ctx context.Context) error { return b.sh.store.Record(ctx, rec) })
+	l := b.grantLocked(user, v, q, client, b.nextID, pinAfterGrant(u.pin, v, q.proto, time.Time{}))
+	rec := LeaseRecord{ID: l.id, User: user, Node: n.Name, Proto: q.proto, Client: client, Started: q.now}
+	b.queue(func(ctx context.Context) error { return b.record(ctx, rec) })
 	return l
 }
 
-// ForgetPin drops the user's cached pin: another gateway created or moved
-// it (the shared state's notice), so the next pick asks the shared state.
+// decidedAloneLocked notes a decision made without the shared state
+// (unreachable): a user new to this gateway is placed by its own view,
+// which the log says once per user; the shared state reconciles the
+// choice when it answers again.
+func (b *Balancer) decidedAloneLocked(user string, v verdict) {
+	if v.created && !b.sh.alone[user] {
+		b.sh.alone[user] = true
+		b.log.Info("user placed by this gateway's own view while the shared state is unreachable; reconciled when it answers",
+			zap.String("user", user), zap.String("node", v.node))
+	}
+}
+
+// candidates are this gateway's nodes for one decision in the shared
+// state, copied under Balancer.mu so the decision can run without it.
+type candidates struct {
+	names []string
+	nodes []candidate
+	index map[string]int
+}
+
+type candidate struct {
+	weight   float64
+	up       bool // its checks pass for the protocol
+	serves   bool // it has an address for the protocol
+	checks   [nProtos]check
+	resource float64 // the measured part of its score
+}
+
+func (b *Balancer) candidatesLocked(p int) candidates {
+	c := candidates{names: make([]string, len(b.order)), nodes: make([]candidate, len(b.order)), index: make(map[string]int, len(b.order))}
+	for i, n := range b.order {
+		c.names[i] = n.Name
+		c.index[n.Name] = i
+		c.nodes[i] = candidate{weight: n.weight, up: n.upFor(p), serves: n.serves(p), checks: n.checks, resource: b.resourceScoreLocked(n)}
+	}
+	return c
+}
+
+// sharedFacts answers a decision from this gateway's nodes and health
+// with the whole pool's sessions and drains, as the shared state read
+// them.
+type sharedFacts struct {
+	b *Balancer
+	c candidates
+	s *Snapshot
+	p int
+}
+
+func (f sharedFacts) node(name string) (nodeFacts, bool) {
+	i, ok := f.c.index[name]
+	if !ok {
+		return nodeFacts{}, false
+	}
+	n, sessions, max := &f.c.nodes[i], f.s.Sessions[name], f.b.cfg.MaxSessionsPerNode
+	return nodeFacts{
+		up:       n.up,
+		alive:    n.serves && f.b.checksAlive(&n.checks, f.p, f.s.Now, sessions),
+		draining: f.s.Draining[name],
+		full:     max > 0 && sessions.Total() >= max,
+	}, true
+}
+
+func (f sharedFacts) leastLoaded(avoid []string) string {
+	scores := make([]float64, len(f.c.nodes))
+	for i := range f.c.nodes {
+		n, name := &f.c.nodes[i], f.c.names[i]
+		scores[i] = math.Inf(1)
+		if n.up && !slices.Contains(avoid, name) {
+			scores[i] = f.b.openScore(n.weight, f.s.Sessions[name].Total(), f.s.Draining[name], n.resource)
+		}
+	}
+	if i := leastOf(scores, f.b.rand); i >= 0 {
+		return f.c.names[i]
+	}
+	return ""
+}
+
+// record puts one lease that was granted from the pin table into the
+// shared state, keeping its user's pin there unless the pool agreed on
+// another node meanwhile.
+func (b *Balancer) record(ctx context.Context, rec LeaseRecord) error {
+	_, err := b.keepLeases(ctx, []LeaseRecord{rec}, nil)
+	return err
+}
+
+// release ends one lease in the shared state: the rules say what becomes
+// of the user's pin there.
+func (b *Balancer) release(ctx context.Context, r SharedRelease) error {
+	var pin Pin
+	ver, err := b.sh.store.Update(ctx, Read{Now: b.now(), Users: []string{r.User}, Without: []uint64{r.LeaseID}, Nodes: []string{r.Node}}, func(s *Snapshot) (Change, error) {
+		var keep bool
+		pin, keep = pinAfterRelease(s.Pins[r.User], r.Node, s.Live[r.User], r.Abort, r.Lost, s.Now, b.cfg.AffinityGrace)
+		if !keep {
+			pin = Pin{}
+		}
+		ch := Change{Pins: map[string]Pin{r.User: pin}, Drop: []LeaseRecord{{ID: r.LeaseID, User: r.User, Node: r.Node, Proto: r.Proto}}}
+		if s.Sessions[r.Node].Total() == 0 {
+			ch.Idle = []string{r.Node}
+		}
+		return ch, nil
+	})
+	if err == nil {
+		b.PinNotice(r.User, pin, ver)
+	}
+	return err
+}
+
+// keepLeases puts this gateway's leases in the shared state (refreshing
+// their expiry) and holds each user's pin on the node of their session,
+// unless a pin the pool agreed on first holds elsewhere: then the pin is
+// left and the conflict reported (the user has sessions on two nodes,
+// placed while the shared state was unreachable). drop, when not nil,
+// says which of this gateway's leases there to forget.
+func (b *Balancer) keepLeases(ctx context.Context, leases []LeaseRecord, drop func(LeaseRecord) bool) (conflicts map[string]conflict, err error) {
+	users := make([]string, 0, len(leases))
+	for _, l := range leases {
+		if !slices.Contains(users, l.User) {
+			users = append(users, l.User)
+		}
+	}
+	var pins map[string]Pin
+	ver, err := b.sh.store.Update(ctx, Read{Now: b.now(), Users: users, Mine: drop != nil}, func(s *Snapshot) (Change, error) {
+		pins, conflicts = map[string]Pin{}, map[string]conflict{}
+		keep := s.Now.Add(b.keepFor())
+		for _, l := range leases {
+			old, ok := pins[l.User]
+			if !ok {
+				old = s.Pins[l.User]
+			}
+			p, split := pinWithSession(old, l.Node, s.Now, keep)
+			if split {
+				conflicts[l.User] = conflict{won: p.Node, session: l.Node}
+			}
+			pins[l.User] = p
+		}
+		for user, p := range pins {
+			if p == s.Pins[user] {
+				delete(pins, user)
+			}
+		}
+		ch := Change{Pins: pins, Put: leases}
+		if drop != nil {
+			for _, m := range s.Mine {
+				if drop(m) {
+					ch.Drop = append(ch.Drop, m)
+				}
+			}
+		}
+		return ch, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for user, p := range pins {
+		b.PinNotice(user, p, ver)
+	}
+	return conflicts, nil
+}
+
+// PinNotice takes a pin written to the shared state into this gateway's
+// copy of the pin table, unless the copy already holds a newer version.
 // It implements PinNotices.
-func (b *Balancer) ForgetPin(user string) {
+func (b *Balancer) PinNotice(user string, p Pin, ver uint64) {
 	if b.sh == nil {
 		return
 	}
 	b.mu.Lock()
-	b.sh.pins.forget(user)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	b.takePinLocked(user, p, ver)
 }
 
-// SetPinNotices says whether the shared state's pin notices (ForgetPin)
-// are arriving: true once a subscription is confirmed, false when it is
-// lost. Either way the cached pins are dropped, since notices may have
-// been missed; pins are cached only while notices arrive, so a gateway
-// never routes a user from a pin another gateway has moved. It implements
-// PinNotices.
+func (b *Balancer) takePinLocked(user string, p Pin, ver uint64) {
+	u := b.users[user]
+	switch {
+	case u != nil && ver <= u.ver:
+		return
+	case u == nil && p.Node == "" && p.Lost == "":
+		return
+	case u == nil:
+		u = b.userLocked(user)
+	}
+	if p.Node != u.pin.Node {
+		u.elsewhere = nil
+	}
+	u.pin, u.ver = p, ver
+}
+
+// SetPinNotices says whether the shared state's pin notices are arriving:
+// true once a subscription is confirmed, false when it is lost. While
+// they arrive, pinned users are served from this gateway's copy of the
+// pin table; a full read at each heartbeat puts right what was missed.
+// It implements PinNotices.
 func (b *Balancer) SetPinNotices(live bool) {
 	if b.sh == nil {
 		return
 	}
 	b.mu.Lock()
-	b.sh.pins.setLive(live)
+	b.sh.notices = live
 	b.mu.Unlock()
 }
 
 // queueRelease hands a release to RunShared.
 func (b *Balancer) queueRelease(r SharedRelease) {
-	b.queue(func(ctx context.Context) error { return b.sh.store.Release(ctx, r) })
+	b.queue(func(ctx context.Context) error { return b.release(ctx, r) })
 }
 
 // queue hands an operation to RunShared. If the queue is full it is
@@ -177,16 +398,16 @@ func (b *Balancer) queue(op func(context.Context) error) {
 
 func (b *Balancer) setDegraded(err error) {
 	if !b.sh.degraded.Swap(true) {
-		b.log.Error("shared state unreachable; routing from this gateway's own view until it answers", zap.Error(err))
+		b.log.Error("shared state unreachable; routing from this gateway's copy of the pool's pins until it answers", zap.Error(err))
 	}
 }
 
 // RunShared keeps the shared state in step until ctx ends: it passes
-// releases on, refreshes this gateway's leases every
-// Shared.HeartbeatInterval (once a second while degraded), leaves
-// degraded mode when the shared state answers, having put back every
-// session this gateway holds, and follows the shared state's pin notices
-// (Shared.Watch). Without shared state it returns at once.
+// releases on, refreshes this gateway's leases and reads the whole pin
+// table every third of Shared.LeaseTTL (once a second while degraded),
+// leaves degraded mode when the shared state answers, having put back
+// every session this gateway holds, and follows the shared state's pin
+// notices (Shared.Watch). Without shared state it returns at once.
 func (b *Balancer) RunShared(ctx context.Context) {
 	if b.sh == nil {
 		return
@@ -195,7 +416,7 @@ func (b *Balancer) RunShared(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); b.sh.store.Watch(ctx, b) }()
 	defer wg.Wait()
-	interval := b.sh.store.HeartbeatInterval()
+	interval := b.sh.store.LeaseTTL() / 3
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -232,7 +453,7 @@ func (b *Balancer) LeaveShared(ctx context.Context) error {
 	if b.sh == nil {
 		return nil
 	}
-	if err := b.sh.store.Heartbeat(ctx, Beat{UpTo: everyLease}); err != nil {
+	if _, err := b.keepLeases(ctx, nil, func(LeaseRecord) bool { return true }); err != nil {
 		return fmt.Errorf("clearing this gateway's sessions from the shared state: %w", err)
 	}
 	return nil
@@ -245,20 +466,21 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 		}
 	}()
 	sh := b.sh
-	b.mu.Lock()
-	sh.pins.prune(b.now())
-	b.mu.Unlock()
-	beat := b.beat()
+	leases, pending, upTo := b.beat()
 	hctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	if err := sh.store.Heartbeat(hctx, beat); err != nil {
-		if ctx.Err() == nil {
-			b.setDegraded(err)
-		}
-		return
+	conflicts, err := b.keepLeases(hctx, leases, func(m LeaseRecord) bool {
+		return !pending[m.ID] && m.ID <= upTo && !slices.ContainsFunc(leases, func(l LeaseRecord) bool { return l.ID == m.ID })
+	})
+	if err == nil {
+		err = b.readPinTable(hctx)
+		b.reconciled(conflicts)
 	}
+	var v View
 	gen, at := sh.view.generation(), b.now()
-	v, err := sh.store.View(hctx)
+	if err == nil {
+		v, err = sh.store.View(hctx)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			b.setDegraded(err)
@@ -268,22 +490,71 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 	b.applyDrains(v)
 	sh.view.keep(v, gen, at)
 	if sh.degraded.Swap(false) {
-		b.log.Info("shared state reachable again; this gateway's sessions put back", zap.Int("sessions", len(beat.Leases)))
+		b.mu.Lock()
+		clear(sh.alone)
+		b.mu.Unlock()
+		b.log.Info("shared state reachable again; this gateway's sessions put back and its pins reconciled", zap.Int("sessions", len(leases)))
 	}
 }
 
-// beat lists this gateway's live leases and claims under way.
-func (b *Balancer) beat() Beat {
+// conflict is a user's session through this gateway on another node than
+// the pin the pool agreed on first.
+type conflict struct{ won, session string }
+
+// reconciled reports users whose session through this gateway is on
+// another node than the pin the pool agreed on first (both were chosen
+// while the shared state was unreachable): the pool's pin wins, the
+// session goes on, and ops see both (Pins' Elsewhere).
+func (b *Balancer) reconciled(conflicts map[string]conflict) {
+	if len(conflicts) == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for user, c := range conflicts {
+		u := b.users[user]
+		if u == nil || slices.Contains(u.elsewhere, c.session) {
+			continue
+		}
+		u.elsewhere = append(u.elsewhere, c.session)
+		sort.Strings(u.elsewhere)
+		b.log.Warn("two gateways placed a user on different nodes while the shared state was unreachable; the pool's first choice wins",
+			zap.String("user", user), zap.String("node", c.won), zap.String("sessions_also_on", c.session))
+	}
+}
+
+// readPinTable replaces this gateway's copy of the pin table with the
+// shared state's, keeping what is newer here (a notice that overtook the
+// read) and the pins of this gateway's own sessions.
+func (b *Balancer) readPinTable(ctx context.Context) error {
+	now := b.now()
+	table, err := b.sh.store.PinTable(ctx, now)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for user, vp := range table {
+		b.takePinLocked(user, vp.Pin, vp.Ver)
+	}
+	for name, u := range b.users {
+		if _, ok := table[name]; !ok && u.live == 0 && !b.pinHoldsLocked(u, now) {
+			delete(b.users, name)
+		}
+	}
+	return nil
+}
+
+// beat lists this gateway's live leases, the claims under way and the
+// highest lease ID given out.
+func (b *Balancer) beat() (leases []LeaseRecord, pending map[uint64]bool, upTo uint64) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	bt := Beat{Leases: make([]LeaseRecord, 0, len(b.leases)), Pending: make([]uint64, 0, len(b.sh.pending)), UpTo: b.nextID}
+	leases = make([]LeaseRecord, 0, len(b.leases))
 	for _, l := range b.leases {
-		bt.Leases = append(bt.Leases, LeaseRecord{ID: l.id, User: l.user, Node: l.node.Name, Proto: l.proto, Client: l.client, Started: l.started})
+		leases = append(leases, LeaseRecord{ID: l.id, User: l.user, Node: l.node.Name, Proto: l.proto, Client: l.client, Started: l.started})
 	}
-	for id := range b.sh.pending {
-		bt.Pending = append(bt.Pending, id)
-	}
-	return bt
+	return leases, maps.Clone(b.sh.pending), b.nextID
 }
 
 // applyDrains copies the shared drain flags into the local view, so that
@@ -292,10 +563,8 @@ func (b *Balancer) applyDrains(v View) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for name, nv := range v.Nodes {
-		if n := b.nodes[name]; n != nil && n.draining != nv.Draining {
-			n.draining = nv.Draining
-			n.changed = b.now()
-			b.refreshLocked(n)
+		if n := b.nodes[name]; n != nil {
+			b.setDrainLocked(n, nv.Draining)
 		}
 	}
 }
@@ -318,11 +587,8 @@ func (b *Balancer) sharedView() (View, error) {
 func mergeShared(local []NodeStatus, v View) []NodeStatus {
 	for i := range local {
 		n := &local[i]
-		nv, ok := v.Nodes[n.Name]
-		if !ok {
-			nv = NodeView{}
-		}
-		n.SSHSessions, n.HTTPSessions, n.RDPSessions = nv.Sessions[0], nv.Sessions[1], nv.Sessions[2]
+		nv := v.Nodes[n.Name]
+		n.Sessions = nv.Sessions
 		n.Users = append([]string(nil), nv.Users...)
 		sort.Strings(n.Users)
 		n.Pinned = nv.Pinned
@@ -347,7 +613,10 @@ func (b *Balancer) drainShared(name string, on bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
-	if err := b.sh.store.Drain(ctx, name, on); err != nil {
+	_, err := b.sh.store.Update(ctx, Read{Now: b.now()}, func(*Snapshot) (Change, error) {
+		return Change{Drain: map[string]bool{name: on}}, nil
+	})
+	if err != nil {
 		b.setDegraded(err)
 		return fmt.Errorf("the shared state did not take the drain, so it was not applied: %w", err)
 	}

@@ -67,7 +67,7 @@ type recorder struct {
 	changes []string
 }
 
-func (r *recorder) SetHealth(node string, up bool, detail string) {
+func (r *recorder) SetHealth(node string, _ balancer.Protocol, up bool, detail string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.state == nil {
@@ -251,11 +251,11 @@ func TestHubHealthChecker(t *testing.T) {
 	var mu sync.Mutex
 	details := map[string]string{}
 	rec := &recorder{}
-	to := StatusFunc(func(node string, up bool, detail string) {
+	to := StatusFunc(func(node string, _ balancer.Protocol, up bool, detail string) {
 		mu.Lock()
 		details[node] = detail
 		mu.Unlock()
-		rec.SetHealth(node, up, detail)
+		rec.SetHealth(node, balancer.SSH, up, detail)
 	})
 	c := NewHTTPChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 1}, to, CheckerOptions{})
 	c.SetNodes([]balancer.Node{{Name: "hub", SSH: "127.0.0.1:1", HTTP: addr}, {Name: "ssh-only", SSH: "127.0.0.1:1"}})

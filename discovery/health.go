@@ -20,9 +20,9 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 )
 
-// StatusSetter receives health-check results.
+// StatusSetter receives health-check results: the balancer.
 type StatusSetter interface {
-	SetHealth(node string, up bool, detail string)
+	SetHealth(node string, proto balancer.Protocol, up bool, detail string)
 }
 
 // HealthConfig is the YAML section "health".
@@ -38,6 +38,12 @@ type HealthConfig struct {
 	// Fall is how many consecutive failed probes take an up node down.
 	// Default 3.
 	Fall int `yaml:"fall"`
+	// RepinAfter is how long a node may stay down, with no session of it
+	// relaying, before its users' pins move to other nodes. A node that
+	// is down takes no new users at once; its users stay while it may
+	// only be slow. A dial, login or session to it that fails moves them
+	// at once. Default 2m (balancer.DefaultRepinAfter).
+	RepinAfter time.Duration `yaml:"repin_after"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -53,6 +59,9 @@ func (c HealthConfig) WithDefaults() HealthConfig {
 	}
 	if c.Fall == 0 {
 		c.Fall = 3
+	}
+	if c.RepinAfter == 0 {
+		c.RepinAfter = balancer.DefaultRepinAfter
 	}
 	return c
 }
@@ -72,6 +81,8 @@ func (c HealthConfig) Validate() error {
 		return fmt.Errorf("rise: must be 1 or more, got %d", c.Rise)
 	case c.Fall < 0:
 		return fmt.Errorf("fall: must be 1 or more, got %d", c.Fall)
+	case c.RepinAfter < 0:
+		return fmt.Errorf("repin_after: must be positive, got %s", c.RepinAfter)
 	}
 	return nil
 }
@@ -130,12 +141,13 @@ func ReadSSHBanner(r *bufio.Reader) (string, error) {
 	return "", fmt.Errorf("%w in the first 8 KiB", ErrNoBanner)
 }
 
-// StatusFunc adapts a function to StatusSetter (for example a balancer's
-// SetHTTPHealth for the JupyterHub checks).
-type StatusFunc func(node string, up bool, detail string)
+// StatusFunc adapts a function to StatusSetter.
+type StatusFunc func(node string, proto balancer.Protocol, up bool, detail string)
 
 // SetHealth calls f.
-func (f StatusFunc) SetHealth(node string, up bool, detail string) { f(node, up, detail) }
+func (f StatusFunc) SetHealth(node string, proto balancer.Protocol, up bool, detail string) {
+	f(node, proto, up, detail)
+}
 
 // HubHealthProbe asks the node's JupyterHub for GET /hub/health and wants
 // 200. scheme is "http" or "https"; client carries the upstream TLS
@@ -175,7 +187,7 @@ type Checker struct {
 	log   *zap.Logger
 
 	results *prometheus.CounterVec // by node and result; nil: not counted
-	kind    checkKind              // which of the nodes' services it probes
+	proto   balancer.Protocol      // which of the nodes' services it probes
 
 	// mu protects ctx and targets.
 	mu      sync.Mutex
@@ -210,39 +222,39 @@ func NewChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker
 	if opts.Probe == nil {
 		opts.Probe = SSHBannerProbe(&net.Dialer{})
 	}
-	return newChecker(cfg, to, opts, checkSSH)
+	return newChecker(cfg, to, opts, balancer.SSH)
 }
 
 // NewHTTPChecker returns a checker of the nodes' JupyterHubs: it probes
-// only nodes with an HTTP address and reports to to, typically the
-// balancer's SetHTTPHealth wrapped in StatusFunc.
+// only nodes with an HTTP address and reports to to (the balancer) for
+// balancer.HTTP.
 func NewHTTPChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker {
 	if opts.Probe == nil {
 		opts.Probe = HubHealthProbe(&http.Client{}, "http")
 	}
-	return newChecker(cfg, to, opts, checkHub)
+	return newChecker(cfg, to, opts, balancer.HTTP)
 }
 
-func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, kind checkKind) *Checker {
+func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, proto balancer.Protocol) *Checker {
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, kind: kind, targets: map[string]*target{}}
+	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, proto: proto, targets: map[string]*target{}}
 	if opts.Metrics != nil {
-		c.results = registerResults(opts.Metrics, kind)
+		c.results = registerResults(opts.Metrics, proto)
 	}
 	return c
 }
 
 // registerResults registers the probe-result counter of the SSH or hub
 // checks in reg, or returns the one already there.
-func registerResults(reg prometheus.Registerer, kind checkKind) *prometheus.CounterVec {
+func registerResults(reg prometheus.Registerer, proto balancer.Protocol) *prometheus.CounterVec {
 	opts := prometheus.CounterOpts{Name: "poolgate_health_checks_total", Help: "Node health probes, by node and result (ok or fail)."}
-	switch kind {
-	case checkHub:
+	switch proto {
+	case balancer.HTTP:
 		opts = prometheus.CounterOpts{Name: "poolgate_hub_health_checks_total", Help: "JupyterHub /hub/health probes, by node and result (ok or fail)."}
-	case checkRDP:
+	case balancer.RDP:
 		opts = prometheus.CounterOpts{Name: "poolgate_rdp_health_checks_total", Help: "RDP Connection Request probes, by node and result (ok or fail)."}
 	}
 	v := prometheus.NewCounterVec(opts, []string{"node", "result"})
@@ -265,7 +277,7 @@ func (c *Checker) SetNodes(nodes []balancer.Node) {
 	defer c.mu.Unlock()
 	want := make(map[string]balancer.Node, len(nodes))
 	for _, n := range nodes {
-		if c.kind != checkSSH && c.kind.addr(n) == "" {
+		if c.proto != balancer.SSH && c.proto.Addr(n) == "" { // every node has its own check
 			continue
 		}
 		want[n.Name] = n
@@ -316,7 +328,7 @@ func (c *Checker) startLocked(t *target) {
 // loop probes one node until ctx ends. The first result sets the state at
 // once; after that Rise good or Fall bad probes in a row change it.
 func (c *Checker) loop(ctx context.Context, n balancer.Node) {
-	addr := c.kind.addr(n)
+	addr := c.proto.Addr(n)
 	log := c.log.With(zap.String("node", n.Name), zap.String("addr", addr))
 	defer func() {
 		if r := recover(); r != nil {
@@ -365,7 +377,7 @@ func (c *Checker) loop(ctx context.Context, n balancer.Node) {
 			}
 			known, up, streak = true, ok, 0
 		}
-		c.to.SetHealth(n.Name, up, detail)
+		c.to.SetHealth(n.Name, c.proto, up, detail)
 		select {
 		case <-ctx.Done():
 			return

@@ -10,35 +10,15 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 )
 
-// checkKind is the node service a Checker probes.
-type checkKind int
-
-const (
-	checkSSH checkKind = iota // Node.SSH, the node's state
-	checkHub                  // Node.HTTP, its JupyterHub
-	checkRDP                  // Node.RDP, its RDP server
-)
-
-// addr is the address of n that a checker of kind probes.
-func (k checkKind) addr(n balancer.Node) string {
-	switch k {
-	case checkHub:
-		return n.HTTP
-	case checkRDP:
-		return n.RDP
-	}
-	return n.SSH
-}
-
 // NewRDPChecker returns a checker of the nodes' RDP servers: it probes
-// only nodes with an RDP address and reports to to, typically the
-// balancer's SetRDPHealth wrapped in StatusFunc. Its probe-result counter
+// only nodes with an RDP address and reports to to (the balancer) for
+// balancer.RDP. Its probe-result counter
 // is poolgate_rdp_health_checks_total.
 func NewRDPChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker {
 	if opts.Probe == nil {
 		opts.Probe = RDPProbe(&net.Dialer{})
 	}
-	return newChecker(cfg, to, opts, checkRDP)
+	return newChecker(cfg, to, opts, balancer.RDP)
 }
 
 // rdpProbeRequest is an X.224 Connection Request without a cookie that

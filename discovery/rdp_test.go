@@ -37,11 +37,11 @@ func TestRDPChecker(t *testing.T) {
 	var dmu sync.Mutex
 	details := map[string]string{}
 	rec := &recorder{}
-	to := StatusFunc(func(node string, up bool, detail string) {
+	to := StatusFunc(func(node string, _ balancer.Protocol, up bool, detail string) {
 		dmu.Lock()
 		details[node] = detail
 		dmu.Unlock()
-		rec.SetHealth(node, up, detail)
+		rec.SetHealth(node, balancer.SSH, up, detail)
 	})
 	c := NewRDPChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 1}, to, CheckerOptions{})
 	c.SetNodes([]balancer.Node{{Name: "win", SSH: "127.0.0.1:1", RDP: addr}, {Name: "linux", SSH: "127.0.0.1:1"}})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/gateway/httpgw"
@@ -324,7 +325,7 @@ func TestJupyterHubThroughGateway(t *testing.T) {
 	p.waitFor("carol's hub marked down", func() bool {
 		for _, st := range p.gw.Balancer().Nodes() {
 			if st.Name == carolHub.name {
-				return st.HTTPChecked && !st.HTTPUp
+				return st.Check(balancer.HTTP).Checked && !st.Check(balancer.HTTP).Up
 			}
 		}
 		return false

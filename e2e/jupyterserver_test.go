@@ -87,7 +87,7 @@ func TestJupyterServerThroughGateway(t *testing.T) {
 	p.waitFor("both hubs up", func() bool {
 		up := 0
 		for _, st := range p.gw.Balancer().Nodes() {
-			if st.HTTPUp {
+			if st.Check(balancer.HTTP).Up {
 				up++
 			}
 		}

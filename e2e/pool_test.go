@@ -158,7 +158,7 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 		p.waitFor("all hubs up", func() bool {
 			up := 0
 			for _, st := range gw.Balancer().Nodes() {
-				if st.HTTPUp {
+				if st.Check(balancer.HTTP).Up {
 					up++
 				}
 			}

@@ -126,7 +126,7 @@ func rdpPool(t *testing.T, extra func(*app.Config)) (*pool, []*xrdpNode) {
 	}})
 	p.waitFor("every node's RDP up", func() bool {
 		for _, st := range p.gw.Balancer().Nodes() {
-			if !st.RDPUp {
+			if !st.Check(balancer.RDP).Up {
 				return false
 			}
 		}
@@ -269,7 +269,7 @@ func TestRDPThroughTheGateway(t *testing.T) {
 	p.waitFor(xs[first].name+"'s RDP down", func() bool {
 		for _, st := range p.gw.Balancer().Nodes() {
 			if st.Name == xs[first].name {
-				return !st.RDPUp && st.State == balancer.StateUp
+				return !st.Check(balancer.RDP).Up && st.State == balancer.StateUp
 			}
 		}
 		return false

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -12,11 +14,39 @@ import (
 // SetLogger sends go-redis's own log lines (a failed dial, a broken pool
 // connection during an outage) to log at Warn, instead of plain text on
 // standard error in the middle of the JSON log. go-redis has one logger
-// for the whole process.
-func SetLogger(log *zap.Logger) { redis.SetLogger(zapLogging{log}) }
+// for the whole process. An outage makes it repeat itself many times a
+// second, while the balancer already logs the outage once when it starts
+// and once when it ends: so one line a minute at most passes, with the
+// count of those held back.
+func SetLogger(log *zap.Logger) { redis.SetLogger(&zapLogging{log: log, now: time.Now}) }
 
-type zapLogging struct{ log *zap.Logger }
+// clientLogEvery is how often go-redis's lines may reach the log.
+const clientLogEvery = time.Minute
 
-func (z zapLogging) Printf(_ context.Context, format string, v ...any) {
-	z.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+type zapLogging struct {
+	log *zap.Logger
+	now func() time.Time
+
+	mu   sync.Mutex // protects last and held
+	last time.Time  // when a line last passed
+	held int        // lines held back since
+}
+
+func (z *zapLogging) Printf(_ context.Context, format string, v ...any) {
+	z.mu.Lock()
+	now := z.now()
+	if !z.last.IsZero() && now.Sub(z.last) < clientLogEvery {
+		z.held++
+		z.mu.Unlock()
+		return
+	}
+	held := z.held
+	z.last, z.held = now, 0
+	z.mu.Unlock()
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	if held > 0 {
+		z.log.Warn(msg, zap.Int("similar_lines_held_back", held))
+		return
+	}
+	z.log.Warn(msg)
 }

@@ -21,7 +21,7 @@ func TestRedisPasswordFromFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	ping := func(cfg redisstate.Config) error {
-		st, err := redisstate.New(cfg, 0)
+		st, err := redisstate.New(cfg)
 		if err != nil {
 			return err
 		}
@@ -48,7 +48,7 @@ func TestRedisPasswordFromFile(t *testing.T) {
 		{redisstate.Config{Redis: srv.URL(), PasswordFile: empty}, "password_file: " + empty + " is empty"},
 		{redisstate.Config{Redis: srv.URL(), PasswordFile: filepath.Join(dir, "missing")}, "password_file: "},
 	} {
-		_, err := redisstate.New(tt.cfg, 0)
+		_, err := redisstate.New(tt.cfg)
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%+v: %v, want %q", tt.cfg, err, tt.want)
 		}

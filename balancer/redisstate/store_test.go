@@ -36,7 +36,7 @@ type replica struct {
 
 func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	t.Helper()
-	store, err := New(Config{Redis: url, Replica: name, LeaseTTL: ttl}, 10*time.Minute)
+	store, err := New(Config{Redis: url, Replica: name, LeaseTTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,8 +50,8 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	}
 	bal.SetNodes(nodes)
 	for _, n := range nodeNames {
-		bal.SetHealth(n, true, "ok")
-		bal.SetHTTPHealth(n, true, "ok")
+		bal.SetHealth(n, balancer.SSH, true, "ok")
+		bal.SetHealth(n, balancer.HTTP, true, "ok")
 	}
 	go func() { defer close(r.done); bal.RunShared(ctx) }()
 	t.Cleanup(r.stop)
@@ -108,7 +108,7 @@ func (r *replica) acquire(t *testing.T, user string) *balancer.Lease {
 func counts(nodes []balancer.NodeStatus) string {
 	var s []string
 	for _, n := range nodes {
-		s = append(s, fmt.Sprintf("%s=%d", n.Name, n.SSHSessions+n.HTTPSessions))
+		s = append(s, fmt.Sprintf("%s=%d", n.Name, n.Sessions.Of(balancer.SSH)+n.Sessions.Of(balancer.HTTP)))
 	}
 	return strings.Join(s, " ")
 }
@@ -275,7 +275,7 @@ func TestRedisOutageDegradesAndReconciles(t *testing.T) {
 		}
 		total := 0
 		for _, n := range b.bal.Nodes() {
-			total += n.SSHSessions
+			total += n.Sessions.Of(balancer.SSH)
 		}
 		return total == 7
 	})
@@ -285,7 +285,7 @@ func TestRedisOutageDegradesAndReconciles(t *testing.T) {
 	testutil.Eventually(t, 2*ttl, "releases to reach Redis", func() bool {
 		total := 0
 		for _, n := range a.bal.Nodes() {
-			total += n.SSHSessions
+			total += n.Sessions.Of(balancer.SSH)
 		}
 		return total == 1
 	})
@@ -299,7 +299,8 @@ func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
 	l.Release()
 	// B's health check finds dave's node down: his next session moves,
 	// and he is told once.
-	b.bal.SetHealth(home, false, "down")
+	b.bal.SetHealth(home, balancer.SSH, false, "down")
+	b.bal.NodeFailed(home, balancer.SSH)
 	moved := b.acquire(t, "dave")
 	if moved.Node().Name == home || moved.Repinned() != home {
 		t.Fatalf("dave through B: %s (repinned %q), want moved off %s", moved.Node().Name, moved.Repinned(), home)
@@ -318,13 +319,13 @@ func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
 
 	// A lease whose session never started takes its fresh pin back.
 	e := a.acquire(t, "erin")
-	if n, _ := a.store.rdb.Exists(context.Background(), a.store.prefix+"pin:erin").Result(); n != 1 {
+	if ok, _ := a.store.rdb.HExists(context.Background(), a.store.prefix+"pins", "erin").Result(); !ok {
 		t.Fatal("erin's claim left no pin")
 	}
 	e.Abort()
 	testutil.Eventually(t, 5*time.Second, "erin's pin to go", func() bool {
-		n, err := a.store.rdb.Exists(context.Background(), a.store.prefix+"pin:erin").Result()
-		return err == nil && n == 0
+		ok, err := a.store.rdb.HExists(context.Background(), a.store.prefix+"pins", "erin").Result()
+		return err == nil && !ok
 	})
 }
 
@@ -348,7 +349,8 @@ func TestMissedPinNoticesDropCachedPins(t *testing.T) {
 	if err := ctl.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	b.bal.SetHealth(home, false, "down")
+	b.bal.SetHealth(home, balancer.SSH, false, "down")
+	b.bal.NodeFailed(home, balancer.SSH)
 	moved := b.acquire(t, "hana")
 	defer moved.Release()
 	if moved.Node().Name == home {
@@ -407,7 +409,8 @@ func TestPinCacheServesPinnedUsersAndHearsMoves(t *testing.T) {
 
 	// B finds gina's node down and moves her; A, which still sees the node
 	// up, hears of the move and follows.
-	b.bal.SetHealth(home, false, "down")
+	b.bal.SetHealth(home, balancer.SSH, false, "down")
+	b.bal.NodeFailed(home, balancer.SSH)
 	moved := b.acquire(t, "gina")
 	if moved.Node().Name == home {
 		t.Fatalf("B left gina on %s", home)
@@ -434,7 +437,7 @@ func TestBrowserSessionsAreSharedToo(t *testing.T) {
 	testutil.Eventually(t, time.Second, "A to count ivy's browser session", func() bool {
 		for _, n := range a.bal.Nodes() {
 			if n.Name == ssh.Node().Name {
-				return n.SSHSessions == 1 && n.HTTPSessions == 1
+				return n.Sessions.Of(balancer.SSH) == 1 && n.Sessions.Of(balancer.HTTP) == 1
 			}
 		}
 		return false
@@ -444,7 +447,7 @@ func TestBrowserSessionsAreSharedToo(t *testing.T) {
 }
 
 func TestURLCarriesTLSAndPassword(t *testing.T) {
-	s, err := New(Config{Redis: "rediss://:s3cret@pool-state.redis.cache.windows.net:6380/0"}, 0)
+	s, err := New(Config{Redis: "rediss://:s3cret@pool-state.redis.cache.windows.net:6380/0"})
 	if err != nil {
 		t.Fatal(err)
 	}

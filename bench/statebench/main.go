@@ -94,7 +94,7 @@ func newBalancer(url string, prefix string) (*balancer.Balancer, func(), error) 
 	var store *redisstate.Store
 	if url != "" {
 		var err error
-		if store, err = redisstate.New(redisstate.Config{Redis: url, Replica: "bench", Prefix: prefix}, 0); err != nil {
+		if store, err = redisstate.New(redisstate.Config{Redis: url, Replica: "bench", Prefix: prefix}); err != nil {
 			return nil, nil, err
 		}
 		opts.Shared = store
@@ -106,7 +106,7 @@ func newBalancer(url string, prefix string) (*balancer.Balancer, func(), error) 
 	}
 	b.SetNodes(set)
 	for _, n := range set {
-		b.SetHealth(n.Name, true, "ok")
+		b.SetHealth(n.Name, balancer.SSH, true, "ok")
 	}
 	if store == nil {
 		return b, func() {}, nil

@@ -21,8 +21,8 @@ func apiServer(t *testing.T, token string) (string, *balancer.Balancer) {
 	t.Helper()
 	b := balancer.New(balancer.Config{}, balancer.Options{})
 	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22"}, {Name: "node-2", SSH: "10.0.0.5:22"}})
-	b.SetHealth("node-1", true, "ok")
-	b.SetHealth("node-2", true, "ok")
+	b.SetHealth("node-1", balancer.SSH, true, "ok")
+	b.SetHealth("node-2", balancer.SSH, true, "ok")
 	for _, u := range []string{"alice", "bob"} {
 		if _, err := b.Acquire(u, balancer.SSH, "192.0.2.1:4000"); err != nil {
 			t.Fatal(err)
@@ -90,7 +90,7 @@ func TestCLIDrain(t *testing.T) {
 func TestCLIEmptyDrainedNode(t *testing.T) {
 	url, b := apiServer(t, "")
 	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22"}, {Name: "node-2", SSH: "10.0.0.5:22"}, {Name: "node-3", SSH: "10.0.0.6:22"}})
-	b.SetHealth("node-3", true, "ok")
+	b.SetHealth("node-3", balancer.SSH, true, "ok")
 	if code, _, errs := runCmd("drain", "node-3", "--admin", url); code != 0 {
 		t.Fatal(errs)
 	}
@@ -128,10 +128,10 @@ func TestCLIErrors(t *testing.T) {
 func TestCLINodesShowsHubDown(t *testing.T) {
 	url, b := apiServer(t, "")
 	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22", HTTP: "10.0.0.4:8000"}, {Name: "node-2", SSH: "10.0.0.5:22", HTTP: "10.0.0.5:8000"}})
-	b.SetHealth("node-1", true, "ok")
-	b.SetHTTPHealth("node-1", false, "GET /hub/health: 502 Bad Gateway")
-	b.SetHealth("node-2", true, "ok")
-	b.SetHTTPHealth("node-2", true, "ok")
+	b.SetHealth("node-1", balancer.SSH, true, "ok")
+	b.SetHealth("node-1", balancer.HTTP, false, "GET /hub/health: 502 Bad Gateway")
+	b.SetHealth("node-2", balancer.SSH, true, "ok")
+	b.SetHealth("node-2", balancer.HTTP, true, "ok")
 	_, out, _ := runCmd("nodes", "--admin", url)
 	lines := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {

@@ -35,7 +35,7 @@ func TestCLIScaleIn(t *testing.T) {
 	defer func() { cancel(); <-ran }()
 	testutil.Eventually(t, 5*time.Second, "the scale set to be listed", func() bool { return len(bal.Nodes()) >= 3 })
 	for _, n := range bal.Nodes() {
-		bal.SetHealth(n.Name, true, "ok")
+		bal.SetHealth(n.Name, balancer.SSH, true, "ok")
 	}
 	clock.Add(3 * time.Hour)
 	alice, err := bal.Acquire("alice", balancer.SSH, "192.0.2.1:4000") // on dsvm0
@@ -85,7 +85,7 @@ func TestCLINodesWarnsWhenDiscoveryIsStale(t *testing.T) {
 	}
 	b := balancer.New(balancer.Config{}, balancer.Options{})
 	b.SetNodes([]balancer.Node{{Name: "dsvm0", SSH: "10.0.0.4:22"}})
-	b.SetHealth("dsvm0", true, "ok")
+	b.SetHealth("dsvm0", balancer.SSH, true, "ok")
 	last := time.Now().Add(-5 * time.Minute)
 	api, _ := admin.New(admin.Config{}, b, admin.Options{Discovery: func() admin.DiscoveryJSON {
 		return admin.DiscoveryJSON{Source: "azure", Stale: true, LastSuccess: &last, Error: "listing the scale set's VMs: Azure answered 503 ServiceUnavailable", Protected: []string{"dsvm0"}}

@@ -92,7 +92,7 @@ func (p *protector) observe(l listing, started, now time.Time, grace time.Durati
 func (s *Source) protectBusy(nodes []balancer.NodeStatus) {
 	busy := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
-		busy[n.Name] = n.SSHSessions+n.HTTPSessions+n.RDPSessions > 0 || n.Pinned > 0
+		busy[n.Name] = n.Sessions.Total() > 0 || n.Pinned > 0
 	}
 	now := s.now()
 	// With shared state unreachable the counts are this gateway's only:

@@ -37,7 +37,7 @@ func TestRDPSessionKeepsProtection(t *testing.T) {
 	f.src.rdp = true
 	f.poll()
 	for _, n := range f.rec.nodes {
-		f.bal.SetRDPHealth(n.Name, true, "ok")
+		f.bal.SetHealth(n.Name, balancer.RDP, true, "ok")
 	}
 	rdp, err := f.bal.AcquireOn("alice", balancer.RDP, "c", "n0", balancer.ByBalancer)
 	if err != nil {

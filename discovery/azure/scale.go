@@ -207,8 +207,8 @@ func (s *Source) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryR
 		switch {
 		case !ok:
 			entry.Reason = "not in the pool yet"
-		case st.SSHSessions+st.HTTPSessions+st.RDPSessions > 0:
-			entry.Reason = fmt.Sprintf("has %d sessions", st.SSHSessions+st.HTTPSessions+st.RDPSessions)
+		case st.Sessions.Total() > 0:
+			entry.Reason = fmt.Sprintf("has %d sessions", st.Sessions.Total())
 		case st.Pinned > 0:
 			entry.Reason = fmt.Sprintf("%d users within the affinity grace", st.Pinned)
 		case st.IdleSince.IsZero() || now.Sub(st.IdleSince) < idle:
@@ -249,7 +249,7 @@ func (s *Source) ScaleIn(ctx context.Context, idle time.Duration, keep int, dryR
 	var doomed []ScaleInNode
 	var ids []*string
 	for _, d := range res.Deleted {
-		if st := after[d.Node]; st.SSHSessions+st.HTTPSessions+st.RDPSessions > 0 || st.Pinned > 0 {
+		if st := after[d.Node]; st.Sessions.Total() > 0 || st.Pinned > 0 {
 			s.undrain(d.Node, wasDraining)
 			d.Reason = "a session started while it was being drained"
 			res.Kept = append(res.Kept, d)

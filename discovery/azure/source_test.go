@@ -96,8 +96,8 @@ func (f *fixture) poll() (wait, throttled time.Duration) {
 	wait, throttled = f.src.poll(context.Background(), to)
 	if f.bal != nil {
 		for _, n := range f.rec.nodes {
-			f.bal.SetHealth(n.Name, true, "ok")
-			f.bal.SetHTTPHealth(n.Name, true, "ok")
+			f.bal.SetHealth(n.Name, balancer.SSH, true, "ok")
+			f.bal.SetHealth(n.Name, balancer.HTTP, true, "ok")
 		}
 		f.src.sync() // as the 2 s sync ticker would, with the health known
 	}

@@ -47,9 +47,9 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range c.pool.Nodes() {
-		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.SSHSessions), n.Name, "ssh")
-		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.HTTPSessions), n.Name, "http")
-		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.RDPSessions), n.Name, "rdp")
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.Sessions.Of(balancer.SSH)), n.Name, "ssh")
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.Sessions.Of(balancer.HTTP)), n.Name, "http")
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n.Sessions.Of(balancer.RDP)), n.Name, "rdp")
 		if n.Load.Measured() {
 			ch <- prometheus.MustNewConstMetric(descLoadAge, prometheus.GaugeValue, float64(n.Load.At.UnixNano())/1e9, n.Name)
 			if !n.LoadStale {

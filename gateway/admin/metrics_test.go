@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/poolgate/poolgate/balancer"
 )
 
 func scrape(t *testing.T, s *Server, token string) (int, string) {
@@ -40,7 +42,7 @@ func TestMetricsReflectThePool(t *testing.T) {
 	}
 	for _, n := range b.Nodes() {
 		want := []string{
-			`poolgate_node_sessions{node="` + n.Name + `",protocol="ssh"} ` + itoa(n.SSHSessions),
+			`poolgate_node_sessions{node="` + n.Name + `",protocol="ssh"} ` + itoa(n.Sessions.Of(balancer.SSH)),
 			`poolgate_node_users{node="` + n.Name + `"} ` + itoa(len(n.Users)),
 			`poolgate_node_state{node="` + n.Name + `",state="up"} 1`,
 			`poolgate_node_state{node="` + n.Name + `",state="down"} 0`,

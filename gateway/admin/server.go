@@ -256,45 +256,40 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 		if weight <= 0 {
 			weight = 1
 		}
-		health := n.HealthDetail
-		if !n.Checked {
-			health = "not checked yet"
-		}
+		_, health := checkState(n.Check(balancer.SSH))
 		nj := NodeJSON{
 			Name: n.Name, SSH: n.SSH, HTTP: n.HTTP, Weight: weight, State: string(n.State),
-			Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions, RDP: n.RDPSessions},
+			Sessions: SessionCount{SSH: n.Sessions.Of(balancer.SSH), HTTP: n.Sessions.Of(balancer.HTTP), RDP: n.Sessions.Of(balancer.RDP)},
 			Users:    append([]string{}, n.Users...), Pinned: n.Pinned, Health: health, Changed: n.Changed.UTC(),
 			Protected: protected[n.Name],
 			Load:      loadJSON(n.Load, n.LoadStale),
 		}
 		if n.RDP != "" {
 			nj.RDP = n.RDP
-			switch {
-			case !n.RDPChecked:
-				nj.RDPState, nj.RDPHealth = "unchecked", "not checked yet"
-			case n.RDPUp:
-				nj.RDPState, nj.RDPHealth = "up", n.RDPDetail
-			default:
-				nj.RDPState, nj.RDPHealth = "down", n.RDPDetail
-			}
+			nj.RDPState, nj.RDPHealth = checkState(n.Check(balancer.RDP))
 		}
 		if !n.IdleSince.IsZero() {
 			idle := n.IdleSince.UTC()
 			nj.IdleSince = &idle
 		}
 		if n.HTTP != "" {
-			switch {
-			case !n.HTTPChecked:
-				nj.HTTPState, nj.HTTPHealth = "unchecked", "not checked yet"
-			case n.HTTPUp:
-				nj.HTTPState, nj.HTTPHealth = "up", n.HTTPDetail
-			default:
-				nj.HTTPState, nj.HTTPHealth = "down", n.HTTPDetail
-			}
+			nj.HTTPState, nj.HTTPHealth = checkState(n.Check(balancer.HTTP))
 		}
 		out = append(out, nj)
 	}
 	writeJSON(w, http.StatusOK, NodesJSON{Nodes: out, Discovery: disc, State: stateOf(s.pool)})
+}
+
+// checkState is a check's state for ops ("unchecked", "up" or "down")
+// and its detail.
+func checkState(c balancer.CheckStatus) (state, detail string) {
+	switch {
+	case !c.Checked:
+		return "unchecked", "not checked yet"
+	case c.Up:
+		return "up", c.Detail
+	}
+	return "down", c.Detail
 }
 
 // figure is v, or nil when it was not measured.
@@ -408,7 +403,7 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("node "+action+" requested through the admin API", zap.String("node", name), zap.String("client", r.RemoteAddr))
 	for _, n := range s.pool.Nodes() {
 		if n.Name == name {
-			writeJSON(w, http.StatusOK, DrainJSON{Node: name, State: string(n.State), Sessions: SessionCount{SSH: n.SSHSessions, HTTP: n.HTTPSessions}})
+			writeJSON(w, http.StatusOK, DrainJSON{Node: name, State: string(n.State), Sessions: SessionCount{SSH: n.Sessions.Of(balancer.SSH), HTTP: n.Sessions.Of(balancer.HTTP)}})
 			return
 		}
 	}

@@ -20,8 +20,8 @@ func testPool(t *testing.T) *balancer.Balancer {
 	t.Helper()
 	b := balancer.New(balancer.Config{}, balancer.Options{})
 	b.SetNodes([]balancer.Node{{Name: "node-1", SSH: "10.0.0.4:22"}, {Name: "node-2", SSH: "10.0.0.5:22"}})
-	b.SetHealth("node-1", true, "ok")
-	b.SetHealth("node-2", true, "ok")
+	b.SetHealth("node-1", balancer.SSH, true, "ok")
+	b.SetHealth("node-2", balancer.SSH, true, "ok")
 	for _, u := range []string{"alice", "alice", "bob"} {
 		if _, err := b.Acquire(u, balancer.SSH, "192.0.2.9:5000"); err != nil {
 			t.Fatal(err)
@@ -186,8 +186,8 @@ func TestAPINodesShowHubHealth(t *testing.T) {
 		{Name: "node-3", SSH: "10.0.0.6:22", HTTP: "10.0.0.6:8000"},
 		{Name: "node-4", SSH: "10.0.0.7:22"},
 	})
-	b.SetHTTPHealth("node-1", true, "ok")
-	b.SetHTTPHealth("node-2", false, "GET /hub/health: 503 Service Unavailable")
+	b.SetHealth("node-1", balancer.HTTP, true, "ok")
+	b.SetHealth("node-2", balancer.HTTP, false, "GET /hub/health: 503 Service Unavailable")
 	s, err := New(Config{}, b, Options{})
 	if err != nil {
 		t.Fatal(err)

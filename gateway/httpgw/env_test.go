@@ -145,8 +145,8 @@ func newEnvWith(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Bala
 	}
 	e.bal.SetNodes(nodes)
 	for _, n := range nodes {
-		e.bal.SetHealth(n.Name, true, "ok")
-		e.bal.SetHTTPHealth(n.Name, true, "ok")
+		e.bal.SetHealth(n.Name, balancer.SSH, true, "ok")
+		e.bal.SetHealth(n.Name, balancer.HTTP, true, "ok")
 	}
 	if cfg.TLS == nil {
 		cfg.TLS = boolPtr(false)

@@ -35,8 +35,8 @@ func (e *env) assertNothingCounted(what string) {
 		e.t.Fatalf("%s: %d HTTP leases were taken, want none", what, n)
 	}
 	for _, n := range e.bal.Nodes() {
-		if n.HTTPSessions != 0 || len(n.Users) != 0 || n.Pinned != 0 {
-			e.t.Fatalf("%s: node %s counts %d HTTP sessions, users %v, %d pinned; want nothing", what, n.Name, n.HTTPSessions, n.Users, n.Pinned)
+		if n.Sessions.Of(balancer.HTTP) != 0 || len(n.Users) != 0 || n.Pinned != 0 {
+			e.t.Fatalf("%s: node %s counts %d HTTP sessions, users %v, %d pinned; want nothing", what, n.Name, n.Sessions.Of(balancer.HTTP), n.Users, n.Pinned)
 		}
 	}
 }

@@ -54,6 +54,8 @@ type Balancer interface {
 	Pinned(user string, proto balancer.Protocol) (balancer.Node, bool)
 	// NodeNames lists the node set's names, from local state.
 	NodeNames() []string
+	// NodeFailed reports that the node's hub took no connection.
+	NodeFailed(node string, proto balancer.Protocol)
 	// HubNode names the node whose hub listens on addr, "" for none, for
 	// certificate pinning on every new connection to a hub. It must
 	// answer from local state: a call to shared state here would sit on
@@ -460,8 +462,8 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 }
 
 // proxyError answers when the node's hub could not be reached: the 503
-// page, never a bare 502. The health check takes the hub out of routing;
-// the user's next request then goes to another node.
+// page, never a bare 502. A hub that takes no connection is gone: the
+// user's next request goes to another node.
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
@@ -469,6 +471,11 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.log.Warn("hub did not answer", zap.String("node", st.node.Name), zap.String("user", st.user), zap.Error(err))
+	if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+		// Not even a connection: the hub is gone, and its users move on
+		// their next request (a slow hub that answered late is not).
+		s.bal.NodeFailed(st.node.Name, balancer.HTTP)
+	}
 	s.unavailable(w, st, st.node.Name, false)
 }
 

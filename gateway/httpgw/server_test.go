@@ -236,7 +236,7 @@ func TestUnavailablePages(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "is not answering") || !strings.Contains(body, node) || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("dead hub: %d %q", code, body)
 	}
-	e.bal.SetHTTPHealth(node, false, "GET /hub/health: connection refused")
+	e.bal.SetHealth(node, balancer.HTTP, false, "GET /hub/health: connection refused")
 	alice := e.browser() // proven once: the gateway's cookie names her
 	code, other, _ := e.get(alice, "/user/alice/tree")
 	if code != 200 || other == node {
@@ -245,8 +245,9 @@ func TestUnavailablePages(t *testing.T) {
 	if got := e.httpSessions()["alice"]; got != other {
 		t.Fatalf("alice's session is on %q, want %s", got, other)
 	}
-	for _, h := range e.hubs {
-		e.bal.SetHTTPHealth(h.name, false, "down")
+	for _, h := range e.hubs { // every hub gone: alice's too
+		e.bal.SetHealth(h.name, balancer.HTTP, false, "down")
+		e.bal.NodeFailed(h.name, balancer.HTTP)
 	}
 	code, body, _ = e.get(e.browser(), "/hub/anon")
 	if code != 503 || !strings.Contains(body, "No node available") || !strings.Contains(body, `http-equiv="refresh"`) {
@@ -280,7 +281,7 @@ func TestUnavailablePages(t *testing.T) {
 	}
 	for _, h := range e.hubs {
 		if h.name != node { // that one's hub is still stopped
-			e.bal.SetHTTPHealth(h.name, true, "ok")
+			e.bal.SetHealth(h.name, balancer.HTTP, true, "ok")
 		}
 	}
 	if code, _, _ := e.get(e.browser(), "/hub/anon"); code != 200 {

@@ -82,8 +82,8 @@ func newPool(t *testing.T, cfg Config, nodes ...*fakeNode) *pool {
 	}
 	p.bal.SetNodes(bn)
 	for _, n := range bn {
-		p.bal.SetHealth(n.Name, true, "ok")
-		p.bal.SetRDPHealth(n.Name, true, "ok")
+		p.bal.SetHealth(n.Name, balancer.SSH, true, "ok")
+		p.bal.SetHealth(n.Name, balancer.RDP, true, "ok")
 	}
 	if cfg.ProofTime == 0 {
 		cfg.ProofTime = 20 * time.Millisecond
@@ -137,7 +137,7 @@ func talk(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 }
 
-func (p *pool) rdpSessions(node int) int { return p.bal.Nodes()[node].RDPSessions }
+func (p *pool) rdpSessions(node int) int { return p.bal.Nodes()[node].Sessions.Of(balancer.RDP) }
 
 func TestProvenConnectionTakesLeaseAndPin(t *testing.T) {
 	n1 := newFakeNode(t, true)
@@ -274,24 +274,24 @@ func TestPinnedUserGoesToHisNode(t *testing.T) {
 	n1, n2 := newFakeNode(t, true), newFakeNode(t, true)
 	p := newPool(t, Config{}, n1, n2)
 	// alice holds an SSH session on n2.
-	p.bal.SetHealth("n1", false, "down")
+	p.bal.SetHealth("n1", balancer.SSH, false, "down")
 	l, err := p.bal.Acquire("alice", balancer.SSH, "c")
 	if err != nil || l.Node().Name != "n2" {
 		t.Fatalf("alice's SSH: %v %v", l, err)
 	}
-	p.bal.SetHealth("n1", true, "ok")
+	p.bal.SetHealth("n1", balancer.SSH, true, "ok")
 	c := p.dial(t, BuildConnectionRequest("Cookie: mstshash=alice", 3))
 	if len(n2.got()) != 1 || len(n1.got()) != 0 {
 		t.Fatalf("alice's RDP went to n1 %d, n2 %d times", len(n1.got()), len(n2.got()))
 	}
 	testutil.Eventually(t, 5*time.Second, "counted on n2", func() bool { talk(c); return p.rdpSessions(1) == 1 })
 	// A cookie cut to 9 characters finds christopher's node.
-	p.bal.SetHealth("n2", false, "down")
+	p.bal.SetHealth("n2", balancer.SSH, false, "down")
 	l2, err := p.bal.Acquire("christopher", balancer.SSH, "c")
 	if err != nil || l2.Node().Name != "n1" {
 		t.Fatalf("christopher's SSH: %v %v", l2, err)
 	}
-	p.bal.SetHealth("n2", true, "ok")
+	p.bal.SetHealth("n2", balancer.SSH, true, "ok")
 	c2 := p.dial(t, BuildConnectionRequest("Cookie: mstshash=christoph", 3))
 	if len(n1.got()) != 1 {
 		t.Fatalf("christoph went to n1 %d times", len(n1.got()))
@@ -401,7 +401,7 @@ func TestIdleTimeout(t *testing.T) {
 func TestNoNodeForRDP(t *testing.T) {
 	n1 := newFakeNode(t, true)
 	p := newPool(t, Config{}, n1)
-	p.bal.SetRDPHealth("n1", false, "refused")
+	p.bal.SetHealth("n1", balancer.RDP, false, "refused")
 	c, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)

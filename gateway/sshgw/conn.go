@@ -365,6 +365,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 			log.Error("node host key changed; login refused", zap.Error(err))
 			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeKey, node.Name)}
 		}
+		c.s.bal.NodeFailed(node.Name, balancer.SSH)
 		avoid = append(avoid, node.Name)
 		if len(avoid) >= maxNodeTries {
 			log.Error("node login failed; giving up", zap.Error(err), zap.Strings("tried", avoid))

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/internal/testutil"
 )
 
@@ -34,15 +35,15 @@ func TestPasswordGuessTakesNothing(t *testing.T) {
 	if n := g.bal.UserSessions("alice"); n != 0 {
 		t.Fatalf("a password not yet checked counts %d session(s) for alice", n)
 	}
-	if st := g.bal.Nodes()[0]; st.SSHSessions != 0 || st.Pinned != 0 {
-		t.Fatalf("a password not yet checked shows on the node: %d sessions, %d pinned", st.SSHSessions, st.Pinned)
+	if st := g.bal.Nodes()[0]; st.Sessions.Of(balancer.SSH) != 0 || st.Pinned != 0 {
+		t.Fatalf("a password not yet checked shows on the node: %d sessions, %d pinned", st.Sessions.Of(balancer.SSH), st.Pinned)
 	}
 	close(gate)
 	if err := <-done; err == nil {
 		t.Fatal("a wrong password logged in")
 	}
-	if st := g.bal.Nodes()[0]; st.SSHSessions != 0 || st.Pinned != 0 || len(g.bal.Sessions()) != 0 {
-		t.Fatalf("a wrong password left %d sessions, %d pins", st.SSHSessions, st.Pinned)
+	if st := g.bal.Nodes()[0]; st.Sessions.Of(balancer.SSH) != 0 || st.Pinned != 0 || len(g.bal.Sessions()) != 0 {
+		t.Fatalf("a wrong password left %d sessions, %d pins", st.Sessions.Of(balancer.SSH), st.Pinned)
 	}
 	c, _, err := passwordLogin(g.addr, "alice", testPassword)
 	if err != nil {

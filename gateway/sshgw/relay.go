@@ -18,6 +18,12 @@ var dropGlobal = map[string]bool{
 	"hostkeys-prove-00@openssh.com": true,
 }
 
+// Reasons a session ended on the node's side.
+const (
+	reasonNodeLost    = "node connection lost"
+	reasonNodeTimeout = "node keepalive timeout"
+)
+
 // keepaliveRequest is OpenSSH's keepalive; the gateway answers it itself.
 const keepaliveRequest = "keepalive@openssh.com"
 
@@ -25,7 +31,6 @@ const keepaliveRequest = "keepalive@openssh.com"
 // until either side ends, then closes both and releases the lease.
 func (c *clientConn) relay(client *ssh.ServerConn, clientChans <-chan ssh.NewChannel, clientReqs <-chan *ssh.Request) {
 	node := c.node
-	defer node.lease.Release()
 	s := &session{
 		c: c, client: client, node: node, sessionChans: map[ssh.Channel]*sessionChannel{}, register: make(chan *pair),
 		log: c.log.With(zap.String("user", node.lease.User()), zap.String("node", node.lease.Node().Name), zap.Uint64("session_id", node.lease.ID())),
@@ -37,6 +42,16 @@ func (c *clientConn) relay(client *ssh.ServerConn, clientChans <-chan ssh.NewCha
 	s.lastRecv[1].Store(start.UnixNano())
 	c.s.addSession(s)
 	defer c.s.removeSession(s)
+	defer func() {
+		// A session the node's side ended (it hung up or stopped
+		// answering) is a sign the node is gone; the balancer weighs it
+		// with the node's health checks.
+		if r := s.endReason.Load(); r != nil && (*r == reasonNodeLost || *r == reasonNodeTimeout) {
+			node.lease.Fail()
+			return
+		}
+		node.lease.Release()
+	}()
 	s.log.Info("ssh session started")
 
 	stopKeepalive := s.startTimers()
@@ -150,7 +165,7 @@ func (s *session) onChannelOpen(m *mux, i int, v reflect.Value, ok bool) {
 		case fromClient:
 			s.end("client disconnected")
 			s.node.conn.Close()
-		case s.end("node connection lost"):
+		case s.end(reasonNodeLost):
 			// Let the pipes tell open session channels and close them
 			// cleanly (see sessionEOF) before the connection goes.
 			s.wg.Add(1)

@@ -147,7 +147,7 @@ func startTestGW(t *testing.T, o testGWOptions) *testGW {
 	}
 	bal.SetNodes(set)
 	for _, n := range set {
-		bal.SetHealth(n.Name, true, "")
+		bal.SetHealth(n.Name, balancer.SSH, true, "")
 	}
 	userKey, err := LoadOrCreateKey(filepath.Join(dir, "alice_key"), "alice")
 	if err != nil {

@@ -31,6 +31,9 @@ type Balancer interface {
 	Choosable(user string, proto balancer.Protocol) []balancer.Node
 	// UserSessions counts the user's live sessions.
 	UserSessions(user string) int
+	// NodeFailed reports that a dial or login to the node failed: its
+	// users move on their next session.
+	NodeFailed(node string, proto balancer.Protocol)
 }
 
 // Starter brings up a node when the pool has none (scale from zero).

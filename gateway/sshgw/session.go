@@ -153,7 +153,7 @@ func (s *session) startTimers() (stop func()) {
 						s.close("client keepalive timeout", "")
 					} else {
 						s.log.Info("node stopped answering keepalives")
-						s.close("node keepalive timeout", "poolgate: node "+s.node.lease.Node().Name+" stopped responding; closing this connection.\n")
+						s.close(reasonNodeTimeout, "poolgate: node "+s.node.lease.Node().Name+" stopped responding; closing this connection.\n")
 					}
 					return
 				}

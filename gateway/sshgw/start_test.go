@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/balancer"
 )
 
 // fakeStarter stands in for scale from zero: it offers a wait while ok,
@@ -75,11 +77,11 @@ func dialBanner(addr, user string, signer ssh.Signer) (*ssh.Client, string, erro
 func TestUserWaitsForStartingNode(t *testing.T) {
 	fastStartPolls(t)
 	g := newTestGW(t, nil)
-	g.bal.SetHealth("n1", false, "instance starting")
+	g.bal.SetHealth("n1", balancer.SSH, false, "instance starting")
 	st := &fakeStarter{ok: true}
 	st.onCall = func(n int) {
 		if n == 8 { // the node comes up while alice waits
-			g.bal.SetHealth("n1", true, "")
+			g.bal.SetHealth("n1", balancer.SSH, true, "")
 		}
 	}
 	g.starter.set(st)
@@ -106,7 +108,7 @@ func TestUserWaitsForStartingNode(t *testing.T) {
 func TestStartThatGivesUpRefusesClearly(t *testing.T) {
 	fastStartPolls(t)
 	g := newTestGW(t, nil)
-	g.bal.SetHealth("n1", false, "")
+	g.bal.SetHealth("n1", balancer.SSH, false, "")
 	st := &fakeStarter{ok: true}
 	st.onCall = func(n int) {
 		if n == 3 {
@@ -136,7 +138,7 @@ func TestStartThatGivesUpRefusesClearly(t *testing.T) {
 func TestShutdownEndsStartWait(t *testing.T) {
 	fastStartPolls(t)
 	g := newTestGW(t, nil)
-	g.bal.SetHealth("n1", false, "")
+	g.bal.SetHealth("n1", balancer.SSH, false, "")
 	waiting := make(chan struct{})
 	var once sync.Once
 	g.starter.set(&fakeStarter{ok: true, onCall: func(int) { once.Do(func() { close(waiting) }) }})

@@ -106,7 +106,7 @@ func (g *Gateway) openSharedState() error {
 		return nil
 	}
 	redisstate.SetLogger(g.log.Named("redis"))
-	shared, err := redisstate.New(g.cfg.State, g.cfg.Balancer.AffinityGrace)
+	shared, err := redisstate.New(g.cfg.State)
 	if err != nil {
 		return fmt.Errorf("state.%w", err)
 	}
@@ -183,7 +183,7 @@ func (g *Gateway) buildFrontEnds() error {
 		return fmt.Errorf("http.%w", err)
 	}
 	g.http = hs
-	g.hubCheck = discovery.NewHTTPChecker(cfg.Health, discovery.StatusFunc(g.bal.SetHTTPHealth), discovery.CheckerOptions{
+	g.hubCheck = discovery.NewHTTPChecker(cfg.Health, g.bal, discovery.CheckerOptions{
 		Probe:   discovery.HubHealthProbe(hs.HealthClient(), hs.HealthScheme()),
 		Logger:  g.log.Named("health_checker.hub"),
 		Metrics: g.reg,

@@ -65,6 +65,7 @@ func (c Config) WithDefaults() Config {
 	c.Load = c.Load.WithDefaults()
 	c.RDP = c.RDP.WithDefaults()
 	c.Balancer.Load = c.Load.balancer()
+	c.Balancer.RepinAfter = c.Health.RepinAfter
 	return c
 }
 

@@ -29,7 +29,7 @@ func (g *Gateway) buildRDP() error {
 		return err
 	}
 	g.rdp, g.rdpLn = srv, ln
-	g.rdpCheck = discovery.NewRDPChecker(cfg.Health, discovery.StatusFunc(g.bal.SetRDPHealth), discovery.CheckerOptions{
+	g.rdpCheck = discovery.NewRDPChecker(cfg.Health, g.bal, discovery.CheckerOptions{
 		Logger: g.log.Named("health_checker.rdp"), Metrics: g.reg,
 	})
 	return nil

@@ -77,7 +77,7 @@ func TestGatewayServesRDP(t *testing.T) {
 	}()
 	testutil.Eventually(t, 5*time.Second, "w1's RDP up", func() bool {
 		st := g.Balancer().Nodes()
-		return len(st) == 1 && st[0].RDPUp
+		return len(st) == 1 && st[0].Check(balancer.RDP).Up
 	})
 	c, err := net.Dial("tcp", g.RDPAddr())
 	if err != nil {
@@ -95,7 +95,7 @@ func TestGatewayServesRDP(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 		_, _ = io.Copy(io.Discard, c)
 		st := g.Balancer().Nodes()[0]
-		return st.RDPSessions == 1
+		return st.Sessions.Of(balancer.RDP) == 1
 	})
 	if s := g.Balancer().Sessions(); len(s) != 1 || s[0].Protocol != balancer.RDP {
 		t.Fatalf("sessions %+v", s)

@@ -40,7 +40,7 @@ func TestCleanStopClearsSharedSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other, err := redisstate.New(redisstate.Config{Redis: srv.URL(), Replica: "gw-b"}, 0)
+	other, err := redisstate.New(redisstate.Config{Redis: srv.URL(), Replica: "gw-b"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,117 @@
+package balancer
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultRepinAfter is how long a node may fail its checks, with no
+// session on it, before its users' pins move (Config.RepinAfter).
+const DefaultRepinAfter = 2 * time.Minute
+
+// check is the state of one of a node's checks: the node's own (its
+// sshd, the SSH entry) or one protocol's service (its JupyterHub, its RDP
+// server). A failing check stops new users; only a node that is gone
+// loses its pins (rule 5).
+type check struct {
+	up, checked bool
+	detail      string
+	downSince   time.Time // when it last went down; zero while up
+	// failed: since its last good probe, a dial or login to the node
+	// failed, or a session on it failed while the check was down.
+	failed bool
+}
+
+// gone reports whether pins to the node stop holding for this check at
+// now: a dial, login or session failed, or the check has failed for
+// repinAfter with no session of the node's relaying meanwhile (live
+// sessions are proof that the node is alive). A node never checked is not
+// gone: a gateway that just started keeps the pool's pins.
+func (c *check) gone(now time.Time, repinAfter time.Duration, sessions int) bool {
+	if c.failed {
+		return true
+	}
+	return c.checked && !c.up && sessions == 0 && now.Sub(c.downSince) >= repinAfter
+}
+
+// SetHealth records a result of the node's check for proto: SSH is the
+// node's own (a node down for it takes no new session of any protocol),
+// HTTP and RDP its services'. Unknown names are ignored (the node may
+// have just left the pool). A failing check stops new users at once, but
+// moves no pin: a user's node is left only when it is gone (see
+// Config.RepinAfter and NodeFailed).
+func (b *Balancer) SetHealth(name string, proto Protocol, up bool, detail string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return
+	}
+	c := &n.checks[proto.index()]
+	c.detail = detail
+	if up {
+		c.failed = false
+	}
+	if c.checked && c.up == up {
+		return
+	}
+	c.checked, c.up = true, up
+	if up {
+		c.downSince = time.Time{}
+	} else {
+		c.downSince = b.now()
+	}
+	n.changed = b.now()
+	b.refreshLocked(n)
+}
+
+// NodeFailed records that a front end could not dial or log in to the
+// node for proto: the node is gone for it (its users' next sessions of
+// proto go elsewhere, and they are told) until its check next passes.
+func (b *Balancer) NodeFailed(name string, proto Protocol) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n, ok := b.nodes[name]; ok && !n.checks[proto.index()].failed {
+		n.checks[proto.index()].failed = true
+		b.log.Info("node unreachable; its users move on their next session", zap.String("node", name), zap.String("protocol", string(proto)))
+		b.refreshLocked(n)
+	}
+}
+
+// upFor reports whether n takes new sessions of protocol index p: its own
+// check and p's pass, and it has an address for p.
+func (n *node) upFor(p int) bool {
+	c, own := &n.checks[p], &n.checks[0]
+	return own.up && !own.failed && c.up && !c.failed && n.serves(p)
+}
+
+// serves reports whether n has an address for protocol index p. Every
+// node serves SSH: its check is the node's own.
+func (n *node) serves(p int) bool { return p == 0 || protocols[p].addr(n.Node) != "" }
+
+// aliveFor reports whether pins to n hold for protocol index p at now
+// (rule 5): it is in the pool, serves p, and neither its own check nor
+// p's says it is gone. sessions are the node's live sessions as the
+// caller knows them (the whole pool's, with shared state).
+func (b *Balancer) aliveFor(n *node, p int, now time.Time, sessions PerProtocol) bool {
+	return !n.removed && n.serves(p) && b.checksAlive(&n.checks, p, now, sessions)
+}
+
+// checksAlive reports whether neither the node's own check nor protocol
+// index p's says it is gone at now, with the given live sessions.
+func (b *Balancer) checksAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {
+	ra := b.cfg.RepinAfter
+	return !checks[0].gone(now, ra, sessions.Total()) && !checks[p].gone(now, ra, sessions[p])
+}
+
+func (n *node) state() State {
+	switch {
+	case !n.checks[0].up:
+		return StateDown
+	case n.draining:
+		return StateDraining
+	default:
+		return StateUp
+	}
+}

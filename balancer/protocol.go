@@ -1,0 +1,64 @@
+package balancer
+
+// Protocol is the kind of a relayed session.
+type Protocol string
+
+// Protocols the front ends relay.
+const (
+	SSH  Protocol = "ssh"
+	HTTP Protocol = "http"
+	RDP  Protocol = "rdp"
+)
+
+// protocols is the table of protocols: a protocol's position in it indexes
+// every per-protocol table (health, counts, scores), and addr reads the
+// node's address for it. Adding a protocol is one entry here and its
+// front end; SSH comes first, since its check is the node's own state.
+var protocols = [...]struct {
+	p    Protocol
+	addr func(Node) string
+}{
+	{SSH, func(n Node) string { return n.SSH }},
+	{HTTP, func(n Node) string { return n.HTTP }},
+	{RDP, func(n Node) string { return n.RDP }},
+}
+
+// nProtos is the number of protocols.
+const nProtos = len(protocols)
+
+// Protocols lists every protocol, in the order of PerProtocol's entries.
+func Protocols() []Protocol {
+	out := make([]Protocol, nProtos)
+	for i, e := range protocols {
+		out[i] = e.p
+	}
+	return out
+}
+
+// index is p's position in the table; an unknown protocol counts as SSH.
+func (p Protocol) index() int {
+	for i, e := range protocols {
+		if e.p == p {
+			return i
+		}
+	}
+	return 0
+}
+
+// Addr is the node's host:port for p, "" when the node does not serve it.
+func (p Protocol) Addr(n Node) string { return protocols[p.index()].addr(n) }
+
+// PerProtocol holds one count per protocol, in the order of Protocols.
+type PerProtocol [nProtos]int
+
+// Of is p's count.
+func (c PerProtocol) Of(p Protocol) int { return c[p.index()] }
+
+// Total is the sum over every protocol.
+func (c PerProtocol) Total() int {
+	t := 0
+	for _, k := range c {
+		t += k
+	}
+	return t
+}

@@ -1,0 +1,320 @@
+package redisstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/poolgate/poolgate/balancer"
+)
+
+// The shared state lives under one prefix whose hash tag ({poolgate} by
+// default) puts every key in one cluster slot, so each transaction is
+// atomic on a clustered Redis too. Times are Unix milliseconds; a lease
+// key is "<replica>/<id>".
+//
+//	P.."ver"                 the state's version: every Update that writes
+//	                         sets it higher, so an Update whose snapshot
+//	                         went stale fails its WATCH and decides again
+//	P.."pins"                hash user → pin (see encodePin)
+//	P.."drain"               set of drained nodes
+//	P.."nodes"               set of nodes ever seen
+//	P.."node:"..node..":"..p zset lease → expiry: the node's live leases of protocol p
+//	P.."user:"..user         zset lease → expiry
+//	P.."replica:"..r         zset lease → expiry: one gateway's leases
+//	P.."leases"              zset lease → expiry: every lease
+//	P.."lease:"..lease       hash user node proto client started replica
+//	P.."idle:"..node         when the node's last lease ended
+//	channel P.."pins"        a notice per pin written (see encodeNotice)
+//
+// Leases past their expiry are not counted, so the sessions of a gateway
+// that died leave the counts within the lease TTL; its users' pins end a
+// grace after their leases' last expiry.
+
+// maxAttempts bounds how often an Update decides again after another
+// gateway changed the state under it.
+const maxAttempts = 32
+
+// ErrContended means an Update lost every compare-and-set to other
+// gateways' updates.
+var ErrContended = errors.New("redis update: the shared state kept changing under this gateway's decision")
+
+// Update implements balancer.Shared: an optimistic transaction. It
+// watches the version, reads the snapshot r asks for, lets decide choose,
+// and writes the change with the version raised; if another gateway wrote
+// in between, EXEC fails and it reads and decides again.
+func (s *Store) Update(ctx context.Context, r balancer.Read, decide func(*balancer.Snapshot) (balancer.Change, error)) (uint64, error) {
+	for range maxAttempts {
+		var ver uint64
+		var refused error
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			snap, cur, err := s.read(ctx, tx, r)
+			if err != nil {
+				return err
+			}
+			ch, err := decide(snap)
+			if err != nil {
+				refused = err
+				return nil
+			}
+			// Versions follow the clock, so they keep rising when Redis
+			// lost its data and starts over.
+			ver = max(cur+1, uint64(r.Now.UnixMicro()))
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				s.write(ctx, p, r.Now, ch, ver)
+				return nil
+			})
+			return err
+		}, s.prefix+"ver")
+		switch {
+		case refused != nil:
+			return 0, refused
+		case errors.Is(err, redis.TxFailedErr):
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("redis update: %w", err)
+		}
+		return ver, nil
+	}
+	return 0, ErrContended
+}
+
+func (s *Store) nodeKey(node string, p balancer.Protocol) string {
+	return s.prefix + "node:" + node + ":" + string(p)
+}
+func (s *Store) leaseKey(id uint64) string { return s.replica + "/" + strconv.FormatUint(id, 10) }
+func ms(t time.Time) int64                 { return t.UnixMilli() }
+func after(t time.Time) string             { return "(" + strconv.FormatInt(ms(t), 10) }
+
+// read reads what r asks for on the watching connection.
+func (s *Store) read(ctx context.Context, tx *redis.Tx, r balancer.Read) (*balancer.Snapshot, uint64, error) {
+	P, now := s.prefix, r.Now
+	without := make(map[string]bool, len(r.Without))
+	for _, id := range r.Without {
+		without[s.leaseKey(id)] = true
+	}
+	live := func(cmd *redis.StringSliceCmd) int {
+		n := 0
+		for _, k := range cmd.Val() {
+			if !without[k] {
+				n++
+			}
+		}
+		return n
+	}
+	alive := &redis.ZRangeBy{Min: after(now), Max: "+inf"}
+	protos := balancer.Protocols()
+	pipe := tx.Pipeline()
+	verCmd := pipe.Get(ctx, P+"ver")
+	pinCmds := make([]*redis.StringCmd, len(r.Users))
+	userCmds := make([]*redis.StringSliceCmd, len(r.Users))
+	for i, u := range r.Users {
+		pinCmds[i] = pipe.HGet(ctx, P+"pins", u)
+		userCmds[i] = pipe.ZRangeByScore(ctx, P+"user:"+u, alive)
+	}
+	nodeCmds := make([][]*redis.StringSliceCmd, len(r.Nodes))
+	for i, n := range r.Nodes {
+		for _, p := range protos {
+			nodeCmds[i] = append(nodeCmds[i], pipe.ZRangeByScore(ctx, s.nodeKey(n, p), alive))
+		}
+	}
+	drainCmd := pipe.SMembers(ctx, P+"drain")
+	var mineCmd *redis.StringSliceCmd
+	if r.Mine {
+		mineCmd = pipe.ZRange(ctx, P+"replica:"+s.replica, 0, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, err
+	}
+	snap := &balancer.Snapshot{
+		Now:      now,
+		Pins:     make(map[string]balancer.Pin, len(r.Users)),
+		Live:     make(map[string]int, len(r.Users)),
+		Sessions: make(map[string]balancer.PerProtocol, len(r.Nodes)),
+		Draining: map[string]bool{},
+	}
+	cur, _ := strconv.ParseUint(verCmd.Val(), 10, 64)
+	for i, u := range r.Users {
+		if raw := pinCmds[i].Val(); raw != "" {
+			if vp, err := decodePin(raw); err == nil {
+				snap.Pins[u] = vp.Pin
+			}
+		}
+		snap.Live[u] = live(userCmds[i])
+	}
+	for i, n := range r.Nodes {
+		var c balancer.PerProtocol
+		for j := range protos {
+			c[j] = live(nodeCmds[i][j])
+		}
+		snap.Sessions[n] = c
+	}
+	for _, n := range drainCmd.Val() {
+		snap.Draining[n] = true
+	}
+	if mineCmd != nil {
+		mine, err := s.readLeases(ctx, tx, mineCmd.Val())
+		if err != nil {
+			return nil, 0, err
+		}
+		snap.Mine = mine
+	}
+	return snap, cur, nil
+}
+
+// readLeases reads this gateway's lease records by key.
+func (s *Store) readLeases(ctx context.Context, tx *redis.Tx, keys []string) ([]balancer.LeaseRecord, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	pipe := tx.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.HMGet(ctx, s.prefix+"lease:"+k, "user", "node", "proto")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]balancer.LeaseRecord, 0, len(keys))
+	for i, k := range keys {
+		_, idStr, _ := strings.Cut(k, "/")
+		id, _ := strconv.ParseUint(idStr, 10, 64)
+		v := cmds[i].Val()
+		str := func(j int) string { s, _ := v[j].(string); return s }
+		out = append(out, balancer.LeaseRecord{ID: id, User: str(0), Node: str(1), Proto: balancer.Protocol(str(2))})
+	}
+	return out, nil
+}
+
+// write queues ch in the transaction.
+func (s *Store) write(ctx context.Context, p redis.Pipeliner, now time.Time, ch balancer.Change, ver uint64) {
+	P := s.prefix
+	p.Set(ctx, P+"ver", ver, 0)
+	for user, pin := range ch.Pins {
+		if pin == (balancer.Pin{}) {
+			p.HDel(ctx, P+"pins", user)
+		} else {
+			p.HSet(ctx, P+"pins", user, encodePin(balancer.VersionedPin{Pin: pin, Ver: ver}))
+		}
+		p.Publish(ctx, P+"pins", encodeNotice(s.replica, user, balancer.VersionedPin{Pin: pin, Ver: ver}))
+	}
+	exp := float64(ms(now.Add(s.ttl)))
+	for _, l := range ch.Put {
+		k := s.leaseKey(l.ID)
+		p.ZAdd(ctx, s.nodeKey(l.Node, l.Proto), redis.Z{Score: exp, Member: k})
+		p.ZRemRangeByScore(ctx, s.nodeKey(l.Node, l.Proto), "-inf", strconv.FormatInt(ms(now), 10))
+		p.ZAdd(ctx, P+"user:"+l.User, redis.Z{Score: exp, Member: k})
+		p.ZAdd(ctx, P+"replica:"+s.replica, redis.Z{Score: exp, Member: k})
+		p.ZAdd(ctx, P+"leases", redis.Z{Score: exp, Member: k})
+		p.HSet(ctx, P+"lease:"+k, "user", l.User, "node", l.Node, "proto", string(l.Proto), "client", l.Client, "started", ms(l.Started), "replica", s.replica)
+		p.PExpireAt(ctx, P+"lease:"+k, time.UnixMilli(int64(exp)))
+		p.Del(ctx, P+"idle:"+l.Node)
+		p.SAdd(ctx, P+"nodes", l.Node)
+	}
+	for _, l := range ch.Drop {
+		k := s.leaseKey(l.ID)
+		p.ZRem(ctx, s.nodeKey(l.Node, l.Proto), k)
+		p.ZRem(ctx, P+"user:"+l.User, k)
+		p.ZRem(ctx, P+"replica:"+s.replica, k)
+		p.ZRem(ctx, P+"leases", k)
+		p.Del(ctx, P+"lease:"+k)
+	}
+	for _, n := range ch.Idle {
+		p.Set(ctx, P+"idle:"+n, ms(now), 0)
+	}
+	for n, on := range ch.Drain {
+		if on {
+			p.SAdd(ctx, P+"drain", n)
+		} else {
+			p.SRem(ctx, P+"drain", n)
+		}
+		p.SAdd(ctx, P+"nodes", n)
+	}
+}
+
+// PinTable implements balancer.Shared: every pin that holds at now. Pins
+// past their end are deleted on the way, unless the state changed while
+// they were read.
+func (s *Store) PinTable(ctx context.Context, now time.Time) (map[string]balancer.VersionedPin, error) {
+	out := map[string]balancer.VersionedPin{}
+	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		raw, err := tx.HGetAll(ctx, s.prefix+"pins").Result()
+		if err != nil {
+			return err
+		}
+		var ended []string
+		for user, v := range raw {
+			vp, err := decodePin(v)
+			if err != nil || !now.Before(vp.Until) {
+				ended = append(ended, user)
+				continue
+			}
+			out[user] = vp
+		}
+		if len(ended) == 0 {
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, s.prefix+"pins", ended...)
+			return nil
+		})
+		if errors.Is(err, redis.TxFailedErr) {
+			return nil // another gateway wrote meanwhile: prune next time
+		}
+		return err
+	}, s.prefix+"ver")
+	if err != nil {
+		return nil, fmt.Errorf("redis pin table: %w", err)
+	}
+	return out, nil
+}
+
+// encodePin writes a pin as Redis holds it: node, until (ms), by, lost
+// and version, separated by tabs (none of them holds a tab: user and node
+// names are checked where they enter).
+func encodePin(vp balancer.VersionedPin) string {
+	return strings.Join([]string{vp.Node, strconv.FormatInt(ms(vp.Until), 10), string(vp.By), vp.Lost, strconv.FormatUint(vp.Ver, 10)}, "\t")
+}
+
+// decodePin reads what encodePin wrote, as any gateway (or a person with
+// redis-cli) may have left it.
+func decodePin(raw string) (balancer.VersionedPin, error) {
+	f := strings.Split(raw, "\t")
+	if len(f) != 5 {
+		return balancer.VersionedPin{}, fmt.Errorf("redis pin %q: want 5 fields, got %d", raw, len(f))
+	}
+	until, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return balancer.VersionedPin{}, fmt.Errorf("redis pin %q: until: %w", raw, err)
+	}
+	ver, err := strconv.ParseUint(f[4], 10, 64)
+	if err != nil {
+		return balancer.VersionedPin{}, fmt.Errorf("redis pin %q: version: %w", raw, err)
+	}
+	return balancer.VersionedPin{Pin: balancer.Pin{Node: f[0], Until: time.UnixMilli(until), By: balancer.PinOrigin(f[2]), Lost: f[3]}, Ver: ver}, nil
+}
+
+// encodeNotice is a pin notice: the writing replica, the user, then the
+// pin as encodePin writes it.
+func encodeNotice(replica, user string, vp balancer.VersionedPin) string {
+	return replica + "\t" + user + "\t" + encodePin(vp)
+}
+
+// decodeNotice reads a pin notice.
+func decodeNotice(raw string) (user string, vp balancer.VersionedPin, err error) {
+	_, rest, ok := strings.Cut(raw, "\t")
+	if !ok {
+		return "", vp, fmt.Errorf("redis pin notice %q: no user", raw)
+	}
+	user, rest, ok = strings.Cut(rest, "\t")
+	if !ok || user == "" {
+		return "", vp, fmt.Errorf("redis pin notice %q: no pin", raw)
+	}
+	vp, err = decodePin(rest)
+	return user, vp, err
+}
