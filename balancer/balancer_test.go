@@ -217,9 +217,23 @@ func TestRules(t *testing.T) {
 			}
 			a.Release() // releasing a lease on a removed node is harmless
 		}},
+		{"every check failing at once: new users go to a node that is not gone", func(t *testing.T, b *Balancer, c *clock) {
+			for _, n := range []string{"n1", "n2", "n3"} {
+				b.SetHealth(n, SSH, false, "banner timeout")
+			}
+			b.NodeFailed("n1", SSH)
+			got := map[string]int{}
+			for _, u := range []string{"alice", "bob", "carol", "dave"} {
+				got[acquire(t, b, u).Node().Name]++
+			}
+			if got["n1"] != 0 || got["n2"] != 2 || got["n3"] != 2 {
+				t.Fatalf("with every check failing and n1 gone, four users spread %v; want two each on n2 and n3", got)
+			}
+		}},
 		{"rule 6: no node up gives ErrNoNode and leaves no trace", func(t *testing.T, b *Balancer, c *clock) {
 			for _, n := range []string{"n1", "n2", "n3"} {
 				b.SetHealth(n, SSH, false, "down")
+				b.NodeFailed(n, SSH)
 			}
 			if _, err := b.Acquire("alice", SSH, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("Acquire err = %v, want ErrNoNode", err)
@@ -296,15 +310,25 @@ func TestRules(t *testing.T) {
 			for _, n := range []string{"n2", "n3"} {
 				b.SetHealth(n, HTTP, false, "down")
 			}
-			if _, err := b.Acquire("carol", HTTP, ""); !errors.Is(err, ErrNoNode) {
-				t.Fatalf("no hub up: got %v, want ErrNoNode", err)
+			// No hub check passes, but n2's and n3's hubs are not gone:
+			// a new browser user goes to one of them (n1's is gone).
+			if l, err := b.Acquire("carol", HTTP, ""); err != nil || l.Node().Name == "n1" {
+				t.Fatalf("no hub check passing: carol got %v %v, want n2 or n3", l, err)
+			} else {
+				l.Abort()
 			}
+
 			if l, err := b.Acquire("alice", HTTP, ""); err != nil || l.Node() != h.Node() {
 				t.Fatalf("no hub check passing: got %v %v for alice, want her node %s (failing, not gone)", l, err, h.Node().Name)
 			} else {
 				l.Release()
 			}
-			b.NodeFailed(h.Node().Name, HTTP)
+			for _, n := range []string{"n2", "n3"} {
+				b.NodeFailed(n, HTTP)
+			}
+			if _, err := b.Acquire("carol", HTTP, ""); !errors.Is(err, ErrNoNode) {
+				t.Fatalf("no hub up: got %v, want ErrNoNode", err)
+			}
 			if _, err := b.Acquire("alice", HTTP, ""); !errors.Is(err, ErrNoNode) {
 				t.Fatalf("no hub up, hers gone: got %v for alice, want ErrNoNode", err)
 			}

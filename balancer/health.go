@@ -98,6 +98,13 @@ func (b *Balancer) aliveFor(n *node, p int, now time.Time, sessions PerProtocol)
 	return !n.removed && n.serves(p) && b.checksAlive(&n.checks, p, now, sessions)
 }
 
+// checkedAlive is checksAlive for a node whose checks have reported: the
+// last resort of placement (see decide) takes only nodes that answered a
+// probe once, so a node that joined a moment ago waits for its first.
+func (b *Balancer) checkedAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {
+	return checks[0].checked && checks[p].checked && b.checksAlive(checks, p, now, sessions)
+}
+
 // checksAlive reports whether neither the node's own check nor protocol
 // index p's says it is gone at now, with the given live sessions.
 func (b *Balancer) checksAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {

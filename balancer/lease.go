@@ -1,6 +1,8 @@
 package balancer
 
 import (
+	"math"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -155,9 +157,24 @@ func (f localFacts) node(name string) (nodeFacts, bool) {
 	}, true
 }
 
-func (f localFacts) leastLoaded(avoid []string) string {
-	if n := f.b.leastLoadedLocked(f.p, avoid); n != nil {
-		return n.Name
+func (f localFacts) leastLoaded(avoid []string, anyAlive bool) string {
+	if !anyAlive {
+		if n := f.b.leastLoadedLocked(f.p, avoid); n != nil {
+			return n.Name
+		}
+		return ""
+	}
+	// Rare (every check fails): score the nodes that are alive afresh.
+	b := f.b
+	scores := make([]float64, len(b.order))
+	for i, n := range b.order {
+		scores[i] = math.Inf(1)
+		if !n.removed && n.serves(f.p) && b.checkedAlive(&n.checks, f.p, f.now, n.sessions) && !slices.Contains(avoid, n.Name) {
+			scores[i] = b.openScore(n.weight, n.sessions.Total(), n.draining, b.resourceScoreLocked(n))
+		}
+	}
+	if i := leastOf(scores, b.rand); i >= 0 {
+		return b.order[i].Name
 	}
 	return ""
 }

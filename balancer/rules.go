@@ -59,8 +59,9 @@ type facts interface {
 	node(name string) (f nodeFacts, ok bool)
 	// leastLoaded names the node a new user goes to (rule 3): the lowest
 	// score among the nodes up, not draining, not full and not avoided,
-	// ties broken at random; "" when there is none.
-	leastLoaded(avoid []string) string
+	// ties broken at random; "" when there is none. With anyAlive, nodes
+	// whose checks fail but that are not gone count as up.
+	leastLoaded(avoid []string, anyAlive bool) string
 }
 
 // query is one request for a session.
@@ -101,7 +102,14 @@ func decide(f facts, u userPin, q query) (verdict, error) {
 			lost = u.Node
 		}
 	}
-	name := f.leastLoaded(q.avoid)
+	name := f.leastLoaded(q.avoid, false)
+	if name == "" {
+		// Every node's check fails at once, yet some are not gone: the
+		// checks are more likely slow (a busy pool) than every node
+		// dead, so the user goes to one of those (as Envoy's panic
+		// threshold does); a dial that fails there makes it gone.
+		name = f.leastLoaded(q.avoid, true)
+	}
 	if name == "" {
 		return verdict{}, ErrNoNode
 	}

@@ -243,12 +243,16 @@ func (f sharedFacts) node(name string) (nodeFacts, bool) {
 	}, true
 }
 
-func (f sharedFacts) leastLoaded(avoid []string) string {
+func (f sharedFacts) leastLoaded(avoid []string, anyAlive bool) string {
 	scores := make([]float64, len(f.c.nodes))
 	for i := range f.c.nodes {
 		n, name := &f.c.nodes[i], f.c.names[i]
 		scores[i] = math.Inf(1)
-		if n.up && !slices.Contains(avoid, name) {
+		ok := n.up
+		if anyAlive {
+			ok = n.serves && f.b.checkedAlive(&n.checks, f.p, f.s.Now, f.s.Sessions[name])
+		}
+		if ok && !slices.Contains(avoid, name) {
 			scores[i] = f.b.openScore(n.weight, f.s.Sessions[name].Total(), f.s.Draining[name], n.resource)
 		}
 	}

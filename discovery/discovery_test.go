@@ -205,8 +205,13 @@ func TestHealthConfig(t *testing.T) {
 	if d.Interval != 2*time.Second || d.Timeout != time.Second || d.Rise != 2 || d.Fall != 3 {
 		t.Fatalf("defaults: %+v", d)
 	}
-	if err := (HealthConfig{Interval: time.Second, Timeout: 2 * time.Second}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "timeout:") {
-		t.Fatalf("timeout > interval: %v", err)
+	if err := (HealthConfig{Interval: time.Second, Timeout: 2 * time.Minute}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "timeout:") {
+		t.Fatalf("timeout over a minute: %v", err)
+	}
+	// A short interval finds a dead node sooner; it does not make a busy
+	// node that answers in 300 ms dead.
+	if d := (HealthConfig{Interval: 200 * time.Millisecond}).WithDefaults(); d.Timeout != time.Second || d.Validate() != nil {
+		t.Fatalf("interval 200ms: timeout %s, %v; want 1s and valid", d.Timeout, d.Validate())
 	}
 	if err := (HealthConfig{Fall: -1}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "fall:") {
 		t.Fatalf("negative fall: %v", err)

@@ -23,6 +23,20 @@ type PinJSON struct {
 	// Until is when the pin ends unless a session opens; absent while the
 	// user has sessions.
 	Until *time.Time `json:"until,omitempty"`
+	// Elsewhere names nodes other than Node where the user still has
+	// sessions: two gateways placed the user apart while the shared
+	// state was unreachable, and Node is the pool's first choice.
+	Elsewhere []string `json:"elsewhere,omitempty"`
+}
+
+// pinJSON is p on the wire.
+func pinJSON(p balancer.PinInfo) PinJSON {
+	pj := PinJSON{User: p.User, Node: p.Node, By: string(p.By), Sessions: p.Sessions, Elsewhere: p.Elsewhere}
+	if !p.Until.IsZero() {
+		u := p.Until.UTC()
+		pj.Until = &u
+	}
+	return pj
 }
 
 // PinsJSON is the answer of GET /api/pins.
@@ -38,12 +52,7 @@ type PinRequest struct {
 func (s *Server) pins(w http.ResponseWriter, _ *http.Request) {
 	out := PinsJSON{Pins: []PinJSON{}}
 	for _, p := range s.pool.Pins() {
-		pj := PinJSON{User: p.User, Node: p.Node, By: string(p.By), Sessions: p.Sessions}
-		if !p.Until.IsZero() {
-			u := p.Until.UTC()
-			pj.Until = &u
-		}
-		out.Pins = append(out.Pins, pj)
+		out.Pins = append(out.Pins, pinJSON(p))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -91,12 +100,7 @@ func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pinOf(w http.ResponseWriter, user string) {
 	for _, p := range s.pool.Pins() {
 		if p.User == user {
-			pj := PinJSON{User: p.User, Node: p.Node, By: string(p.By), Sessions: p.Sessions}
-			if !p.Until.IsZero() {
-				u := p.Until.UTC()
-				pj.Until = &u
-			}
-			writeJSON(w, http.StatusOK, pj)
+			writeJSON(w, http.StatusOK, pinJSON(p))
 			return
 		}
 	}

@@ -78,6 +78,7 @@ func TestUserWaitsForStartingNode(t *testing.T) {
 	fastStartPolls(t)
 	g := newTestGW(t, nil)
 	g.bal.SetHealth("n1", balancer.SSH, false, "instance starting")
+	g.bal.NodeFailed("n1", balancer.SSH) // gone, not merely slow: the pool has no node
 	st := &fakeStarter{ok: true}
 	st.onCall = func(n int) {
 		if n == 8 { // the node comes up while alice waits
@@ -109,6 +110,7 @@ func TestStartThatGivesUpRefusesClearly(t *testing.T) {
 	fastStartPolls(t)
 	g := newTestGW(t, nil)
 	g.bal.SetHealth("n1", balancer.SSH, false, "")
+	g.bal.NodeFailed("n1", balancer.SSH) // gone, not merely slow: the pool has no node
 	st := &fakeStarter{ok: true}
 	st.onCall = func(n int) {
 		if n == 3 {
@@ -139,6 +141,7 @@ func TestShutdownEndsStartWait(t *testing.T) {
 	fastStartPolls(t)
 	g := newTestGW(t, nil)
 	g.bal.SetHealth("n1", balancer.SSH, false, "")
+	g.bal.NodeFailed("n1", balancer.SSH) // gone, not merely slow: the pool has no node
 	waiting := make(chan struct{})
 	var once sync.Once
 	g.starter.set(&fakeStarter{ok: true, onCall: func(int) { once.Do(func() { close(waiting) }) }})
