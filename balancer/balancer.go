@@ -3,7 +3,6 @@ package balancer
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -44,7 +43,8 @@ type Config struct {
 	// login or session that fails moves them at once.
 	RepinAfter time.Duration `yaml:"-"`
 	// Load places users by the nodes' measured load (section "load",
-	// filled by the caller). Its zero SessionCost means the default.
+	// checked and filled by the caller). Its zero SessionCost means the
+	// default.
 	Load LoadConfig `yaml:"-"`
 }
 
@@ -61,12 +61,6 @@ func (c Config) Validate() error {
 	}
 	if c.RepinAfter < 0 {
 		return fmt.Errorf("health.repin_after: must not be negative, got %s", c.RepinAfter)
-	}
-	if c.Load.Max < 0 || math.IsNaN(c.Load.Max) {
-		return fmt.Errorf("load.max: must be 0 (off) or more, got %v", c.Load.Max)
-	}
-	if c.Load.SessionCost < 0 || math.IsNaN(c.Load.SessionCost) {
-		return fmt.Errorf("load.session_cost: must be 0 (the default) or more, got %v", c.Load.SessionCost)
 	}
 	return nil
 }

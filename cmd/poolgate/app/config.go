@@ -17,6 +17,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/rdpgw"
@@ -41,7 +42,7 @@ type Config struct {
 	// it in this gateway's memory.
 	State redisstate.Config `yaml:"state"`
 	// Load places users by the nodes' measured CPU, memory and GPU use.
-	Load LoadSection `yaml:"load"`
+	Load load.Config `yaml:"load"`
 	// CA is where the SSH user CA key lives: state_dir, or Key Vault.
 	CA CASection `yaml:"ca"`
 	// RDP is the RDP gateway (Windows pools); off unless rdp.listen.
@@ -64,7 +65,7 @@ func (c Config) WithDefaults() Config {
 	c.State = c.State.WithDefaults()
 	c.Load = c.Load.WithDefaults()
 	c.RDP = c.RDP.WithDefaults()
-	c.Balancer.Load = c.Load.balancer()
+	c.Balancer.Load = balancerLoad(c.Load)
 	c.Balancer.RepinAfter = c.Health.RepinAfter
 	return c
 }
