@@ -26,8 +26,8 @@ import (
 
 // Config is the whole poolgate configuration file.
 type Config struct {
-	// StateDir holds the host key, the user CA key and the node host-key
-	// pins, created 0600 on first start. Default /var/lib/poolgate.
+	// StateDir holds the host key, the user CA key and the nodes' known
+	// host keys, created 0600 on first start. Default /var/lib/poolgate.
 	StateDir string `yaml:"state_dir"`
 	// ShutdownTimeout is how long SIGTERM waits for open sessions before
 	// closing them. Default 30s.

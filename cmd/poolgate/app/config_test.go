@@ -62,6 +62,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"http:\n  tls: maybe\n" + minimal, `p.yaml:2: http.tls: want true or false, got "maybe"`},
 		{"http:\n  upstream_pins: {node-1: 12}\n" + minimal, `p.yaml: http.upstream_pins.node-1: want "sha256:<hex>"`},
 		{"http:\n  upstream_pins: [a]\n" + minimal, `p.yaml:2: http.upstream_pins: want a mapping, got a list`},
+		{"http:\n  upstream_fingerprints: {node-1: 12}\n" + minimal, `p.yaml: http.upstream_fingerprints.node-1: want "sha256:<hex>"`},
+		{"http:\n  upstream_fingerprints: {node-1: 'sha256:" + strings.Repeat("ab", 32) + "'}\n  upstream_pins: {node-2: 'sha256:" + strings.Repeat("ab", 32) + "'}\n" + minimal, `p.yaml: http.upstream_pins: the old name of upstream_fingerprints; give only upstream_fingerprints`},
 		{"http:\n  cert_file: /c.pem\n" + minimal, `p.yaml: http.key_file: needed with cert_file`},
 		{"http:\n  session_idle: soon\n" + minimal, `p.yaml:2: http.session_idle: "soon" is not a duration`},
 		{"state:\n  redis: x\n" + minimal, "p.yaml: state.redis: not a Redis URL"},
