@@ -39,8 +39,8 @@ type Config struct {
 	MaxSessionsPerNode int `yaml:"max_sessions_per_node"`
 	// RepinAfter is how long a node may fail its checks, with no session
 	// of it relaying, before its users' pins move (YAML
-	// health.repin_after, filled by the caller). Default 2m; a dial,
-	// login or session that fails moves them at once.
+	// health.repin_after, checked and filled by the caller). Default 2m;
+	// a dial, login or session that fails moves them at once.
 	RepinAfter time.Duration `yaml:"-"`
 	// Load places users by the nodes' measured load (section "load",
 	// checked and filled by the caller). Its zero SessionCost means the
@@ -58,9 +58,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionsPerNode < 0 {
 		return fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode)
-	}
-	if c.RepinAfter < 0 {
-		return fmt.Errorf("health.repin_after: must not be negative, got %s", c.RepinAfter)
 	}
 	return nil
 }

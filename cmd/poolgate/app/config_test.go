@@ -70,6 +70,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"health:\n  interval: 5x\n" + minimal, `p.yaml:2: health.interval: "5x" is not a duration`},
 		{"health:\n  interval: 30\n" + minimal, `p.yaml:2: health.interval: "30" is not a duration`},
 		{"health:\n  rise: many\n" + minimal, `p.yaml:2: health.rise: want a whole number, got "many"`},
+		{"health:\n  repin_after: -1m\n" + minimal, "p.yaml: health.repin_after: must not be negative, got -1m0s"},
 		{"ssh:\n  password_passthrough: yes\n" + minimal, `p.yaml:2: ssh.password_passthrough: want true or false, got "yes"`},
 		{"ssh: [1]\n" + minimal, "p.yaml:1: ssh: want a mapping of keys, got a list"},
 		{"discovery:\n  static:\n    - {name: n1, ssh: '10.0.0.4:22', port: 1}\n", "p.yaml:3: discovery.static[0].port: unknown key"},
