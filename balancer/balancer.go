@@ -3,7 +3,6 @@ package balancer
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -40,11 +39,12 @@ type Config struct {
 	MaxSessionsPerNode int `yaml:"max_sessions_per_node"`
 	// RepinAfter is how long a node may fail its checks, with no session
 	// of it relaying, before its users' pins move (YAML
-	// health.repin_after, filled by the caller). Default 2m; a dial,
-	// login or session that fails moves them at once.
+	// health.repin_after, checked and filled by the caller). Default 2m;
+	// a dial, login or session that fails moves them at once.
 	RepinAfter time.Duration `yaml:"-"`
 	// Load places users by the nodes' measured load (section "load",
-	// filled by the caller). Its zero SessionCost means the default.
+	// checked and filled by the caller). Its zero SessionCost means the
+	// default.
 	Load LoadConfig `yaml:"-"`
 }
 
@@ -58,15 +58,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionsPerNode < 0 {
 		return fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode)
-	}
-	if c.RepinAfter < 0 {
-		return fmt.Errorf("health.repin_after: must not be negative, got %s", c.RepinAfter)
-	}
-	if c.Load.Max < 0 || math.IsNaN(c.Load.Max) {
-		return fmt.Errorf("load.max: must be 0 (off) or more, got %v", c.Load.Max)
-	}
-	if c.Load.SessionCost < 0 || math.IsNaN(c.Load.SessionCost) {
-		return fmt.Errorf("load.session_cost: must be 0 (the default) or more, got %v", c.Load.SessionCost)
 	}
 	return nil
 }

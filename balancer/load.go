@@ -39,27 +39,26 @@ func (l Load) Peak() float64 {
 	return peak
 }
 
-// LoadConfig holds the placement settings for measured load (YAML section
-// "load", with the scraper's settings beside them).
+// LoadConfig holds the placement settings for measured load. It is no
+// YAML section of its own: cmd fills it from the section "load"
+// (discovery/load.Config), which holds the keys' defaults and checks.
 type LoadConfig struct {
 	// Max: a node at or above it on CPU, memory or GPU takes no new user
 	// while a node below it (or without figures) can. 0 turns the
-	// exclusion off. Default 0.9.
+	// exclusion off.
 	Max float64
 	// SessionCost is what one session per weight adds to a node's score,
-	// in the units of load (a fraction of the node). Default 0.1: ten
-	// sessions weigh like one fully used CPU per CPU.
+	// in the units of load (a fraction of the node). Zero means
+	// DefaultSessionCost, 0.1: ten sessions weigh like one fully used CPU
+	// per CPU.
 	SessionCost float64
 	// StaleAfter: figures older than this are not used (the node is judged
 	// by its sessions alone) and ops see them as stale. Zero means never.
 	StaleAfter time.Duration
 }
 
-// Defaults of LoadConfig.
-const (
-	DefaultLoadMax     = 0.9
-	DefaultSessionCost = 0.1
-)
+// DefaultSessionCost is the SessionCost that New uses when it is zero.
+const DefaultSessionCost = 0.1
 
 // overMax is added to the score of a node at or above LoadConfig.Max, so
 // that such nodes are chosen only when no other can take the user, and

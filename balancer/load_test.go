@@ -14,7 +14,7 @@ func cpu(v float64, at time.Time) Load {
 }
 
 func loadCfg() Config {
-	return Config{Load: LoadConfig{Max: DefaultLoadMax, StaleAfter: 15 * time.Second}}
+	return Config{Load: LoadConfig{Max: 0.9, StaleAfter: 15 * time.Second}}
 }
 
 // placed acquires a session for each user and counts where they landed.
@@ -191,13 +191,5 @@ func TestLoadPeak(t *testing.T) {
 	}
 	if (Load{CPU: 0.2, Memory: Unknown, GPU: Unknown, GPUMemory: Unknown}).Measured() {
 		t.Fatal("figures without a time count as measured")
-	}
-}
-
-func TestLoadConfigValidate(t *testing.T) {
-	for _, c := range []Config{{Load: LoadConfig{Max: -1}}, {Load: LoadConfig{SessionCost: -0.1}}, {Load: LoadConfig{Max: math.NaN()}}} {
-		if err := c.Validate(); err == nil {
-			t.Errorf("%+v: no error", c.Load)
-		}
 	}
 }

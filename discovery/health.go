@@ -84,7 +84,7 @@ func (c HealthConfig) Validate() error {
 	case c.Fall < 0:
 		return fmt.Errorf("fall: must be 1 or more, got %d", c.Fall)
 	case c.RepinAfter < 0:
-		return fmt.Errorf("repin_after: must be positive, got %s", c.RepinAfter)
+		return fmt.Errorf("repin_after: must not be negative, got %s", c.RepinAfter)
 	}
 	return nil
 }

@@ -271,8 +271,9 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 	t.Run("node host key changed", func(t *testing.T) {
-		// Pins are set on first contact: make sure every node has one. Three
-		// users connected together land on three different nodes.
+		// Host keys are recorded on first contact: make sure every node's
+		// is known. Three users connected together land on three
+		// different nodes.
 		var open []*held
 		for _, u := range []string{"bob", "carol", "dave"} {
 			open = append(open, p.hold(u))

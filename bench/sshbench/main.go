@@ -196,8 +196,8 @@ func (b *bench) startGateway(node string) {
 	if node != nodeAddr {
 		data, _ := os.ReadFile(conf)
 		conf = filepath.Join(b.dir, "poolgate-idle.yaml")
-		// Another node: another name, or the gateway's host-key pin for
-		// node-1 would (rightly) refuse it.
+		// Another node: another name, or the gateway's known host key
+		// for node-1 would (rightly) refuse it.
 		data = bytes.ReplaceAll(data, []byte(nodeAddr), []byte(node))
 		data = bytes.ReplaceAll(data, []byte("name: node-1"), []byte("name: idle-node"))
 		must(os.WriteFile(conf, data, 0o644), "config")

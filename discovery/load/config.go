@@ -2,33 +2,76 @@ package load
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
-// Config is the scraper's part of the YAML section "load"; the section's
-// other keys (max, metrics_port, gpu_metrics_port) belong to the parts
-// that use them.
+// Config is the YAML section "load": placing users by what the nodes
+// really carry, read from the exporters ops already run on them
+// (Prometheus node_exporter; NVIDIA dcgm-exporter for GPUs). It is the
+// section's one type: its defaults and checks are here and nowhere else.
+// Each part takes what it needs: the scraper Interval and Timeout; the
+// balancer Max, SessionCost and StaleAfter (cmd copies them into
+// balancer.LoadConfig, since the balancer imports no package of ours);
+// cmd's exporter targets for Azure instances MetricsPort and
+// GPUMetricsPort.
 type Config struct {
-	// Interval between two scrapes of a node. Default 5s.
+	// Interval between two scrapes of a node. Default 5s; figures older
+	// than three intervals are not used (StaleAfter).
 	Interval time.Duration `yaml:"interval"`
 	// Timeout of one scrape (connect, headers and body). Default 2s, and
 	// never more than Interval.
 	Timeout time.Duration `yaml:"timeout"`
+	// Max: a node at or above it on CPU (run queue per CPU), memory or GPU
+	// takes no new user while another can. Default 0.9; 0 turns the
+	// exclusion off (load still orders the nodes).
+	Max *float64 `yaml:"max"`
+	// SessionCost is what one session per weight adds to a node's score,
+	// in the units of load. Default 0.1 (0 means the default).
+	SessionCost float64 `yaml:"session_cost"`
+	// MetricsPort is node_exporter's port on each instance found by Azure
+	// discovery. Default 9100; 0 means none. Static nodes name their
+	// exporters (discovery.static[].metrics).
+	MetricsPort *int `yaml:"metrics_port"`
+	// GPUMetricsPort is dcgm-exporter's port on each Azure instance (its
+	// default is 9400). Default 0: none.
+	GPUMetricsPort int `yaml:"gpu_metrics_port"`
 }
 
-// WithDefaults fills zero fields with the documented defaults.
+// The documented defaults of Config.
+const (
+	DefaultInterval    = 5 * time.Second
+	DefaultTimeout     = 2 * time.Second // or Interval, if shorter
+	DefaultMax         = 0.9
+	DefaultSessionCost = 0.1
+	DefaultMetricsPort = 9100 // node_exporter's port
+)
+
+// WithDefaults fills unset fields with the documented defaults.
 func (c Config) WithDefaults() Config {
 	if c.Interval == 0 {
-		c.Interval = 5 * time.Second
+		c.Interval = DefaultInterval
 	}
 	if c.Timeout == 0 {
-		c.Timeout = min(2*time.Second, c.Interval)
+		c.Timeout = min(DefaultTimeout, c.Interval)
+	}
+	if c.Max == nil {
+		m := DefaultMax
+		c.Max = &m
+	}
+	if c.SessionCost == 0 {
+		c.SessionCost = DefaultSessionCost
+	}
+	if c.MetricsPort == nil {
+		p := DefaultMetricsPort
+		c.MetricsPort = &p
 	}
 	return c
 }
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
+	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 	switch {
 	case c.Interval < 0:
 		return fmt.Errorf("interval: must be positive, got %s", c.Interval)
@@ -38,6 +81,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("timeout: must be positive, got %s", c.Timeout)
 	case c.Timeout > c.WithDefaults().Interval:
 		return fmt.Errorf("timeout: %s is longer than interval %s", c.Timeout, c.WithDefaults().Interval)
+	case c.Max != nil && (*c.Max < 0 || bad(*c.Max)):
+		return fmt.Errorf("max: must be 0 (off) or more, got %v", *c.Max)
+	case c.SessionCost < 0 || bad(c.SessionCost):
+		return fmt.Errorf("session_cost: must be 0 (the default) or more, got %v", c.SessionCost)
+	case c.MetricsPort != nil && (*c.MetricsPort < 0 || *c.MetricsPort > 65535):
+		return fmt.Errorf("metrics_port: must be from 1 to 65535, or 0 for none; got %d", *c.MetricsPort)
+	case c.GPUMetricsPort < 0 || c.GPUMetricsPort > 65535:
+		return fmt.Errorf("gpu_metrics_port: must be from 1 to 65535, or 0 for none; got %d", c.GPUMetricsPort)
 	}
 	return nil
 }

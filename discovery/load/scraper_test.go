@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -126,8 +127,11 @@ func newScraper(t *testing.T, cfg Config, sk Sink, c *clock, log *zap.Logger) *S
 
 func TestConfig(t *testing.T) {
 	d := Config{}.WithDefaults()
-	if d.Interval != 5*time.Second || d.Timeout != 2*time.Second {
-		t.Fatalf("defaults = %+v, want interval 5s, timeout 2s", d)
+	if d.Interval != 5*time.Second || d.Timeout != 2*time.Second || *d.Max != 0.9 || d.SessionCost != 0.1 || *d.MetricsPort != 9100 || d.GPUMetricsPort != 0 {
+		t.Fatalf("defaults = %+v, want interval 5s, timeout 2s, max 0.9, session_cost 0.1, metrics_port 9100, gpu_metrics_port 0", d)
+	}
+	if off := (Config{Max: ptr(0.0), MetricsPort: ptr(0)}).WithDefaults(); *off.Max != 0 || *off.MetricsPort != 0 {
+		t.Fatalf("0 must turn max and metrics_port off, not mean the default: %+v", off)
 	}
 	if got := (Config{Interval: time.Second}).WithDefaults().Timeout; got != time.Second {
 		t.Errorf("timeout with a 1s interval = %s, want 1s", got)
@@ -146,6 +150,13 @@ func TestConfig(t *testing.T) {
 		{Config{Timeout: -1}, "timeout: must be positive"},
 		{Config{Interval: time.Second, Timeout: 2 * time.Second}, "timeout: 2s is longer than interval 1s"},
 		{Config{Timeout: 6 * time.Second}, "timeout: 6s is longer than interval 5s"},
+		{Config{Max: ptr(0.0), SessionCost: 0.5, MetricsPort: ptr(0), GPUMetricsPort: 9400}, ""},
+		{Config{Max: ptr(-1.0)}, "max: must be 0 (off) or more, got -1"},
+		{Config{Max: ptr(math.NaN())}, "max: must be 0 (off) or more"},
+		{Config{SessionCost: -0.1}, "session_cost: must be 0 (the default) or more, got -0.1"},
+		{Config{SessionCost: math.Inf(1)}, "session_cost: must be 0 (the default) or more"},
+		{Config{MetricsPort: ptr(70000)}, "metrics_port: must be from 1 to 65535"},
+		{Config{GPUMetricsPort: -1}, "gpu_metrics_port: must be from 1 to 65535"},
 	} {
 		err := tt.cfg.Validate()
 		if (tt.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.err)) {
@@ -403,3 +414,5 @@ func TestSampleStale(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

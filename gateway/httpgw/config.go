@@ -24,11 +24,14 @@ type Config struct {
 	UpstreamTLS *bool `yaml:"upstream_tls"`
 	// UpstreamCAFile verifies the hubs' certificates against this PEM CA
 	// bundle. Without it (and without upstream_insecure_skip_verify) each
-	// node's certificate is pinned on first contact, in state_dir, and a
-	// changed certificate is refused.
+	// node's certificate fingerprint is recorded on first contact, in
+	// state_dir, and a changed certificate is refused.
 	UpstreamCAFile string `yaml:"upstream_ca_file"`
-	// UpstreamPins gives nodes' certificate fingerprints up front:
-	// node name → "sha256:<hex>" of the DER certificate.
+	// UpstreamFingerprints gives nodes' certificate fingerprints up
+	// front: node name → "sha256:<hex>" of the DER certificate.
+	UpstreamFingerprints map[string]string `yaml:"upstream_fingerprints"`
+	// UpstreamPins is the old name of upstream_fingerprints, still read
+	// (with a warning at start); give one or the other.
 	UpstreamPins map[string]string `yaml:"upstream_pins"`
 	// UpstreamInsecureSkipVerify accepts any hub certificate. Default false.
 	UpstreamInsecureSkipVerify bool `yaml:"upstream_insecure_skip_verify"`
@@ -130,10 +133,27 @@ func (c Config) Validate() error {
 	case c.IdleTimeout < 0:
 		return fmt.Errorf("idle_timeout: must be positive, got %s", c.IdleTimeout)
 	}
-	for node, pin := range c.UpstreamPins {
-		if _, err := parsePin(pin); err != nil {
+	if len(c.UpstreamPins) > 0 && len(c.UpstreamFingerprints) > 0 {
+		return fmt.Errorf("upstream_pins: the old name of upstream_fingerprints; give only upstream_fingerprints")
+	}
+	for node, fp := range c.UpstreamFingerprints {
+		if _, err := parseFingerprint(fp); err != nil {
+			return fmt.Errorf("upstream_fingerprints.%s: %v", node, err)
+		}
+	}
+	for node, fp := range c.UpstreamPins {
+		if _, err := parseFingerprint(fp); err != nil {
 			return fmt.Errorf("upstream_pins.%s: %v", node, err)
 		}
 	}
 	return nil
+}
+
+// fingerprints is upstream_fingerprints, or upstream_pins, its old name,
+// with the key it came from.
+func (c Config) fingerprints() (fps map[string]string, key string) {
+	if len(c.UpstreamPins) > 0 {
+		return c.UpstreamPins, "upstream_pins"
+	}
+	return c.UpstreamFingerprints, "upstream_fingerprints"
 }

@@ -54,23 +54,24 @@ func FuzzPlainHTTPSniff(f *testing.F) {
 	})
 }
 
-// FuzzLoadHubPins feeds any file to the learned-pins loader.
-func FuzzLoadHubPins(f *testing.F) {
+// FuzzLoadHubFingerprints feeds any file to the learned-fingerprints
+// loader.
+func FuzzLoadHubFingerprints(f *testing.F) {
 	f.Add([]byte(`{"node-1":"sha256:00"}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[1,2]`))
 	f.Add([]byte(`{"a":5}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "http_hub_pins.json"), data, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "http_hub_fingerprints.json"), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p, err := loadHubPins(dir, map[string]string{"node-9": "sha256:" + strings.Repeat("ab", 32)}, zap.NewNop())
+		p, err := loadHubFingerprints(dir, map[string]string{"node-9": "sha256:" + strings.Repeat("ab", 32)}, "upstream_fingerprints", zap.NewNop())
 		if err != nil {
 			return
 		}
-		if p.pins["node-9"] != "sha256:"+strings.Repeat("ab", 32) {
-			t.Fatalf("the configured pin was overridden by the file: %q", p.pins["node-9"])
+		if p.known["node-9"] != "sha256:"+strings.Repeat("ab", 32) {
+			t.Fatalf("the configured fingerprint was overridden by the file: %q", p.known["node-9"])
 		}
 		_ = p.check("node-1", []byte("der"))
 	})

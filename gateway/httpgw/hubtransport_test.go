@@ -274,8 +274,9 @@ func TestHubTransportTLSModes(t *testing.T) {
 		{"the hub's own CA", Config{UpstreamTLS: yes, UpstreamCAFile: caFile(hub.srv)}, true},
 		{"another CA", Config{UpstreamTLS: yes, UpstreamCAFile: otherCA}, false},
 		{"insecure_skip_verify", Config{UpstreamTLS: yes, UpstreamInsecureSkipVerify: true}, true},
-		{"pinned on first contact", Config{UpstreamTLS: yes}, true},
-		{"a wrong pin", Config{UpstreamTLS: yes, UpstreamPins: map[string]string{"node-1": "sha256:" + strings.Repeat("ab", 32)}}, false},
+		{"fingerprint recorded on first contact", Config{UpstreamTLS: yes}, true},
+		{"a wrong fingerprint", Config{UpstreamTLS: yes, UpstreamFingerprints: map[string]string{"node-1": "sha256:" + strings.Repeat("ab", 32)}}, false},
+		{"a wrong fingerprint, old key", Config{UpstreamTLS: yes, UpstreamPins: map[string]string{"node-1": "sha256:" + strings.Repeat("ab", 32)}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := hubTransportFor(t, tc.cfg)

@@ -25,8 +25,8 @@ import (
 
 // Options are the server's collaborators beyond its config.
 type Options struct {
-	// StateDir holds the affinity cookie key, learned hub certificate pins
-	// and the self-signed certificate.
+	// StateDir holds the affinity cookie key, learned hub certificate
+	// fingerprints and the self-signed certificate.
 	StateDir string
 	Logger   *zap.Logger
 	// Now is the clock; nil means time.Now.
@@ -57,9 +57,9 @@ type Balancer interface {
 	// NodeFailed reports that the node's hub took no connection.
 	NodeFailed(node string, proto balancer.Protocol)
 	// HubNode names the node whose hub listens on addr, "" for none, for
-	// certificate pinning on every new connection to a hub. It must
-	// answer from local state: a call to shared state here would sit on
-	// the dial path.
+	// the certificate fingerprint check on every new connection to a
+	// hub. It must answer from local state: a call to shared state here
+	// would sit on the dial path.
 	HubNode(addr string) string
 }
 
@@ -122,6 +122,9 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	s.sign = newSigner(key)
 	s.cookies = newCookieCache(s.sign, *cfg.TLS)
 	s.track = newTracker(bal, cfg.SessionIdle, s.now)
+	if len(cfg.UpstreamPins) > 0 {
+		s.log.Warn("http.upstream_pins is the old name of http.upstream_fingerprints; it still works, but rename it")
+	}
 	s.transport, err = newTransport(cfg, opts.StateDir, bal.HubNode, s.log)
 	if err != nil {
 		return nil, err

@@ -153,7 +153,7 @@ func selfSigned(dir string, hosts []string) (certFile, keyFile string, created b
 }
 
 // Fingerprint is the "sha256:<hex>" form of a DER certificate, as used in
-// http.upstream_pins and in log lines.
+// http.upstream_fingerprints and in log lines.
 func Fingerprint(der []byte) string {
 	sum := sha256.Sum256(der)
 	return "sha256:" + hex.EncodeToString(sum[:])

@@ -23,9 +23,9 @@ import (
 	"github.com/poolgate/poolgate/internal/atomicfile"
 )
 
-// parsePin reads "sha256:<64 hex digits>" (colons between bytes allowed,
-// as openssl prints them).
-func parsePin(s string) ([]byte, error) {
+// parseFingerprint reads "sha256:<64 hex digits>" (colons between bytes
+// allowed, as openssl prints them).
+func parseFingerprint(s string) ([]byte, error) {
 	h, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(s)), "sha256:")
 	if !ok {
 		return nil, errors.New(`want "sha256:<hex>", as printed by openssl x509 -noout -fingerprint -sha256`)
@@ -37,75 +37,98 @@ func parsePin(s string) ([]byte, error) {
 	return b, nil
 }
 
-// ErrPinMismatch means a hub presented a certificate other than the one
-// pinned for its node.
-var ErrPinMismatch = errors.New("hub certificate does not match the pinned one")
+// ErrFingerprintMismatch means a hub presented a certificate other than
+// the one known for its node.
+var ErrFingerprintMismatch = errors.New("hub certificate does not match its known fingerprint")
 
-// hubPins keeps each node's hub certificate fingerprint: those configured,
-// and those learned on first contact (saved in state_dir).
-type hubPins struct {
+// Files in state_dir of the hub certificate fingerprints learned on first
+// contact. The old name is read when the new file is missing, and copied
+// to the new one (the old file is left as it was, for a downgrade).
+const (
+	hubFingerprintsFile    = "http_hub_fingerprints.json"
+	oldHubFingerprintsFile = "http_hub_pins.json"
+)
+
+// hubFingerprints keeps each node's hub certificate fingerprint: those
+// configured, and those learned on first contact (saved in state_dir).
+type hubFingerprints struct {
 	path string
 	log  *zap.Logger
 
 	mu     sync.Mutex
-	pins   map[string]string // node → "sha256:hex"
+	known  map[string]string // node → "sha256:hex"
 	config map[string]bool   // configured, not learned
 }
 
-func loadHubPins(dir string, configured map[string]string, log *zap.Logger) (*hubPins, error) {
-	p := &hubPins{path: filepath.Join(dir, "http_hub_pins.json"), log: log, pins: map[string]string{}, config: map[string]bool{}}
-	data, err := os.ReadFile(p.path)
+// loadHubFingerprints reads the learned fingerprints from dir and adds
+// the configured ones (key is their config key, for errors).
+func loadHubFingerprints(dir string, configured map[string]string, key string, log *zap.Logger) (*hubFingerprints, error) {
+	p := &hubFingerprints{path: filepath.Join(dir, hubFingerprintsFile), log: log, known: map[string]string{}, config: map[string]bool{}}
+	from := p.path
+	data, err := os.ReadFile(from)
+	if errors.Is(err, fs.ErrNotExist) {
+		from = filepath.Join(dir, oldHubFingerprintsFile)
+		data, err = os.ReadFile(from)
+	}
 	switch {
 	case err == nil:
-		if err := json.Unmarshal(data, &p.pins); err != nil {
-			return nil, fmt.Errorf("%s: %w", p.path, err)
+		if err := json.Unmarshal(data, &p.known); err != nil {
+			return nil, fmt.Errorf("%s: %w", from, err)
+		}
+		if from != p.path {
+			if err := atomicfile.Write(p.path, data, 0o600); err != nil {
+				log.Warn("could not copy the hub certificate fingerprints to their new file; still using the old one", zap.String("file", from), zap.Error(err))
+				p.path = from
+			} else {
+				log.Info("hub certificate fingerprints copied to their new file; the old one is no longer read", zap.String("from", from), zap.String("to", p.path))
+			}
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
-	for node, pin := range configured {
-		b, err := parsePin(pin)
+	for node, fp := range configured {
+		b, err := parseFingerprint(fp)
 		if err != nil {
-			return nil, fmt.Errorf("upstream_pins.%s: %w", node, err)
+			return nil, fmt.Errorf("%s.%s: %w", key, node, err)
 		}
-		p.pins[node] = "sha256:" + hex.EncodeToString(b)
+		p.known[node] = "sha256:" + hex.EncodeToString(b)
 		p.config[node] = true
 	}
 	return p, nil
 }
 
-// check compares the node's certificate with its pin, pinning it on first
-// contact.
-func (p *hubPins) check(node string, der []byte) error {
+// check compares the node's certificate with its known fingerprint,
+// recording it on first contact.
+func (p *hubFingerprints) check(node string, der []byte) error {
 	got := Fingerprint(der)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	want, ok := p.pins[node]
+	want, ok := p.known[node]
 	if ok {
 		if want != got {
-			return fmt.Errorf("%w: node %s presented %s, pinned %s (if the hub's certificate was replaced on purpose, remove the node from %s)", ErrPinMismatch, node, got, want, p.path)
+			return fmt.Errorf("%w: node %s presented %s, known %s (if the hub's certificate was replaced on purpose, remove the node from %s)", ErrFingerprintMismatch, node, got, want, p.path)
 		}
 		return nil
 	}
-	p.pins[node] = got
+	p.known[node] = got
 	learned := map[string]string{}
-	for n, pin := range p.pins {
+	for n, fp := range p.known {
 		if !p.config[n] {
-			learned[n] = pin
+			learned[n] = fp
 		}
 	}
 	data, _ := json.MarshalIndent(learned, "", "  ")
 	if err := atomicfile.Write(p.path, data, 0o600); err != nil {
-		p.log.Error("could not save the hub certificate pin", zap.String("node", node), zap.Error(err))
+		p.log.Error("could not save the hub certificate fingerprint", zap.String("node", node), zap.Error(err))
 	}
-	p.log.Info("hub certificate pinned on first contact", zap.String("node", node), zap.String("fingerprint", got))
+	p.log.Info("hub certificate fingerprint recorded on first contact", zap.String("node", node), zap.String("fingerprint", got))
 	return nil
 }
 
 // newTransport returns the transport to the hubs: hubTransport for
 // ordinary reads, over the standard transport for everything else. nodeOf
-// names the node behind a host:port (for pinning); it returns "" for an
-// unknown address.
+// names the node behind a host:port (for its known fingerprint); it
+// returns "" for an unknown address.
 func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, log *zap.Logger) (*hubTransport, error) {
 	dialer := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 30 * time.Second}
 	std := &http.Transport{
@@ -155,7 +178,8 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 		}
 		verify = func(string) (func(tls.ConnectionState) error, error) { return check, nil }
 	default:
-		pins, err := loadHubPins(stateDir, cfg.UpstreamPins, log)
+		configured, key := cfg.fingerprints()
+		fps, err := loadHubFingerprints(stateDir, configured, key, log)
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +192,7 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 				if len(cs.PeerCertificates) == 0 {
 					return errors.New("hub sent no certificate")
 				}
-				return pins.check(node, cs.PeerCertificates[0].Raw)
+				return fps.check(node, cs.PeerCertificates[0].Raw)
 			}, nil
 		}
 	}

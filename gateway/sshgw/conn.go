@@ -549,8 +549,8 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 	cfg := &ssh.ClientConfig{
 		User:              user,
 		Auth:              auth,
-		HostKeyCallback:   c.s.keys.Pins.Callback(node.Name),
-		HostKeyAlgorithms: c.s.keys.Pins.Algorithms(node.Name),
+		HostKeyCallback:   c.s.keys.KnownHosts.Callback(node.Name),
+		HostKeyAlgorithms: c.s.keys.KnownHosts.Algorithms(node.Name),
 		ClientVersion:     "SSH-2.0-poolgate",
 		Config:            ssh.Config{KeyExchanges: c.s.cfg.Algorithms.KeyExchanges, Ciphers: ciphers, MACs: c.s.cfg.Algorithms.MACs},
 		// The node's own banner (a legal notice, say) reaches the user.

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	keys, _ := sshgw.LoadKeys(stateDir) // host key, user CA, node pins
+//	keys, _ := sshgw.LoadKeys(stateDir) // host key, user CA, nodes' known host keys
 //	srv, _ := sshgw.New(cfg, bal, sshgw.Options{Keys: keys, Logger: logger}) // bal: *balancer.Balancer
 //	go srv.Serve(listener)
 //	...

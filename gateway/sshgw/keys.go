@@ -19,17 +19,17 @@ import (
 
 // File names inside state_dir.
 const (
-	HostKeyFile  = "ssh_host_ed25519_key"
-	UserCAFile   = "user_ca_ed25519_key"
-	NodePinsFile = "node_host_keys"
+	HostKeyFile    = "ssh_host_ed25519_key"
+	UserCAFile     = "user_ca_ed25519_key"
+	KnownHostsFile = "node_host_keys" // the nodes' host keys (KnownHosts)
 )
 
-// Keys holds the gateway's long-lived secrets and the node host-key pins,
-// all kept in state_dir.
+// Keys holds the gateway's long-lived secrets and the nodes' known host
+// keys, all kept in state_dir.
 type Keys struct {
-	HostKey ssh.Signer // the gateway's own host key, shown to users
-	CA      ssh.Signer // the user CA that signs upstream login certificates
-	Pins    *PinStore  // node host keys, pinned on first contact
+	HostKey    ssh.Signer  // the gateway's own host key, shown to users
+	CA         ssh.Signer  // the user CA that signs upstream login certificates
+	KnownHosts *KnownHosts // node host keys, trusted on first contact
 }
 
 // LoadKeys opens state_dir, creating it (0700) and any missing key (0600).
@@ -51,11 +51,11 @@ func LoadKeysCA(stateDir string, ca ssh.Signer) (*Keys, error) {
 			return nil, err
 		}
 	}
-	pins, err := OpenPinStore(filepath.Join(stateDir, NodePinsFile))
+	known, err := OpenKnownHosts(filepath.Join(stateDir, KnownHostsFile))
 	if err != nil {
 		return nil, err
 	}
-	return &Keys{HostKey: host, CA: ca, Pins: pins}, nil
+	return &Keys{HostKey: host, CA: ca, KnownHosts: known}, nil
 }
 
 // EnsureStateDir creates dir with mode 0700 if it does not exist.

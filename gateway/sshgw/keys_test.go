@@ -76,16 +76,16 @@ func TestSignUserCert(t *testing.T) {
 	}
 }
 
-func TestPinStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), NodePinsFile)
-	p, err := OpenPinStore(path)
+func TestKnownHosts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), KnownHostsFile)
+	p, err := OpenKnownHosts(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k1, _ := testKey(t)
 	k2, _ := testKey(t)
 	if p.Algorithms("node-1") != nil {
-		t.Fatal("unpinned node has algorithms")
+		t.Fatal("unknown node has algorithms")
 	}
 	if err := p.Callback("node-1")("", nil, k1); err != nil {
 		t.Fatalf("first contact: %v", err)
@@ -96,8 +96,8 @@ func TestPinStore(t *testing.T) {
 	if err := p.Callback("node-2")("", nil, k2); err != nil {
 		t.Fatalf("other node: %v", err)
 	}
-	// A restart reads the pins back.
-	p2, err := OpenPinStore(path)
+	// A restart reads the known keys back.
+	p2, err := OpenKnownHosts(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +109,8 @@ func TestPinStore(t *testing.T) {
 		t.Fatalf("Algorithms = %v", algs)
 	}
 	os.WriteFile(path, []byte("node-1 garbage\n"), 0o600)
-	if _, err := OpenPinStore(path); err == nil || !strings.Contains(err.Error(), ":1:") {
-		t.Fatalf("corrupt pin file: %v", err)
+	if _, err := OpenKnownHosts(path); err == nil || !strings.Contains(err.Error(), ":1:") {
+		t.Fatalf("corrupt known hosts file: %v", err)
 	}
 }
 

@@ -76,8 +76,8 @@ type Server struct {
 
 // Options carries the server's collaborators besides its balancer.
 type Options struct {
-	// Keys are the gateway's host key, user CA and node host-key pins
-	// (LoadKeys); required.
+	// Keys are the gateway's host key, user CA and the nodes' known host
+	// keys (LoadKeys); required.
 	Keys *Keys
 	// Logger receives the server's log; nil means none.
 	Logger *zap.Logger
@@ -97,7 +97,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		return nil, err
 	}
 	keys := opts.Keys
-	if keys == nil || keys.HostKey == nil || keys.CA == nil || keys.Pins == nil {
+	if keys == nil || keys.HostKey == nil || keys.CA == nil || keys.KnownHosts == nil {
 		return nil, errors.New("sshgw: keys missing (use LoadKeys)")
 	}
 	if bal == nil {

@@ -1,5 +1,5 @@
 // Package atomicfile writes files that are either wholly there or not at
-// all: the gateway's keys, certificates and pin lists in state_dir.
+// all: the gateway's keys, certificates and fingerprint lists in state_dir.
 //
 // [Write] puts the data in a new temporary file beside the target (a
 // fresh, unpredictable name opened exclusively, so a leftover file or a

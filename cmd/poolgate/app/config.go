@@ -17,6 +17,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/rdpgw"
@@ -25,8 +26,8 @@ import (
 
 // Config is the whole poolgate configuration file.
 type Config struct {
-	// StateDir holds the host key, the user CA key and the node host-key
-	// pins, created 0600 on first start. Default /var/lib/poolgate.
+	// StateDir holds the host key, the user CA key and the nodes' known
+	// host keys, created 0600 on first start. Default /var/lib/poolgate.
 	StateDir string `yaml:"state_dir"`
 	// ShutdownTimeout is how long SIGTERM waits for open sessions before
 	// closing them. Default 30s.
@@ -41,7 +42,7 @@ type Config struct {
 	// it in this gateway's memory.
 	State redisstate.Config `yaml:"state"`
 	// Load places users by the nodes' measured CPU, memory and GPU use.
-	Load LoadSection `yaml:"load"`
+	Load load.Config `yaml:"load"`
 	// CA is where the SSH user CA key lives: state_dir, or Key Vault.
 	CA CASection `yaml:"ca"`
 	// RDP is the RDP gateway (Windows pools); off unless rdp.listen.
@@ -64,7 +65,7 @@ func (c Config) WithDefaults() Config {
 	c.State = c.State.WithDefaults()
 	c.Load = c.Load.WithDefaults()
 	c.RDP = c.RDP.WithDefaults()
-	c.Balancer.Load = c.Load.balancer()
+	c.Balancer.Load = balancerLoad(c.Load)
 	c.Balancer.RepinAfter = c.Health.RepinAfter
 	return c
 }

@@ -51,11 +51,17 @@ func TestLoadSectionDefaultsAndOff(t *testing.T) {
 	if *cfg.Load.Max != 0 || cfg.Balancer.Load.Max != 0 || *cfg.Load.MetricsPort != 0 {
 		t.Fatalf("0 must turn them off, not mean the default: %+v", cfg.Load)
 	}
+	// The balancer's own fallback, for a balancer built without the
+	// section, must agree with the section's default.
+	if load.DefaultSessionCost != balancer.DefaultSessionCost {
+		t.Fatalf("session_cost default %v, the balancer's %v", load.DefaultSessionCost, balancer.DefaultSessionCost)
+	}
 }
 
 func TestLoadSectionErrorsNameTheKey(t *testing.T) {
 	for _, tt := range []struct{ doc, want string }{
-		{"load:\n  max: -1\n" + minimal, "load.max: must be 0 (off) or more"},
+		{"load:\n  max: -1\n" + minimal, "p.yaml: load.max: must be 0 (off) or more"},
+		{"load:\n  session_cost: -1\n" + minimal, "p.yaml: load.session_cost: must be 0 (the default) or more"},
 		{"load:\n  interval: -5s\n" + minimal, "load.interval:"},
 		{"load:\n  metrics_port: 70000\n" + minimal, "load.metrics_port:"},
 		{"load:\n  gpu_metrics_port: -1\n" + minimal, "load.gpu_metrics_port:"},

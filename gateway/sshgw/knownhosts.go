@@ -14,22 +14,23 @@ import (
 )
 
 // ErrHostKeyChanged means a node presented a host key other than the one
-// pinned on first contact.
-var ErrHostKeyChanged = errors.New("node host key does not match the pinned key")
+// recorded on first contact.
+var ErrHostKeyChanged = errors.New("node host key does not match the known one")
 
-// PinStore keeps each node's host key, pinned on first contact, in a file
-// of lines "NODE-NAME KEY-TYPE BASE64" (the known_hosts layout with the
-// node name as host). To accept a node's new key after a reinstall, delete
-// its line.
-type PinStore struct {
+// KnownHosts keeps each node's host key, trusted on first contact (as
+// OpenSSH's known_hosts), in a file of lines "NODE-NAME KEY-TYPE BASE64"
+// (the known_hosts layout with the node name as host). To accept a
+// node's new key after a reinstall, delete its line.
+type KnownHosts struct {
 	path string
 	mu   sync.Mutex // protects keys and appends to the file
 	keys map[string]ssh.PublicKey
 }
 
-// OpenPinStore reads the pins at path; a missing file is an empty store.
-func OpenPinStore(path string) (*PinStore, error) {
-	p := &PinStore{path: path, keys: map[string]ssh.PublicKey{}}
+// OpenKnownHosts reads the known host keys at path; a missing file is an
+// empty store.
+func OpenKnownHosts(path string) (*KnownHosts, error) {
+	p := &KnownHosts{path: path, keys: map[string]ssh.PublicKey{}}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return p, nil
@@ -60,9 +61,9 @@ func OpenPinStore(path string) (*PinStore, error) {
 	return p, nil
 }
 
-// Callback returns the host-key check for one node: the pinned key must
-// match; a node seen for the first time has its key pinned and saved.
-func (p *PinStore) Callback(node string) ssh.HostKeyCallback {
+// Callback returns the host-key check for one node: the known key must
+// match; a node seen for the first time has its key recorded and saved.
+func (p *KnownHosts) Callback(node string) ssh.HostKeyCallback {
 	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -70,7 +71,7 @@ func (p *PinStore) Callback(node string) ssh.HostKeyCallback {
 			if bytes.Equal(old.Marshal(), key.Marshal()) {
 				return nil
 			}
-			return fmt.Errorf("%w: node %s presented %s %s, pinned %s %s (if the node was rebuilt, delete its line in %s)",
+			return fmt.Errorf("%w: node %s presented %s %s, known %s %s (if the node was rebuilt, delete its line in %s)",
 				ErrHostKeyChanged, node, key.Type(), ssh.FingerprintSHA256(key), old.Type(), ssh.FingerprintSHA256(old), p.path)
 		}
 		line := node + " " + string(ssh.MarshalAuthorizedKey(key))
@@ -94,8 +95,8 @@ func (p *PinStore) Callback(node string) ssh.HostKeyCallback {
 }
 
 // Algorithms returns the host-key algorithms to ask a node for, so it shows
-// the key type that was pinned; nil (any) for an unpinned node.
-func (p *PinStore) Algorithms(node string) []string {
+// the key type that was recorded; nil (any) for a node not yet known.
+func (p *KnownHosts) Algorithms(node string) []string {
 	p.mu.Lock()
 	key, ok := p.keys[node]
 	p.mu.Unlock()
