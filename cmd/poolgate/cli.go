@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // adminClient talks to a running gateway's admin API.
@@ -75,22 +76,24 @@ func (c *adminClient) doBody(method, path string, body []byte, out any) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the admin API at %s: %v (is poolgate serve running? --admin or POOLGATE_ADMIN set the address)", c.base, unwrapURLError(err))
+		// The transport's error may quote what the server sent (a
+		// malformed header line), hence term.
+		return fmt.Errorf("cannot reach the admin API at %s: %s (is poolgate serve running? --admin or POOLGATE_ADMIN set the address)", c.base, term(unwrapURLError(err).Error()))
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("reading the admin API's answer: %w", err)
+		return fmt.Errorf("reading the admin API's answer: %s", term(err.Error()))
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e admin.ErrorJSON
 		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
 			if resp.StatusCode == http.StatusUnauthorized {
-				return fmt.Errorf("%s (pass --token or set POOLGATE_TOKEN)", e.Error)
+				return fmt.Errorf("%s (pass --token or set POOLGATE_TOKEN)", term(e.Error))
 			}
-			return errors.New(e.Error)
+			return errors.New(term(e.Error))
 		}
-		return fmt.Errorf("admin API answered %s", resp.Status)
+		return fmt.Errorf("admin API answered %s", term(resp.Status))
 	}
 	if raw, ok := out.(*json.RawMessage); ok {
 		*raw = answer
@@ -110,13 +113,16 @@ func unwrapURLError(err error) error {
 	return err
 }
 
+// printJSON prints the API's answer indented, with no control character
+// in it (termJSON); an answer that is not JSON is printed as term shows
+// a string.
 func printJSON(w io.Writer, raw json.RawMessage) {
 	var buf bytes.Buffer
 	if json.Indent(&buf, raw, "", "  ") != nil {
-		buf.Reset()
-		buf.Write(raw)
+		fmt.Fprintln(w, term(strings.TrimSpace(string(raw))))
+		return
 	}
-	fmt.Fprintln(w, strings.TrimSpace(buf.String()))
+	fmt.Fprintln(w, strings.TrimSpace(termJSON(buf.Bytes())))
 }
 
 // fetch GETs path from the admin API and, with --json, prints the answer.
@@ -160,13 +166,13 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 		if d.LastSuccess != nil {
 			since = "last good listing " + ago(*d.LastSuccess)
 		}
-		fmt.Fprintf(stdout, "WARNING: %s discovery is failing (%s); showing the last good node set.\n  %s\n", d.Source, since, d.Error)
+		fmt.Fprintf(stdout, "WARNING: %s discovery is failing (%s); showing the last good node set.\n  %s\n", term(d.Source), since, term(d.Error))
 	}
 	if resp.State.Backend == "redis" && !resp.State.Degraded {
-		fmt.Fprintf(stdout, "Whole pool, shared through Redis (asked gateway %s).\n", resp.State.Replica)
+		fmt.Fprintf(stdout, "Whole pool, shared through Redis (asked gateway %s).\n", term(resp.State.Replica))
 	}
 	if resp.State.Degraded {
-		fmt.Fprintf(stdout, "WARNING: gateway %s cannot reach the shared state (Redis); it routes from its own view, and the counts below are its own sessions only.\n", resp.State.Replica)
+		fmt.Fprintf(stdout, "WARNING: gateway %s cannot reach the shared state (Redis); it routes from its own view, and the counts below are its own sessions only.\n", term(resp.State.Replica))
 	}
 	if resp.Discovery.Starting {
 		fmt.Fprintln(stdout, "A node is starting (scale from zero); waiting users are logged in when it is up.")
@@ -185,26 +191,26 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(tw, "NODE\tSTATE\tSSH\tHTTP\t"+rdpCol("RDP")+"CPU\tMEM\tGPU\tUSERS\tPINNED\tHEALTH\tSINCE")
 	total := admin.SessionCount{}
 	for _, n := range resp.Nodes {
-		state := n.State
+		state := term(n.State)
 		if n.State == "draining" && n.Sessions.SSH+n.Sessions.HTTP+n.Sessions.RDP == 0 {
 			state = "draining (empty: safe to remove)"
 		}
 		if n.Protected {
 			state += ", protected"
 		}
-		users := strings.Join(n.Users, ",")
+		users := strings.Join(termAll(n.Users), ",")
 		if users == "" {
 			users = "-"
 		}
-		health := n.Health
+		health := term(n.Health)
 		if n.HTTPState == "down" || n.HTTPState == "unchecked" {
-			health += "; hub " + n.HTTPState + ": " + n.HTTPHealth
+			health += "; hub " + n.HTTPState + ": " + term(n.HTTPHealth)
 		}
 		if n.RDPState == "down" || n.RDPState == "unchecked" {
-			health += "; rdp " + n.RDPState + ": " + n.RDPHealth
+			health += "; rdp " + n.RDPState + ": " + term(n.RDPHealth)
 		}
 		cpu, mem, gpu := loadCols(n.Load)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, n.Sessions.SSH, n.Sessions.HTTP,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s%s\t%s\t%s\t%s\t%d\t%s\t%s\n", term(n.Name), state, n.Sessions.SSH, n.Sessions.HTTP,
 			rdpCol(fmt.Sprint(n.Sessions.RDP)), cpu, mem, gpu, users, n.Pinned, health, ago(n.Changed))
 		total.SSH += n.Sessions.SSH
 		total.HTTP += n.Sessions.HTTP
@@ -253,6 +259,15 @@ func cmdSessions(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "poolgate sessions: unexpected argument %q\n", pos[0])
 		return 2
 	}
+	if *user != "" {
+		// Pins are filtered here, by the name the gateway keys them by.
+		u, err := username.Canonical(*user)
+		if err != nil {
+			fmt.Fprintf(stderr, "poolgate sessions: --user: %v\n", err)
+			return 2
+		}
+		*user = u
+	}
 	q := url.Values{}
 	if *node != "" {
 		q.Set("node", *node)
@@ -285,9 +300,9 @@ func cmdSessions(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(tw, "ID\tUSER\tNODE\tPROTOCOL\tCLIENT\tSTARTED")
 	}
 	for _, s := range resp.Sessions {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s", s.ID, s.User, s.Node, s.Protocol, s.Client, ago(s.Started))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s", s.ID, term(s.User), term(s.Node), term(s.Protocol), term(s.Client), ago(s.Started))
 		if shared {
-			fmt.Fprintf(tw, "\t%s", s.Replica)
+			fmt.Fprintf(tw, "\t%s", term(s.Replica))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -325,7 +340,7 @@ func cmdDrain(action string, args []string, stdout, stderr io.Writer) int {
 	}
 	var resp admin.DrainJSON
 	_ = json.Unmarshal(raw, &resp)
-	fmt.Fprintf(stdout, "%s: %s (%d ssh, %d http sessions open)\n", resp.Node, resp.State, resp.Sessions.SSH, resp.Sessions.HTTP)
+	fmt.Fprintf(stdout, "%s: %s (%d ssh, %d http sessions open)\n", term(resp.Node), term(resp.State), resp.Sessions.SSH, resp.Sessions.HTTP)
 	if action == "drain" {
 		fmt.Fprintln(stdout, "New users go elsewhere; users already there keep reaching it. 'poolgate nodes' shows when it is empty.")
 	}
@@ -392,13 +407,13 @@ func cmdScaleIn(args []string, stdout, stderr io.Writer) int {
 	} else {
 		fmt.Fprintf(stdout, "%s %d idle instances:\n", verb, len(res.Deleted))
 		for _, d := range res.Deleted {
-			fmt.Fprintf(stdout, "  %s (instance %s), idle %s\n", d.Node, d.InstanceID, d.Idle)
+			fmt.Fprintf(stdout, "  %s (instance %s), idle %s\n", term(d.Node), term(d.InstanceID), term(d.Idle))
 		}
 	}
 	if len(res.Kept) > 0 {
 		fmt.Fprintln(stdout, "Kept:")
 		for _, k := range res.Kept {
-			fmt.Fprintf(stdout, "  %s (instance %s): %s\n", k.Node, k.InstanceID, k.Reason)
+			fmt.Fprintf(stdout, "  %s (instance %s): %s\n", term(k.Node), term(k.InstanceID), term(k.Reason))
 		}
 	}
 	if !res.DryRun && len(res.Deleted) > 0 {

@@ -218,3 +218,33 @@ func TestCLIPinAndUnpin(t *testing.T) {
 }
 
 func regexpLine(text, re string) bool { return regexp.MustCompile(re).MatchString(text) }
+
+// TestCLIUserNames: the CLI names users as the gateway keys them
+// (issue 22): "Alice" is alice, and a name no front end accepts is
+// refused with the reason.
+func TestCLIUserNames(t *testing.T) {
+	url, b := apiServer(t, "")
+	code, out, errs := runCmd("pin", "--admin", url, "Alice", "node-2")
+	if code != 0 || !strings.Contains(out, "alice is pinned to node-2") {
+		t.Fatalf("pin Alice: %d %q %q", code, out, errs)
+	}
+	if n, ok := b.Pinned("alice", balancer.SSH); !ok || n.Name != "node-2" {
+		t.Fatalf("alice pinned to %v %v", n, ok)
+	}
+	code, out, _ = runCmd("sessions", "--user", "ALICE", "--admin", url)
+	if code != 0 || !strings.Contains(out, "1 sessions") || !regexpLine(out, `alice\s+node-2\s+ops`) || strings.Contains(out, "bob") {
+		t.Fatalf("sessions --user ALICE:\n%s", out)
+	}
+	code, _, errs = runCmd("sessions", "--user", "a b", "--admin", url)
+	if code != 2 || !strings.Contains(errs, `invalid user name: character ' ' at position 2`) {
+		t.Fatalf("sessions --user 'a b': %d %q", code, errs)
+	}
+	code, _, errs = runCmd("pin", "--admin", url, "al\x1b[31mice", "node-2")
+	if code != 1 || !strings.Contains(errs, `character '\x1b' at position 3`) || strings.Contains(errs, "\x1b") {
+		t.Fatalf("pin with an escape sequence: %d %q", code, errs)
+	}
+	code, out, _ = runCmd("unpin", "--admin", url, "ALICE")
+	if code != 0 || !strings.Contains(out, "alice is not pinned any more") {
+		t.Fatalf("unpin ALICE: %d %q", code, out)
+	}
+}

@@ -36,7 +36,12 @@ func cmdPin(args []string, stdout, stderr io.Writer) int {
 		printJSON(stdout, raw)
 		return 0
 	}
-	fmt.Fprintf(stdout, "%s is pinned to %s: their next sessions go there; sessions open elsewhere go on.\n", pos[0], pos[1])
+	// The answer names the user as the gateway keys them (alice for Alice).
+	var pin admin.PinJSON
+	if err := json.Unmarshal(raw, &pin); err != nil || pin.User == "" {
+		pin.User, pin.Node = pos[0], pos[1]
+	}
+	fmt.Fprintf(stdout, "%s is pinned to %s: their next sessions go there; sessions open elsewhere go on.\n", term(pin.User), term(pin.Node))
 	return 0
 }
 
@@ -62,7 +67,11 @@ func cmdUnpin(args []string, stdout, stderr io.Writer) int {
 		printJSON(stdout, raw)
 		return 0
 	}
-	fmt.Fprintf(stdout, "%s is not pinned any more: their next session is placed by load.\n", pos[0])
+	var pin admin.PinJSON
+	if err := json.Unmarshal(raw, &pin); err != nil || pin.User == "" {
+		pin.User = pos[0]
+	}
+	fmt.Fprintf(stdout, "%s is not pinned any more: their next session is placed by load.\n", term(pin.User))
 	return 0
 }
 
@@ -83,7 +92,7 @@ func printPins(w io.Writer, pins []admin.PinJSON, node, user string) {
 		if p.Until != nil {
 			ends = "in " + time.Until(*p.Until).Round(time.Minute).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", p.User, p.Node, p.By, p.Sessions, ends)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", term(p.User), term(p.Node), term(p.By), p.Sessions, ends)
 	}
 	_ = tw.Flush()
 	if shown > 0 {

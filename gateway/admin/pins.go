@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // PinJSON is one user's pin in GET /api/pins.
@@ -57,17 +58,29 @@ func (s *Server) pins(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// userParam returns a user name the request names (the path's {user},
+// ?user=) in canonical form (internal/username), the form the front ends
+// give the balancer: "Alice" is alice. A name the rule refuses is
+// answered 400, with what is wrong with it, and ok is false.
+func userParam(w http.ResponseWriter, name string) (user string, ok bool) {
+	user, err := username.Canonical(name)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error()+"; name the user as they log in, e.g. alice")
+		return "", false
+	}
+	return user, true
+}
+
 // pin moves a user's pin to a node: their next sessions go there.
 func (s *Server) pin(w http.ResponseWriter, r *http.Request) {
-	user := r.PathValue("user")
+	user, ok := userParam(w, r.PathValue("user"))
+	if !ok {
+		return
+	}
 	var req PinRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<10))
 	if err != nil || json.Unmarshal(body, &req) != nil || req.Node == "" {
 		writeError(w, http.StatusBadRequest, `the body must be JSON naming the node: {"node": "node-3"}`)
-		return
-	}
-	if user == "" || len(user) > 64 {
-		writeError(w, http.StatusBadRequest, "name a user: POST /api/users/{user}/pin")
 		return
 	}
 	switch err := s.pool.Pin(user, req.Node); {
@@ -87,7 +100,10 @@ func (s *Server) pin(w http.ResponseWriter, r *http.Request) {
 
 // unpin drops a user's pin: their next session is placed by load again.
 func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
-	user := r.PathValue("user")
+	user, ok := userParam(w, r.PathValue("user"))
+	if !ok {
+		return
+	}
 	if err := s.pool.Unpin(user); err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return

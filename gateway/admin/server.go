@@ -369,6 +369,12 @@ func (s *Server) scaleIn(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 	node, user := r.URL.Query().Get("node"), r.URL.Query().Get("user")
+	if user != "" {
+		var ok bool
+		if user, ok = userParam(w, user); !ok {
+			return
+		}
+	}
 	out := []SessionJSON{}
 	for _, ss := range s.pool.Sessions() {
 		if (node != "" && ss.Node != node) || (user != "" && ss.User != user) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/internal/atomicfile"
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // AffinityCookie is the name of the gateway's own cookie. It names the
@@ -86,7 +87,13 @@ func (s signer) decode(v string, now time.Time) (affinity, error) {
 	if err != nil || !now.Before(time.Unix(exp, 0)) {
 		return affinity{}, errBadAffinity
 	}
-	return affinity{Node: f[1], User: f[2], Expires: time.Unix(exp, 0)}, nil
+	user := f[2]
+	if !username.Valid(user) {
+		// Signed by a gateway of an older rule (a name that is not valid
+		// now): the node still holds, the name is not used.
+		user = ""
+	}
+	return affinity{Node: f[1], User: user, Expires: time.Unix(exp, 0)}, nil
 }
 
 // loadAffinityKey reads the cookie signing key from dir, creating a random

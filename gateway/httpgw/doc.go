@@ -12,6 +12,13 @@
 // login that set the hub's login cookie, a 2xx of their own server on a
 // guarded path, an accepted WebSocket. Anonymous requests count nothing.
 //
+// Every name a request carries is reduced to its canonical form
+// (internal/username: ASCII lower case, as JupyterHub's default
+// normalize_username does) before it is routed by, so /user/Alice/ and
+// "ALICE" in the login form are the user alice of the SSH front end. A
+// path naming an invalid user gets 400; an invalid name in a cookie or
+// the login form is not used.
+//
 // It takes the balancer through the [Balancer] interface it declares, and
 // everything else it needs through [Options].
 package httpgw

@@ -316,7 +316,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	user, err := userFromPath(r.URL.EscapedPath())
 	if err != nil {
 		st.status = http.StatusBadRequest
-		writePage(w, page{Status: st.status, Title: "Bad request", Message: "The address names a user in a form JupyterHub does not allow."})
+		writePage(w, page{Status: st.status, Title: "Bad request", Message: "The address names a user whose name is not a valid user name on this pool (ASCII letters, digits and _ . @ - only)."})
 		return
 	}
 	st.pathUser = user != ""

@@ -2,33 +2,29 @@ package httpgw
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/poolgate/poolgate/internal/username"
 )
 
-// maxUserLen bounds a user name taken from a request; JupyterHub's own
-// limit is 255 characters.
-const maxUserLen = 255
-
-// errBadUser means a request names a user in a form no hub would accept
-// (empty, ".", "..", a slash or control character once unquoted, too long
-// or not UTF-8). Such requests get 400 instead of being routed.
+// errBadUser means a request names a user that is not a valid user
+// name (internal/username: empty, a slash, '+', a space, a control or
+// non-ASCII character once unquoted, too long, ...). Such paths get 400
+// instead of being routed.
 var errBadUser = errors.New("invalid user name")
 
 // checkUser validates a user name from a request and returns the
-// balancer's key for it: JupyterHub normalizes names to lower case, so
-// the key is lower case too.
+// balancer's key for it: its canonical form (internal/username), in
+// lower case as JupyterHub's default normalize_username makes it, and as
+// the SSH and RDP front ends key the same user.
 func checkUser(name string) (string, error) {
-	if name == "" || name == "." || name == ".." || len(name) > maxUserLen || !utf8.ValidString(name) {
-		return "", errBadUser
+	user, err := username.Canonical(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errBadUser, err)
 	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
-			return "", errBadUser
-		}
-	}
-	return strings.ToLower(name), nil
+	return user, nil
 }
 
 // userFromPath returns the user named by a /user/<name> prefix of the
@@ -95,7 +91,8 @@ func scanCookies(headers []string, affinity string) (user, aff string) {
 }
 
 // userFromLoginForm returns the username field of a URL-encoded login
-// form body ("" when there is none).
+// form body ("" when there is none), without the spaces around it that
+// the hub strips too.
 func userFromLoginForm(body []byte) (string, error) {
 	vals, err := url.ParseQuery(string(body))
 	if err != nil {

@@ -18,8 +18,11 @@
 // has no user name. So the gateway drops a DOMAIN\ or @domain part, and
 // treats a 9-character name as possibly cut short: if no user has exactly
 // that name, the one pinned user whose name starts with it is taken
-// (balancer.PinnedUser). A connection without a usable name, or with a
-// routing token instead, goes to the least-loaded node and never counts.
+// (balancer.PinnedUser). The name is taken in canonical form
+// (internal/username: ASCII lower case, as Windows compares names), so
+// "ALICE" is the user alice of the SSH and HTTP front ends. A connection
+// without a usable name (one the rule refuses), or with a routing token
+// instead, goes to the least-loaded node and never counts.
 //
 // # Claimed until proven
 //
@@ -51,5 +54,6 @@
 // pools should require NLA (the Windows default), as xrdp cannot.
 //
 // The package takes the balancer through the [Balancer] interface it
-// declares, imports balancer for its types and never imports discovery.
+// declares, imports balancer for its types and internal/username for the
+// rule on user names, and never imports discovery.
 package rdpgw

@@ -280,19 +280,20 @@ func TestPinnedUserGoesToHisNode(t *testing.T) {
 		t.Fatalf("alice's SSH: %v %v", l, err)
 	}
 	p.bal.SetHealth("n1", balancer.SSH, true, "ok")
-	c := p.dial(t, BuildConnectionRequest("Cookie: mstshash=alice", 3))
+	// Her cookie names her as Windows users type: the same user.
+	c := p.dial(t, BuildConnectionRequest(`Cookie: mstshash=CONTOSO\Alice`, 3))
 	if len(n2.got()) != 1 || len(n1.got()) != 0 {
 		t.Fatalf("alice's RDP went to n1 %d, n2 %d times", len(n1.got()), len(n2.got()))
 	}
 	testutil.Eventually(t, 5*time.Second, "counted on n2", func() bool { talk(c); return p.rdpSessions(1) == 1 })
-	// A cookie cut to 9 characters finds christopher's node.
+	// A cookie cut to 9 characters, in any case, finds christopher's node.
 	p.bal.SetHealth("n2", balancer.SSH, false, "down")
 	l2, err := p.bal.Acquire("christopher", balancer.SSH, "c")
 	if err != nil || l2.Node().Name != "n1" {
 		t.Fatalf("christopher's SSH: %v %v", l2, err)
 	}
 	p.bal.SetHealth("n2", balancer.SSH, true, "ok")
-	c2 := p.dial(t, BuildConnectionRequest("Cookie: mstshash=christoph", 3))
+	c2 := p.dial(t, BuildConnectionRequest("Cookie: mstshash=Christoph", 3))
 	if len(n1.got()) != 1 {
 		t.Fatalf("christoph went to n1 %d times", len(n1.got()))
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // Sizes of the fixed parts of a client's first packet ([MS-RDPBCGR]
@@ -18,8 +20,6 @@ const (
 	// mstscCookieMax is how many characters of the user name mstsc puts
 	// in its mstshash cookie: a cookie this long may be cut short.
 	mstscCookieMax = 9
-	// maxUserLen bounds the user name taken from a cookie.
-	maxUserLen = 64
 )
 
 // ErrNotRDP means the first packet is not a TPKT-framed X.224
@@ -44,10 +44,12 @@ type ConnectionRequest struct {
 	HasNegReq bool
 }
 
-// User is the login name the cookie claims: a domain before a backslash
-// or after an @ is dropped (nodes of one pool share their domain), and ""
-// means no usable name. Truncated reports that the name may have been cut
-// short by the client (mstsc sends at most 9 characters).
+// User is the login name the cookie claims, in canonical form
+// (internal/username: "ALICE" is alice, as Windows compares names): a
+// domain before a backslash or after an @ is dropped (nodes of one pool
+// share their domain), and "" means no usable name. Truncated reports
+// that the name may have been cut short by the client (mstsc sends at
+// most 9 characters).
 func (cr ConnectionRequest) User() (user string, truncated bool) {
 	u := cr.Cookie
 	if i := strings.LastIndexByte(u, '\\'); i >= 0 {
@@ -56,14 +58,9 @@ func (cr ConnectionRequest) User() (user string, truncated bool) {
 	if i := strings.IndexByte(u, '@'); i >= 0 {
 		u = u[:i]
 	}
-	if u == "" || len(u) > maxUserLen {
-		return "", false
-	}
-	for i := 0; i < len(u); i++ {
-		c := u[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"/[]:;|=,+*?<>`, c) >= 0 {
-			return "", false // not a Windows or Linux login name
-		}
+	u, err := username.Canonical(u)
+	if err != nil {
+		return "", false // not a user name of the pool
 	}
 	return u, len(cr.Cookie) == mstscCookieMax
 }

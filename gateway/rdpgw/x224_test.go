@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // The Connection Request xfreerdp 2.11 (Debian freerdp2-x11) sent for
@@ -29,6 +31,10 @@ func TestParseConnectionRequest(t *testing.T) {
 		{"no cookie", BuildConnectionRequest("", 1), "", "", "", false, 1},
 		{"routing token", BuildConnectionRequest("Cookie: msts=3640205228.15629.0000", 3), "", "3640205228.15629.0000", "", false, 3},
 		{"odd name", BuildConnectionRequest("Cookie: mstshash=a b", 3), "a b", "", "", false, 3},
+		{"upper case", BuildConnectionRequest(`Cookie: mstshash=CONTOSO\Alice`, 3), `CONTOSO\Alice`, "", "alice", false, 3},
+		{"mstsc cut to 9, upper case", BuildConnectionRequest("Cookie: mstshash=CHRISTOPH", 3), "CHRISTOPH", "", "christoph", true, 3},
+		{"escape sequence", BuildConnectionRequest("Cookie: mstshash=\x1b[31mbob", 3), "\x1b[31mbob", "", "", false, 3},
+		{"plus", BuildConnectionRequest("Cookie: mstshash=bob+node-1", 3), "bob+node-1", "", "", false, 3},
 		{"empty after domain", BuildConnectionRequest(`Cookie: mstshash=DOM\`, 3), `DOM\`, "", "", false, 3},
 	}
 	for _, tt := range tests {
@@ -90,7 +96,7 @@ func FuzzParseConnectionRequest(f *testing.F) {
 			t.Fatal("Raw differs from the packet")
 		}
 		user, _ := cr.User()
-		if len(user) > maxUserLen || strings.ContainsAny(user, " \r\n\\@") {
+		if user != "" && (!username.Valid(user) || strings.Contains(user, "@")) {
 			t.Fatalf("unusable user %q accepted", user)
 		}
 		cr2, err := ReadConnectionRequest(bytes.NewReader(b), 65535)

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // Errors from user and key checks. Users are shown one message for all of
@@ -20,27 +22,19 @@ var (
 	ErrKeyNotAllowed = errors.New("key not in the user's authorized_keys")
 )
 
-// CheckUser reports whether name is acceptable as a login name: 1 to 64
-// characters from letters, digits, '_', '.', '@' and '-', not starting
-// with '.', '-' or '@'. This keeps names safe to put in a path template
-// (no '/', no "..") and in logs (no control characters).
-func CheckUser(name string) error {
-	if name == "" || len(name) > 64 {
-		return fmt.Errorf("%w: length %d (want 1 to 64)", ErrBadUser, len(name))
+// checkUser refuses a login name that is not a valid user name in
+// canonical form (internal/username): who returns the canonical form of
+// every valid name, so what it refuses was sent invalid. The rule keeps
+// names safe to put in a path template (no '/', no "..") and in logs (no
+// control characters).
+func checkUser(name string) error {
+	if username.Valid(name) {
+		return nil
 	}
-	for i := 0; i < len(name); i++ {
-		ch := name[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9', ch == '_':
-		case ch == '.' || ch == '-' || ch == '@':
-			if i == 0 {
-				return fmt.Errorf("%w: starts with %q", ErrBadUser, ch)
-			}
-		default:
-			return fmt.Errorf("%w: character %q", ErrBadUser, ch)
-		}
+	if _, err := username.Canonical(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadUser, err)
 	}
-	return nil
+	return fmt.Errorf("%w: not in canonical form", ErrBadUser)
 }
 
 // KeysTemplate is the authorized_keys path template: an absolute path in
@@ -63,7 +57,7 @@ func (t KeysTemplate) Validate() error {
 	return nil
 }
 
-// Path returns the file for user, who must have passed CheckUser.
+// Path returns the file for user, who must have passed checkUser.
 func (t KeysTemplate) Path(user string) string {
 	return path.Clean(strings.ReplaceAll(string(t), "{user}", user))
 }

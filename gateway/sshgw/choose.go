@@ -9,6 +9,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // Messages of a refused node choice.
@@ -23,22 +24,23 @@ var errChoice = errors.New("node choice refused")
 
 // who returns the login's user name, with any chosen node split off
 // (alice+node-3: alice, who chose node-3) and kept in c.chosen for the
-// login. The user name alone is what authorized_keys, the certificate, the
-// password passthrough and every count use.
+// login, in canonical form (Alice+node-3: alice). The canonical name
+// alone is what authorized_keys, the certificate, the node login, the
+// password passthrough and every count use. A name that is not valid is
+// returned as sent, for checkUser to refuse.
 func (c *clientConn) who(meta ssh.ConnMetadata) string {
-	raw := meta.User()
+	user := meta.User()
 	c.chosen = ""
-	sep := c.s.cfg.separator()
-	if sep == "" {
-		return raw
+	if sep := c.s.cfg.separator(); sep != "" {
+		if u, node, found := strings.Cut(user, sep); found {
+			user, c.chosen = u, node
+			if c.chosen == "" {
+				c.chosen = sep // "alice+": a choice of nothing, refused as a bad name
+			}
+		}
 	}
-	user, node, found := strings.Cut(raw, sep)
-	if !found {
-		return raw
-	}
-	c.chosen = node
-	if c.chosen == "" {
-		c.chosen = sep // "alice+": a choice of nothing, refused as a bad name
+	if canon, err := username.Canonical(user); err == nil {
+		return canon
 	}
 	return user
 }

@@ -81,3 +81,53 @@ func testutilWaitNoSessions(t *testing.T, g *testGW) {
 	t.Helper()
 	testutil.Eventually(t, 5*time.Second, "no sessions", func() bool { return len(g.bal.Sessions()) == 0 })
 }
+
+// TestLoginNameIsCanonical is issue 22 on the SSH side: "Alice" and
+// "ALICE+n2" are the user alice, whose authorized_keys, certificate,
+// node login, session and pin all say "alice".
+func TestLoginNameIsCanonical(t *testing.T) {
+	two := func(ca ssh.PublicKey) string { return testNode(t, ca) }
+	g := newTestGW(t, nil, two, two)
+	whoami := func(c *ssh.Client) string {
+		t.Helper()
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.Output("whoami")
+		if err != nil {
+			t.Fatalf("whoami: %v", err)
+		}
+		return string(out)
+	}
+	c := dialAs(t, g.addr, "ALICE+n2", g.userKey)
+	if got := whoami(c); got != "alice" {
+		t.Fatalf("ALICE+n2 logged in to the node as %q, want alice", got)
+	}
+	c2 := dialAs(t, g.addr, "Alice", g.userKey)
+	if got := whoami(c2); got != "alice" {
+		t.Fatalf("Alice logged in to the node as %q, want alice", got)
+	}
+	for _, s := range g.bal.Sessions() {
+		if s.User != "alice" || s.Node != "n2" {
+			t.Fatalf("session %+v, want alice's on n2", s)
+		}
+	}
+	if pins := g.bal.Pins(); len(pins) != 1 || pins[0].User != "alice" || pins[0].Node != "n2" {
+		t.Fatalf("pins %+v, want alice's one pin on n2", pins)
+	}
+	c.Close()
+	c2.Close()
+	testutilWaitNoSessions(t, g)
+
+	// What no case folding makes valid is refused, as a wrong key is.
+	for _, name := range []string{"alice\x1b[31m", "alice bob", "jürgen", "\u212Aate"} {
+		if c, banner, err := dialBanner(g.addr, name, g.userKey); err == nil {
+			c.Close()
+			t.Errorf("%q logged in", name)
+		} else if strings.ContainsAny(banner, "\x1b") || !strings.Contains(banner, "poolgate: ") {
+			t.Errorf("%q: banner %q", name, banner)
+		}
+	}
+}

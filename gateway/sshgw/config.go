@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // Config is the YAML section "ssh".
@@ -245,8 +247,10 @@ func (c Config) Validate() error {
 	if err := c.Algorithms.validate(); err != nil {
 		return err
 	}
-	if sep := c.separator(); sep != "" && (CheckUser("a"+sep+"b") == nil || strings.ContainsAny(sep, " \t\n")) {
-		return fmt.Errorf("node_separator: %q may appear in user names; use a character that cannot, such as +", sep)
+	if sep := c.separator(); sep != "" {
+		if _, err := username.Canonical("a" + sep + "b"); err == nil || strings.ContainsAny(sep, " \t\n") {
+			return fmt.Errorf("node_separator: %q may appear in user names; use a character that cannot, such as +", sep)
+		}
 	}
 	if c.KeepaliveInterval > 0 && c.KeepaliveInterval < 10*time.Millisecond {
 		return fmt.Errorf("keepalive_interval: %s is too short (at least 10ms)", c.KeepaliveInterval)

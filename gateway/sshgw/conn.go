@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/cpu"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/username"
 )
 
 // Messages users see as SSH banner lines. They are short, say what
@@ -166,7 +167,7 @@ func (c *clientConn) banner(msg string) {
 // for keys the client never proves it holds, so it only looks.
 func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	user := c.who(meta)
-	if err := CheckUser(user); err != nil {
+	if err := checkUser(user); err != nil {
 		c.keyRefused(user, key)
 		return nil, err
 	}
@@ -242,7 +243,7 @@ func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.Ke
 // password passes the password to the chosen node, which verifies it.
 func (c *clientConn) password(meta ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
 	user := c.who(meta)
-	if err := CheckUser(user); err != nil {
+	if err := checkUser(user); err != nil {
 		return nil, err
 	}
 	pw := string(password)
@@ -591,7 +592,7 @@ func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
 // safeUser returns a login name fit for logs and messages: valid names as
 // they are, anything else quoted.
 func safeUser(user string) string {
-	if CheckUser(user) == nil {
+	if username.Valid(user) {
 		return user
 	}
 	return fmt.Sprintf("%q", user)

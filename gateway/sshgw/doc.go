@@ -38,5 +38,11 @@
 //     its twin on the other leg (near is the client for a shell, the node
 //     for a -R forward).
 //
-// sshgw imports balancer for its types and never imports discovery.
+// The login name is reduced to its canonical form (internal/username:
+// ASCII lower case) before anything else sees it: "Alice" and
+// "ALICE+node-3" are the user alice, whose authorized_keys file, node
+// login, certificate principal, sessions and pin all say "alice".
+//
+// sshgw imports balancer for its types and internal/username for the
+// rule on user names, and never imports discovery.
 package sshgw

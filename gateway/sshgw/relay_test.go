@@ -63,6 +63,9 @@ func testNode(t *testing.T, ca ssh.PublicKey) string {
 				_, _, _ = conn.SendRequest("hostkeys-00@openssh.com", false, nil)
 				_, _, _ = conn.SendRequest("example@poolgate.test", false, []byte("passed"))
 				_ = s.Exit(0)
+			case len(f) == 1 && f[0] == "whoami": // the name the gateway logged in with
+				_, _ = io.WriteString(s, s.User())
+				_ = s.Exit(0)
 			case len(f) == 1 && f[0] == "cat":
 				_, _ = io.Copy(s, s)
 				_ = s.Exit(0)
