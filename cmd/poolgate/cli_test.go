@@ -248,3 +248,13 @@ func TestCLIUserNames(t *testing.T) {
 		t.Fatalf("unpin ALICE: %d %q", code, out)
 	}
 }
+
+// After a Redis outage in which two gateways placed a user apart, the
+// pins table says where her other session is.
+func TestPinsShowSessionsElsewhere(t *testing.T) {
+	var out strings.Builder
+	printPins(&out, []admin.PinJSON{{User: "frank", Node: "node-1", By: "balancer", Sessions: 2, Elsewhere: []string{"node-3"}}}, "", "")
+	if !strings.Contains(out.String(), "frank") || !strings.Contains(out.String(), "sessions also on node-3") {
+		t.Fatalf("pins table:\n%s", out.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -91,6 +92,14 @@ func printPins(w io.Writer, pins []admin.PinJSON, node, user string) {
 		ends := "with the last session, then the grace"
 		if p.Until != nil {
 			ends = "in " + time.Until(*p.Until).Round(time.Minute).String()
+		}
+		if len(p.Elsewhere) > 0 {
+			// Two gateways placed the user apart while Redis was down.
+			quoted := make([]string, len(p.Elsewhere))
+			for i, n := range p.Elsewhere {
+				quoted[i] = term(n)
+			}
+			ends += "; sessions also on " + strings.Join(quoted, ", ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", term(p.User), term(p.Node), term(p.By), p.Sessions, ends)
 	}
