@@ -82,13 +82,13 @@ func (b *Balancer) NodeFailed(name string, proto Protocol) {
 // upFor reports whether n takes new sessions of protocol index p: its own
 // check and p's pass, and it has an address for p.
 func (n *node) upFor(p int) bool {
-	c, own := &n.checks[p], &n.checks[0]
+	c, own := &n.checks[p], &n.checks[own]
 	return own.up && !own.failed && c.up && !c.failed && n.serves(p)
 }
 
 // serves reports whether n has an address for protocol index p. Every
 // node serves SSH: its check is the node's own.
-func (n *node) serves(p int) bool { return p == 0 || protocols[p].addr(n.Node) != "" }
+func (n *node) serves(p int) bool { return p == own || protocols[p].addr(n.Node) != "" }
 
 // aliveFor reports whether pins to n hold for protocol index p at now
 // (rule 5): it is in the pool, serves p, and neither its own check nor
@@ -102,19 +102,19 @@ func (b *Balancer) aliveFor(n *node, p int, now time.Time, sessions PerProtocol)
 // last resort of placement (see decide) takes only nodes that answered a
 // probe once, so a node that joined a moment ago waits for its first.
 func (b *Balancer) checkedAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {
-	return checks[0].checked && checks[p].checked && b.checksAlive(checks, p, now, sessions)
+	return checks[own].checked && checks[p].checked && b.checksAlive(checks, p, now, sessions)
 }
 
 // checksAlive reports whether neither the node's own check nor protocol
 // index p's says it is gone at now, with the given live sessions.
 func (b *Balancer) checksAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {
 	ra := b.cfg.RepinAfter
-	return !checks[0].gone(now, ra, sessions.Total()) && !checks[p].gone(now, ra, sessions[p])
+	return !checks[own].gone(now, ra, sessions.Total()) && !checks[p].gone(now, ra, sessions[p])
 }
 
 func (n *node) state() State {
 	switch {
-	case !n.checks[0].up:
+	case !n.checks[own].up:
 		return StateDown
 	case n.draining:
 		return StateDraining

@@ -217,8 +217,8 @@ func (l *Lease) end(abort, failed bool) {
 	}
 	if failed {
 		switch {
-		case !n.checks[0].up:
-			n.checks[0].failed = true
+		case !n.checks[own].up:
+			n.checks[own].failed = true
 		case !n.checks[p].up:
 			n.checks[p].failed = true
 		}

@@ -36,7 +36,7 @@ func (b *Balancer) Pin(user, node string) error {
 	switch {
 	case n == nil:
 		err = fmt.Errorf("%w %q", ErrUnknownNode, node)
-	case !n.checks[0].up:
+	case !n.checks[own].up:
 		err = fmt.Errorf("%w: %s", ErrNodeDown, node)
 	case n.draining:
 		if u := b.users[user]; u == nil || u.pin.Node != node || !b.pinHoldsLocked(u, now) {

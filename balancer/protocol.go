@@ -23,6 +23,10 @@ var protocols = [...]struct {
 	{RDP, func(n Node) string { return n.RDP }},
 }
 
+// own is the index of the node's own check: SSH's, first in the table. A
+// node whose own check fails takes no new session of any protocol.
+const own = 0
+
 // nProtos is the number of protocols.
 const nProtos = len(protocols)
 
