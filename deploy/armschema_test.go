@@ -15,16 +15,18 @@ import (
 )
 
 // The ARM resource schemas (draft-04) live outside the repository, in
-// ../shared/arm-schemas beside the checkout (see its README);
-// POOLGATE_ARM_SCHEMAS names another folder, or several (a path list, as
-// PATH: a schema is taken from the first folder that has it).
+// shared/arm-schemas beside the checkout (see its README), or beside a
+// folder above it (a git worktree in a subfolder finds the one of its
+// main checkout); POOLGATE_ARM_SCHEMAS names another folder, or several
+// (a path list, as PATH: a schema is taken from the first folder that
+// has it).
 const schemaURLPrefix = "https://schema.management.azure.com/schemas/"
 
 func armSchemaDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("POOLGATE_ARM_SCHEMAS")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "arm-schemas")
+		dir = findSharedSchemas()
 	}
 	if _, err := os.Stat(filepath.Join(filepath.SplitList(dir)[0], "common", "definitions.json")); err != nil {
 		msg := fmt.Sprintf("the ARM schemas are needed to check the template (set POOLGATE_ARM_SCHEMAS or put them in %s): %v", dir, err)
@@ -34,6 +36,28 @@ func armSchemaDir(t *testing.T) string {
 		t.Skip(msg + " (skipped because CI is unset; with CI set this fails)")
 	}
 	return dir
+}
+
+// findSharedSchemas is the first shared/arm-schemas beside the checkout
+// (../../shared from this package) or beside one of the folders above it,
+// or the one beside the checkout when there is none.
+func findSharedSchemas() string {
+	beside := filepath.Join("..", "..", "shared", "arm-schemas")
+	up, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return beside
+	}
+	for {
+		dir := filepath.Join(up, "shared", "arm-schemas")
+		if _, err := os.Stat(filepath.Join(dir, "common", "definitions.json")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(up)
+		if parent == up {
+			return beside
+		}
+		up = parent
+	}
 }
 
 // schemaLoader maps the schemas' canonical URLs to files in dir and
