@@ -12,7 +12,7 @@ type PinInfo struct {
 	User     string
 	Node     string
 	By       PinOrigin
-	Sessions int // the user's live sessions through this gateway, on any node
+	Sessions int // the user's live sessions, on any node (the whole pool's with shared state)
 	// Until is when the pin ends unless a session opens; zero while the
 	// user has sessions.
 	Until time.Time
@@ -92,8 +92,18 @@ func (b *Balancer) Unpin(user string) error {
 }
 
 // Pins lists the users with a pin that holds, by user name: with shared
-// state, this gateway's copy of the pool's pins.
+// state, this gateway's copy of the pool's pins, with the whole pool's
+// sessions.
 func (b *Balancer) Pins() []PinInfo {
+	var pool map[string]int // user → sessions, every gateway's
+	if b.sh != nil && !b.sh.degraded.Load() {
+		if v, err := b.sharedView(); err == nil {
+			pool = map[string]int{}
+			for _, s := range v.Sessions {
+				pool[s.User]++
+			}
+		}
+	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	now := b.now()
@@ -103,10 +113,13 @@ func (b *Balancer) Pins() []PinInfo {
 			continue
 		}
 		p := PinInfo{User: u.name, Node: u.pin.Node, By: u.pin.By, Sessions: u.live, Elsewhere: append([]string(nil), u.elsewhere...)}
+		if pool != nil {
+			p.Sessions = max(p.Sessions, pool[u.name])
+		}
 		if p.By == "" {
 			p.By = ByBalancer
 		}
-		if u.live == 0 {
+		if p.Sessions == 0 {
 			p.Until = u.pin.Until
 		}
 		out = append(out, p)

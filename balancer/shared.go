@@ -117,10 +117,13 @@ type NodeView struct {
 	IdleSince time.Time // when its last session ended; zero while it has some
 }
 
-// Timeouts of shared-state calls: a login waits at most claimTimeout
-// before the balancer decides alone.
+// Timeouts of shared-state calls. A login waits at most claimTimeout on
+// the shared state (a snapshot, a decision, a write, and again after a
+// conflict with other gateways' writes); if it does not answer in time the
+// gateway routes from its own copy of the pins, and later logins do not
+// wait on it until a heartbeat finds it answering again.
 const (
-	claimTimeout = 300 * time.Millisecond
+	claimTimeout = time.Second
 	syncTimeout  = 2 * time.Second
 	viewTTL      = 500 * time.Millisecond
 	// degradedRetry is how often a degraded balancer tries the shared

@@ -268,8 +268,12 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 	leases, pending, upTo := b.beat()
 	hctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
+	live := make(map[uint64]bool, len(leases))
+	for _, l := range leases {
+		live[l.ID] = true
+	}
 	conflicts, err := b.keepLeases(hctx, leases, func(m LeaseRecord) bool {
-		return !pending[m.ID] && m.ID <= upTo && !slices.ContainsFunc(leases, func(l LeaseRecord) bool { return l.ID == m.ID })
+		return !pending[m.ID] && m.ID <= upTo && !live[m.ID]
 	})
 	if err == nil {
 		err = b.readPinTable(hctx)

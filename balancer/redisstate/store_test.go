@@ -36,7 +36,14 @@ type replica struct {
 
 func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	t.Helper()
-	store, err := New(Config{Redis: url, Replica: name, LeaseTTL: ttl})
+	return newReplicaWith(t, url, name, ttl, "")
+}
+
+// newReplicaWith is newReplica with its own key prefix ("" for the
+// default), so that tests can share one redis-server.
+func newReplicaWith(t *testing.T, url, name string, ttl time.Duration, prefix string) *replica {
+	t.Helper()
+	store, err := New(Config{Redis: url, Replica: name, LeaseTTL: ttl, Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,15 +51,7 @@ func newReplica(t *testing.T, url, name string, ttl time.Duration) *replica {
 	r := &replica{store: store, cancel: cancel, done: make(chan struct{})}
 	bal := balancer.New(balancer.Config{AffinityGrace: 10 * time.Minute}, balancer.Options{Logger: zaptest.NewLogger(t).Named(name), Shared: observed{store, r}})
 	r.bal = bal
-	var nodes []balancer.Node
-	for _, n := range nodeNames {
-		nodes = append(nodes, balancer.Node{Name: n, SSH: n + ":22", HTTP: n + ":8000"})
-	}
-	bal.SetNodes(nodes)
-	for _, n := range nodeNames {
-		bal.SetHealth(n, balancer.SSH, true, "ok")
-		bal.SetHealth(n, balancer.HTTP, true, "ok")
-	}
+	upPool(bal)
 	go func() { defer close(r.done); bal.RunShared(ctx) }()
 	t.Cleanup(r.stop)
 	testutil.Eventually(t, 5*time.Second, name+"'s pin notices", r.notices.Load)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,7 @@ var ErrContended = errors.New("redis update: the shared state kept changing unde
 // and writes the change with the version raised; if another gateway wrote
 // in between, EXEC fails and it reads and decides again.
 func (s *Store) Update(ctx context.Context, r balancer.Read, decide func(*balancer.Snapshot) (balancer.Change, error)) (uint64, error) {
-	for range maxAttempts {
+	for attempt := range maxAttempts {
 		var ver uint64
 		var refused error
 		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
@@ -75,6 +76,14 @@ func (s *Store) Update(ctx context.Context, r balancer.Read, decide func(*balanc
 		case refused != nil:
 			return 0, refused
 		case errors.Is(err, redis.TxFailedErr):
+			// Another gateway wrote first: step aside for a random
+			// moment, growing with each loss, so racing writers spread
+			// out rather than collide again.
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("redis update: %w", ctx.Err())
+			case <-time.After(time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(time.Millisecond)))):
+			}
 			continue
 		case err != nil:
 			return 0, fmt.Errorf("redis update: %w", err)
