@@ -216,4 +216,3 @@ func (f sharedFacts) leastLoaded(avoid []string, anyAlive bool) string {
 	}
 	return ""
 }
-
