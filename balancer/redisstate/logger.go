@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/internal/ratelog"
 )
 
 // SetLogger sends go-redis's own log lines (a failed dial, a broken pool
@@ -18,31 +19,23 @@ import (
 // second, while the balancer already logs the outage once when it starts
 // and once when it ends: so one line a minute at most passes, with the
 // count of those held back.
-func SetLogger(log *zap.Logger) { redis.SetLogger(&zapLogging{log: log, now: time.Now}) }
+func SetLogger(log *zap.Logger) {
+	redis.SetLogger(&zapLogging{log: log, limit: ratelog.Limiter{Every: clientLogEvery}})
+}
 
 // clientLogEvery is how often go-redis's lines may reach the log.
 const clientLogEvery = time.Minute
 
 type zapLogging struct {
-	log *zap.Logger
-	now func() time.Time
-
-	mu   sync.Mutex // protects last and held
-	last time.Time  // when a line last passed
-	held int        // lines held back since
+	log   *zap.Logger
+	limit ratelog.Limiter
 }
 
 func (z *zapLogging) Printf(_ context.Context, format string, v ...any) {
-	z.mu.Lock()
-	now := z.now()
-	if !z.last.IsZero() && now.Sub(z.last) < clientLogEvery {
-		z.held++
-		z.mu.Unlock()
+	held, ok := z.limit.Allow()
+	if !ok {
 		return
 	}
-	held := z.held
-	z.last, z.held = now, 0
-	z.mu.Unlock()
 	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
 	if held > 0 {
 		z.log.Warn(msg, zap.Int("similar_lines_held_back", held))

@@ -7,11 +7,13 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/poolgate/poolgate/internal/ratelog"
 )
 
 func TestRedisLogLinesGoThroughZap(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	l := &zapLogging{log: zap.New(core).Named("redis"), now: time.Now}
+	l := &zapLogging{log: zap.New(core).Named("redis"), limit: ratelog.Limiter{Every: clientLogEvery}}
 	l.Printf(context.Background(), "redis: %s failed: %v\n", "dial", "connection refused")
 	e := logs.All()
 	if len(e) != 1 || e[0].Message != "redis: dial failed: connection refused" || e[0].LoggerName != "redis" || e[0].Level != zap.WarnLevel {
@@ -24,7 +26,7 @@ func TestRedisLogLinesGoThroughZap(t *testing.T) {
 func TestRedisLogLinesAreRateLimited(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
-	l := &zapLogging{log: zap.New(core), now: func() time.Time { return now }}
+	l := &zapLogging{log: zap.New(core), limit: ratelog.Limiter{Every: clientLogEvery, Now: func() time.Time { return now }}}
 	for range 33 {
 		l.Printf(context.Background(), "redis: connection pool: failed to dial after 5 attempts")
 		now = now.Add(640 * time.Millisecond)
