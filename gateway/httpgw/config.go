@@ -103,10 +103,8 @@ func (c Config) Enabled() bool { return c.Listen != "" }
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
-	if c.Listen != "" {
-		if err := netx.CheckListenAddr(c.Listen); err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	switch {
 	case (c.CertFile == "") != (c.KeyFile == ""):

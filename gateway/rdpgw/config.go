@@ -75,10 +75,8 @@ func (c Config) WithDefaults() Config {
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
-	if c.Listen != "" {
-		if err := netx.CheckListenAddr(c.Listen); err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	for _, v := range []struct {
 		key string

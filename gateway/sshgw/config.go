@@ -202,10 +202,8 @@ func (c Config) WithDefaults() Config {
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
-	if c.Listen != "" {
-		if err := netx.CheckListenAddr(c.Listen); err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	if c.AuthorizedKeys != "" {
 		if err := c.AuthorizedKeys.Validate(); err != nil {

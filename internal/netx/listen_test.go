@@ -7,6 +7,7 @@ import (
 
 func TestCheckListenAddr(t *testing.T) {
 	for addr, want := range map[string]string{
+		"":                "", // off
 		"0.0.0.0:22":      "",
 		":3389":           "",
 		"[::1]:0":         "",
