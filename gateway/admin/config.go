@@ -3,8 +3,9 @@ package admin
 import (
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
+
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // Config is the YAML section "admin".
@@ -37,14 +38,10 @@ func (c Config) Validate() error {
 	if c.Listen == "" {
 		return nil
 	}
-	host, port, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %q is not host:port: %v", c.Listen, err)
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("listen: %q: port must be a number from 0 to 65535", c.Listen)
-	}
-	if !IsLoopback(host) && c.TokenFile == "" {
+	if host, _, _ := net.SplitHostPort(c.Listen); !IsLoopback(host) && c.TokenFile == "" {
 		return fmt.Errorf("token_file: required when listen (%s) is not a loopback address: the admin API can drain nodes", c.Listen)
 	}
 	for i, h := range c.Hosts {

@@ -2,8 +2,9 @@ package httpgw
 
 import (
 	"fmt"
-	"net"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // Config is the YAML section "http".
@@ -105,10 +106,8 @@ func (c Config) Enabled() bool { return c.Listen != "" }
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
-	if c.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-			return fmt.Errorf("listen: %q is not host:port", c.Listen)
-		}
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	switch {
 	case (c.CertFile == "") != (c.KeyFile == ""):

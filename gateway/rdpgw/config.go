@@ -2,9 +2,9 @@ package rdpgw
 
 import (
 	"fmt"
-	"net"
-	"strconv"
 	"time"
+
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // Config is the YAML section "rdp".
@@ -75,12 +75,8 @@ func (c Config) WithDefaults() Config {
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
-	if c.Listen != "" {
-		if _, port, err := net.SplitHostPort(c.Listen); err != nil {
-			return fmt.Errorf("listen: %q is not host:port: %v", c.Listen, err)
-		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-			return fmt.Errorf("listen: %q: port must be a number from 0 to 65535", c.Listen)
-		}
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	for _, v := range []struct {
 		key string

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // Directions of a relayed connection.
@@ -26,7 +27,6 @@ type conn struct {
 	s      *Server
 	client net.Conn
 	node   net.Conn
-	key    string // per-address cap key
 	log    *zap.Logger
 
 	bytes    [2]atomic.Int64
@@ -36,12 +36,11 @@ type conn struct {
 	reason   atomic.Pointer[string]
 }
 
-// handle serves one accepted connection, counted as unproven by admit.
-func (s *Server) handle(nc net.Conn, key string) {
+// handle serves one accepted connection, counted as unproven in slot
+// until the node has kept it past authentication.
+func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 	defer nc.Close()
 	accepted := time.Now()
-	provenOnce := sync.OnceFunc(func() { s.proven(key) })
-	defer provenOnce()
 	clientAddr := nc.RemoteAddr().String()
 	log := s.log.With(zap.String("client", clientAddr))
 
@@ -75,19 +74,15 @@ func (s *Server) handle(nc net.Conn, key string) {
 		return
 	}
 	defer upstream.Close()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.front.Track(upstream) { // shutting down
 		return
 	}
-	s.conns[upstream] = struct{}{}
-	s.mu.Unlock()
-	defer s.untrack(upstream)
+	defer s.front.Untrack(upstream)
 	if _, err := upstream.Write(cr.Raw); err != nil {
 		log.Warn("rdp connection dropped: writing to the node failed", zap.Error(err))
 		return
 	}
-	c := &conn{s: s, client: nc, node: upstream, key: key, log: log, activity: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{s: s, client: nc, node: upstream, log: log, activity: make(chan struct{}, 1), done: make(chan struct{})}
 	now := time.Now().UnixNano()
 	c.last[toNode].Store(now)
 	c.last[toClient].Store(now)
@@ -101,7 +96,7 @@ func (s *Server) handle(nc net.Conn, key string) {
 		if !c.awaitProof(accepted) {
 			return
 		}
-		provenOnce()
+		slot.Release()
 		if user == "" {
 			log.Info("rdp connection proven; no user named, so no session is counted")
 			return
@@ -143,7 +138,7 @@ func (s *Server) handle(nc net.Conn, key string) {
 // accepted is closed.
 func (c *conn) awaitProof(accepted time.Time) bool {
 	cfg := c.s.cfg
-	mark := c.s.proofMark
+	mark, waiting := c.s.testHooks()
 	if mark == nil {
 		wait := time.NewTimer(cfg.ProofTime)
 		defer wait.Stop()
@@ -163,8 +158,8 @@ func (c *conn) awaitProof(accepted time.Time) bool {
 		if c.bytes[toClient].Load() >= cfg.ProofBytes && c.bytes[toNode].Load() > 0 {
 			return true
 		}
-		if c.s.proofWaiting != nil {
-			c.s.proofWaiting()
+		if waiting != nil {
+			waiting()
 		}
 		select {
 		case <-c.activity:

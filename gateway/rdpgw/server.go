@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -47,20 +46,24 @@ type Server struct {
 	log  *zap.Logger
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	// mu protects every field below.
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	closed    bool
-	unproven  int            // connections not yet proven, in all
-	perAddr   map[string]int // ... by client address (IPv6 by /64)
-	wg        sync.WaitGroup // one per Serve loop and per connection
+	// front accepts, holds the slots of connections not yet proven
+	// (unproven) and tracks both legs of every connection.
+	front    *netx.Server
+	unproven *netx.Slots
 
 	// Test hooks: proofMark, when set, stands for proof_time's timer;
 	// proofWaiting is called each time a connection past it is checked
 	// and found not yet proven.
+	mu           sync.Mutex // protects proofMark and proofWaiting
 	proofMark    <-chan time.Time
 	proofWaiting func()
+}
+
+// testHooks returns the test hooks (nil outside tests).
+func (s *Server) testHooks() (mark <-chan time.Time, waiting func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proofMark, s.proofWaiting
 }
 
 // New returns a server that routes with bal; cfg's zero fields take their
@@ -81,145 +84,41 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, bal: bal, log: log, dial: dial,
-		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, perAddr: map[string]int{},
-	}, nil
+		unproven: &netx.Slots{Max: cfg.MaxUnproven, PerAddress: cfg.MaxUnprovenPerAddress},
+	}
+	s.front = &netx.Server{Name: "rdp", Logger: log, Slots: s.unproven, Refused: s.refuse, Handler: s.handle}
+	return s, nil
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and then
 // returns ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
+	err := s.front.Serve(ln)
+	if errors.Is(err, netx.ErrServerClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	s.log.Info("rdp gateway listening", zap.String("addr", ln.Addr().String()))
-	var backoff netx.AcceptBackoff
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			if d, ok := backoff.Temporary(err); ok {
-				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", d))
-				continue
-			}
-			return fmt.Errorf("accepting rdp connections: %w", err)
-		}
-		backoff.Reset()
-		key := netx.AddrKey(nc.RemoteAddr())
-		if why := s.admit(nc, key); why != "" {
-			s.log.Info("rdp connection refused", zap.String("client", nc.RemoteAddr().String()), zap.String("reason", why))
-			nc.Close()
-			continue
-		}
-		go func() {
-			defer s.wg.Done()
-			defer s.untrack(nc)
-			defer func() {
-				if r := recover(); r != nil {
-					s.log.Error("rdp connection panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-				}
-			}()
-			s.handle(nc, key)
-		}()
-	}
+	return err
 }
 
-// admit counts a new connection as unproven and tracks it, or says why
-// not.
-func (s *Server) admit(nc net.Conn, key string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.closed:
-		return "shutting down"
-	case s.unproven >= s.cfg.MaxUnproven:
-		return fmt.Sprintf("too many unproven connections (max_unproven %d)", s.cfg.MaxUnproven)
-	case s.perAddr[key] >= s.cfg.MaxUnprovenPerAddress:
-		return fmt.Sprintf("too many unproven connections from this address (max_unproven_per_address %d)", s.cfg.MaxUnprovenPerAddress)
+// refuse logs a connection that found no slot among the unproven.
+func (s *Server) refuse(nc net.Conn, _ string, err error) {
+	why := fmt.Sprintf("too many unproven connections (max_unproven %d)", s.cfg.MaxUnproven)
+	if errors.Is(err, netx.ErrAddressSlotsFull) {
+		why = fmt.Sprintf("too many unproven connections from this address (max_unproven_per_address %d)", s.cfg.MaxUnprovenPerAddress)
 	}
-	s.unproven++
-	s.perAddr[key]++
-	s.conns[nc] = struct{}{}
-	s.wg.Add(1)
-	return ""
-}
-
-// proven stops counting a connection from key as unproven.
-func (s *Server) proven(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.unproven--
-	if s.perAddr[key]--; s.perAddr[key] <= 0 {
-		delete(s.perAddr, key)
-	}
-}
-
-func (s *Server) untrack(nc net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, nc)
-	s.mu.Unlock()
+	s.log.Info("rdp connection refused", zap.String("client", nc.RemoteAddr().String()), zap.String("reason", why))
 }
 
 // Unproven counts the connections not yet proven (for ops and tests).
-func (s *Server) Unproven() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.unproven
-}
-
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-		delete(s.listeners, ln)
-	}
-}
+func (s *Server) Unproven() int { return s.unproven.InUse() }
 
 // Shutdown stops accepting and waits for open connections to end until
 // ctx is done; then it closes them (RDP has no way to tell the user
 // beforehand). It returns ctx's error if it had to cut connections.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeListeners()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.closeConns()
-		<-done
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.front.Shutdown(ctx) }
 
 // Close stops accepting, closes every connection and waits for their
 // goroutines to finish.
-func (s *Server) Close() error {
-	s.closeListeners()
-	s.closeConns()
-	s.wg.Wait()
-	return nil
-}
-
-func (s *Server) closeConns() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for nc := range s.conns {
-		nc.Close()
-	}
-}
+func (s *Server) Close() error { return s.front.Close() }

@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/poolgate/poolgate/internal/netx"
 	"github.com/poolgate/poolgate/internal/username"
 )
 
@@ -203,12 +203,8 @@ func (c Config) WithDefaults() Config {
 
 // Validate reports the first bad setting, naming its key.
 func (c Config) Validate() error {
-	if c.Listen != "" {
-		if _, port, err := net.SplitHostPort(c.Listen); err != nil {
-			return fmt.Errorf("listen: %q is not host:port: %v", c.Listen, err)
-		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-			return fmt.Errorf("listen: %q: port must be a number from 0 to 65535", c.Listen)
-		}
+	if err := netx.CheckListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	if c.AuthorizedKeys != "" {
 		if err := c.AuthorizedKeys.Validate(); err != nil {

@@ -92,14 +92,14 @@ func (w watchedConn) Read(p []byte) (int, error) {
 }
 
 // handle serves one accepted connection (already wrapped by Serve), which
-// holds a pre-auth slot for key until its handshake ends.
-func (s *Server) handle(nc net.Conn, key string) {
+// holds a pre-auth slot until its handshake ends: then it calls release.
+func (s *Server) handle(nc net.Conn, release func()) {
 	defer nc.Close()
 	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
 	c.log = s.log.With(zap.String("client", c.client))
 	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
 	sconn, chans, reqs, err := ssh.NewServerConn(&versionGate{Conn: nc}, c.serverConfig())
-	s.unauth.release(key)
+	release()
 	if err != nil {
 		if c.node != nil { // authenticated, then the connection failed
 			c.node.conn.Close()

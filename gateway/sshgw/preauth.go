@@ -3,11 +3,14 @@ package sshgw
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // errBadVersion is a client whose first line is not an SSH-2.0
@@ -96,38 +99,19 @@ func (l *preauthLog) failed(client, reason string, err error) {
 	l.log.Info("ssh connection failed before authentication", fields...)
 }
 
-// slots counts connections that have not finished logging in, in all and
-// per address (addrKey), so that neither cap can be passed: a slot is
-// taken in the accept loop, before the connection's goroutine starts.
-type slots struct {
-	max, perAddr int
-
-	mu     sync.Mutex // protects total and byAddr
-	total  int
-	byAddr map[string]int
-}
-
-// take reserves a slot for key, or says which cap is reached.
-func (s *slots) take(key string) (ok bool, full string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.total >= s.max:
-		return false, "all"
-	case s.perAddr > 0 && s.byAddr[key] >= s.perAddr:
-		return false, "address"
+// refuse tells a connection that found no pre-auth slot (see
+// netx.Server.Refused) why, and logs it.
+func (s *Server) refuse(nc net.Conn, key string, err error) {
+	s.metrics.authFailed("too_many_unauthenticated")
+	msg := "poolgate: too many connections are logging in at once; please try again in a moment.\r\n"
+	reason := fmt.Sprintf("too many connections logging in (max_unauthenticated %d)", s.cfg.MaxUnauthenticated)
+	if errors.Is(err, netx.ErrAddressSlotsFull) {
+		msg = "poolgate: too many connections from your address are logging in at once; please try again in a moment.\r\n"
+		reason = fmt.Sprintf("too many connections logging in from %s (max_unauthenticated_per_address %d)", key, s.cfg.MaxUnauthenticatedPerAddress)
 	}
-	s.total++
-	s.byAddr[key]++
-	return true, ""
-}
-
-// release gives key's slot back.
-func (s *slots) release(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.total--
-	if s.byAddr[key]--; s.byAddr[key] <= 0 {
-		delete(s.byAddr, key)
-	}
+	s.preauth.failed(nc.RemoteAddr().String(), reason, nil)
+	// Lines before the version string are allowed (RFC 4253 §4.2); ssh -v
+	// shows this one.
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write([]byte(msg))
 }

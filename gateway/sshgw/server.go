@@ -3,9 +3,7 @@ package sshgw
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,23 +53,20 @@ type Server struct {
 	now      func() time.Time
 	backoff  *backoff
 	metrics  *Metrics    // nil: none
-	unauth   *slots      // connections not yet past authentication
 	preauth  *preauthLog // rate-limited log of connections that failed before authentication
 	keyStore *keyStore   // whether the users' key folder can be read
 
+	// front accepts, holds the pre-auth slots (connections not yet past
+	// authentication) and tracks the connections.
+	front *netx.Server
 	// closing is closed when the server stops accepting; users waiting
 	// for a starting node stop waiting.
-	closing chan struct{}
+	closing <-chan struct{}
 	// shutdownMsg is the last shutdown notice sent, nil before Shutdown.
 	shutdownMsg atomic.Pointer[string]
 
-	// mu protects listeners, conns, sessions and closed.
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	sessions  map[*session]struct{}
-	closed    bool
-	wg        sync.WaitGroup // one per Serve loop and per connection
+	mu       sync.Mutex // protects sessions
+	sessions map[*session]struct{}
 }
 
 // Options carries the server's collaborators besides its balancer.
@@ -108,105 +103,37 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		log = zap.NewNop()
 	}
 	d := &net.Dialer{}
-	return &Server{
+	s := &Server{
 		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics,
 		dial: d.DialContext, now: time.Now,
-		backoff:   newBackoff(cfg.AuthBackoff, time.Now),
-		preauth:   &preauthLog{log: log, interval: time.Second, now: time.Now},
-		keyStore:  &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
-		unauth:    &slots{max: cfg.MaxUnauthenticated, perAddr: cfg.MaxUnauthenticatedPerAddress, byAddr: map[string]int{}},
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[net.Conn]struct{}{},
-		sessions:  map[*session]struct{}{},
-		closing:   make(chan struct{}),
-	}, nil
+		backoff:  newBackoff(cfg.AuthBackoff, time.Now),
+		preauth:  &preauthLog{log: log, interval: time.Second, now: time.Now},
+		keyStore: &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
+		sessions: map[*session]struct{}{},
+	}
+	s.front = &netx.Server{
+		Name:    "ssh",
+		Logger:  log,
+		Slots:   &netx.Slots{Max: cfg.MaxUnauthenticated, PerAddress: cfg.MaxUnauthenticatedPerAddress},
+		Refused: s.refuse,
+		// The connection is tracked as handle uses it, so that closing it
+		// at shutdown lets its held bytes (the last notice) out first.
+		Wrap:    func(nc net.Conn) net.Conn { return newBatchConn(withQuickAck(nc)) },
+		Handler: func(nc net.Conn, slot *netx.Slot) { s.handle(nc, slot.Release) },
+	}
+	s.closing = s.front.Stopping()
+	return s, nil
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and then
 // returns ErrServerClosed. Each connection is served in its own goroutine.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
+	_ = s.keyStore.check() // says so at start when the key folder is missing
+	err := s.front.Serve(ln)
+	if errors.Is(err, netx.ErrServerClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	s.log.Info("ssh gateway listening", zap.String("addr", ln.Addr().String()))
-	_ = s.keyStore.check() // says so at start when the key folder is missing
-	var backoff netx.AcceptBackoff
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			if d, ok := backoff.Temporary(err); ok {
-				s.log.Error("accept failed; retrying", zap.Error(err), zap.Duration("backoff", d))
-				continue
-			}
-			return fmt.Errorf("accepting ssh connections: %w", err)
-		}
-		backoff.Reset()
-		key := netx.AddrKey(nc.RemoteAddr())
-		if ok, full := s.unauth.take(key); !ok {
-			s.metrics.authFailed("too_many_unauthenticated")
-			msg := "poolgate: too many connections are logging in at once; please try again in a moment.\r\n"
-			reason := fmt.Sprintf("too many connections logging in (max_unauthenticated %d)", s.cfg.MaxUnauthenticated)
-			if full == "address" {
-				msg = "poolgate: too many connections from your address are logging in at once; please try again in a moment.\r\n"
-				reason = fmt.Sprintf("too many connections logging in from %s (max_unauthenticated_per_address %d)", key, s.cfg.MaxUnauthenticatedPerAddress)
-			}
-			s.preauth.failed(nc.RemoteAddr().String(), reason, nil)
-			// Lines before the version string are allowed (RFC 4253 §4.2);
-			// ssh -v shows this one.
-			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = nc.Write([]byte(msg))
-			nc.Close()
-			continue
-		}
-		// The connection is tracked as handle uses it, so that closing it
-		// at shutdown lets its held bytes (the last notice) out first.
-		nc = newBatchConn(withQuickAck(nc))
-		if !s.track(nc) {
-			s.unauth.release(key)
-			nc.Close()
-			return ErrServerClosed
-		}
-		go func() {
-			defer s.wg.Done()
-			defer s.untrack(nc)
-			defer func() {
-				if r := recover(); r != nil {
-					s.log.Error("ssh connection panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-				}
-			}()
-			s.handle(nc, key)
-		}()
-	}
-}
-
-func (s *Server) track(nc net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[nc] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) untrack(nc net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, nc)
-	s.mu.Unlock()
+	return err
 }
 
 // addSession registers an authenticated session for shutdown notices. A
@@ -245,69 +172,29 @@ func (s *Server) noticeAll(msg string, d time.Duration) {
 	wg.Wait()
 }
 
-// closeListeners stops accepting.
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		close(s.closing)
-	}
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-		delete(s.listeners, ln)
-	}
-}
-
 // Shutdown stops accepting connections, tells users with open sessions
 // that the gateway is stopping and by when, and waits for the sessions to
 // end until ctx is done; then it closes them. It returns ctx's error if it
 // had to cut connections.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeListeners()
+	s.front.StopAccepting()
 	when := "shortly"
 	if dl, ok := ctx.Deadline(); ok {
 		// Rounded up: "in 0s" would say the connection is already gone.
 		when = "in " + (max(time.Until(dl), 0).Truncate(time.Second) + time.Second).String()
 	}
 	s.noticeAll("poolgate: the gateway is shutting down; this connection will be closed "+when+". Reconnect then to continue.\n", time.Second)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	if err := s.front.Wait(ctx); err != nil {
 		s.noticeAll("poolgate: the gateway is shutting down now.\n", time.Second)
-		s.closeConns()
-		<-done
-		return ctx.Err()
+		// Each close lets the bytes its connection still holds out first
+		// (see batchConn), so the notices just written reach their users;
+		// a peer that does not read holds up only its own close.
+		_ = s.front.Close()
+		return err
 	}
+	return nil
 }
 
 // Close stops accepting, closes every connection and waits for their
 // goroutines to finish.
-func (s *Server) Close() error {
-	s.closeListeners()
-	s.closeConns()
-	s.wg.Wait()
-	return nil
-}
-
-// closeConns closes every connection at once. Each close lets the bytes
-// its connection still holds out first (see batchConn), so the notices
-// just written reach their users; a peer that does not read holds up only
-// its own close.
-func (s *Server) closeConns() {
-	s.mu.Lock()
-	conns := make([]net.Conn, 0, len(s.conns))
-	for nc := range s.conns {
-		conns = append(conns, nc)
-	}
-	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, nc := range conns {
-		wg.Add(1)
-		go func() { defer wg.Done(); nc.Close() }()
-	}
-	wg.Wait()
-}
+func (s *Server) Close() error { return s.front.Close() }

@@ -148,7 +148,7 @@ func TestShutdownEndsStartWait(t *testing.T) {
 	done := make(chan string)
 	go func() { _, banner, _ := dialBanner(g.addr, "alice", g.userKey); done <- banner }()
 	<-waiting
-	g.srv.closeListeners()
+	g.srv.front.StopAccepting()
 	select {
 	case banner := <-done:
 		if !strings.Contains(banner, "shutting down") {

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -89,10 +88,10 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	if err = g.buildFrontEnds(); err != nil {
 		return nil, err
 	}
-	if err = g.listen(); err != nil {
+	if err = g.buildRDP(); err != nil {
 		return nil, err
 	}
-	if err = g.buildRDP(); err != nil {
+	if err = g.listen(); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -153,7 +152,8 @@ func (g *Gateway) buildDiscovery(ao azure.Options) error {
 }
 
 // buildFrontEnds makes the SSH gateway, the admin API and, with
-// http.listen, the HTTP gateway and its hub health checks.
+// http.listen, the HTTP gateway and its hub health checks, and lists the
+// front ends for listen and Run.
 func (g *Gateway) buildFrontEnds() error {
 	cfg := g.cfg
 	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg)}
@@ -165,7 +165,7 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)
 	}
-	g.ssh = srv
+	g.addFrontEnd(frontEnd{name: "ssh", addr: cfg.SSH.Listen, srv: srv, closed: sshgw.ErrServerClosed, vital: true})
 	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
 	if g.azure != nil {
 		adminOpts.Discovery, adminOpts.Scaler = azureStatus(g.azure), AzureScaler(g.azure)
@@ -174,7 +174,8 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return fmt.Errorf("admin.%w", err)
 	}
-	g.admin = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
+	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
+	g.addFrontEnd(frontEnd{name: "admin", addr: cfg.Admin.Listen, srv: adminServer{adminSrv, g.log}, closed: http.ErrServerClosed, closeLast: true})
 	if !cfg.HTTP.Enabled() {
 		return nil
 	}
@@ -183,6 +184,7 @@ func (g *Gateway) buildFrontEnds() error {
 		return fmt.Errorf("http.%w", err)
 	}
 	g.http = hs
+	g.addFrontEnd(frontEnd{name: "http", addr: cfg.HTTP.Listen, srv: hs, closed: http.ErrServerClosed})
 	g.hubCheck = discovery.NewHTTPChecker(cfg.Health, g.bal, discovery.CheckerOptions{
 		Probe:   discovery.HubHealthProbe(hs.HealthClient(), hs.HealthScheme()),
 		Logger:  g.log.Named("health_checker.hub"),
@@ -191,39 +193,9 @@ func (g *Gateway) buildFrontEnds() error {
 	return nil
 }
 
-// listen binds every listener, so that a busy port is reported at start,
-// naming its key.
-func (g *Gateway) listen() error {
-	var err error
-	if g.sshLn, err = listenOn("ssh.listen", g.cfg.SSH.Listen); err != nil {
-		return err
-	}
-	if g.adminLn, err = listenOn("admin.listen", g.cfg.Admin.Listen); err != nil {
-		return err
-	}
-	if g.http != nil {
-		if g.httpLn, err = listenOn("http.listen", g.cfg.HTTP.Listen); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func listenOn(key, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	return ln, nil
-}
-
 // closeBuilt closes what a failed New opened.
 func (g *Gateway) closeBuilt() {
-	for _, ln := range []net.Listener{g.sshLn, g.adminLn, g.httpLn} {
-		if ln != nil {
-			ln.Close()
-		}
-	}
+	g.closeListeners()
 	if g.azure != nil {
 		g.azure.Close()
 	}

@@ -2,9 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
-	"net"
-	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -19,27 +16,23 @@ import (
 	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
-	"github.com/poolgate/poolgate/gateway/rdpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
 // Gateway is a wired poolgate: balancer, discovery, health checks and the
-// SSH front end. New binds the listeners, so that a busy port is reported
-// at start; Run serves until its context ends.
+// front ends (SSH, admin API, and HTTP and RDP when configured). New binds
+// the listeners, so that a busy port is reported at start; Run serves
+// until its context ends.
 type Gateway struct {
 	cfg     Config
 	log     *zap.Logger
 	bal     *balancer.Balancer
 	keys    *sshgw.Keys
-	ssh     *sshgw.Server
-	sshLn   net.Listener
-	admin   *http.Server
-	adminLn net.Listener
+	fronts  []*frontEnd // in the order they listen
 	checker *discovery.Checker
 	source  discovery.Source
 
 	http     *httpgw.Server // nil when http.listen is empty
-	httpLn   net.Listener
 	hubCheck *discovery.Checker
 	azure    *azure.Source     // nil unless discovery.azure
 	shared   *redisstate.Store // nil unless state.redis
@@ -48,9 +41,7 @@ type Gateway struct {
 	load        *load.Scraper // the nodes' exporters
 	loadTargets loadTargets
 
-	rdp      *rdpgw.Server // nil unless rdp.listen
-	rdpLn    net.Listener
-	rdpCheck *discovery.Checker
+	rdpCheck *discovery.Checker // nil unless rdp.listen
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -89,12 +80,10 @@ func scaleInNodes(ns []azure.ScaleInNode) []admin.ScaleInNodeJSON {
 }
 
 // HTTPAddr is the address the HTTP gateway listens on, "" when it is off.
-func (g *Gateway) HTTPAddr() string {
-	if g.httpLn == nil {
-		return ""
-	}
-	return g.httpLn.Addr().String()
-}
+func (g *Gateway) HTTPAddr() string { return g.listenAddr("http") }
+
+// RDPAddr is the address the RDP gateway listens on, "" when it is off.
+func (g *Gateway) RDPAddr() string { return g.listenAddr("rdp") }
 
 // Reload re-reads what can change without a restart (SIGHUP): the HTTP
 // gateway's TLS certificate.
@@ -106,10 +95,10 @@ func (g *Gateway) Reload() error {
 }
 
 // SSHAddr is the address the SSH gateway listens on.
-func (g *Gateway) SSHAddr() string { return g.sshLn.Addr().String() }
+func (g *Gateway) SSHAddr() string { return g.listenAddr("ssh") }
 
 // AdminAddr is the address the admin API listens on.
-func (g *Gateway) AdminAddr() string { return g.adminLn.Addr().String() }
+func (g *Gateway) AdminAddr() string { return g.listenAddr("admin") }
 
 // Balancer gives access to the routing state (for ops views and tests).
 func (g *Gateway) Balancer() *balancer.Balancer { return g.bal }
@@ -126,11 +115,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	fan := discovery.Fanout{g.bal, g.checker, g.loadTargets}
 	wg.Add(1)
 	go func() { defer wg.Done(); g.runLoad(bg) }()
-	g.startRDP(bg, &wg, &fan)
-	if g.hubCheck != nil {
-		fan = append(fan, g.hubCheck)
-		wg.Add(1)
-		go func() { defer wg.Done(); g.hubCheck.Run(bg) }()
+	for _, c := range []*discovery.Checker{g.rdpCheck, g.hubCheck} {
+		if c != nil {
+			fan = append(fan, c)
+			wg.Add(1)
+			go func() { defer wg.Done(); c.Run(bg) }()
+		}
 	}
 	if g.shared != nil {
 		wg.Add(1)
@@ -145,58 +135,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); g.checker.Run(bg) }()
 
-	httpDone := make(chan struct{})
-	if g.http != nil {
-		go func() {
-			defer close(httpDone)
-			if err := g.http.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				g.log.Error("HTTP gateway stopped", zap.Error(err))
-			}
-		}()
-	} else {
-		close(httpDone)
-	}
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- g.ssh.Serve(g.sshLn) }()
-	adminDone := make(chan struct{})
-	go func() {
-		defer close(adminDone)
-		g.log.Info("admin API listening", zap.String("addr", g.adminLn.Addr().String()))
-		if err := g.admin.Serve(g.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			g.log.Error("admin API stopped", zap.Error(err))
-		}
-	}()
-
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-serveErr:
-	}
-	g.log.Info("shutting down", zap.Duration("timeout", g.cfg.ShutdownTimeout))
-	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
-	var hwg sync.WaitGroup
-	g.stopRDP(sctx, &hwg)
-	if g.http != nil {
-		hwg.Add(1)
-		go func() {
-			defer hwg.Done()
-			if herr := g.http.Shutdown(sctx); herr != nil {
-				_ = g.http.Close()
-			}
-		}()
-	}
-	if serr := g.ssh.Shutdown(sctx); serr != nil {
-		g.log.Info("closed sessions still open at the shutdown timeout")
-	}
-	hwg.Wait()
-	<-httpDone
-	cancel()
-	if err == nil {
-		err = <-serveErr
-	}
-	_ = g.admin.Close()
-	<-adminDone
+	err := g.serveFrontEnds(ctx)
 	stopBG()
 	wg.Wait()
 	if g.shared != nil {
@@ -206,9 +145,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		lcancel()
 		_ = g.shared.Close()
-	}
-	if errors.Is(err, sshgw.ErrServerClosed) {
-		return nil
 	}
 	return err
 }
