@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/internal/netx"
+	"github.com/poolgate/poolgate/internal/ratelog"
 )
 
 // errBadVersion is a client whose first line is not an SSH-2.0
@@ -69,26 +69,15 @@ func (g *versionGate) refuse(msg string) error {
 // at most one line per interval: a scanner or a flood must not flood the
 // log, and the lines it would have written are counted in the next one.
 type preauthLog struct {
-	log      *zap.Logger
-	interval time.Duration
-	now      func() time.Time
-
-	mu         sync.Mutex // protects last and suppressed
-	last       time.Time
-	suppressed int
+	log   *zap.Logger
+	limit ratelog.Limiter
 }
 
 func (l *preauthLog) failed(client, reason string, err error) {
-	l.mu.Lock()
-	now := l.now()
-	if !l.last.IsZero() && now.Sub(l.last) < l.interval {
-		l.suppressed++
-		l.mu.Unlock()
+	suppressed, ok := l.limit.Allow()
+	if !ok {
 		return
 	}
-	suppressed := l.suppressed
-	l.last, l.suppressed = now, 0
-	l.mu.Unlock()
 	fields := []zap.Field{zap.String("client", client), zap.String("reason", reason)}
 	if err != nil {
 		fields = append(fields, zap.Error(err))

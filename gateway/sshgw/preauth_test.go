@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/poolgate/poolgate/internal/ratelog"
 )
 
 // TestBadVersionDroppedAtOnce: an SSH-1 client, or anything that is not
@@ -60,7 +62,7 @@ func TestBadVersionDroppedAtOnce(t *testing.T) {
 func TestPreauthLogIsRateLimited(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	now := time.Unix(0, 0)
-	l := &preauthLog{log: zap.New(core), interval: time.Second, now: func() time.Time { return now }}
+	l := &preauthLog{log: zap.New(core), limit: ratelog.Limiter{Every: time.Second, Now: func() time.Time { return now }}}
 	for range 50 {
 		l.failed("192.0.2.1:5000", "not an SSH-2.0 client", errBadVersion)
 	}

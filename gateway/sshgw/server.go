@@ -12,6 +12,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/internal/netx"
+	"github.com/poolgate/poolgate/internal/ratelog"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -107,7 +108,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics,
 		dial: d.DialContext, now: time.Now,
 		backoff:  newBackoff(cfg.AuthBackoff, time.Now),
-		preauth:  &preauthLog{log: log, interval: time.Second, now: time.Now},
+		preauth:  &preauthLog{log: log, limit: ratelog.Limiter{Every: time.Second}},
 		keyStore: &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
 		sessions: map[*session]struct{}{},
 	}
