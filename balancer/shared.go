@@ -16,8 +16,10 @@ type Shared interface {
 	// Update reads what r asks for, passes it to decide, and applies the
 	// Change decide returns atomically: if another gateway changed the
 	// shared state meanwhile, it reads and calls decide again (a
-	// compare-and-set, retried). An error from decide is returned as it
-	// is, with nothing applied. ver is the version the changed pins got.
+	// compare-and-set, retried): writes to the users' pins conflict,
+	// and with Read.Placing other placements and drains too. An error
+	// from decide is returned as it is, with nothing applied. ver is the
+	// version the changed pins got; each user's versions only rise.
 	Update(ctx context.Context, r Read, decide func(*Snapshot) (Change, error)) (ver uint64, err error)
 	// PinTable reads every pin that holds at now, with its version.
 	PinTable(ctx context.Context, now time.Time) (map[string]VersionedPin, error)
@@ -58,6 +60,10 @@ type Read struct {
 	Without []uint64
 	Nodes   []string // their live sessions, every gateway's
 	Mine    bool     // this gateway's leases as the shared state holds them
+	// Placing: the decision places a session by the pool's counts and
+	// drains, so it conflicts with every other placement and drain, not
+	// only with writes to its users' pins.
+	Placing bool
 }
 
 // Snapshot is what an Update read, as of Now.

@@ -41,7 +41,7 @@ func (b *Balancer) acquireShared(user, client string, q query) (l *Lease, err er
 		refuse error
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-	ver, err := sh.store.Update(ctx, Read{Now: q.now, Users: []string{user}, Nodes: cands.names}, func(s *Snapshot) (Change, error) {
+	ver, err := sh.store.Update(ctx, Read{Now: q.now, Users: []string{user}, Nodes: cands.names, Placing: true}, func(s *Snapshot) (Change, error) {
 		old := userPin{Pin: s.Pins[user], live: s.Live[user]}
 		v, refuse = decide(sharedFacts{b: b, c: cands, s: s, p: p}, old, q)
 		if refuse != nil {
@@ -91,7 +91,7 @@ func (b *Balancer) peekShared(user string, proto Protocol, avoid []string) (n No
 	var v verdict
 	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 	defer cancel()
-	_, err = sh.store.Update(ctx, Read{Now: q.now, Users: []string{user}, Nodes: cands.names}, func(s *Snapshot) (Change, error) {
+	_, err = sh.store.Update(ctx, Read{Now: q.now, Users: []string{user}, Nodes: cands.names, Placing: true}, func(s *Snapshot) (Change, error) {
 		var refuse error
 		v, refuse = decide(sharedFacts{b: b, c: cands, s: s, p: p}, userPin{Pin: s.Pins[user], live: s.Live[user]}, q)
 		if refuse != nil {

@@ -416,7 +416,7 @@ func (b *Balancer) drainShared(name string, on bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
-	_, err := b.sh.store.Update(ctx, Read{Now: b.now()}, func(*Snapshot) (Change, error) {
+	_, err := b.sh.store.Update(ctx, Read{Now: b.now(), Placing: true}, func(*Snapshot) (Change, error) {
 		return Change{Drain: map[string]bool{name: on}}, nil
 	})
 	if err != nil {

@@ -19,10 +19,13 @@ import (
 // atomic on a clustered Redis too. Times are Unix milliseconds; a lease
 // key is "<replica>/<id>".
 //
-//	P.."ver"                 the state's version: every Update that writes
-//	                         sets it higher, so an Update whose snapshot
-//	                         went stale fails its WATCH and decides again
-//	P.."pins"                hash user → pin (see encodePin)
+//	P.."pin:"..user          the user's pin (see encodePin); each Update
+//	                         watches the pins it reads, so one that went
+//	                         stale fails and decides again
+//	P.."pins"                hash user → pin: the same pins, for a read of
+//	                         the whole table
+//	P.."placed"              counts placements and drains: an Update that
+//	                         places by the pool's counts watches it
 //	P.."drain"               set of drained nodes
 //	P.."nodes"               set of nodes ever seen
 //	P.."node:"..node..":"..p zset lease → expiry: the node's live leases of protocol p
@@ -40,6 +43,14 @@ import (
 // maxAttempts bounds how often an Update decides again after another
 // gateway changed the state under it.
 const maxAttempts = 32
+
+// conflictPause is how long an Update steps aside after losing its
+// attempt-th compare-and-set: a random moment up to 50 µs, doubling with
+// each loss up to 2 ms.
+func conflictPause(attempt int) time.Duration {
+	ceil := min(50*time.Microsecond<<min(attempt, 6), 2*time.Millisecond)
+	return time.Duration(rand.Int64N(int64(ceil)))
+}
 
 // ErrContended means an Update lost every compare-and-set to other
 // gateways' updates.
@@ -64,14 +75,15 @@ func (s *Store) Update(ctx context.Context, r balancer.Read, decide func(*balanc
 				return nil
 			}
 			// Versions follow the clock, so they keep rising when Redis
-			// lost its data and starts over.
+			// lost its data and starts over; above every pin read, so
+			// each user's keep rising.
 			ver = max(cur+1, uint64(r.Now.UnixMicro()))
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				s.write(ctx, p, r.Now, ch, ver)
+				s.write(ctx, p, r, ch, ver)
 				return nil
 			})
 			return err
-		}, s.prefix+"ver")
+		}, s.watched(r)...)
 		switch {
 		case refused != nil:
 			return 0, refused
@@ -82,7 +94,7 @@ func (s *Store) Update(ctx context.Context, r balancer.Read, decide func(*balanc
 			select {
 			case <-ctx.Done():
 				return 0, fmt.Errorf("redis update: %w", ctx.Err())
-			case <-time.After(time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(time.Millisecond)))):
+			case <-time.After(conflictPause(attempt)):
 			}
 			continue
 		case err != nil:
@@ -91,6 +103,19 @@ func (s *Store) Update(ctx context.Context, r balancer.Read, decide func(*balanc
 		return ver, nil
 	}
 	return 0, ErrContended
+}
+
+// watched are the keys whose change makes r's snapshot stale: the pins
+// it reads, and for a placement the placement count.
+func (s *Store) watched(r balancer.Read) []string {
+	keys := make([]string, 0, len(r.Users)+1)
+	for _, u := range r.Users {
+		keys = append(keys, s.prefix+"pin:"+u)
+	}
+	if r.Placing || len(keys) == 0 {
+		keys = append(keys, s.prefix+"placed")
+	}
+	return keys
 }
 
 func (s *Store) nodeKey(node string, p balancer.Protocol) string {
@@ -119,11 +144,10 @@ func (s *Store) read(ctx context.Context, tx *redis.Tx, r balancer.Read) (*balan
 	alive := &redis.ZRangeBy{Min: after(now), Max: "+inf"}
 	protos := balancer.Protocols()
 	pipe := tx.Pipeline()
-	verCmd := pipe.Get(ctx, P+"ver")
 	pinCmds := make([]*redis.StringCmd, len(r.Users))
 	userCmds := make([]*redis.StringSliceCmd, len(r.Users))
 	for i, u := range r.Users {
-		pinCmds[i] = pipe.HGet(ctx, P+"pins", u)
+		pinCmds[i] = pipe.Get(ctx, P+"pin:"+u)
 		userCmds[i] = pipe.ZRangeByScore(ctx, P+"user:"+u, alive)
 	}
 	nodeCmds := make([][]*redis.StringSliceCmd, len(r.Nodes))
@@ -147,11 +171,12 @@ func (s *Store) read(ctx context.Context, tx *redis.Tx, r balancer.Read) (*balan
 		Sessions: make(map[string]balancer.PerProtocol, len(r.Nodes)),
 		Draining: map[string]bool{},
 	}
-	cur, _ := strconv.ParseUint(verCmd.Val(), 10, 64)
+	var cur uint64 // the highest version of the pins read
 	for i, u := range r.Users {
 		if raw := pinCmds[i].Val(); raw != "" {
 			if vp, err := decodePin(raw); err == nil {
 				snap.Pins[u] = vp.Pin
+				cur = max(cur, vp.Ver)
 			}
 		}
 		snap.Live[u] = live(userCmds[i])
@@ -201,14 +226,22 @@ func (s *Store) readLeases(ctx context.Context, tx *redis.Tx, keys []string) ([]
 }
 
 // write queues ch in the transaction.
-func (s *Store) write(ctx context.Context, p redis.Pipeliner, now time.Time, ch balancer.Change, ver uint64) {
-	P := s.prefix
-	p.Set(ctx, P+"ver", ver, 0)
+func (s *Store) write(ctx context.Context, p redis.Pipeliner, r balancer.Read, ch balancer.Change, ver uint64) {
+	P, now := s.prefix, r.Now
+	if r.Placing || len(ch.Drain) > 0 {
+		p.Incr(ctx, P+"placed")
+	}
 	for user, pin := range ch.Pins {
 		if pin == (balancer.Pin{}) {
+			p.Del(ctx, P+"pin:"+user)
 			p.HDel(ctx, P+"pins", user)
 		} else {
-			p.HSet(ctx, P+"pins", user, encodePin(balancer.VersionedPin{Pin: pin, Ver: ver}))
+			enc := encodePin(balancer.VersionedPin{Pin: pin, Ver: ver})
+			p.Set(ctx, P+"pin:"+user, enc, 0)
+			if pin.Until.After(now) {
+				p.PExpireAt(ctx, P+"pin:"+user, pin.Until)
+			}
+			p.HSet(ctx, P+"pins", user, enc)
 		}
 		p.Publish(ctx, P+"pins", encodeNotice(s.replica, user, balancer.VersionedPin{Pin: pin, Ver: ver}))
 	}
@@ -250,37 +283,41 @@ func (s *Store) write(ctx context.Context, p redis.Pipeliner, now time.Time, ch 
 // past their end are deleted on the way, unless the state changed while
 // they were read.
 func (s *Store) PinTable(ctx context.Context, now time.Time) (map[string]balancer.VersionedPin, error) {
-	out := map[string]balancer.VersionedPin{}
-	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		raw, err := tx.HGetAll(ctx, s.prefix+"pins").Result()
-		if err != nil {
-			return err
-		}
-		var ended []string
-		for user, v := range raw {
-			vp, err := decodePin(v)
-			if err != nil || !now.Before(vp.Until) {
-				ended = append(ended, user)
-				continue
-			}
-			out[user] = vp
-		}
-		if len(ended) == 0 {
-			return nil
-		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HDel(ctx, s.prefix+"pins", ended...)
-			return nil
-		})
-		if errors.Is(err, redis.TxFailedErr) {
-			return nil // another gateway wrote meanwhile: prune next time
-		}
-		return err
-	}, s.prefix+"ver")
+	raw, err := s.rdb.HGetAll(ctx, s.prefix+"pins").Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis pin table: %w", err)
 	}
+	out := map[string]balancer.VersionedPin{}
+	var ended []string
+	for user, v := range raw {
+		vp, err := decodePin(v)
+		if err != nil || !now.Before(vp.Until) {
+			ended = append(ended, user)
+			continue
+		}
+		out[user] = vp
+	}
+	for _, user := range ended {
+		s.pruneEnded(ctx, user, raw[user])
+	}
 	return out, nil
+}
+
+// pruneEnded deletes a user's ended pin from the table, unless another
+// gateway wrote the user's pin since it was read (the pin key itself
+// expires on its own).
+func (s *Store) pruneEnded(ctx context.Context, user, read string) {
+	key := s.prefix + "pin:" + user
+	_ = s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		if cur, err := tx.Get(ctx, key).Result(); err == nil && cur != read {
+			return nil
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, s.prefix+"pins", user)
+			return nil
+		})
+		return err
+	}, key)
 }
 
 // encodePin writes a pin as Redis holds it: node, until (ms), by, lost
