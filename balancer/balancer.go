@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -9,23 +8,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-)
-
-// Errors that callers branch on.
-var (
-	// ErrNoNode means no node is up, not draining and not full.
-	ErrNoNode = errors.New("no node in the pool can take the session")
-	// ErrUnknownNode means a node name is not in the current node set.
-	ErrUnknownNode = errors.New("unknown node")
-	// ErrNodeDown means the node is in the pool but cannot take a session
-	// of the protocol now (its check fails).
-	ErrNodeDown = errors.New("node is down")
-	// ErrDraining means the node takes no new users and the user is not
-	// already on it.
-	ErrDraining = errors.New("node is draining")
-	// ErrNodeFull means the node has max_sessions_per_node sessions and
-	// the user is not already on it.
-	ErrNodeFull = errors.New("node is full")
 )
 
 // Config holds the balancer's settings (YAML section "balancer").
@@ -117,16 +99,6 @@ type userState struct {
 	// had sessions when the shared state last reconciled (ops' view).
 	elsewhere []string
 }
-
-// PinOrigin says who chose a user's node.
-type PinOrigin string
-
-// Who can choose a user's node.
-const (
-	ByBalancer PinOrigin = "balancer" // placed by the routing rules
-	ByUser     PinOrigin = "user"     // named at login (ssh alice+node-3@pool)
-	ByOps      PinOrigin = "ops"      // pinned through the admin API
-)
 
 // New returns a balancer with an empty node set.
 func New(cfg Config, opts Options) *Balancer {

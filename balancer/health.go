@@ -79,17 +79,6 @@ func (b *Balancer) NodeFailed(name string, proto Protocol) {
 	}
 }
 
-// upFor reports whether n takes new sessions of protocol index p: its own
-// check and p's pass, and it has an address for p.
-func (n *node) upFor(p int) bool {
-	c, own := &n.checks[p], &n.checks[own]
-	return own.up && !own.failed && c.up && !c.failed && n.serves(p)
-}
-
-// serves reports whether n has an address for protocol index p. Every
-// node serves SSH: its check is the node's own.
-func (n *node) serves(p int) bool { return p == own || protocols[p].addr(n.Node) != "" }
-
 // aliveFor reports whether pins to n hold for protocol index p at now
 // (rule 5): it is in the pool, serves p, and neither its own check nor
 // p's says it is gone. sessions are the node's live sessions as the
@@ -110,15 +99,4 @@ func (b *Balancer) checkedAlive(checks *[nProtos]check, p int, now time.Time, se
 func (b *Balancer) checksAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {
 	ra := b.cfg.RepinAfter
 	return !checks[own].gone(now, ra, sessions.Total()) && !checks[p].gone(now, ra, sessions[p])
-}
-
-func (n *node) state() State {
-	switch {
-	case !n.checks[own].up:
-		return StateDown
-	case n.draining:
-		return StateDraining
-	default:
-		return StateUp
-	}
 }

@@ -143,7 +143,7 @@ type localFacts struct {
 	now time.Time
 }
 
-func (f localFacts) node(name string) (nodeFacts, bool) {
+func (f localFacts) lookup(name string) (nodeFacts, bool) {
 	n := f.b.nodes[name]
 	if n == nil {
 		return nodeFacts{}, false

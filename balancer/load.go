@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"math"
-	"slices"
 	"time"
 )
 
@@ -93,103 +92,6 @@ func (r *loadRing) list() []Load {
 	return append(out, r.buf[:r.next]...)
 }
 
-// SetLoad records the node's measured load (unknown names are ignored)
-// and places new users by it from now on. Figures older than StaleAfter
-// are kept for ops but not used.
-func (b *Balancer) SetLoad(name string, l Load) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, ok := b.nodes[name]
-	if !ok {
-		return
-	}
-	if !l.At.IsZero() && (n.load.At.IsZero() || l.At.After(n.load.At)) {
-		if n.history == nil {
-			n.history = &loadRing{}
-		}
-		n.history.add(l)
-	}
-	n.load = l
-	b.refreshLocked(n)
-}
-
-// RefreshLoad scores again every node that has figures, so that figures
-// which went stale stop counting even while nothing else changes on the
-// node (its exporter stopped answering). Call it once per scrape interval.
-func (b *Balancer) RefreshLoad() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, n := range b.order {
-		if n.load.Measured() {
-			b.refreshLocked(n)
-		}
-	}
-}
-
-// LoadHistory returns the node's recent load samples, oldest first (at
-// most 240, one per scrape), or nil for an unknown node.
-func (b *Balancer) LoadHistory(name string) []Load {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	n, ok := b.nodes[name]
-	if !ok || n.history == nil {
-		return nil
-	}
-	return n.history.list()
-}
-
-// stale reports whether l is too old to be used at now.
-func (b *Balancer) stale(l Load, now time.Time) bool {
-	return b.cfg.Load.StaleAfter > 0 && now.Sub(l.At) > b.cfg.Load.StaleAfter
-}
-
-// resourceScoreLocked is the measured part of a node's placement score
-// (lower is better; see openScore for the rest): its peak resource use,
-// when measured and fresh, plus overMax when the peak is at or above Max;
-// 0 without fresh figures, so the node is judged by its sessions alone.
-// Staleness is judged when the score is computed: on each new sample
-// (every scrape), and on every change of the node's sessions or state.
-func (b *Balancer) resourceScoreLocked(n *node) float64 {
-	if !n.load.Measured() || b.stale(n.load, b.now()) {
-		return 0
-	}
-	peak := n.load.Peak()
-	if math.IsNaN(peak) {
-		return 0
-	}
-	if b.cfg.Load.Max > 0 && peak >= b.cfg.Load.Max {
-		return peak + overMax
-	}
-	return peak
-}
-
-// leastLoadedLocked returns the least-loaded node that is up for protocol
-// index p, not draining and not full and not named in avoid, breaking ties
-// uniformly at random (rule 3), or nil.
-//
-// It scans b.loads[p], a dense copy of each node's weighted load (+Inf where
-// the node may take no new user) kept current by refreshLocked: the first
-// pass finds the least load and counts the nodes that have it, one random
-// draw selects among them in a second pass. A draw per tie, or a walk over
-// the node structs, costs several times more on a large, quiet pool.
-func (b *Balancer) leastLoadedLocked(p int, avoid []string) *node {
-	loads := b.loads[p]
-	if len(avoid) > 0 {
-		// Rare (a front end could not reach a node): scan a copy in which
-		// the avoided nodes take no new user, keeping the common scan tight.
-		loads = slices.Clone(loads)
-		for i, n := range b.order {
-			if slices.Contains(avoid, n.Name) {
-				loads[i] = math.Inf(1)
-			}
-		}
-	}
-	if i := leastOf(loads, b.rand); i >= 0 {
-		return b.order[i]
-	}
-	return nil
-}
-
 // leastOf returns the index of the lowest finite score, a uniform draw of
 // rnd among ties, or -1 when every score is +Inf.
 func leastOf(scores []float64, rnd func(int) int) int {
@@ -218,30 +120,4 @@ func leastOf(scores []float64, rnd func(int) int) int {
 		}
 	}
 	return -1 // unreachable: the scores did not change
-}
-
-// openScore is a node's score for a new user: +Inf when it takes none
-// (draining, or full at sessions), else its resource score plus
-// SessionCost per session per weight.
-func (b *Balancer) openScore(weight float64, sessions int, draining bool, resource float64) float64 {
-	if draining || (b.cfg.MaxSessionsPerNode > 0 && sessions >= b.cfg.MaxSessionsPerNode) {
-		return math.Inf(1)
-	}
-	return float64(sessions)/weight*b.cfg.Load.SessionCost + resource
-}
-
-// refreshLocked recomputes n's entries in b.loads after any change to its
-// health, drain state or session counts.
-func (b *Balancer) refreshLocked(n *node) {
-	if n.removed {
-		return
-	}
-	score := b.openScore(n.weight, n.sessions.Total(), n.draining, b.resourceScoreLocked(n))
-	for p := range b.loads {
-		load := math.Inf(1)
-		if n.upFor(p) {
-			load = score
-		}
-		b.loads[p][n.idx] = load
-	}
 }

@@ -203,3 +203,91 @@ func (b *Balancer) Sessions() []SessionInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// CheckStatus is one of a node's checks, for ops.
+type CheckStatus struct {
+	Up, Checked bool   // Checked once it reported
+	Detail      string // last probe's detail
+	// Gone: pins to the node no longer hold for the protocol (a dial,
+	// login or session failed, or it stayed down past repin_after).
+	Gone bool
+}
+
+// NodeStatus is a snapshot of one node for ops.
+type NodeStatus struct {
+	Node
+	State    State
+	Sessions PerProtocol // live sessions by protocol
+	Users    []string    // users with a live session on the node, sorted
+	Pinned   int         // users pinned to the node, including idle ones in grace
+	// Checks are the node's own check (SSH) and its services', in the
+	// order of Protocols; see Check.
+	Checks  [nProtos]CheckStatus
+	Changed time.Time // last state change
+	// IdleSince is when the node's last session ended (or when it joined
+	// the pool, if it never had one); zero while it has sessions.
+	IdleSince time.Time
+	// Load is the node's last measured load (NaN fields: not measured);
+	// LoadStale is set when it is too old to be used for placement.
+	Load      Load
+	LoadStale bool
+}
+
+// Check is the node's check for p (SSH: the node's own).
+func (s NodeStatus) Check(p Protocol) CheckStatus { return s.Checks[p.index()] }
+
+// Nodes returns a snapshot of the node set in discovery order. With shared
+// state, sessions, users, pins and drains are the whole pool's; health is
+// this gateway's.
+func (b *Balancer) Nodes() []NodeStatus {
+	local := b.localNodes()
+	if b.sh == nil || b.sh.degraded.Load() {
+		return local
+	}
+	v, err := b.sharedView()
+	if err != nil {
+		return local
+	}
+	return mergeShared(local, v)
+}
+
+func (b *Balancer) localNodes() []NodeStatus {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	now := b.now()
+	pinned := make(map[*node]int, len(b.order))
+	for _, u := range b.users {
+		if n := b.nodes[u.pin.Node]; n != nil && b.pinHoldsLocked(u, now) {
+			pinned[n]++
+		}
+	}
+	out := make([]NodeStatus, 0, len(b.order))
+	for _, n := range b.order {
+		users := make([]string, 0, len(n.users))
+		for u := range n.users {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		var idle time.Time
+		if n.sessions.Total() == 0 {
+			idle = n.idle
+		}
+		st := NodeStatus{
+			Node:      n.Node,
+			State:     n.state(),
+			Sessions:  n.sessions,
+			Users:     users,
+			Pinned:    pinned[n],
+			Changed:   n.changed,
+			IdleSince: idle,
+			Load:      n.load,
+			LoadStale: n.load.Measured() && b.stale(n.load, now),
+		}
+		for p := range st.Checks {
+			c := &n.checks[p]
+			st.Checks[p] = CheckStatus{Up: c.up, Checked: c.checked, Detail: c.detail, Gone: n.serves(p) && !b.aliveFor(n, p, now, n.sessions)}
+		}
+		out = append(out, st)
+	}
+	return out
+}

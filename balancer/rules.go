@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -12,6 +13,33 @@ import (
 // store (Redis) reads a snapshot, decides with these same functions and
 // applies the verdict by compare-and-set, deciding again on a conflict.
 // Neither store holds a rule of its own.
+
+// Errors that callers branch on.
+var (
+	// ErrNoNode means no node is up, not draining and not full.
+	ErrNoNode = errors.New("no node in the pool can take the session")
+	// ErrUnknownNode means a node name is not in the current node set.
+	ErrUnknownNode = errors.New("unknown node")
+	// ErrNodeDown means the node is in the pool but cannot take a session
+	// of the protocol now (its check fails).
+	ErrNodeDown = errors.New("node is down")
+	// ErrDraining means the node takes no new users and the user is not
+	// already on it.
+	ErrDraining = errors.New("node is draining")
+	// ErrNodeFull means the node has max_sessions_per_node sessions and
+	// the user is not already on it.
+	ErrNodeFull = errors.New("node is full")
+)
+
+// PinOrigin says who chose a user's node.
+type PinOrigin string
+
+// Who can choose a user's node.
+const (
+	ByBalancer PinOrigin = "balancer" // placed by the routing rules
+	ByUser     PinOrigin = "user"     // named at login (ssh alice+node-3@pool)
+	ByOps      PinOrigin = "ops"      // pinned through the admin API
+)
 
 // Pin is a user's affinity: the node their sessions go to.
 type Pin struct {
@@ -54,9 +82,9 @@ type nodeFacts struct {
 // facts is what a decision reads besides the user's pin: the pool as this
 // gateway sees it for one protocol, with session counts from the store.
 type facts interface {
-	// node returns the named node's facts; ok is false when it is not
-	// in the pool.
-	node(name string) (f nodeFacts, ok bool)
+	// lookup returns the named node's facts; ok is false when it is
+	// not in the pool.
+	lookup(name string) (f nodeFacts, ok bool)
 	// leastLoaded names the node a new user goes to (rule 3): the lowest
 	// score among the nodes up, not draining, not full and not avoided,
 	// ties broken at random; "" when there is none. With anyAlive, nodes
@@ -94,7 +122,7 @@ func decide(f facts, u userPin, q query) (verdict, error) {
 		// its checks fail for now (rule 5: one slow probe moves nobody),
 		// draining (rule 4) or full. A node gone, or one the front end
 		// could not use, moves them, and they are told.
-		nf, ok := f.node(u.Node)
+		nf, ok := f.lookup(u.Node)
 		if ok && nf.alive && !slices.Contains(q.avoid, u.Node) {
 			return verdict{node: u.Node, lost: lost, by: u.By}, nil
 		}
@@ -124,7 +152,7 @@ func decide(f facts, u userPin, q query) (verdict, error) {
 // node the user is already on takes them whatever its drain or fill, and
 // even while its checks fail, as long as it is alive.
 func decideNamed(f facts, u userPin, q query) (verdict, error) {
-	nf, ok := f.node(q.named)
+	nf, ok := f.lookup(q.named)
 	if !ok {
 		return verdict{}, fmt.Errorf("%w %q", ErrUnknownNode, q.named)
 	}
@@ -192,8 +220,8 @@ func pinAfterRelease(old Pin, node string, liveAfter int, abortCreated bool, los
 // pinWithSession is the pin of a user found with a live session on node
 // (a heartbeat, or a lease recorded after the fact): it holds the pin
 // there until keep. A pin that holds elsewhere wins (the pool agreed on
-// it first); then conflict is set and the pin is unchanged.
-func pinWithSession(old Pin, node string, now, keep time.Time) (p Pin, conflict bool) {
+// it first); then split is set and the pin is unchanged.
+func pinWithSession(old Pin, node string, now, keep time.Time) (p Pin, split bool) {
 	switch {
 	case old.Node == node:
 		if keep.After(old.Until) {

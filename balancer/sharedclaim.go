@@ -184,7 +184,7 @@ type sharedFacts struct {
 	p int
 }
 
-func (f sharedFacts) node(name string) (nodeFacts, bool) {
+func (f sharedFacts) lookup(name string) (nodeFacts, bool) {
 	i, ok := f.c.index[name]
 	if !ok {
 		return nodeFacts{}, false

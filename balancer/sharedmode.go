@@ -291,7 +291,7 @@ func (b *Balancer) heartbeat(ctx context.Context) {
 		return
 	}
 	b.applyDrains(v)
-	sh.view.keep(v, gen, at)
+	sh.view.put(v, gen, at)
 	if sh.degraded.Swap(false) {
 		b.mu.Lock()
 		clear(sh.alone)

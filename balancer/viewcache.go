@@ -32,9 +32,9 @@ func (c *viewCache) generation() uint64 {
 	return c.gen
 }
 
-// keep stores a view fetched from at on, unless the cache was invalidated
+// put stores a view fetched from at on, unless the cache was invalidated
 // since (gen) or holds a newer one.
-func (c *viewCache) keep(v View, gen uint64, at time.Time) {
+func (c *viewCache) put(v View, gen uint64, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen || (c.v != nil && at.Before(c.at)) {

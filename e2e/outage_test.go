@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,14 +55,15 @@ func TestRedisOutageKeepsUsersOnTheirNodes(t *testing.T) {
 		t.Errorf("gw-b's state during the outage: %+v, want degraded", st)
 	}
 
-	// New users during the outage: each gateway places them by its own
-	// view. The spread (and any split) is reported, not judged.
+	// New users during the outage, each with a session through both
+	// gateways: each gateway places them by its own view. The spread is
+	// reported; a split must be reconciled below.
 	spread := map[string][]string{}
 	for _, u := range fresh {
-		ha := sp.hold(a, u)
+		ha, hb := sp.hold(a, u), sp.hold(b, u)
 		defer ha.close()
-		nb := sp.nodeOf(b, u)
-		spread[u] = []string{ha.node, nb}
+		defer hb.close()
+		spread[u] = []string{ha.node, hb.node}
 	}
 	t.Logf("new users during the outage (via gw-a, via gw-b): %v", spread)
 
@@ -87,6 +89,33 @@ func TestRedisOutageKeepsUsersOnTheirNodes(t *testing.T) {
 	for _, u := range fresh {
 		if n1, n2 := sp.nodeOf(a, u), sp.nodeOf(b, u); n1 != n2 {
 			t.Errorf("after the outage %s through gw-a on %s, through gw-b on %s", u, n1, n2)
+		}
+	}
+	// A user placed apart: the pool's first choice won, and the gateway
+	// whose choice lost says in its log and /api/pins where her other
+	// session is.
+	for u, nodes := range spread {
+		if nodes[0] == nodes[1] {
+			continue
+		}
+		won := pinsByUser(pins)[u]
+		other := nodes[0]
+		if other == won {
+			other = nodes[1]
+		}
+		told := false
+		for _, r := range []*replicaProc{a, b} {
+			var rp admin.PinsJSON
+			getJSON(t, "http://"+r.admAddr+"/api/pins", &rp)
+			for _, p := range rp.Pins {
+				if p.User == u && p.Node == won && slices.Contains(p.Elsewhere, other) &&
+					strings.Contains(r.logs.String(), "the pool's first choice wins") {
+					told = true
+				}
+			}
+		}
+		if !told {
+			t.Errorf("%s was placed on %s and %s during the outage; no gateway says her session on %s is apart from her pin on %s", u, nodes[0], nodes[1], other, won)
 		}
 	}
 	for _, r := range []*replicaProc{a, b} {

@@ -7,6 +7,29 @@ import (
 	"time"
 )
 
+// Drain stops new users from being placed on the node. Users pinned to it
+// still reach it and existing sessions continue.
+func (b *Balancer) Drain(name string) error { return b.setDrain(name, true) }
+
+// Undrain lets the node take new users again.
+func (b *Balancer) Undrain(name string) error { return b.setDrain(name, false) }
+
+func (b *Balancer) setDrain(name string, on bool) error {
+	if b.sh != nil {
+		if err := b.drainShared(name, on); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownNode, name)
+	}
+	b.setDrainLocked(n, on)
+	return nil
+}
+
 // PinInfo is one user's pin, for ops.
 type PinInfo struct {
 	User     string
