@@ -309,7 +309,15 @@ func TestRefusals(t *testing.T) {
 			}
 			return true
 		})
+		// Every check failing could be a busy pool, so the first login
+		// tries the nodes that are not known gone; each refuses, and
+		// the user is told which were tried. Now they are gone: the next
+		// login is told at once that no node can take it.
 		_, errs, code := p.sshCmd("bob", "true")
+		if want := "poolgate: could not reach node"; code != 255 || !strings.Contains(errs, want) {
+			t.Fatalf("first login: exit %d, stderr %q; want 255 and %q", code, errs, want)
+		}
+		_, errs, code = p.sshCmd("bob", "true")
 		if want := "poolgate: no node in the pool can take your session right now"; code != 255 || !strings.Contains(errs, want) {
 			t.Fatalf("exit %d, stderr %q; want 255 and %q", code, errs, want)
 		}
