@@ -171,7 +171,7 @@ func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		c.keyRefused(user, key)
 		return nil, err
 	}
-	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr())
+	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr(), c.s.now())
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || c.s.keyStore.isDown() {
 			if kerr := c.s.keyStore.check(); kerr != nil {
