@@ -184,7 +184,19 @@ func TestNodeChoiceTellsNothingBeforeAuth(t *testing.T) {
 	if !strings.Contains(want, `"Password: "`) {
 		t.Fatalf("no password prompt for mallory+n1: %s", want)
 	}
-	for _, user := range []string{"mallory+n9", "mallory+n2", "alice+n2", "bob+n2", "alice+n1", "alice"} {
+	// The refusal without a node takes about what a node's refusal took.
+	typical := g.srv.refusals.typical()
+	if typical <= 0 {
+		t.Fatal("a node refused a password, and its time was not noted")
+	}
+	began := time.Now()
+	if got := unprovenView(t, g.addr, "mallory+n9", stranger); got != want {
+		t.Errorf("mallory+n9 is told apart before authentication:\n got %s\nwant %s", got, want)
+	}
+	if took := time.Since(began); took < typical {
+		t.Errorf("mallory+n9 was refused in %v, quicker than a node's refusal (%v)", took, typical)
+	}
+	for _, user := range []string{"mallory+n2", "alice+n2", "bob+n2", "alice+n1", "alice"} {
 		if got := unprovenView(t, g.addr, user, stranger); got != want {
 			t.Errorf("%s is told apart before authentication:\n got %s\nwant %s", user, got, want)
 		}
