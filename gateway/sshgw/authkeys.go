@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -92,10 +93,9 @@ func (r restrictions) certPermissions() ssh.Permissions {
 }
 
 // findKey looks for key in the authorized_keys file at file and returns the
-// restrictions of the first entry that holds it and admits client. Entries
-// with options the gateway cannot carry to the node are skipped, and the
-// reason is returned if no entry matched, so that the log can say why.
-func findKey(file string, key ssh.PublicKey, client net.Addr) (restrictions, error) {
+// restrictions of the entry sshd would use for it (see
+// matchAuthorizedKeys), at time now.
+func findKey(file string, key ssh.PublicKey, client net.Addr, now time.Time) (restrictions, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return restrictions{}, fmt.Errorf("%w: %w", ErrKeyNotAllowed, err)
@@ -105,13 +105,22 @@ func findKey(file string, key ssh.PublicKey, client net.Addr) (restrictions, err
 	if err != nil {
 		return restrictions{}, fmt.Errorf("%w: reading %s: %v", ErrKeyNotAllowed, file, err)
 	}
-	return matchAuthorizedKeys(data, key, client)
+	return matchAuthorizedKeys(data, key, client, now)
 }
 
-// matchAuthorizedKeys is findKey on the file's contents.
-func matchAuthorizedKeys(data []byte, key ssh.PublicKey, client net.Addr) (restrictions, error) {
+// matchAuthorizedKeys picks the entry sshd would pick
+// (auth_check_authkeys_file in OpenSSH's auth2-pubkeyfile.c): the first
+// one that holds key and whose conditions hold. An entry is passed over,
+// as sshd passes it over, when its options do not parse (an option sshd
+// does not know included), when it is a cert-authority line (the key is
+// not a certificate), when its from= does not admit client, or when its
+// expiry-time has passed. The entry picked is used with all its
+// restrictions: if it has an option the gateway cannot carry to the node
+// (permitlisten=, environment=, ...), the key is refused rather than
+// matched against a later, looser line.
+func matchAuthorizedKeys(data []byte, key ssh.PublicKey, client net.Addr, now time.Time) (restrictions, error) {
 	want := key.Marshal()
-	var skipped error
+	var passed error
 	for len(data) > 0 {
 		pub, _, options, rest, err := ssh.ParseAuthorizedKey(data)
 		if err != nil {
@@ -121,31 +130,70 @@ func matchAuthorizedKeys(data []byte, key ssh.PublicKey, client net.Addr) (restr
 		if !bytes.Equal(pub.Marshal(), want) {
 			continue
 		}
-		r, err := parseKeyOptions(options, client)
+		e, err := parseKeyOptions(options)
+		if err == nil {
+			err = e.holds(client, now)
+		}
 		if err != nil {
-			skipped = err
+			passed = err
 			continue
 		}
-		return r, nil
+		if e.unsupported != "" {
+			return restrictions{}, fmt.Errorf("%w: option %q of the matching entry is not supported by poolgate; the key is refused so that its restriction is not lost", ErrKeyNotAllowed, e.unsupported)
+		}
+		return e.restrictions, nil
 	}
-	if skipped != nil {
-		return restrictions{}, fmt.Errorf("%w: %v", ErrKeyNotAllowed, skipped)
+	if passed != nil {
+		return restrictions{}, fmt.Errorf("%w: %v", ErrKeyNotAllowed, passed)
 	}
 	return restrictions{}, ErrKeyNotAllowed
 }
 
-// parseKeyOptions turns authorized_keys options (sshd(8), AUTHORIZED_KEYS
-// FILE FORMAT) into restrictions. Options the certificate cannot carry make
-// the entry unusable rather than silently dropped.
-func parseKeyOptions(options []string, client net.Addr) (restrictions, error) {
-	var r restrictions
+// keyEntry is an authorized_keys entry's options: its conditions (which
+// decide whether sshd uses the entry at all), its restrictions, and the
+// first option sshd knows that the gateway cannot enforce.
+type keyEntry struct {
+	restrictions
+	certAuthority bool
+	from          string // "" when absent
+	expires       time.Time
+	unsupported   string
+}
+
+// holds reports why the entry is not used for client at now, or nil.
+func (e keyEntry) holds(client net.Addr, now time.Time) error {
+	switch {
+	case e.certAuthority:
+		return errors.New("the entry is a cert-authority line and the key is not a certificate")
+	case e.from != "" && !matchFrom(e.from, client):
+		return fmt.Errorf("client address not allowed by from=%q", e.from)
+	case !e.expires.IsZero() && now.After(e.expires):
+		return fmt.Errorf("the entry expired at %s", e.expires.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// sshdOptions are the authorized_keys options that sshd knows
+// (sshauthopt_parse in OpenSSH's auth-options.c) and the gateway cannot
+// enforce: an entry that has one is refused when it is the one picked.
+var sshdOptions = map[string]bool{
+	"environment": true, "permitopen": true, "permitlisten": true,
+	"tunnel": true, "principals": true, "verify-required": true,
+}
+
+// parseKeyOptions parses authorized_keys options (sshd(8), AUTHORIZED_KEYS
+// FILE FORMAT). An error means the entry does not parse, and sshd would
+// pass over it: an option sshd does not know, a missing or unquoted value.
+func parseKeyOptions(options []string) (keyEntry, error) {
+	var e keyEntry
+	r := &e.restrictions
 	for _, opt := range options {
 		name, value, hasValue := strings.Cut(opt, "=")
 		name = strings.ToLower(name)
 		if hasValue {
 			v, err := unquoteOption(value)
 			if err != nil {
-				return r, fmt.Errorf("option %s: %v", name, err)
+				return e, fmt.Errorf("option %s: %v", name, err)
 			}
 			value = v
 		}
@@ -174,23 +222,54 @@ func parseKeyOptions(options []string, client net.Addr) (restrictions, error) {
 			r.noUserRC = false
 		case "no-touch-required":
 			r.noTouchRequired = true
+		case "cert-authority":
+			e.certAuthority = true
 		case "command":
 			if !hasValue {
-				return r, errors.New("option command has no value")
+				return e, errors.New("option command has no value")
 			}
 			r.command = value
 		case "from":
 			if !hasValue {
-				return r, errors.New("option from has no value")
+				return e, errors.New("option from has no value")
 			}
-			if !matchFrom(value, client) {
-				return r, fmt.Errorf("client address not allowed by from=%q", value)
+			e.from = value
+		case "expiry-time":
+			if !hasValue {
+				return e, errors.New("option expiry-time has no value")
+			}
+			t, err := parseExpiry(value)
+			if err != nil {
+				return e, fmt.Errorf("option expiry-time: %v", err)
+			}
+			if e.expires.IsZero() || t.Before(e.expires) { // sshd keeps the earliest
+				e.expires = t
 			}
 		default:
-			return r, fmt.Errorf("option %q is not supported by poolgate; the key is ignored so that its restriction is not lost", name)
+			if !sshdOptions[name] {
+				return e, fmt.Errorf("option %q is unknown", name)
+			}
+			if e.unsupported == "" {
+				e.unsupported = name
+			}
 		}
 	}
-	return r, nil
+	return e, nil
+}
+
+// parseExpiry reads an expiry-time value as sshd does (parse_absolute_time
+// in OpenSSH's misc.c): YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, in the
+// system's local time, or in UTC with a trailing Z.
+func parseExpiry(v string) (time.Time, error) {
+	loc := time.Local
+	if strings.HasSuffix(v, "Z") || strings.HasSuffix(v, "z") {
+		v, loc = v[:len(v)-1], time.UTC
+	}
+	layout := map[int]string{8: "20060102", 12: "200601021504", 14: "20060102150405"}[len(v)]
+	if layout == "" {
+		return time.Time{}, fmt.Errorf("%q is not YYYYMMDD[HHMM[SS]][Z]", v)
+	}
+	return time.ParseInLocation(layout, v, loc)
 }
 
 // unquoteOption removes the double quotes around an option value and the

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -92,11 +93,27 @@ func TestMatchAuthorizedKeys(t *testing.T) {
 		{"from refuses", `from="192.168.0.0/16" ` + line, restrictions{}, "not allowed by from="},
 		{"from negation refuses", `from="10.*,!10.1.2.3" ` + line, restrictions{}, "not allowed by from="},
 		{"from host name never matches", `from="*.example.com" ` + line, restrictions{}, "not allowed by from="},
-		{"unsupported option skips the entry", `permitopen="localhost:80" ` + line, restrictions{}, `"permitopen" is not supported`},
-		{"a later usable entry wins", `environment="A=1" ` + line + "\nno-pty " + line, restrictions{noPTY: true}, ""},
+		{"unsupported option refuses the key", `permitopen="localhost:80" ` + line, restrictions{}, `"permitopen" of the matching entry is not supported`},
+		// Issue 25, item 5: sshd uses the first entry whose key matches
+		// and whose conditions hold; an unenforceable restriction on it
+		// is not traded for a later, looser line.
+		{"first entry unenforceable, later plain line", `permitlisten="localhost:8080" ` + line + "\n" + line, restrictions{}, `"permitlisten" of the matching entry is not supported`},
+		{"first entry environment, later no-pty line", `environment="A=1" ` + line + "\nno-pty " + line, restrictions{}, `"environment" of the matching entry`},
+		{"other key's unenforceable entry is no matter", `permitlisten="localhost:8080" ` + other + "\nno-pty " + line, restrictions{noPTY: true}, ""},
+		{"from not matching passes to the next line", `from="10.9.9.9" ` + line + "\n" + line, restrictions{}, ""},
+		{"from not matching passes over its unenforceable options", `from="10.9.9.9",permitlisten="localhost:8080" ` + line + "\nno-pty " + line, restrictions{noPTY: true}, ""},
+		{"from matching is the entry used", `from="10.1.2.3",no-pty ` + line + "\n" + line, restrictions{noPTY: true}, ""},
+		{"from matching with unenforceable option refuses", `from="10.1.2.3",permitlisten="localhost:8080" ` + line + "\n" + line, restrictions{}, `"permitlisten" of the matching entry`},
+		{"expired entry passes to the next line", `expiry-time="20260101",permitlisten="localhost:8080" ` + line + "\nno-pty " + line, restrictions{noPTY: true}, ""},
+		{"expired alone", `expiry-time="202601010000Z" ` + line, restrictions{}, "expired"},
+		{"not yet expired is used", `expiry-time="20270101000000Z",no-pty ` + line + "\n" + line, restrictions{noPTY: true}, ""},
+		{"bad expiry-time passes the line over", `expiry-time="2027",no-pty ` + line + "\n" + line, restrictions{}, ""},
+		{"cert-authority line is not for a plain key", `cert-authority,no-pty ` + line + "\n" + line, restrictions{}, ""},
+		{"option sshd does not know passes the line over", `no-such-option ` + line + "\nno-pty " + line, restrictions{noPTY: true}, ""},
+		{"option sshd does not know, alone", `no-such-option ` + line, restrictions{}, `"no-such-option" is unknown`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := matchAuthorizedKeys([]byte(tt.file), key, client)
+			got, err := matchAuthorizedKeys([]byte(tt.file), key, client, testNow)
 			if (tt.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.err)) {
 				t.Fatalf("err = %v, want %q", err, tt.err)
 			}
@@ -104,6 +121,31 @@ func TestMatchAuthorizedKeys(t *testing.T) {
 				t.Fatalf("restrictions = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// testNow is the clock of the authorized_keys tests: 2026-12-07 12:00 UTC.
+var testNow = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+
+func TestParseExpiry(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Time
+	}{
+		{"20261207Z", time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)},
+		{"202612071530Z", time.Date(2026, 12, 7, 15, 30, 0, 0, time.UTC)},
+		{"20261207153045Z", time.Date(2026, 12, 7, 15, 30, 45, 0, time.UTC)},
+		{"20261207", time.Date(2026, 12, 7, 0, 0, 0, 0, time.Local)},
+	} {
+		got, err := parseExpiry(tt.in)
+		if err != nil || !got.Equal(tt.want) {
+			t.Errorf("parseExpiry(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "Z", "2026", "2026120", "2026120715", "20261307", "2026120715304", "x0261207", "20261207153045ZZ"} {
+		if _, err := parseExpiry(bad); err == nil {
+			t.Errorf("parseExpiry(%q) accepted", bad)
+		}
 	}
 }
 
@@ -125,11 +167,41 @@ func FuzzMatchAuthorizedKeys(f *testing.F) {
 	f.Add([]byte(line))
 	f.Add([]byte(`restrict,command="x",from="10.*" ` + line))
 	f.Add([]byte(`from="!*" ` + line))
+	f.Add([]byte(`permitlisten="localhost:8080" ` + line + "\n" + line))
+	f.Add([]byte(`from="10.9.9.9" ` + line + "\nno-pty " + line))
+	f.Add([]byte(`expiry-time="20260101",environment="A=1" ` + line + "\n" + line))
+	f.Add([]byte(`cert-authority ` + line + "\n" + `expiry-time="20270101120000Z" ` + line))
 	client := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 1}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := matchAuthorizedKeys(data, key, client)
+		r, err := matchAuthorizedKeys(data, key, client, testNow)
 		if err != nil && r != (restrictions{}) {
 			t.Fatalf("error %v with restrictions %+v", err, r)
 		}
 	})
+}
+
+// TestAuthorizedKeysFirstEntry is issue 25, item 5, with a real client:
+// the entry sshd would use decides, not a later line for the same key.
+func TestAuthorizedKeysFirstEntry(t *testing.T) {
+	dir := t.TempDir()
+	g := newTestGW(t, func(c *Config) { c.AuthorizedKeys = KeysTemplate(dir + "/{user}") })
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.userKey.PublicKey())))
+	fp := ssh.FingerprintSHA256(g.userKey.PublicKey())
+
+	writeFile(t, dir+"/alice", []byte(`permitlisten="localhost:8080" `+line+"\n"+line+"\n"))
+	c, banner, err := dialBanner(g.addr, "alice", g.userKey)
+	if err == nil {
+		c.Close()
+		t.Fatal("a key whose first entry has permitlisten= logged in through a later plain line")
+	}
+	if want := "key " + fp + " is not authorized for alice"; !strings.Contains(banner, want) {
+		t.Fatalf("banner %q, want %q", banner, want)
+	}
+
+	writeFile(t, dir+"/alice", []byte(`from="10.9.9.9" `+line+"\n"+line+"\n"))
+	c, banner, err = dialBanner(g.addr, "alice", g.userKey)
+	if err != nil {
+		t.Fatalf("from= for another address, then a plain line: %v, banner %q", err, banner)
+	}
+	c.Close()
 }

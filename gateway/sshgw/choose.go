@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
@@ -17,10 +19,14 @@ const (
 	msgChoiceOff     = "poolgate: choosing a node (%s%sNODE) is turned off on this pool; log in as %s.\n"
 	msgBadNodeName   = "poolgate: %q is not a node name; log in as %s%sNODE with the name of a node.\n"
 	msgChoiceRefused = "poolgate: you cannot choose node %s now: %s. Nodes you can choose: %s.\n"
-	msgChoiceNotNow  = "poolgate: node %s cannot take you now; log in as %s to be placed on a node, or choose another.\n"
 )
 
-var errChoice = errors.New("node choice refused")
+var (
+	errChoice = errors.New("node choice refused")
+	// errChoiceUnproven refuses a password for a node the user cannot
+	// choose; the client sees what a wrong password gets.
+	errChoiceUnproven = fmt.Errorf("%w: the password was not checked: %w", errChoice, errNodeRefused)
+)
 
 // who returns the login's user name, with any chosen node split off
 // (alice+node-3: alice, who chose node-3) and kept in c.chosen for the
@@ -96,3 +102,42 @@ func (c *clientConn) choiceRefused(user string, err error) error {
 	c.log.Info("ssh login refused: node choice", zap.String("user", user), zap.String("node", c.chosen), zap.Error(err))
 	return &ssh.BannerError{Err: fmt.Errorf("%w: %v", errChoice, err), Message: fmt.Sprintf(msgChoiceRefused, c.chosen, reason, list)}
 }
+
+// choiceUnproven refuses a user not yet proven (a password, not yet
+// checked) who named a node they cannot choose now: unknown, down,
+// draining or full, and not their pin. Before authentication a named node
+// must tell nothing (issue 25): not whether it exists, nor whether this
+// user is pinned to it. So the answer is the one a wrong password gets
+// from a node, no banner and a plain failure after about the time a node
+// takes to say no, and no node is contacted; the reasons come only to a
+// proven user (choiceRefused). sshd does the same for a user it will not
+// let in (DenyUsers, an invalid user): it asks for the password and fails
+// it like a wrong one.
+func (c *clientConn) choiceUnproven(user string) error {
+	c.log.Debug("password for a node the user cannot choose: refused as a wrong one", zap.String("user", safeUser(user)), zap.String("node", c.chosen))
+	if d := min(c.s.refusals.typical(), c.s.cfg.UpstreamTimeout); d > 0 {
+		time.Sleep(d)
+	}
+	return errChoiceUnproven
+}
+
+// refusalTime is a moving average of how long a password login that a
+// node refused took, from placement to the node's answer.
+type refusalTime struct{ ns atomic.Int64 }
+
+// observe adds one refusal's duration to the average (weight 1/8).
+func (r *refusalTime) observe(d time.Duration) {
+	for {
+		old := r.ns.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if r.ns.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// typical is the average, 0 before any refusal.
+func (r *refusalTime) typical() time.Duration { return time.Duration(r.ns.Load()) }

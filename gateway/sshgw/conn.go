@@ -171,7 +171,7 @@ func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		c.keyRefused(user, key)
 		return nil, err
 	}
-	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr())
+	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr(), c.s.now())
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || c.s.keyStore.isDown() {
 			if kerr := c.s.keyStore.check(); kerr != nil {
@@ -359,6 +359,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		case errors.Is(err, errNodeRefused):
 			log.Info("node refused the login", zap.Error(err))
 			if !proven { // password: the node's verdict; the client may retry
+				c.s.refusals.observe(time.Since(start))
 				return err
 			}
 			return &ssh.BannerError{Err: err, Message: fmt.Sprintf(msgNodeRefused, node.Name, safeUser(user))}
@@ -419,8 +420,7 @@ func (c *clientConn) place(user string, proven bool, avoid []string) (placement,
 				return placement{node: n}, nil
 			}
 		}
-		// Not proven: the refusal names no nodes.
-		return placement{}, &ssh.BannerError{Err: errChoice, Message: fmt.Sprintf(msgChoiceNotNow, c.chosen, safeUser(user))}
+		return placement{}, c.choiceUnproven(user)
 	}
 	if proven {
 		l, err := c.s.bal.Acquire(user, balancer.SSH, c.client, avoid...)

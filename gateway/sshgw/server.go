@@ -56,6 +56,7 @@ type Server struct {
 	metrics  *Metrics    // nil: none
 	preauth  *preauthLog // rate-limited log of connections that failed before authentication
 	keyStore *keyStore   // whether the users' key folder can be read
+	refusals refusalTime // how long nodes take to refuse a password
 
 	// front accepts, holds the pre-auth slots (connections not yet past
 	// authentication) and tracks the connections.
