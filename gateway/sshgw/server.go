@@ -56,6 +56,7 @@ type Server struct {
 	metrics  *Metrics    // nil: none
 	preauth  *preauthLog // rate-limited log of connections that failed before authentication
 	keyStore *keyStore   // whether the users' key folder can be read
+	certs    *certIssuer // signs and reuses node-login certificates
 
 	// front accepts, holds the pre-auth slots (connections not yet past
 	// authentication) and tracks the connections.
@@ -112,6 +113,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		keyStore: &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
 		sessions: map[*session]struct{}{},
 	}
+	s.certs = newCertIssuer(keys.CA, cfg.SignaturesPerUserPerMinute, func() time.Time { return s.now() }, opts.Metrics)
 	s.front = &netx.Server{
 		Name:    "ssh",
 		Logger:  log,
