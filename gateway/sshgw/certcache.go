@@ -45,10 +45,12 @@ type certKey struct {
 	ca, user, keyID, perms string
 }
 
-// certEntry is a cached certificate. signer holds the ephemeral private
-// key: it is never logged.
+// certEntry is a cached certificate, or one being signed. signer holds
+// the ephemeral private key: it is never logged.
 type certEntry struct {
+	ready       chan struct{} // closed once signer or err is set
 	signer      ssh.Signer
+	err         error
 	validBefore time.Time
 	issued      time.Time
 }
@@ -99,14 +101,29 @@ func permsKey(p ssh.Permissions) string {
 // issue returns a signer with a certificate for user carrying keyID and
 // r's permissions: a cached one while more than half of CertValidity is
 // left, else a fresh one, if user has signatures left this minute.
+// Logins that ask while the same certificate is being signed wait for
+// it (and share its failure) rather than sign again.
 func (ci *certIssuer) issue(user, keyID string, r restrictions) (ssh.Signer, error) {
 	k := certKey{ca: string(ci.ca.PublicKey().Marshal()), user: user, keyID: keyID, perms: permsKey(r.certPermissions())}
 	now := ci.now()
 	ci.mu.Lock()
-	if e := ci.certs[k]; e != nil && e.validBefore.Sub(now) > CertValidity/2 && !now.Before(e.issued) {
-		ci.mu.Unlock()
-		ci.metrics.signatureReused()
-		return e.signer, nil
+	if e := ci.certs[k]; e != nil {
+		select {
+		case <-e.ready:
+			if e.err == nil && e.validBefore.Sub(now) > CertValidity/2 && !now.Before(e.issued) {
+				ci.mu.Unlock()
+				ci.metrics.signatureReused()
+				return e.signer, nil
+			}
+		default: // being signed
+			ci.mu.Unlock()
+			<-e.ready
+			if e.err != nil {
+				return nil, e.err
+			}
+			ci.metrics.signatureReused()
+			return e.signer, nil
+		}
 	}
 	if !ci.take(user, now) {
 		ci.mu.Unlock()
@@ -115,20 +132,23 @@ func (ci *certIssuer) issue(user, keyID string, r restrictions) (ssh.Signer, err
 			Message: fmt.Sprintf(msgSignLimit, safeUser(user), ci.perMinute),
 		}
 	}
+	if len(ci.certs) >= maxCachedCerts {
+		ci.sweepCerts(now)
+	}
+	e := &certEntry{ready: make(chan struct{}), validBefore: now.Add(CertValidity), issued: now}
+	ci.certs[k] = e
 	ci.mu.Unlock()
 
 	signer, err := signUserCert(ci.ca, user, keyID, r, now)
 	ci.metrics.signed(err)
-	if err != nil {
-		return nil, err
-	}
 	ci.mu.Lock()
-	defer ci.mu.Unlock()
-	if len(ci.certs) >= maxCachedCerts {
-		ci.sweepCerts(now)
+	e.signer, e.err = signer, err
+	if err != nil && ci.certs[k] == e {
+		delete(ci.certs, k)
 	}
-	ci.certs[k] = &certEntry{signer: signer, validBefore: now.Add(CertValidity), issued: now}
-	return signer, nil
+	ci.mu.Unlock()
+	close(e.ready)
+	return signer, err
 }
 
 // take spends one of user's signatures; false when none is left. The

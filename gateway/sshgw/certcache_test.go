@@ -128,6 +128,64 @@ func TestCertIssuerLimitsSignaturesPerUser(t *testing.T) {
 	}
 }
 
+// slowCA signs, or fails, once release is closed.
+type slowCA struct {
+	countingCA
+	fail    bool
+	release chan struct{}
+}
+
+func (c *slowCA) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	<-c.release
+	if c.fail {
+		c.n.Add(1)
+		return nil, errors.New("the CA failed")
+	}
+	return c.countingCA.Sign(rand, data)
+}
+
+func TestCertIssuerConcurrentLoginsShareOneSignature(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ok", true: "failing CA"}[fail], func(t *testing.T) {
+			key, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "ca"), "ca")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ca := &slowCA{countingCA: countingCA{Signer: key}, fail: fail, release: make(chan struct{})}
+			// A limit of 2 would refuse most of these, were each to sign.
+			ci := newCertIssuer(ca, 2, time.Now, nil)
+			const n = 10
+			errs := make(chan error, n)
+			var started atomic.Int32
+			for i := 0; i < n; i++ {
+				go func() {
+					started.Add(1)
+					_, err := ci.issue("alice", "k1", restrictions{})
+					errs <- err
+				}()
+			}
+			for started.Load() < n {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // all are asking: one signs, the others wait
+			close(ca.release)
+			for i := 0; i < n; i++ {
+				if err := <-errs; (err != nil) != fail || errors.Is(err, errSignLimit) {
+					t.Errorf("login %d: %v", i, err)
+				}
+			}
+			if got := ca.n.Load(); got != 1 {
+				t.Errorf("%d signatures for %d logins at once, want 1", got, n)
+			}
+			if fail {
+				if _, err := ci.issue("alice", "k1", restrictions{}); err == nil || ca.n.Load() != 2 {
+					t.Errorf("a failed signature was cached: %v, %d signatures", err, ca.n.Load())
+				}
+			}
+		})
+	}
+}
+
 func TestCertIssuerStaysBounded(t *testing.T) {
 	key, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "ca"), "ca")
 	if err != nil {
