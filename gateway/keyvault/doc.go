@@ -16,7 +16,8 @@
 // (5xx, connection errors) are retried within a budget (Options.Budget,
 // default 4 s for a signature), so a login waits a few seconds at most;
 // then Sign fails with an error that says what failed and why. Nothing
-// here falls back to another key.
+// here falls back to another key. Options.Throttled hears of every 429,
+// retried or not, for a metric.
 //
 // Usage:
 //

@@ -67,6 +67,9 @@ func (s *Signer) retry(ctx context.Context, budget time.Duration, what string, c
 		var wait time.Duration
 		switch {
 		case status == http.StatusTooManyRequests:
+			if s.o.Throttled != nil {
+				s.o.Throttled()
+			}
 			wait, throttled = throttled, throttled*2
 		case status == http.StatusRequestTimeout || status >= 500 || status == 0 && ctx.Err() == nil:
 			wait, failed = failed, failed*2

@@ -44,6 +44,10 @@ type Options struct {
 	// DefaultBudget. OpenBudget is the same for fetching the key at Open;
 	// 0: DefaultOpenBudget.
 	Budget, OpenBudget time.Duration
+	// Throttled, if set, is called on each 429 answer, whether or not a
+	// retry then succeeds: the early sign that the vault's shared budget
+	// runs out (poolgate_keyvault_throttled_total). nil: nothing.
+	Throttled func()
 	// Now and Sleep are the clock; nil: the real one. Sleep returns early
 	// with ctx's error.
 	Now   func() time.Time

@@ -56,6 +56,12 @@ type Config struct {
 	// MaxSessionsPerUser caps one user's simultaneous SSH connections.
 	// 0 (default) means no limit.
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
+	// SignaturesPerUserPerMinute caps the node-login certificates the
+	// user CA signs for one user a minute (a certificate still valid for
+	// the same login is reused without one), so that one user cannot
+	// spend a Key Vault's shared throttling budget. Default 30; negative
+	// means no limit.
+	SignaturesPerUserPerMinute int `yaml:"signatures_per_user_per_minute"`
 	// AuthBackoff slows down clients that keep failing to log in.
 	AuthBackoff BackoffConfig `yaml:"auth_backoff"`
 	// Algorithms are offered toward users and used toward nodes.
@@ -174,6 +180,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.KeepaliveCountMax == 0 {
 		c.KeepaliveCountMax = 3
+	}
+	if c.SignaturesPerUserPerMinute == 0 {
+		c.SignaturesPerUserPerMinute = DefaultSignaturesPerUserPerMinute
 	}
 	a := &c.Algorithms
 	if len(a.KeyExchanges) == 0 {

@@ -208,7 +208,7 @@ func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms
 	user := c.who(meta)
 	keyID := fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
 	err := c.login(meta, func() (ssh.AuthMethod, error) {
-		signer, err := signUserCert(c.s.keys.CA, user, keyID, r, c.s.now())
+		signer, err := c.s.certs.issue(user, keyID, r)
 		if err != nil {
 			return nil, err
 		}
@@ -332,6 +332,10 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		if method == nil {
 			if method, err = auth(); err != nil {
 				p.abort()
+				if errors.Is(err, errSignLimit) {
+					log.Info("ssh login refused: signature limit reached", zap.Error(err))
+					return err
+				}
 				log.Error("ssh login refused: signing the node login certificate failed", zap.Error(err))
 				return &ssh.BannerError{Err: err, Message: msgCAFailed}
 			}

@@ -43,6 +43,12 @@
 // "ALICE+node-3" are the user alice, whose authorized_keys file, node
 // login, certificate principal, sessions and pin all say "alice".
 //
-// sshgw imports balancer for its types and internal/username for the
-// rule on user names, and never imports discovery.
+// Node-login certificates are reused for the same user, key and
+// restrictions while more than half their validity is left, and the
+// signatures one user causes are capped per minute (certcache.go): with
+// the CA in Key Vault every signature spends the vault's shared budget.
+//
+// sshgw imports balancer for its types, internal/username for the rule
+// on user names and gateway/keyvault for its error sentinels (to count
+// throttling), and never imports discovery.
 package sshgw

@@ -13,6 +13,8 @@ import (
 // records nothing.
 type Metrics struct {
 	authFailures *prometheus.CounterVec // by reason
+	signatures   *prometheus.CounterVec // user CA signatures, by result
+	reused       prometheus.Counter     // node-leg certificates reused instead of signed
 	bytes        [2]prometheus.Counter  // to the node, to the client
 	pick         prometheus.Histogram
 }
@@ -30,15 +32,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1e-6, 5e-6, 25e-6, 1e-4, 5e-4, 2.5e-3, 0.01, 0.05},
 		}),
 	}
+	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "poolgate_ca_signatures_total",
+		Help: "Node-login certificates signed by the user CA, by result: ok, throttled (Key Vault answered 429 past the budget), error.",
+	}, []string{"result"})
+	m.reused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "poolgate_ca_signatures_reused_total",
+		Help: "Node logins that reused a certificate still valid for the same user, key and restrictions instead of asking the CA to sign.",
+	})
+	for _, r := range []string{"ok", "throttled", "error"} {
+		m.signatures.WithLabelValues(r)
+	}
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "poolgate_ssh_relayed_bytes_total",
 		Help: "Channel data relayed by the SSH gateway, by direction.",
 	}, []string{"direction"})
 	m.bytes[toNode] = bytes.WithLabelValues("to_node")
 	m.bytes[toClient] = bytes.WithLabelValues("to_client")
-	reg.MustRegister(m.authFailures, m.pick, bytes)
+	reg.MustRegister(m.authFailures, m.pick, bytes, m.signatures, m.reused)
 	for _, r := range []string{"key_not_authorized", "bad_user", "wrong_password", "no_node", "node_unreachable",
-		"node_refused", "node_host_key", "session_limit", "too_many_unauthenticated", "other"} {
+		"node_refused", "node_host_key", "session_limit", "signature_limit", "too_many_unauthenticated", "other"} {
 		m.authFailures.WithLabelValues(r) // export zeros, so rates work from the start
 	}
 	return m
@@ -53,6 +66,18 @@ const (
 func (m *Metrics) authFailed(reason string) {
 	if m != nil {
 		m.authFailures.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) signed(err error) {
+	if m != nil {
+		m.signatures.WithLabelValues(signResult(err)).Inc()
+	}
+}
+
+func (m *Metrics) signatureReused() {
+	if m != nil {
+		m.reused.Inc()
 	}
 }
 
@@ -85,6 +110,8 @@ func failureReason(method string, err error) string {
 		return "node_host_key"
 	case errors.Is(err, errSessionLimit):
 		return "session_limit"
+	case errors.Is(err, errSignLimit):
+		return "signature_limit"
 	case errors.Is(err, errNodeUnreachable):
 		return "node_unreachable"
 	case errors.Is(err, errNodeRefused):

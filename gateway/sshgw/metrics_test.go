@@ -1,6 +1,7 @@
 package sshgw
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -48,6 +49,7 @@ func TestFailureReason(t *testing.T) {
 		{"publickey", &ssh.BannerError{Err: errNodeRefused}, "node_refused"},
 		{"publickey", &ssh.BannerError{Err: ErrHostKeyChanged}, "node_host_key"},
 		{"publickey", &ssh.BannerError{Err: errSessionLimit}, "session_limit"},
+		{"publickey", &ssh.BannerError{Err: fmt.Errorf("%w (30 a minute)", errSignLimit)}, "signature_limit"},
 		{"publickey", &ssh.BannerError{Err: errNodeUnreachable}, "node_unreachable"},
 		{"keyboard-interactive", ssh.ErrNoAuth, "other"},
 	} {

@@ -57,6 +57,7 @@ type Server struct {
 	preauth  *preauthLog // rate-limited log of connections that failed before authentication
 	keyStore *keyStore   // whether the users' key folder can be read
 	refusals refusalTime // how long nodes take to refuse a password
+	certs    *certIssuer // signs and reuses node-login certificates
 
 	// front accepts, holds the pre-auth slots (connections not yet past
 	// authentication) and tracks the connections.
@@ -113,6 +114,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		keyStore: &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
 		sessions: map[*session]struct{}{},
 	}
+	s.certs = newCertIssuer(keys.CA, cfg.SignaturesPerUserPerMinute, func() time.Time { return s.now() }, opts.Metrics)
 	s.front = &netx.Server{
 		Name:    "ssh",
 		Logger:  log,

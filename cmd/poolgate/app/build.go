@@ -62,7 +62,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 			built.closeBuilt()
 		}
 	}()
-	ca, caDesc, err := buildCA(context.Background(), cfg, o.keyVault)
+	ca, caDesc, err := buildCA(context.Background(), cfg, countThrottling(g.reg, cfg, o.keyVault))
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/discovery"
@@ -119,6 +120,28 @@ func (k KeyVaultCA) previous() (name, version string, err error) {
 // (tests pass keyvaulttest's fake credential and transport).
 func WithKeyVault(ko keyvault.Options) Option {
 	return func(o *options) { o.keyVault = ko }
+}
+
+// countThrottling registers poolgate_keyvault_throttled_total with reg
+// when the CA is in Key Vault, and has ko count each 429 answer there
+// (besides any Throttled of the caller's).
+func countThrottling(reg prometheus.Registerer, cfg Config, ko keyvault.Options) keyvault.Options {
+	if cfg.CA.KeyVault == nil {
+		return ko
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "poolgate_keyvault_throttled_total",
+		Help: "429 answers from the Key Vault that holds the user CA, retried or not: its throttling budget, shared by all logins, is running out.",
+	})
+	reg.MustRegister(c)
+	prev := ko.Throttled
+	ko.Throttled = func() {
+		c.Inc()
+		if prev != nil {
+			prev()
+		}
+	}
+	return ko
 }
 
 // buildCA returns the user CA that signs node-login certificates: the key

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/discovery"
@@ -103,6 +105,31 @@ func TestKeyVaultCAInTheGateway(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, sshgw.UserCAFile)); !os.IsNotExist(err) {
 		t.Errorf("a CA key file exists in state_dir with the CA in Key Vault: %v", err)
+	}
+}
+
+func TestKeyVaultThrottlingInMetrics(t *testing.T) {
+	v := keyvaulttest.New()
+	v.AddKey("poolgate-user-ca", keyvaulttest.P256(t))
+	g, err := New(kvConfig(t, v), nil, fakeVault(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.closeBuilt()
+	// Two 429s that a retry gets past still show.
+	v.Fail(keyvaulttest.Sign, http.StatusTooManyRequests, 10*time.Millisecond, 2)
+	if _, err := g.keys.CA.Sign(nil, []byte("x")); err != nil {
+		t.Fatalf("signing after two 429s: %v", err)
+	}
+	if n, err := testutil.GatherAndCount(g.reg, "poolgate_keyvault_throttled_total"); err != nil || n != 1 {
+		t.Fatalf("poolgate_keyvault_throttled_total: %d series, %v", n, err)
+	}
+	if err := testutil.GatherAndCompare(g.reg, strings.NewReader(`
+# HELP poolgate_keyvault_throttled_total 429 answers from the Key Vault that holds the user CA, retried or not: its throttling budget, shared by all logins, is running out.
+# TYPE poolgate_keyvault_throttled_total counter
+poolgate_keyvault_throttled_total 2
+`), "poolgate_keyvault_throttled_total"); err != nil {
+		t.Error(err)
 	}
 }
 
