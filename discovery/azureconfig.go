@@ -46,8 +46,12 @@ type AzureConfig struct {
 
 	// ScaleFromZero, when a user arrives and no instance is running, starts
 	// stopped instances and raises the capacity, up to MinCapacity, tells
-	// the user a node is starting, and routes them once it is up.
-	ScaleFromZero bool `yaml:"scale_from_zero"`
+	// the user a node is starting, and routes them once it is up: for
+	// every user with true, for users proven before any start (a key, a
+	// certificate, an identity sign-in) only with keys_only. With true, a
+	// password login, which only a node can check, may start one too, a
+	// bounded number of times per start_timeout. Default false.
+	ScaleFromZero ScaleFromZero `yaml:"scale_from_zero"`
 	// MinCapacity is the capacity that scale_from_zero raises to.
 	// Default 1.
 	MinCapacity int `yaml:"min_capacity"`
@@ -55,6 +59,25 @@ type AzureConfig struct {
 	// Default 10m.
 	StartTimeout time.Duration `yaml:"start_timeout"`
 }
+
+// ScaleFromZero is discovery.azure.scale_from_zero: false, true or
+// keys_only.
+type ScaleFromZero string
+
+// The values of ScaleFromZero.
+const (
+	ScaleFromZeroOff      ScaleFromZero = "false"
+	ScaleFromZeroOn       ScaleFromZero = "true"
+	ScaleFromZeroKeysOnly ScaleFromZero = "keys_only"
+)
+
+// On reports whether a node may be started for anyone (true or
+// keys_only).
+func (z ScaleFromZero) On() bool { return z == ScaleFromZeroOn || z == ScaleFromZeroKeysOnly }
+
+// ForPasswords reports whether a password login, not proven until a node
+// accepts it, may start a node (within the front end's bounds).
+func (z ScaleFromZero) ForPasswords() bool { return z == ScaleFromZeroOn }
 
 // Credential kinds.
 const (
@@ -81,6 +104,12 @@ func (c AzureConfig) WithDefaults() AzureConfig {
 	}
 	if c.Interval == 0 {
 		c.Interval = 30 * time.Second
+	}
+	switch strings.ToLower(string(c.ScaleFromZero)) {
+	case "", "false":
+		c.ScaleFromZero = ScaleFromZeroOff
+	case "true":
+		c.ScaleFromZero = ScaleFromZeroOn
 	}
 	if c.MinCapacity == 0 {
 		c.MinCapacity = 1
@@ -131,6 +160,8 @@ func (c AzureConfig) Validate() error {
 		return fmt.Errorf("weight: must not be negative, got %v", c.Weight)
 	case c.Interval < MinAzureInterval:
 		return fmt.Errorf("interval: %s is too short: listing a scale set with instance view is limited to about 10 calls a minute; use %s or more", c.Interval, MinAzureInterval)
+	case c.ScaleFromZero != ScaleFromZeroOff && c.ScaleFromZero != ScaleFromZeroOn && c.ScaleFromZero != ScaleFromZeroKeysOnly:
+		return fmt.Errorf("scale_from_zero: %q is not one of false, true, keys_only", c.ScaleFromZero)
 	case c.MinCapacity < 1:
 		return fmt.Errorf("min_capacity: must be 1 or more, got %d", c.MinCapacity)
 	case c.StartTimeout < time.Minute:

@@ -168,7 +168,7 @@ func TestAzureScaleFromZero(t *testing.T) {
 			w.Add(vmFor(0))
 		}()
 	}
-	p := azurePool(t, w, -1, func(c *app.Config) { c.Discovery.Azure.ScaleFromZero = true })
+	p := azurePool(t, w, -1, func(c *app.Config) { c.Discovery.Azure.ScaleFromZero = "true" })
 	if n := len(p.gw.Balancer().Nodes()); n != 0 {
 		t.Fatalf("the scale set is empty but the pool has %d nodes", n)
 	}

@@ -37,7 +37,7 @@ const startRetry = time.Minute
 // pool is full or draining, not empty), or after a failed start, it
 // reports false.
 func (s *Source) StartNode() (until time.Time, ok bool) {
-	if !s.cfg.ScaleFromZero {
+	if !s.cfg.ScaleFromZero.On() {
 		return time.Time{}, false
 	}
 	now := s.now()

@@ -15,7 +15,10 @@ import (
 	"github.com/poolgate/poolgate/internal/testutil"
 )
 
-func fromZero(c *discovery.AzureConfig) { c.ScaleFromZero = true; c.MinCapacity = 2 }
+func fromZero(c *discovery.AzureConfig) {
+	c.ScaleFromZero = discovery.ScaleFromZeroOn
+	c.MinCapacity = 2
+}
 
 func TestScaleFromZeroRaisesCapacityOnceForManyUsers(t *testing.T) {
 	w := azuretest.New()

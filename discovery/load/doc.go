@@ -38,6 +38,8 @@
 // sample ages until [Sample.Stale] says it is missing: the consumer (the
 // balancer) decides staleness from At, as it must anyway between rounds.
 // A node's exporter failing and recovering is logged once each, at Info.
+// Only the configured address is scraped: a redirect is not followed but
+// is that exporter's scrape error.
 //
 // Usage (cmd wires it; bal is the balancer, which implements Sink):
 //

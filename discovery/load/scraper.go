@@ -51,6 +51,8 @@ type Target struct {
 type Options struct {
 	// Client makes the requests. Nil: a client of the scraper's own that
 	// uses no proxy (exporters sit on the nodes' private addresses).
+	// Redirects are never followed, whatever the client's CheckRedirect
+	// (the scraper uses a copy of it).
 	Client *http.Client
 	// Now is the clock that stamps samples. Nil: time.Now.
 	Now func() time.Time
@@ -119,7 +121,14 @@ func New(cfg Config, sink Sink, opts Options) (*Scraper, error) {
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     3 * cfg.Interval,
 		}}
+	} else {
+		c := *s.client // the caller's client stays as it is
+		s.client = &c
 	}
+	// Scrape only the configured address: anything answering on a node's
+	// metrics port could otherwise make every gateway send GETs every
+	// interval to an address it names. A redirect is a scrape error.
+	s.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -300,6 +309,9 @@ func (s *Scraper) scrapeNode(ctx context.Context, st *nodeState) {
 	}
 }
 
+// maxLocation bounds how much of a redirect's Location an error quotes.
+const maxLocation = 200
+
 // errNoMetrics means an exporter answered without any of the metrics read.
 var errNoMetrics = errors.New("no load metrics in the response")
 
@@ -328,6 +340,12 @@ func (s *Scraper) fetch(ctx context.Context, addr string, parse func(io.Reader, 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			if len(loc) > maxLocation {
+				loc = loc[:maxLocation] + "…"
+			}
+			return Sample{}, fmt.Errorf("GET %s: %s: redirect to %q not followed (scrape the exporter's own address)", req.URL.Path, resp.Status, loc)
+		}
 		return Sample{}, fmt.Errorf("GET %s: %s", req.URL.Path, resp.Status)
 	}
 	smp, err := parse(resp.Body, resp.Header.Get("Content-Type"))

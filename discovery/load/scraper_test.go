@@ -416,3 +416,51 @@ func TestSampleStale(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// An exporter that redirects is a scrape error naming the redirect: the
+// scraper asks only the configured address, never one a node names.
+func TestRedirectIsNotFollowed(t *testing.T) {
+	elsewhere := newExporter(t, nodeBody(1, 1, 1))
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/metrics", http.StatusFound)
+	}))
+	t.Cleanup(redirector.Close)
+	for _, tc := range []struct {
+		name   string
+		client *http.Client // nil: the scraper's own
+	}{
+		{"own client", nil},
+		{"given client", &http.Client{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.InfoLevel)
+			c, sk := newClock(), &sink{}
+			s, err := New(Config{}, sk, Options{Client: tc.client, Now: c.Now, Logger: zap.New(core)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.CloseIdleConnections)
+			if tc.client != nil {
+				t.Cleanup(tc.client.CloseIdleConnections)
+			}
+			s.SetTargets([]Target{{Name: "n1", Metrics: strings.TrimPrefix(redirector.URL, "http://")}})
+			s.ScrapeOnce(context.Background())
+			if n := elsewhere.hits.Load(); n != 0 {
+				t.Errorf("the redirect's target got %d requests, want 0", n)
+			}
+			if sk.count("n1") != 0 {
+				t.Errorf("n1 got a sample: %+v", sk.last(t, "n1"))
+			}
+			failing := logs.FilterMessage("load exporter failing").FilterField(zap.String("node", "n1")).All()
+			if len(failing) != 1 {
+				t.Fatalf("got %d \"load exporter failing\" lines for n1, want 1", len(failing))
+			}
+			if msg, _ := failing[0].ContextMap()["error"].(string); !strings.Contains(msg, "redirect") || !strings.Contains(msg, "302") {
+				t.Errorf("error = %q, want one naming the 302 redirect", msg)
+			}
+			if tc.client != nil && tc.client.CheckRedirect != nil {
+				t.Error("New changed the caller's client")
+			}
+		})
+	}
+}

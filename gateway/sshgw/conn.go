@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/cpu"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/netx"
 	"github.com/poolgate/poolgate/internal/username"
 )
 
@@ -307,7 +308,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 		start := time.Now()
 		p, err := c.place(user, proven, avoid)
 		c.s.metrics.picked(time.Since(start).Seconds())
-		if errors.Is(err, balancer.ErrNoNode) && len(avoid) == 0 && c.s.starter != nil {
+		if errors.Is(err, balancer.ErrNoNode) && len(avoid) == 0 && c.s.starter != nil && (proven || c.s.pwStarts != nil) {
 			// Scale from zero: wait for a starting node, or refuse as usual.
 			waited, started, werr := c.waitForStart(user, proven)
 			if started && werr != nil {
@@ -460,14 +461,29 @@ func (c *clientConn) takeOn(user string, node balancer.Node, nc *nodeConn, by ba
 // is false when no node is coming (the caller refuses as usual); with
 // started, either the placement or the error for the user is set. The
 // starter starts a node at most once per start timeout, however many
-// logins (proven or not) wait.
+// logins wait. A password login, which nothing has proven yet, gets here
+// only within the server's PasswordStarts bounds (else no node is
+// coming), and waits for one start at most.
 func (c *clientConn) waitForStart(user string, proven bool) (p placement, started bool, err error) {
+	log := c.log.With(zap.String("user", safeUser(user)))
+	give := func() {}
+	if !proven {
+		var ok bool
+		if give, ok = c.s.pwStarts.take(netx.AddrKey(c.nc.RemoteAddr())); !ok {
+			log.Info("password login may not start a node: too many recently, from this address or in all")
+			return placement{}, false, nil
+		}
+	}
 	until, ok := c.s.starter.StartNode()
 	if !ok {
+		give() // nothing started or waited for
 		return placement{}, false, nil
 	}
+	if !proven {
+		log.Info("password login, not yet proven, starts or waits for a node", zap.Time("until", until))
+	}
+	first := until // a password login waits no longer
 	began := c.s.now()
-	log := c.log.With(zap.String("user", user))
 	log.Info("no node running; user waits for one to start", zap.Time("until", until))
 	c.banner(msgStarting)
 	tick := time.NewTicker(startPollEvery)
@@ -492,7 +508,12 @@ func (c *clientConn) waitForStart(user string, proven bool) (p placement, starte
 		if !errors.Is(perr, balancer.ErrNoNode) {
 			return placement{}, true, perr
 		}
-		if until, ok = c.s.starter.StartNode(); !ok {
+		if !proven && !c.s.now().Before(first) {
+			ok = false // not another start for an unproven login
+		} else {
+			until, ok = c.s.starter.StartNode()
+		}
+		if !ok {
 			log.Info("ssh login refused: no node started in time", zap.Duration("waited", c.s.now().Sub(began)))
 			return placement{}, true, &ssh.BannerError{Err: balancer.ErrNoNode, Message: msgStartFailed}
 		}

@@ -15,7 +15,10 @@
 // Routing happens during authentication, once the user's identity is
 // proven (after the public-key signature is verified, or while the node
 // checks the password), so that every refusal reaches the user as an SSH
-// banner line instead of a bare "Permission denied".
+// banner line instead of a bare "Permission denied". A user who finds no
+// node may wait while Options.Starter starts one (scale from zero): a
+// proven key always, a password login (anyone's until the node accepts
+// it) only within Options.PasswordStarts.
 //
 // What is relayed: every channel and channel request both ways, and global
 // requests in order, with three exceptions: OpenSSH's host-key requests

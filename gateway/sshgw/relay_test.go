@@ -128,6 +128,8 @@ type testGWOptions struct {
 	log     *zap.Logger // nil: an observer, read through testGW.logs
 	adjust  func(*Config)
 	nodes   []func(ca ssh.PublicKey) string // nil: one testNode
+	// pwStarts is Options.PasswordStarts.
+	pwStarts *StartLimit
 }
 
 // startTestGW runs a gateway as o says; alice's, bob's and carol's
@@ -172,7 +174,7 @@ func startTestGW(t *testing.T, o testGWOptions) *testGW {
 		core, logs = observer.New(zap.InfoLevel)
 		log = zap.New(core)
 	}
-	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, Logger: log})
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

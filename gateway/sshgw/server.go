@@ -48,7 +48,8 @@ type Server struct {
 	cfg      Config
 	keys     *Keys
 	bal      Balancer
-	starter  Starter // nil: no scale from zero
+	starter  Starter       // nil: no scale from zero
+	pwStarts *startLimiter // bounds the password logins that use starter; nil: none may
 	log      *zap.Logger
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	now      func() time.Time
@@ -82,6 +83,11 @@ type Options struct {
 	// Starter, if set, lets users who find no node wait while it starts
 	// one (scale from zero); nil means they are refused at once.
 	Starter Starter
+	// PasswordStarts, if set, lets password logins use Starter within its
+	// bounds, each logged at Info with the client; nil means only users
+	// proven by a key or certificate do (scale_from_zero: keys_only), and
+	// a password login that finds no node is refused at once.
+	PasswordStarts *StartLimit
 	// Metrics, if set, records logins, picks and relayed bytes; nil means
 	// none.
 	Metrics *Metrics
@@ -115,6 +121,9 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		sessions: map[*session]struct{}{},
 	}
 	s.certs = newCertIssuer(keys.CA, cfg.SignaturesPerUserPerMinute, func() time.Time { return s.now() }, opts.Metrics)
+	if opts.PasswordStarts != nil {
+		s.pwStarts = newStartLimiter(*opts.PasswordStarts, func() time.Time { return s.now() })
+	}
 	s.front = &netx.Server{
 		Name:    "ssh",
 		Logger:  log,

@@ -1,6 +1,7 @@
 package sshgw
 
 import (
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // fakeStarter stands in for scale from zero: it offers a wait while ok,
@@ -157,4 +159,115 @@ func TestShutdownEndsStartWait(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a user waiting for a node held up shutdown")
 	}
+}
+
+// passwordFrom tries a password login as user from the local address
+// from (127.0.0.N), returning the banner lines and the error.
+func passwordFrom(t *testing.T, addr, from, user string) (string, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var banner testutil.SyncBuffer
+	conn, _, _, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{
+		User: user, Auth: []ssh.AuthMethod{ssh.Password("any guess")},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+		BannerCallback:  func(m string) error { _, _ = banner.Write([]byte(m)); return nil },
+	})
+	if err == nil {
+		conn.Close()
+	}
+	return banner.String(), err
+}
+
+// TestPasswordLoginsStartNodesWithinBounds: a password is proven only by
+// the node, so logins by password may start a node (or wait for one) only
+// a few times per start timeout, from one address and in all, each
+// logged with its client; beyond that, or with scale_from_zero:
+// keys_only (no PasswordStarts), they are refused at once as when no
+// node is coming, while a proven key still starts one.
+func TestPasswordLoginsStartNodesWithinBounds(t *testing.T) {
+	fastStartPolls(t)
+	noNode := func(g *testGW) {
+		g.bal.SetHealth("n1", balancer.SSH, false, "")
+		g.bal.NodeFailed("n1", balancer.SSH) // gone: the pool has no node
+	}
+	// A starter that starts and gives up after a few polls, counting the
+	// logins that asked it first.
+	starter := func() *fakeStarter {
+		st := &fakeStarter{ok: true}
+		st.onCall = func(n int) {
+			if n%3 == 0 {
+				st.set(false)
+			}
+		}
+		return st
+	}
+	calls := func(st *fakeStarter) int { st.mu.Lock(); defer st.mu.Unlock(); return st.calls }
+	passthrough := func(c *Config) { c.PasswordPassthrough = true }
+
+	t.Run("bounded", func(t *testing.T) {
+		g := startTestGW(t, testGWOptions{adjust: passthrough, pwStarts: &StartLimit{Window: time.Hour, PerAddress: 1, Total: 2}})
+		noNode(g)
+		for i, tc := range []struct {
+			from    string
+			started bool
+		}{
+			{"127.0.0.1", true},
+			{"127.0.0.1", false}, // the address's one start is used
+			{"127.0.0.2", true},
+			{"127.0.0.3", false}, // two in all are used
+		} {
+			st := starter()
+			g.starter.set(st)
+			banner, err := passwordFrom(t, g.addr, tc.from, "nosuch")
+			if err == nil {
+				t.Fatalf("login %d from %s: a guessed password logged in", i, tc.from)
+			}
+			if got := calls(st) > 0; got != tc.started {
+				t.Errorf("login %d from %s: starter asked %d times, want a start: %v", i, tc.from, calls(st), tc.started)
+			}
+			if tc.started && !strings.Contains(banner, "one is being started for you") {
+				t.Errorf("login %d from %s: banner %q", i, tc.from, banner)
+			}
+			if !tc.started && (!strings.Contains(banner, "no node in the pool can take your session") || strings.Contains(banner, "started")) {
+				t.Errorf("login %d from %s, beyond the bound: banner %q, want the usual no-node line", i, tc.from, banner)
+			}
+		}
+		logged := map[string]bool{}
+		for _, e := range g.logs.FilterMessage("password login, not yet proven, starts or waits for a node").All() {
+			host, _, _ := net.SplitHostPort(e.ContextMap()["client"].(string))
+			logged[host] = true
+		}
+		if !logged["127.0.0.1"] || !logged["127.0.0.2"] || len(logged) != 2 {
+			t.Errorf("password starts logged for clients %v, want 127.0.0.1 and 127.0.0.2", logged)
+		}
+
+		// A proven user is not bounded.
+		st := starter()
+		g.starter.set(st)
+		if c, banner, err := dialBanner(g.addr, "alice", g.userKey); err == nil || calls(st) == 0 || !strings.Contains(banner, "one is being started for you") {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("a proven key, after the password bound: err %v, %d starts, banner %q", err, calls(st), banner)
+		}
+	})
+
+	t.Run("keys_only", func(t *testing.T) {
+		g := startTestGW(t, testGWOptions{adjust: passthrough})
+		noNode(g)
+		st := starter()
+		g.starter.set(st)
+		banner, err := passwordFrom(t, g.addr, "127.0.0.1", "nosuch")
+		if err == nil || calls(st) != 0 || !strings.Contains(banner, "no node in the pool can take your session") {
+			t.Errorf("password login with keys_only: err %v, %d starts, banner %q", err, calls(st), banner)
+		}
+		if _, banner, err := dialBanner(g.addr, "alice", g.userKey); err == nil || calls(st) == 0 || !strings.Contains(banner, "one is being started for you") {
+			t.Errorf("a proven key with keys_only: err %v, %d starts, banner %q", err, calls(st), banner)
+		}
+	})
 }

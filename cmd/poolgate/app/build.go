@@ -158,8 +158,11 @@ func (g *Gateway) buildFrontEnds() error {
 	cfg := g.cfg
 	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg)}
 	var starter httpgw.Starter
-	if g.azure != nil && cfg.Discovery.Azure.ScaleFromZero {
+	if z := cfg.Discovery.Azure; g.azure != nil && z.ScaleFromZero.On() {
 		so.Starter, starter = g.azure, g.azure
+		if z.ScaleFromZero.ForPasswords() { // true; keys_only: proven users only
+			so.PasswordStarts = &sshgw.StartLimit{Window: z.WithDefaults().StartTimeout}
+		}
 	}
 	srv, err := sshgw.New(cfg.SSH, g.bal, so)
 	if err != nil {

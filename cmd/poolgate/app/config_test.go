@@ -102,3 +102,35 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestParseScaleFromZero: discovery.azure.scale_from_zero takes true and
+// false as before, and keys_only (starts for proven users only).
+func TestParseScaleFromZero(t *testing.T) {
+	azure := "discovery:\n  azure:\n    subscription_id: 00000000-0000-0000-0000-000000000000\n    resource_group: rg\n    scale_set: pool\n"
+	for _, tt := range []struct {
+		value         string // "" leaves the key out
+		on, passwords bool
+	}{
+		{"", false, false},
+		{"false", false, false},
+		{"true", true, true},
+		{"True", true, true},
+		{"keys_only", true, false},
+	} {
+		doc := azure
+		if tt.value != "" {
+			doc += "    scale_from_zero: " + tt.value + "\n"
+		}
+		cfg, err := ParseConfig("p.yaml", []byte(doc))
+		if err != nil {
+			t.Fatalf("scale_from_zero: %s: %v", tt.value, err)
+		}
+		if z := cfg.Discovery.Azure.ScaleFromZero; z.On() != tt.on || z.ForPasswords() != tt.passwords {
+			t.Errorf("scale_from_zero: %s gave %q: on %v, for passwords %v", tt.value, z, z.On(), z.ForPasswords())
+		}
+	}
+	_, err := ParseConfig("p.yaml", []byte(azure+"    scale_from_zero: keys\n"))
+	if want := `discovery.azure.scale_from_zero: "keys" is not one of false, true, keys_only`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a bad value: error %v, want one containing %q", err, want)
+	}
+}
