@@ -316,7 +316,9 @@ func TestScrapeFailures(t *testing.T) {
 
 	core, logs := observer.New(zapcore.InfoLevel)
 	c, sk := newClock(), &sink{}
-	s := newScraper(t, Config{Interval: time.Second, Timeout: 200 * time.Millisecond}, sk, c, zap.New(core))
+	// The timeout must let a loaded machine read the 2 MiB body: the huge
+	// exporter is to fail for its size, not for time.
+	s := newScraper(t, Config{Interval: time.Second, Timeout: time.Second}, sk, c, zap.New(core))
 	s.SetTargets([]Target{
 		{Name: "slow", Metrics: strings.TrimPrefix(slow.URL, "http://")},
 		{Name: "huge", Metrics: huge.addr()},
