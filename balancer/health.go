@@ -37,7 +37,10 @@ func (c *check) gone(now time.Time, repinAfter time.Duration, sessions int) bool
 
 // SetHealth records a result of the node's check for proto: SSH is the
 // node's own (a node down for it takes no new session of any protocol),
-// HTTP and RDP its services'. Unknown names are ignored (the node may
+// HTTP and RDP its services'. A report of up means a probe passed: it
+// clears a failure the front ends reported (NodeFailed), so the checker
+// reports nothing for a failing probe that does not yet take the node
+// down. Unknown names are ignored (the node may
 // have just left the pool). A failing check stops new users at once, but
 // moves no pin: a user's node is left only when it is gone (see
 // Config.RepinAfter and NodeFailed).

@@ -302,3 +302,36 @@ func TestHubHealthProbeRefused(t *testing.T) {
 		t.Fatalf("probe of a closed port: %v", err)
 	}
 }
+
+// A probe that fails while the node is still up (fewer than fall in a
+// row) is not reported as "up": that report would clear a dial failure a
+// front end told the balancer about (NodeFailed), which the probe, failing
+// too, confirms.
+func TestFailingProbeBelowFallReportsNothing(t *testing.T) {
+	s := &scripted{script: []bool{true, false, false, true}}
+	var mu sync.Mutex
+	var reports []string
+	to := StatusFunc(func(node string, _ balancer.Protocol, up bool, detail string) {
+		mu.Lock()
+		reports = append(reports, fmt.Sprintf("%v %s", up, detail))
+		mu.Unlock()
+	})
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 2, Fall: 3}, to, CheckerOptions{Probe: s.probe})
+	c.SetNodes([]balancer.Node{{Name: "n1", SSH: "127.0.0.1:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	testutil.Eventually(t, 5*time.Second, "six probes", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.calls >= 6 })
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range reports {
+		if strings.HasPrefix(r, "true ") && r != "true ok" {
+			t.Fatalf("a failing probe was reported as up: %q (all: %q)", r, reports)
+		}
+	}
+	if len(reports) < 3 || reports[0] != "true ok" {
+		t.Fatalf("reports %q: want the passing probes reported", reports)
+	}
+}

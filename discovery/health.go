@@ -379,7 +379,13 @@ func (c *Checker) loop(ctx context.Context, n balancer.Node) {
 			}
 			known, up, streak = true, ok, 0
 		}
-		c.to.SetHealth(n.Name, c.proto, up, detail)
+		// A failed probe that does not yet take an up node down says
+		// nothing to the balancer: reporting "up" then would clear what
+		// the front ends learnt (a dial that failed, NodeFailed). The
+		// probe result counter above still counts it.
+		if ok || !up {
+			c.to.SetHealth(n.Name, c.proto, up, detail)
+		}
 		select {
 		case <-ctx.Done():
 			return

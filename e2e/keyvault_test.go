@@ -17,7 +17,8 @@ import (
 // the test process, holding a real P-256 key), a real sshd whose
 // TrustedUserCAKeys holds only what `poolgate ca-pubkey` prints for the
 // gateway's config accepts alice's login through the gateway with the real
-// ssh client. While Key Vault throttles (429) or fails (503), alice gets a
+// ssh client; her next login reuses its certificate. While Key Vault
+// throttles (429) or fails (503), a user who needs a signature gets a
 // poolgate: line and exit 255; once it answers again, she logs in.
 func TestKeyVaultCA(t *testing.T) {
 	v := keyvaulttest.New()
@@ -55,30 +56,38 @@ func TestKeyVaultCA(t *testing.T) {
 		t.Errorf("%d Key Vault signatures for one login, want 1", signs)
 	}
 
+	// alice's next login reuses her node-login certificate (issue 25: one
+	// user cannot spend the vault's budget by looping logins).
+	if _, errs, code := p.sshCmd("alice", "true"); code != 0 || v.Calls(keyvaulttest.Sign) != signs {
+		t.Errorf("alice's second login: exit %d (%s), %d signatures in all; want 0 and still %d", code, tail(errs), v.Calls(keyvaulttest.Sign), signs)
+	}
+
+	// A login that needs a signature while the vault fails: users who
+	// have no certificate yet.
 	for _, tc := range []struct {
-		name   string
-		status int
-		after  time.Duration
+		name, user string
+		status     int
+		after      time.Duration
 	}{
-		{"throttled", http.StatusTooManyRequests, 10 * time.Second}, // Retry-After past the budget
-		{"down", http.StatusServiceUnavailable, 0},                  // for longer than the budget
+		{"throttled", "bob", http.StatusTooManyRequests, 10 * time.Second}, // Retry-After past the budget
+		{"down", "carol", http.StatusServiceUnavailable, 0},                // for longer than the budget
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v.Fail(keyvaulttest.Sign, tc.status, tc.after, -1)
 			start := time.Now()
-			_, errs, code := p.sshCmd("alice", "true")
+			_, errs, code := p.sshCmd(tc.user, "true")
 			took := time.Since(start)
 			want := "poolgate: the gateway could not sign your login"
 			if code != 255 || !strings.Contains(errs, want) {
 				t.Errorf("Key Vault %d: exit %d, stderr %q; want 255 and %q", tc.status, code, tail(errs), want)
 			}
 			t.Logf("refused after %s", took.Round(time.Millisecond))
-			if n := p.sessionsOf("alice"); n != 0 {
+			if n := p.sessionsOf(tc.user); n != 0 {
 				t.Errorf("the refused login left %d sessions", n)
 			}
 
 			v.Recover()
-			out, errs, code := p.sshCmd("alice", `echo "$DSVM_NODE"`)
+			out, errs, code := p.sshCmd(tc.user, `echo "$DSVM_NODE"`)
 			if code != 0 || strings.TrimSpace(out) != "node-1" {
 				t.Errorf("after Key Vault recovered: exit %d, out %q, stderr %q", code, out, tail(errs))
 			}
