@@ -24,9 +24,15 @@ type sharedMode struct {
 	degraded atomic.Bool                      // the shared state did not answer
 
 	pending map[uint64]bool // lease IDs of claims under way
-	// notices: pin notices are known to arrive, so this gateway's copy
-	// of the pin table is current and a pinned user is served from it.
+	// notices: pin notices are known to arrive and the whole table was
+	// read since the subscription began, so this gateway's copy of the
+	// pin table is current and a pinned user is served from it.
 	notices bool
+	// subscribed counts confirmed subscriptions (odd while one holds, as
+	// SetPinNotices sees them); a table read marks notices only if it
+	// began within the subscription that still holds.
+	subscribed uint64
+	resync     chan struct{} // a subscription began: read the whole table
 	// alone: users this gateway placed while the shared state was
 	// unreachable, each logged once.
 	alone map[string]bool
@@ -39,6 +45,7 @@ func newSharedMode(s Shared) *sharedMode {
 		ops:     make(chan func(context.Context) error, 4096),
 		pending: map[uint64]bool{},
 		alone:   map[string]bool{},
+		resync:  make(chan struct{}, 1),
 	}
 }
 
@@ -168,16 +175,48 @@ func (b *Balancer) takePinLocked(user string, p Pin, ver uint64) {
 }
 
 // SetPinNotices says whether the shared state's pin notices are arriving:
-// true once a subscription is confirmed, false when it is lost. While
-// they arrive, pinned users are served from this gateway's copy of the
-// pin table; a full read at each heartbeat puts right what was missed.
-// It implements PinNotices.
+// true once a subscription is confirmed, false when it is lost. Notices
+// may have been missed before a subscription began, so pinned users are
+// served from this gateway's copy of the pin table only once the whole
+// table has been read within it (RunShared reads it at once), and until
+// the subscription is lost. It implements PinNotices.
 func (b *Balancer) SetPinNotices(live bool) {
 	if b.sh == nil {
 		return
 	}
 	b.mu.Lock()
-	b.sh.notices = live
+	defer b.mu.Unlock()
+	b.sh.notices = false
+	if live != (b.sh.subscribed%2 == 1) {
+		b.sh.subscribed++
+	}
+	if live {
+		select {
+		case b.sh.resync <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// resyncPinTable reads the whole pin table after a subscription began,
+// and serves pinned users from the copy if the subscription still holds.
+func (b *Balancer) resyncPinTable(ctx context.Context) {
+	b.mu.RLock()
+	sub := b.sh.subscribed
+	b.mu.RUnlock()
+	if sub%2 == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if err := b.readPinTable(rctx); err != nil {
+		if ctx.Err() == nil {
+			b.setDegraded(err)
+		}
+		return
+	}
+	b.mu.Lock()
+	b.sh.notices = b.sh.subscribed == sub
 	b.mu.Unlock()
 }
 
@@ -222,6 +261,8 @@ func (b *Balancer) RunShared(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-b.sh.resync:
+			b.resyncPinTable(ctx)
 		case op := <-b.sh.ops:
 			if b.sh.degraded.Load() {
 				continue // the next heartbeat puts the shared state right
