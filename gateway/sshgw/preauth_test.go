@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/poolgate/poolgate/internal/ratelog"
+	"github.com/poolgate/poolgate/internal/testutil"
 )
 
 // TestBadVersionDroppedAtOnce: an SSH-1 client, or anything that is not
@@ -138,6 +139,11 @@ func TestPreauthSlotsPerAddress(t *testing.T) {
 		t.Fatalf("127.0.0.5 while 127.0.0.1 holds its slots: %v", err)
 	}
 	ssh.NewClient(sc, chans, reqs).Close()
+	// Its slot comes back once the gateway has seen it proven or closed,
+	// a moment after the client is in (slower under -race and load).
+	testutil.Eventually(t, 5*time.Second, "127.0.0.5's pre-auth slot to come back", func() bool {
+		return g.srv.front.Slots.InUse() == 4
+	})
 	// Fill the rest from other addresses: exactly eight in all.
 	for _, ip := range []string{"127.0.0.6", "127.0.0.6", "127.0.0.7", "127.0.0.7"} {
 		c, line := dialFrom(ip)
