@@ -304,7 +304,7 @@ func TestPinMovesWhenNodeIsDownAndAbortForgets(t *testing.T) {
 	if moved.Node().Name == home || moved.Repinned() != home {
 		t.Fatalf("dave through B: %s (repinned %q), want moved off %s", moved.Node().Name, moved.Repinned(), home)
 	}
-	// A follows once B's notice of the move reaches it (its pin cache may
+	// A follows once B's notice of the move reaches it (its copy of the pin table may
 	// answer for the few milliseconds before); dave is told only once.
 	testutil.Eventually(t, 2*time.Second, "A to follow dave's move", func() bool {
 		next := a.acquire(t, "dave")
@@ -336,7 +336,7 @@ func TestMissedPinNoticesDropCachedPins(t *testing.T) {
 	first := a.acquire(t, "hana")
 	home := first.Node().Name
 	first.Release()
-	cached := a.acquire(t, "hana") // served from A's pin cache
+	cached := a.acquire(t, "hana") // served from A's copy of the pin table
 	cached.Release()
 	if cached.Node().Name != home {
 		t.Fatalf("hana's second session on %s, want %s", cached.Node().Name, home)
@@ -393,7 +393,7 @@ func TestPinCacheServesPinnedUsersAndHearsMoves(t *testing.T) {
 	a, b := newReplica(t, srv.URL(), "gw-a", 30*time.Second), newReplica(t, srv.URL(), "gw-b", 30*time.Second)
 	first := a.acquire(t, "gina")
 	home := first.Node().Name
-	// A's next pick for gina comes from its pin cache; the lease still
+	// A's next pick for gina comes from its copy of the pin table; the lease still
 	// reaches Redis (in the background), so B counts both.
 	second := a.acquire(t, "gina")
 	if second.Node().Name != home {
