@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -134,4 +135,55 @@ func New(cfg Config, opts Options) *Balancer {
 		b.sh = newSharedMode(opts.Shared)
 	}
 	return b
+}
+
+// Lease is one live session on a node. Front ends take it with Acquire
+// before relaying and Release it when the session ends; until then the
+// session counts toward the node's load and keeps the user pinned there.
+type Lease struct {
+	b        *Balancer
+	id       uint64
+	user     string
+	node     *node
+	proto    Protocol
+	client   string
+	started  time.Time
+	repinned string // node the user lost before this lease, if any
+	created  bool   // this lease created the user's pin
+	done     bool   // released; protected by b.mu
+}
+
+// sharedMode is what a balancer sharing its state (Options.Shared) keeps
+// beside its own view. Its fields are under three regimes: pending,
+// notices and alone are protected by Balancer.mu; view has its own lock
+// (see viewCache); ops and degraded are safe on their own.
+type sharedMode struct {
+	store    Shared
+	ops      chan func(context.Context) error // releases and records, to RunShared
+	degraded atomic.Bool                      // the shared state did not answer
+
+	pending map[uint64]bool // lease IDs of claims under way
+	// notices: pin notices are known to arrive and the whole table was
+	// read since the subscription began, so this gateway's copy of the
+	// pin table is current and a pinned user is served from it.
+	notices bool
+	// subscribed counts confirmed subscriptions (odd while one holds, as
+	// SetPinNotices sees them); a table read marks notices only if it
+	// began within the subscription that still holds.
+	subscribed uint64
+	resync     chan struct{} // a subscription began: read the whole table
+	// alone: users this gateway placed while the shared state was
+	// unreachable, each logged once.
+	alone map[string]bool
+	view  viewCache
+}
+
+func newSharedMode(s Shared) *sharedMode {
+	return &sharedMode{
+		store:   s,
+		ops:     make(chan func(context.Context) error, 4096),
+		pending: map[uint64]bool{},
+		alone:   map[string]bool{},
+		resync:  make(chan struct{}, 1),
+	}
 }

@@ -15,7 +15,7 @@
 // applies their verdicts under its lock; with [Options.Shared] (Redis) the
 // shared state reads a snapshot, the same functions decide over it, and
 // the shared state applies the verdict by compare-and-set. Protocols are
-// the table in protocol.go.
+// the table in nodes.go, beside the Node addresses they read.
 //
 // Routing rules (docs/DESIGN.md gives the reasons):
 //

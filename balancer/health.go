@@ -6,35 +6,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultRepinAfter is how long a node may fail its checks, with no
-// session on it, before its users' pins move (Config.RepinAfter).
-const DefaultRepinAfter = 2 * time.Minute
-
-// check is the state of one of a node's checks: the node's own (its
-// sshd, the SSH entry) or one protocol's service (its JupyterHub, its RDP
-// server). A failing check stops new users; only a node that is gone
-// loses its pins (rule 5).
-type check struct {
-	up, checked bool
-	detail      string
-	downSince   time.Time // when it last went down; zero while up
-	// failed: since its last good probe, a dial or login to the node
-	// failed, or a session on it failed while the check was down.
-	failed bool
-}
-
-// gone reports whether pins to the node stop holding for this check at
-// now: a dial, login or session failed, or the check has failed for
-// repinAfter with no session of the node's relaying meanwhile (live
-// sessions are proof that the node is alive). A node never checked is not
-// gone: a gateway that just started keeps the pool's pins.
-func (c *check) gone(now time.Time, repinAfter time.Duration, sessions int) bool {
-	if c.failed {
-		return true
-	}
-	return c.checked && !c.up && sessions == 0 && now.Sub(c.downSince) >= repinAfter
-}
-
 // SetHealth records a result of the node's check for proto: SSH is the
 // node's own (a node down for it takes no new session of any protocol),
 // HTTP and RDP its services'. A report of up means a probe passed: it

@@ -1,7 +1,5 @@
 package balancer
 
-import "time"
-
 // Node is one member of the pool as discovery sees it.
 type Node struct {
 	Name string // unique, stable name (config name or instance computer name)
@@ -27,70 +25,69 @@ const (
 	StateDraining State = "draining"
 )
 
-// node is the balancer's record of one pool member.
-type node struct {
-	Node
-	weight   float64
-	idx      int            // position in Balancer.order and Balancer.loads
-	checks   [nProtos]check // the node's own check (SSH) and its services'
-	draining bool
-	removed  bool
-	changed  time.Time      // last change of State
-	idle     time.Time      // when the node last had no session (set while it has none)
-	sessions PerProtocol    // live leases through this gateway
-	users    map[string]int // user → live leases on this node
-	load     Load           // last measured load; NoLoad until the first
-	history  *loadRing      // recent samples for ops; nil until the first
+// Protocol is the kind of a relayed session.
+type Protocol string
+
+// Protocols the front ends relay.
+const (
+	SSH  Protocol = "ssh"
+	HTTP Protocol = "http"
+	RDP  Protocol = "rdp"
+)
+
+// protocols is the table of protocols: a protocol's position in it indexes
+// every per-protocol table (health, counts, scores), and addr reads the
+// node's address for it. Adding a protocol is a field of Node, one
+// entry here and its front end; SSH comes first, since its check is the node's own state.
+var protocols = [...]struct {
+	p    Protocol
+	addr func(Node) string
+}{
+	{SSH, func(n Node) string { return n.SSH }},
+	{HTTP, func(n Node) string { return n.HTTP }},
+	{RDP, func(n Node) string { return n.RDP }},
 }
 
-// NodeNames lists the names of the nodes in this gateway's node set, in
-// no particular order. It reads local state only.
-func (b *Balancer) NodeNames() []string {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	out := make([]string, 0, len(b.order))
-	for _, n := range b.order {
-		out = append(out, n.Name)
+// own is the index of the node's own check: SSH's, first in the table. A
+// node whose own check fails takes no new session of any protocol.
+const own = 0
+
+// nProtos is the number of protocols.
+const nProtos = len(protocols)
+
+// Protocols lists every protocol, in the order of PerProtocol's entries.
+func Protocols() []Protocol {
+	out := make([]Protocol, nProtos)
+	for i, e := range protocols {
+		out[i] = e.p
 	}
 	return out
 }
 
-// HubNode names the node whose JupyterHub listens on addr (its Node.HTTP),
-// or "" when no node in the set has that address. It reads this gateway's
-// own node set only, never the shared state, so it is cheap enough for
-// every new connection to a hub.
-func (b *Balancer) HubNode(addr string) string {
-	if addr == "" {
-		return "" // a node without a hub has HTTP ""
-	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for _, n := range b.order {
-		if n.HTTP == addr {
-			return n.Name
+// index is p's position in the table; an unknown protocol counts as SSH.
+func (p Protocol) index() int {
+	for i, e := range protocols {
+		if e.p == p {
+			return i
 		}
 	}
-	return ""
+	return 0
 }
 
-// upFor reports whether n takes new sessions of protocol index p: its own
-// check and p's pass, and it has an address for p.
-func (n *node) upFor(p int) bool {
-	c, own := &n.checks[p], &n.checks[own]
-	return own.up && !own.failed && c.up && !c.failed && n.serves(p)
-}
+// Addr is the node's host:port for p, "" when the node does not serve it.
+func (p Protocol) Addr(n Node) string { return protocols[p.index()].addr(n) }
 
-// serves reports whether n has an address for protocol index p. Every
-// node serves SSH: its check is the node's own.
-func (n *node) serves(p int) bool { return p == own || protocols[p].addr(n.Node) != "" }
+// PerProtocol holds one count per protocol, in the order of Protocols.
+type PerProtocol [nProtos]int
 
-func (n *node) state() State {
-	switch {
-	case !n.checks[own].up:
-		return StateDown
-	case n.draining:
-		return StateDraining
-	default:
-		return StateUp
+// Of is p's count.
+func (c PerProtocol) Of(p Protocol) int { return c[p.index()] }
+
+// Total is the sum over every protocol.
+func (c PerProtocol) Total() int {
+	t := 0
+	for _, k := range c {
+		t += k
 	}
+	return t
 }

@@ -30,22 +30,6 @@ func (b *Balancer) setDrain(name string, on bool) error {
 	return nil
 }
 
-// PinInfo is one user's pin, for ops.
-type PinInfo struct {
-	User     string
-	Node     string
-	By       PinOrigin
-	Sessions int // the user's live sessions, on any node (the whole pool's with shared state)
-	// Until is when the pin ends unless a session opens; zero while the
-	// user has sessions.
-	Until time.Time
-	// Elsewhere names nodes other than Node where the user still had
-	// sessions when the shared state reconciled two gateways' choices
-	// (made while it was unreachable): Node won, as the pool agreed on it
-	// first.
-	Elsewhere []string
-}
-
 // Pin moves the user's pin to the named node, as ops choose (ByOps): the
 // user's next sessions go there, SSH and browser alike; sessions open
 // elsewhere go on. A user with no session keeps the pin for the affinity

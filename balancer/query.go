@@ -51,21 +51,6 @@ func (b *Balancer) Pinned(user string, proto Protocol) (Node, bool) {
 	return Node{}, false
 }
 
-func (b *Balancer) pinnedLocked(user string, p int) *node {
-	u := b.users[user]
-	if u == nil {
-		return nil
-	}
-	now := b.now()
-	if !b.pinHoldsLocked(u, now) {
-		return nil
-	}
-	if n := b.nodes[u.pin.Node]; n != nil && b.aliveFor(n, p, now, n.sessions) {
-		return n
-	}
-	return nil
-}
-
 // PinnedUser answers, without a lease and without changing any state,
 // where a front end should route a connection whose user is only claimed
 // (an RDP routing cookie): it returns the user the claim names and the
@@ -168,18 +153,6 @@ func (b *Balancer) Started(proto Protocol) uint64 { return b.started[proto.index
 // Ended counts the sessions of proto that ended (released or aborted).
 func (b *Balancer) Ended(proto Protocol) uint64 { return b.ended[proto.index()].Load() }
 
-// SessionInfo is a snapshot of one live session.
-type SessionInfo struct {
-	ID       uint64
-	User     string
-	Node     string
-	Protocol Protocol
-	Client   string
-	Started  time.Time
-	// Replica is the gateway that holds the session, with shared state.
-	Replica string
-}
-
 // Sessions returns a snapshot of the live sessions, oldest first; with
 // shared state, every gateway's.
 func (b *Balancer) Sessions() []SessionInfo {
@@ -203,38 +176,6 @@ func (b *Balancer) Sessions() []SessionInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
-
-// CheckStatus is one of a node's checks, for ops.
-type CheckStatus struct {
-	Up, Checked bool   // Checked once it reported
-	Detail      string // last probe's detail
-	// Gone: pins to the node no longer hold for the protocol (a dial,
-	// login or session failed, or it stayed down past repin_after).
-	Gone bool
-}
-
-// NodeStatus is a snapshot of one node for ops.
-type NodeStatus struct {
-	Node
-	State    State
-	Sessions PerProtocol // live sessions by protocol
-	Users    []string    // users with a live session on the node, sorted
-	Pinned   int         // users pinned to the node, including idle ones in grace
-	// Checks are the node's own check (SSH) and its services', in the
-	// order of Protocols; see Check.
-	Checks  [nProtos]CheckStatus
-	Changed time.Time // last state change
-	// IdleSince is when the node's last session ended (or when it joined
-	// the pool, if it never had one); zero while it has sessions.
-	IdleSince time.Time
-	// Load is the node's last measured load (NaN fields: not measured);
-	// LoadStale is set when it is too old to be used for placement.
-	Load      Load
-	LoadStale bool
-}
-
-// Check is the node's check for p (SSH: the node's own).
-func (s NodeStatus) Check(p Protocol) CheckStatus { return s.Checks[p.index()] }
 
 // Nodes returns a snapshot of the node set in discovery order. With shared
 // state, sessions, users, pins and drains are the whole pool's; health is
@@ -290,4 +231,34 @@ func (b *Balancer) localNodes() []NodeStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// NodeNames lists the names of the nodes in this gateway's node set, in
+// no particular order. It reads local state only.
+func (b *Balancer) NodeNames() []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]string, 0, len(b.order))
+	for _, n := range b.order {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// HubNode names the node whose JupyterHub listens on addr (its Node.HTTP),
+// or "" when no node in the set has that address. It reads this gateway's
+// own node set only, never the shared state, so it is cheap enough for
+// every new connection to a hub.
+func (b *Balancer) HubNode(addr string) string {
+	if addr == "" {
+		return "" // a node without a hub has HTTP ""
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, n := range b.order {
+		if n.HTTP == addr {
+			return n.Name
+		}
+	}
+	return ""
 }

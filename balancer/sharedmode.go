@@ -8,46 +8,10 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 )
-
-// sharedMode is what a balancer sharing its state (Options.Shared) keeps
-// beside its own view. Its fields are under three regimes: pending,
-// notices and alone are protected by Balancer.mu; view has its own lock
-// (see viewCache); ops and degraded are safe on their own.
-type sharedMode struct {
-	store    Shared
-	ops      chan func(context.Context) error // releases and records, to RunShared
-	degraded atomic.Bool                      // the shared state did not answer
-
-	pending map[uint64]bool // lease IDs of claims under way
-	// notices: pin notices are known to arrive and the whole table was
-	// read since the subscription began, so this gateway's copy of the
-	// pin table is current and a pinned user is served from it.
-	notices bool
-	// subscribed counts confirmed subscriptions (odd while one holds, as
-	// SetPinNotices sees them); a table read marks notices only if it
-	// began within the subscription that still holds.
-	subscribed uint64
-	resync     chan struct{} // a subscription began: read the whole table
-	// alone: users this gateway placed while the shared state was
-	// unreachable, each logged once.
-	alone map[string]bool
-	view  viewCache
-}
-
-func newSharedMode(s Shared) *sharedMode {
-	return &sharedMode{
-		store:   s,
-		ops:     make(chan func(context.Context) error, 4096),
-		pending: map[uint64]bool{},
-		alone:   map[string]bool{},
-		resync:  make(chan struct{}, 1),
-	}
-}
 
 // SharedStatus reports whether state is shared, whether the shared state
 // is unreachable (the balancer then serves from its own view), and this
