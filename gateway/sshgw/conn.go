@@ -62,6 +62,7 @@ type clientConn struct {
 	// Set during the handshake, which runs in one goroutine.
 	pre          ssh.ServerPreAuthConn
 	keysRejected bool
+	signInOver   bool // a sign-in failed for good in this connection
 	bannersSent  map[string]bool
 	chosen       string    // the node named at login (alice+node-3), "" if none
 	node         *nodeConn // the node login, once authentication succeeded
@@ -173,6 +174,15 @@ func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		return nil, err
 	}
 	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr(), c.s.now())
+	if err != nil && c.s.identity != nil && errors.Is(err, os.ErrNotExist) && c.s.keyStore.check() == nil {
+		// No authorized_keys file: the user signs in with the identity
+		// provider. A key bound by an earlier sign-in goes straight in;
+		// any other key is proven first, then bound after the sign-in.
+		if c.boundKey(user, key) {
+			return &ssh.Permissions{ExtraData: map[any]any{restrictionsKey{}: restrictions{}}}, nil
+		}
+		return &ssh.Permissions{ExtraData: map[any]any{needSignIn{}: true}}, nil
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || c.s.keyStore.isDown() {
 			if kerr := c.s.keyStore.check(); kerr != nil {
@@ -205,6 +215,9 @@ func (c *clientConn) keyRefused(user string, key ssh.PublicKey) {
 // keyVerified runs once the client has proven it holds an authorized key:
 // the user is known, so the node is chosen and logged in to now.
 func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+	if perms.ExtraData[needSignIn{}] != nil {
+		return nil, c.signInNext(key)
+	}
 	r, _ := perms.ExtraData[restrictionsKey{}].(restrictions)
 	user := c.who(meta)
 	keyID := fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
@@ -221,9 +234,13 @@ func (c *clientConn) keyVerified(meta ssh.ConnMetadata, key ssh.PublicKey, perms
 	return perms, nil
 }
 
-// keyboardInteractive asks for the password when pass-through is on;
-// otherwise it only tells a user whose keys were refused why.
+// keyboardInteractive signs the user in with the identity provider when
+// one is configured; else it asks for the password when pass-through is
+// on, and otherwise only tells a user whose keys were refused why.
 func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+	if c.s.identity != nil {
+		return c.signIn(meta, challenge, nil) // a client with no key signs in each time
+	}
 	user := c.who(meta)
 	if !c.s.cfg.PasswordPassthrough {
 		return nil, &ssh.BannerError{Err: ErrKeyNotAllowed, Message: fmt.Sprintf(msgNoKey, safeUser(user))}

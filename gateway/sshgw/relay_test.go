@@ -130,6 +130,8 @@ type testGWOptions struct {
 	nodes   []func(ca ssh.PublicKey) string // nil: one testNode
 	// pwStarts is Options.PasswordStarts.
 	pwStarts *StartLimit
+	// identity is Options.Identity.
+	identity Identity
 }
 
 // startTestGW runs a gateway as o says; alice's, bob's and carol's
@@ -174,7 +176,7 @@ func startTestGW(t *testing.T, o testGWOptions) *testGW {
 		core, logs = observer.New(zap.InfoLevel)
 		log = zap.New(core)
 	}
-	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Logger: log})
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Identity: o.identity, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,7 @@ type Server struct {
 	keyStore *keyStore   // whether the users' key folder can be read
 	refusals refusalTime // how long nodes take to refuse a password
 	certs    *certIssuer // signs and reuses node-login certificates
+	identity Identity    // nil: no sign-in with an identity provider
 
 	// front accepts, holds the pre-auth slots (connections not yet past
 	// authentication) and tracks the connections.
@@ -91,6 +92,10 @@ type Options struct {
 	// Metrics, if set, records logins, picks and relayed bytes; nil means
 	// none.
 	Metrics *Metrics
+	// Identity, if set, signs in users who have no authorized_keys file
+	// (keyboard-interactive, device flow) and binds the key they proved;
+	// nil means keys and passwords only.
+	Identity Identity
 }
 
 // New returns a server that places users with bal; cfg's zero fields take
@@ -113,7 +118,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	}
 	d := &net.Dialer{}
 	s := &Server{
-		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics,
+		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics, identity: opts.Identity,
 		dial: d.DialContext, now: time.Now,
 		backoff:  newBackoff(cfg.AuthBackoff, time.Now),
 		preauth:  &preauthLog{log: log, limit: ratelog.Limiter{Every: time.Second}},
