@@ -137,9 +137,13 @@ func (c Config) mapClaims(raw []byte) (*Identity, error) {
 	if claim == "" {
 		claim = DefaultUsernameClaim
 	}
+	shown := claim
+	if !validClaimName(shown) {
+		shown = "username claim"
+	}
 	var rawName string
 	if v, ok := all[claim]; !ok || json.Unmarshal(v, &rawName) != nil || rawName == "" {
-		return nil, refuse(ErrBadUsername, nil, "your account has no %s to use as a login name; ask ops to check identity.oidc.username_claim", claim)
+		return nil, refuse(ErrBadUsername, nil, "your account has no %s to use as a login name; ask ops to check identity.oidc.username_claim", shown)
 	}
 	user, err := c.OIDC.loginName(rawName)
 	if err != nil {

@@ -155,6 +155,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("oidc.client_secret_file: %w", err)
 		}
 	}
+	if c := o.UsernameClaim; c != "" && !validClaimName(c) {
+		return fmt.Errorf("oidc.username_claim: %q is not a claim name (letters, digits, _ - . :)", c)
+	}
 	if len(o.Scopes) > 0 && !slices.Contains(o.Scopes, "openid") {
 		return fmt.Errorf("oidc.scopes: must include openid (without it no ID token is issued)")
 	}
@@ -215,4 +218,12 @@ func (o OIDCConfig) readSecret() (string, error) {
 
 func isLoopbackHost(h string) bool {
 	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
+}
+
+// validClaimName reports whether c looks like a claim name: 1 to 64
+// letters, digits and _ - . :.
+func validClaimName(c string) bool {
+	return c != "" && len(c) <= 64 && !strings.ContainsFunc(c, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.:", r))
+	})
 }

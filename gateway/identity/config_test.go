@@ -63,9 +63,12 @@ func TestConfigValidate(t *testing.T) {
 		{"plain http", func(c *Config) { c.OIDC.Issuer = "http://idp.example.com" }, "oidc.issuer: \"http://idp.example.com\" must use https"},
 		{"not a URL", func(c *Config) { c.OIDC.Issuer = "login.microsoftonline.com/x" }, "oidc.issuer: "},
 		{"Entra common", func(c *Config) { c.OIDC.Issuer = "https://login.microsoftonline.com/common/v2.0" }, "oidc.issuer: Entra ID needs the tenant's own issuer"},
-		{"Entra v1", func(c *Config) { c.OIDC.Issuer = "https://login.microsoftonline.com/9122040d-6c67-4c5b-b112-36a304b66dad" }, "oidc.issuer: Entra ID's issuer ends in /v2.0"},
+		{"Entra v1", func(c *Config) {
+			c.OIDC.Issuer = "https://login.microsoftonline.com/9122040d-6c67-4c5b-b112-36a304b66dad"
+		}, "oidc.issuer: Entra ID's issuer ends in /v2.0"},
 		{"missing secret file", func(c *Config) { c.OIDC.ClientSecretFile = secret + ".none" }, "oidc.client_secret_file: "},
 		{"no openid scope", func(c *Config) { c.OIDC.Scopes = []string{"profile"} }, "oidc.scopes: must include openid"},
+		{"bad claim", func(c *Config) { c.OIDC.UsernameClaim = "a b" }, "oidc.username_claim: "},
 		{"bad domain", func(c *Config) { c.OIDC.UsernameDomains = []string{"@contoso.com"} }, "oidc.username_domains[0]: "},
 		{"negative ttl", func(c *Config) { c.KeyTTL = -time.Hour }, "key_ttl: must not be negative"},
 		{"negative limit", func(c *Config) { c.DeviceLimit.PerAddress = -1 }, "device_limit.per_address: must not be negative"},

@@ -194,7 +194,9 @@ func parseTokenError(body []byte) *tokenError {
 	if json.Unmarshal(body, &e) != nil || e.Code == "" {
 		return nil
 	}
-	e.Code = printable(e.Code, 64)
+	if e.Code = printable(e.Code, 64); e.Code == "" || strings.Contains(e.Code, "\n") {
+		return nil
+	}
 	return &e
 }
 
