@@ -342,11 +342,15 @@ func (s *DeviceSignIn) wait(ctx context.Context) (*Identity, error) {
 		if err == nil {
 			te = parseTokenError(body)
 		}
-		if te == nil {
-			// The network, a 5xx or a body that is no OAuth error: try
-			// again, slower, a few times.
+		if transient(err, status, te) {
+			// The network, a 5xx or 429, or a body that is no OAuth
+			// error: try again, slower, a few times.
 			failures++
-			if err == nil {
+			switch {
+			case err != nil:
+			case te != nil:
+				err = fmt.Errorf("token endpoint: HTTP %d: %w", status, te)
+			default:
 				err = fmt.Errorf("token endpoint: HTTP %d", status)
 			}
 			if failures >= transientTries {
@@ -370,6 +374,15 @@ func (s *DeviceSignIn) wait(ctx context.Context) (*Identity, error) {
 			return nil, refuse(ErrProviderUnavailable, te, "the identity provider refused the sign-in; ask ops (the gateway's log says why)")
 		}
 	}
+}
+
+// transient reports whether a poll's failure may pass if tried again.
+func transient(err error, status int, te *tokenError) bool {
+	switch {
+	case err != nil, status == http.StatusTooManyRequests, status >= 500, te == nil:
+		return true
+	}
+	return te.Code == "temporarily_unavailable" || te.Code == "server_error"
 }
 
 // errCodeExpired is the cause of a wait's end at the code's expiry.

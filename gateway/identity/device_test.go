@@ -130,6 +130,25 @@ func TestDeviceSignInErrors(t *testing.T) {
 	}
 }
 
+func TestTransientPollFailuresAreRetried(t *testing.T) {
+	f := newFakeEntra(t)
+	f.setPolls("authorization_pending", "temporarily_unavailable", "server_error", "authorization_pending", "ok")
+	p, waits, _ := f.provider(f.config())
+	if _, id, err := signIn(t, p); err != nil || id.User != "alice" {
+		t.Fatalf("Wait = %v, %v", id, err)
+	}
+	// Each transient failure doubles the interval.
+	if want := []time.Duration{5 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 20 * time.Second}; !slices.Equal(*waits, want) {
+		t.Errorf("waits = %v, want %v", *waits, want)
+	}
+
+	f.setPolls("server_error", "server_error", "server_error", "ok")
+	_, _, err := signIn(t, p)
+	if !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), "HTTP 400: server_error") {
+		t.Fatalf("after %d transient failures: %v", transientTries, err)
+	}
+}
+
 func TestWaitEndsAtExpiryAndOnCancel(t *testing.T) {
 	f := newFakeEntra(t)
 	f.setPolls("authorization_pending")
