@@ -61,7 +61,7 @@ func (p *Provider) Exchange(ctx context.Context, code, nonce, verifier, redirect
 	}
 	id, err := p.exchange(ctx, code, nonce, verifier, redirectURL)
 	if err != nil {
-		p.logRefusal("browser", caddr, id, err)
+		p.logRefusal("browser", caddr, "", id, err)
 		return nil, err
 	}
 	p.logSignIn("browser", caddr, id)

@@ -52,6 +52,7 @@ type DeviceSignIn struct {
 	p          *Provider
 	d          *discovered
 	client     string
+	login      string
 	deviceCode string
 }
 
@@ -235,21 +236,24 @@ func (p *Provider) post(ctx context.Context, u string, form url.Values) (int, []
 	return resp.StatusCode, body, nil
 }
 
-// StartDevice starts a device-code sign-in for a client connecting from
-// client: it asks the provider for a code, within the per-address and
-// total start limits. The caller shows Message and calls Wait.
-func (p *Provider) StartDevice(ctx context.Context, client net.Addr) (*DeviceSignIn, error) {
+// StartDevice starts a device-code sign-in for login (the canonical
+// name the client asked to log in as; "" when there is none to check)
+// connecting from client: it asks the provider for a code, within the
+// per-address and total start limits. The caller shows Message and
+// calls Wait, which refuses a user who signs in as someone else.
+func (p *Provider) StartDevice(ctx context.Context, login string, client net.Addr) (*DeviceSignIn, error) {
 	caddr := ""
 	if client != nil {
 		caddr = client.String()
 	}
 	s, err := p.startDevice(ctx, client)
 	if err != nil {
-		p.logRefusal("device", caddr, nil, err)
+		p.logRefusal("device", caddr, login, nil, err)
 		return nil, err
 	}
-	s.client = caddr
-	p.log.Info("device sign-in started", zap.String("client", caddr), zap.Duration("expires_in", s.Expiry.Sub(p.now()).Round(time.Second)))
+	s.client, s.login = caddr, login
+	p.log.Info("device sign-in started", zap.String("login", login), zap.String("client", caddr),
+		zap.Duration("expires_in", s.Expiry.Sub(p.now()).Round(time.Second)))
 	return s, nil
 }
 
@@ -296,7 +300,8 @@ func (p *Provider) startDevice(ctx context.Context, client net.Addr) (*DeviceSig
 }
 
 // Wait polls the provider until the user signs in, declines, or the code
-// expires, and returns the verified identity. It ends by Expiry or when
+// expires, and returns the verified identity, which is the login name
+// given to StartDevice (else ErrWrongUser). It ends by Expiry or when
 // ctx ends (the user disconnected), whichever comes first; each poll is
 // bounded by identity.oidc.request_timeout. A sign-in refused for the
 // user's groups or name returns that refusal (and the identity when
@@ -304,7 +309,7 @@ func (p *Provider) startDevice(ctx context.Context, client net.Addr) (*DeviceSig
 func (s *DeviceSignIn) Wait(ctx context.Context) (*Identity, error) {
 	id, err := s.wait(ctx)
 	if err != nil {
-		s.p.logRefusal("device", s.client, id, err)
+		s.p.logRefusal("device", s.client, s.login, id, err)
 		return nil, err
 	}
 	s.p.logSignIn("device", s.client, id)
@@ -333,7 +338,11 @@ func (s *DeviceSignIn) wait(ctx context.Context) (*Identity, error) {
 			if err != nil {
 				return nil, refuse(ErrProviderUnavailable, err, "the identity provider sent an answer the gateway cannot use; ask ops")
 			}
-			return p.verify(ctx, s.d, raw, "")
+			id, err := p.verify(ctx, s.d, raw, "")
+			if err == nil && s.login != "" {
+				err = id.CheckLogin(s.login)
+			}
+			return id, err
 		}
 		if err != nil && ctx.Err() != nil {
 			return nil, s.ended(ctx)

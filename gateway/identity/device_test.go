@@ -22,7 +22,7 @@ func signIn(t *testing.T, p *Provider) (*DeviceSignIn, *Identity, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := p.StartDevice(ctx, addr("192.0.2.1"))
+	s, err := p.StartDevice(ctx, "alice", addr("192.0.2.1"))
 	if err != nil {
 		t.Fatalf("StartDevice: %v", err)
 	}
@@ -130,6 +130,26 @@ func TestDeviceSignInErrors(t *testing.T) {
 	}
 }
 
+func TestSignedInAsSomeoneElse(t *testing.T) {
+	f := newFakeEntra(t)
+	p, _, logs := f.provider(f.config())
+	ctx := context.Background()
+	s, err := p.StartDevice(ctx, "bob", addr("192.0.2.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Wait(ctx)
+	if !errors.Is(err, ErrWrongUser) || id != nil {
+		t.Fatalf("Wait = %v, %v; want ErrWrongUser", id, err)
+	}
+	if got, want := UserMessage(err), "poolgate: signed in as alice, which is not the login name bob; log in as alice"; got != want {
+		t.Errorf("UserMessage = %q, want %q", got, want)
+	}
+	if text := logText(logs); !strings.Contains(text, "sign-in refused") || !strings.Contains(text, "login=bob") || !strings.Contains(text, "user=alice") {
+		t.Errorf("log:\n%s", text)
+	}
+}
+
 func TestTransientPollFailuresAreRetried(t *testing.T) {
 	f := newFakeEntra(t)
 	f.setPolls("authorization_pending", "temporarily_unavailable", "server_error", "authorization_pending", "ok")
@@ -155,7 +175,7 @@ func TestWaitEndsAtExpiryAndOnCancel(t *testing.T) {
 	p, _, _ := f.provider(f.config())
 	p.after = time.After
 	ctx := context.Background()
-	s, err := p.StartDevice(ctx, addr("192.0.2.1"))
+	s, err := p.StartDevice(ctx, "alice", addr("192.0.2.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +188,7 @@ func TestWaitEndsAtExpiryAndOnCancel(t *testing.T) {
 		t.Errorf("Wait took %s after expiry", d)
 	}
 
-	s, err = p.StartDevice(ctx, addr("192.0.2.1"))
+	s, err = p.StartDevice(ctx, "alice", addr("192.0.2.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +288,7 @@ func TestStartLimit(t *testing.T) {
 		{"2001:db8:1:2::1", true}, {"2001:db8:1:2::ffff", true}, // one /64
 		{"2001:db8:1:2:aaaa::1", false}, {"198.51.100.7", true}, {"198.51.100.8", false}, // total
 	} {
-		_, err := p.StartDevice(ctx, addr(tt.ip))
+		_, err := p.StartDevice(ctx, "alice", addr(tt.ip))
 		if tt.ok != (err == nil) || (!tt.ok && !errors.Is(err, ErrTooManyStarts)) {
 			t.Fatalf("start %d from %s: %v", i, tt.ip, err)
 		}
@@ -280,7 +300,7 @@ func TestStartLimit(t *testing.T) {
 		t.Errorf("provider asked %d times, want 3", d)
 	}
 	now = now.Add(time.Minute)
-	if _, err := p.StartDevice(ctx, addr("2001:db8:1:2::1")); err != nil {
+	if _, err := p.StartDevice(ctx, "alice", addr("2001:db8:1:2::1")); err != nil {
 		t.Errorf("after the window: %v", err)
 	}
 }
@@ -299,7 +319,7 @@ func TestProviderDownThenUp(t *testing.T) {
 		t.Fatalf("New must not contact the provider: %v", err)
 	}
 	start := time.Now()
-	_, err = p.StartDevice(context.Background(), addr("192.0.2.1"))
+	_, err = p.StartDevice(context.Background(), "alice", addr("192.0.2.1"))
 	if !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("StartDevice = %v, want ErrProviderUnavailable", err)
 	}
@@ -314,11 +334,11 @@ func TestProviderDownThenUp(t *testing.T) {
 	// discovery is tried again.
 	f := newFakeEntra(t)
 	p.cfg.OIDC.Issuer = f.issuer
-	if _, err := p.StartDevice(context.Background(), addr("192.0.2.2")); !errors.Is(err, ErrProviderUnavailable) {
+	if _, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.2")); !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("within %s of the failure: %v", rediscoverAfter, err)
 	}
 	now = now.Add(rediscoverAfter)
-	if _, err := p.StartDevice(context.Background(), addr("192.0.2.3")); err != nil {
+	if _, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.3")); err != nil {
 		t.Fatalf("after the provider came up: %v", err)
 	}
 }
@@ -331,7 +351,7 @@ func TestProviderSlowIsBounded(t *testing.T) {
 
 	// Slow while polling: each poll times out, a few are retried, then
 	// one clear error.
-	s, err := p.StartDevice(context.Background(), addr("192.0.2.1"))
+	s, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +368,7 @@ func TestProviderSlowIsBounded(t *testing.T) {
 	// Slow at discovery: a fresh provider fails within the timeout.
 	p2, _, _ := f.provider(cfg)
 	start = time.Now()
-	if _, err := p2.StartDevice(context.Background(), addr("192.0.2.1")); !errors.Is(err, ErrProviderUnavailable) {
+	if _, err := p2.StartDevice(context.Background(), "alice", addr("192.0.2.1")); !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("StartDevice = %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -360,7 +380,7 @@ func TestDeviceEndpointFromDiscoveryOrEntra(t *testing.T) {
 	f := newFakeEntra(t)
 	f.noDevice = true
 	p, _, _ := f.provider(f.config())
-	_, err := p.StartDevice(context.Background(), addr("192.0.2.1"))
+	_, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.1"))
 	if !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), "device_authorization_endpoint") {
 		t.Fatalf("StartDevice without a device endpoint = %v", err)
 	}
@@ -383,7 +403,7 @@ func TestUnknownClientIsAProviderError(t *testing.T) {
 	cfg := f.config()
 	cfg.OIDC.ClientID = "00000000-0000-0000-0000-000000000000"
 	p, _, logs := f.provider(cfg)
-	_, err := p.StartDevice(context.Background(), addr("192.0.2.1"))
+	_, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.1"))
 	if !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(logText(logs), "unauthorized_client: AADSTS700016") {
 		t.Fatalf("StartDevice = %v; log:\n%s", err, logText(logs))
 	}

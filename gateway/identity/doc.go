@@ -17,7 +17,7 @@
 //
 // ssh alice@pool with a key the gateway does not know:
 //
-//	s, err := p.StartDevice(ctx, conn.RemoteAddr()) // limited per address
+//	s, err := p.StartDevice(ctx, "alice", conn.RemoteAddr()) // limited per address
 //	if err != nil {
 //		return identity.UserMessage(err) // one "poolgate: ..." line
 //	}
@@ -25,10 +25,7 @@
 //	// "To sign in, use a web browser to open the page
 //	// https://microsoft.com/devicelogin and enter the code FQK4XZ2B to
 //	// authenticate."
-//	id, err := s.Wait(ctx) // polls until signed in, declined or expired
-//	if err == nil {
-//		err = id.CheckLogin("alice") // ssh bob@pool as alice is refused
-//	}
+//	id, err := s.Wait(ctx) // until signed in (as alice), declined or expired
 //	if err == nil && provenKey != nil {
 //		err = bindings.Bind(ctx, identity.NewBinding(id, provenKey, client, now, cfg.KeyTTL))
 //	}

@@ -198,8 +198,11 @@ func (r *rawClaims) UnmarshalJSON(b []byte) error { *r = append((*r)[:0], b...);
 
 // logRefusal logs a failed sign-in: a refusal of the user at Info, a
 // fault of the provider at Error. Never a token: errors hold none.
-func (p *Provider) logRefusal(method, client string, id *Identity, err error) {
+func (p *Provider) logRefusal(method, client, login string, id *Identity, err error) {
 	fields := []zap.Field{zap.String("method", method), zap.String("client", client), zap.Error(err)}
+	if login != "" {
+		fields = append(fields, zap.String("login", login))
+	}
 	if id != nil {
 		fields = append(fields, zap.String("user", id.User), zap.String("subject", id.Subject))
 	}
