@@ -120,8 +120,8 @@ func (c Config) WithDefaults() Config {
 }
 
 // Validate reports the first bad setting, naming its key within the
-// section. A section without an issuer is valid whatever else it holds
-// only if nothing else is set either.
+// section. Without an issuer the section must set nothing that needs
+// one.
 func (c Config) Validate() error {
 	o := c.OIDC
 	if o.Issuer == "" {

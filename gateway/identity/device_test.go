@@ -408,3 +408,84 @@ func TestUnknownClientIsAProviderError(t *testing.T) {
 		t.Fatalf("StartDevice = %v; log:\n%s", err, logText(logs))
 	}
 }
+
+func TestIssuerMismatchIsNamed(t *testing.T) {
+	f := newFakeEntra(t)
+	cfg := f.config()
+	cfg.OIDC.Issuer = f.issuer + "/" // the provider calls itself without the slash
+	p, _, logs := f.provider(cfg)
+	_, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.1"))
+	if !errors.Is(err, ErrProviderUnavailable) {
+		t.Fatalf("StartDevice = %v", err)
+	}
+	if got, want := UserMessage(err), `poolgate: the identity provider is misconfigured on this gateway; ask ops (identity.oidc.issuer must be "`+f.issuer+`" exactly)`; got != want {
+		t.Errorf("UserMessage = %q, want %q", got, want)
+	}
+	if !strings.Contains(logText(logs), "identity provider discovery failed") {
+		t.Errorf("log:\n%s", logText(logs))
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tt := range []struct {
+		err    error
+		status int
+		te     *tokenError
+		want   bool
+	}{
+		{errors.New("connection refused"), 0, nil, true},
+		{nil, 429, &tokenError{Code: "slow_down"}, true},
+		{nil, 503, nil, true},
+		{nil, 400, nil, true}, // not an OAuth error
+		{nil, 400, &tokenError{Code: "temporarily_unavailable"}, true},
+		{nil, 400, &tokenError{Code: "authorization_pending"}, false},
+		{nil, 400, &tokenError{Code: "invalid_client"}, false},
+	} {
+		if got := transient(tt.err, tt.status, tt.te); got != tt.want {
+			t.Errorf("transient(%v, %d, %+v) = %v", tt.err, tt.status, tt.te, got)
+		}
+	}
+}
+
+func TestParseDeviceAuth(t *testing.T) {
+	for _, tt := range []struct {
+		name, body string
+		err        string
+		check      func(a *deviceAuth) bool
+	}{
+		{"Entra", `{"user_code":"FQK4XZ2B","device_code":"d","verification_uri":"https://microsoft.com/devicelogin","expires_in":900,"interval":5,"message":"` + testMessage + `"}`, "",
+			func(a *deviceAuth) bool {
+				return a.message() == testMessage && a.ExpiresIn == 15*time.Minute && a.Interval == 5*time.Second
+			}},
+		{"verification_url (Google, Entra v1)", `{"user_code":"A-B","device_code":"d","verification_url":"https://www.google.com/device","expires_in":"1800"}`, "",
+			func(a *deviceAuth) bool {
+				return a.VerificationURI == "https://www.google.com/device" && a.ExpiresIn == maxExpiry && a.Interval == defaultInterval
+			}},
+		{"escapes removed", `{"user_code":"A\u001b[2J","device_code":"d","verification_uri":"https://e.test/","message":"\u001b]0;pwned\u0007Open https://e.test/ code A\u202e\r\nnow"}`, "",
+			func(a *deviceAuth) bool { return a.UserCode == "A[2J" && a.message() != "" && shownSafely(a.message()) }},
+		{"message without the code is not used", `{"user_code":"XYZ","device_code":"d","verification_uri":"https://e.test/","message":"Just go to https://evil.test/"}`, "",
+			func(a *deviceAuth) bool {
+				return strings.Contains(a.message(), "XYZ") && !strings.Contains(a.message(), "evil")
+			}},
+		{"interval bounded", `{"user_code":"A","device_code":"d","verification_uri":"https://e.test/","interval":86400,"expires_in":0}`, "",
+			func(a *deviceAuth) bool { return a.Interval == maxInterval && a.ExpiresIn == defaultExpiry }},
+		{"no device code", `{"user_code":"A","verification_uri":"https://e.test/"}`, "no device_code", nil},
+		{"no user code", `{"device_code":"d","verification_uri":"https://e.test/"}`, "no usable user_code", nil},
+		{"javascript URI", `{"user_code":"A","device_code":"d","verification_uri":"javascript:alert(1)"}`, "no usable verification_uri", nil},
+		{"bad complete URI", `{"user_code":"A","device_code":"d","verification_uri":"https://e.test/","verification_uri_complete":"https://e.test/\u001b"}`, "no usable verification_uri_complete", nil},
+		{"not JSON", `<html>`, "not JSON", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := parseDeviceAuth([]byte(tt.body))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("parseDeviceAuth = %+v, %v; want %q", a, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !tt.check(a) {
+				t.Fatalf("parseDeviceAuth = %+v (message %q), %v", a, a.message(), err)
+			}
+		})
+	}
+}
