@@ -132,6 +132,13 @@ func New(cfg Config) (*Store, error) {
 	return &Store{rdb: redis.NewClient(opts), prefix: cfg.Prefix, replica: replica, ttl: cfg.LeaseTTL, addr: opts.Addr}, nil
 }
 
+// Client is the Redis client, for other state kept beside the routing
+// state (the identity provider's key bindings), under Prefix.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// Prefix is the prefix of every key of this pool.
+func (s *Store) Prefix() string { return s.prefix }
+
 // readPassword reads the first line of a password file that others
 // cannot read.
 func readPassword(path string) (string, error) {

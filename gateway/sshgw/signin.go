@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -12,13 +14,13 @@ import (
 
 // Identity is the organisation's identity provider (Entra ID or any OIDC
 // provider with the device flow, RFC 8628), for users who sign in instead
-// of holding a key in an authorized_keys file. Errors it returns are shown
-// to the user after "poolgate: ", so they say what happened in a user's
-// words and carry no secret.
+// of holding a key in an authorized_keys file. An error it returns that
+// has a UserLine method gives the user's line (starting "poolgate: ");
+// any other gets a general one.
 type Identity interface {
-	// StartSignIn asks the provider for a device code on behalf of
-	// client (its address). It bounds the starts per address.
-	StartSignIn(ctx context.Context, client string) (DeviceCode, error)
+	// StartSignIn asks the provider for a device code for login, on
+	// behalf of client. It bounds the starts per address.
+	StartSignIn(ctx context.Context, login string, client net.Addr) (DeviceCode, error)
 	// BoundUser reports the user a key (its SHA256 fingerprint) was bound
 	// to by an earlier sign-in, while the binding lasts.
 	BoundUser(ctx context.Context, fingerprint string) (user string, ok bool)
@@ -34,7 +36,7 @@ type DeviceCode interface {
 	Expires() time.Time
 	// Wait polls the provider until the user signed in (or declined, or
 	// the code expired, or ctx ended) and returns who they proved to be,
-	// already checked against the allowed groups.
+	// already checked against the allowed groups and the login name.
 	Wait(ctx context.Context) (SignedIn, error)
 }
 
@@ -52,12 +54,20 @@ type BoundKey struct {
 	Client        string
 }
 
-// Lines a signing-in user sees.
+// Lines a signing-in user sees when the provider gave none.
 const (
-	msgSignInDown     = "poolgate: could not start a sign-in: %s\n"
-	msgSignInFailed   = "poolgate: sign-in did not complete: %s\n"
-	msgSignedInAsElse = "poolgate: you signed in as %s, so you cannot log in as %s here; use %s@ this pool.\n"
+	msgSignInFailed   = "poolgate: sign-in failed; try again later, or log in with a key the gateway knows.\n"
+	msgSignedInAsElse = "poolgate: you signed in as %s, so you cannot log in as %s here; log in as %s.\n"
 )
+
+// signInLine is the user's line for a failed sign-in.
+func signInLine(err error) string {
+	var l interface{ UserLine() string }
+	if errors.As(err, &l) {
+		return strings.TrimSuffix(l.UserLine(), "\n") + "\n"
+	}
+	return msgSignInFailed
+}
 
 // signInStart bounds the call that asks the provider for a code.
 var signInStart = 20 * time.Second
@@ -107,11 +117,11 @@ func (c *clientConn) signIn(meta ssh.ConnMetadata, challenge ssh.KeyboardInterac
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), signInStart)
-	code, err := c.s.identity.StartSignIn(ctx, c.client)
+	code, err := c.s.identity.StartSignIn(ctx, user, c.nc.RemoteAddr())
 	cancel()
 	if err != nil {
 		c.log.Warn("sign-in could not start", zap.String("user", safeUser(user)), zap.Error(err))
-		return nil, c.signInRefused(err, fmt.Sprintf(msgSignInDown, err))
+		return nil, c.signInRefused(err, signInLine(err))
 	}
 	// The login grace is extended for this connection alone, up to the
 	// code's lifetime; it keeps its one pre-auth slot meanwhile.
@@ -131,7 +141,7 @@ func (c *clientConn) signIn(meta ssh.ConnMetadata, challenge ssh.KeyboardInterac
 	who, err := code.Wait(ctx)
 	if err != nil {
 		c.log.Info("sign-in refused", zap.String("user", safeUser(user)), zap.Error(err))
-		return nil, c.signInRefused(err, fmt.Sprintf(msgSignInFailed, err))
+		return nil, c.signInRefused(err, signInLine(err))
 	}
 	if who.User != user {
 		c.log.Info("sign-in refused: login name is not the signed-in user's",

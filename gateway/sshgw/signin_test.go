@@ -3,6 +3,7 @@ package sshgw
 import (
 	"context"
 	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -40,13 +41,13 @@ func newFakeIdentity() *fakeIdentity {
 	return &fakeIdentity{started: make(chan *fakeCode, 8), bound: map[string]BoundKey{}}
 }
 
-func (f *fakeIdentity) StartSignIn(_ context.Context, client string) (DeviceCode, error) {
+func (f *fakeIdentity) StartSignIn(_ context.Context, _ string, _ net.Addr) (DeviceCode, error) {
 	f.mu.Lock()
 	f.starts++
 	n := f.starts
 	f.mu.Unlock()
 	if f.startErr != nil {
-		return nil, f.startErr
+		return nil, lineError{f.startErr}
 	}
 	c := &fakeCode{msg: "To sign in, open https://provider.test/device and enter the code CODE-" + string(rune('A'+n-1)) + ".", result: make(chan signInResult, 1)}
 	f.started <- c
@@ -73,12 +74,20 @@ func (f *fakeIdentity) startCount() int {
 	return f.starts
 }
 
+// lineError carries the user's line, as the real provider's errors do.
+type lineError struct{ error }
+
+func (e lineError) UserLine() string { return "poolgate: " + e.Error() }
+
 func (c *fakeCode) Message() string    { return c.msg }
 func (c *fakeCode) Expires() time.Time { return time.Now().Add(time.Minute) }
 func (c *fakeCode) Wait(ctx context.Context) (SignedIn, error) {
 	select {
 	case r := <-c.result:
-		return r.who, r.err
+		if r.err != nil {
+			return SignedIn{}, lineError{r.err}
+		}
+		return r.who, nil
 	case <-ctx.Done():
 		return SignedIn{}, ctx.Err()
 	}
@@ -184,7 +193,7 @@ func TestSignInRefusals(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Fatal("a declined sign-in logged in")
 	}
-	if !strings.Contains(shown.String(), "poolgate: sign-in did not complete: you declined the sign-in") {
+	if !strings.Contains(shown.String(), "poolgate: you declined the sign-in") {
 		t.Fatalf("a declined sign-in was shown %q", shown.String())
 	}
 	if len(g.bal.Sessions()) != 0 || len(g.bal.Pins()) != 0 {
@@ -196,7 +205,7 @@ func TestSignInRefusals(t *testing.T) {
 	if _, err := signInDial(g.addr, "dave", nil, &down); err == nil {
 		t.Fatal("logged in with the provider down")
 	}
-	if !strings.Contains(down.String(), "poolgate: could not start a sign-in: the identity provider did not answer") {
+	if !strings.Contains(down.String(), "poolgate: the identity provider did not answer") {
 		t.Fatalf("provider down was shown %q", down.String())
 	}
 

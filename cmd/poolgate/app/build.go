@@ -85,6 +85,9 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		return nil, err
 	}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(g.bal, g.bal))
+	if err = g.buildIdentity(); err != nil {
+		return nil, err
+	}
 	if err = g.buildFrontEnds(); err != nil {
 		return nil, err
 	}
@@ -157,6 +160,9 @@ func (g *Gateway) buildDiscovery(ao azure.Options) error {
 func (g *Gateway) buildFrontEnds() error {
 	cfg := g.cfg
 	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg)}
+	if g.identity != nil {
+		so.Identity = g.identity
+	}
 	var starter httpgw.Starter
 	if z := cfg.Discovery.Azure; g.azure != nil && z.ScaleFromZero.On() {
 		so.Starter, starter = g.azure, g.azure

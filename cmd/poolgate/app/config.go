@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/poolgate/poolgate/gateway/identity"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -47,6 +49,8 @@ type Config struct {
 	CA CASection `yaml:"ca"`
 	// RDP is the RDP gateway (Windows pools); off unless rdp.listen.
 	RDP rdpgw.Config `yaml:"rdp"`
+	// Identity signs users in with Entra ID or another OIDC provider.
+	Identity identity.Config `yaml:"identity"`
 }
 
 // WithDefaults fills zero fields with the documented defaults.
@@ -65,6 +69,7 @@ func (c Config) WithDefaults() Config {
 	c.State = c.State.WithDefaults()
 	c.Load = c.Load.WithDefaults()
 	c.RDP = c.RDP.WithDefaults()
+	c.Identity = c.Identity.WithDefaults()
 	c.Balancer.Load = balancerLoad(c.Load)
 	c.Balancer.RepinAfter = c.Health.RepinAfter
 	return c
@@ -79,7 +84,7 @@ func (c Config) Validate() error {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"identity", c.Identity},
 	} {
 		if err := part.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", part.key, err)

@@ -80,6 +80,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"", "p.yaml: discovery.static: list at least one node"},
 		{"ssh: {\n", "p.yaml: "},
 		{minimal + "---\nstate_dir: /x\n", "more than one YAML document"},
+		{"identity:\n  oidc:\n    issuer: https://login.microsoftonline.com/0f0e0d0c-0000-4000-8000-000000000001/v2.0\n" + minimal, "p.yaml: identity.oidc.client_id: required"},
+		{"identity:\n  oidc:\n    isuer: x\n" + minimal, "p.yaml:3: identity.oidc.isuer: unknown key"},
+		{"identity:\n  key_ttl: soon\n" + minimal, `p.yaml:2: identity.key_ttl: "soon" is not a duration`},
 	} {
 		_, err := ParseConfig("p.yaml", []byte(tt.doc))
 		var ce *ConfigError

@@ -36,6 +36,7 @@ type Gateway struct {
 	hubCheck *discovery.Checker
 	azure    *azure.Source     // nil unless discovery.azure
 	shared   *redisstate.Store // nil unless state.redis
+	identity *signIn           // nil unless identity.oidc.issuer
 	reg      *prometheus.Registry
 
 	load        *load.Scraper // the nodes' exporters

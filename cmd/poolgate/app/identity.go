@@ -1,0 +1,86 @@
+package app
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/gateway/identity"
+	"github.com/poolgate/poolgate/gateway/sshgw"
+)
+
+// signIn lends the identity provider and its key bindings to the SSH
+// gateway (sshgw.Identity).
+type signIn struct {
+	p   *identity.Provider
+	b   identity.Bindings
+	ttl time.Duration
+	log *zap.Logger
+	now func() time.Time
+}
+
+// buildIdentity makes the provider and the bindings: in Redis when the
+// gateways share state, so that a key bound through one gateway opens
+// every other; else in this gateway's memory.
+func (g *Gateway) buildIdentity() error {
+	cfg := g.cfg.Identity
+	if !cfg.Enabled() {
+		return nil
+	}
+	p, err := identity.New(cfg, identity.Options{Logger: g.log.Named("identity")})
+	if err != nil {
+		return err
+	}
+	var b identity.Bindings = identity.NewMemoryBindings(nil)
+	if g.shared != nil {
+		b = identity.NewRedisBindings(g.shared.Client(), g.shared.Prefix()+"identity:", nil)
+	}
+	g.identity = &signIn{p: p, b: b, ttl: p.Config().KeyTTL, log: g.log.Named("identity"), now: time.Now}
+	return nil
+}
+
+func (s *signIn) StartSignIn(ctx context.Context, login string, client net.Addr) (sshgw.DeviceCode, error) {
+	d, err := s.p.StartDevice(ctx, login, client)
+	if err != nil {
+		return nil, userLineError{err}
+	}
+	return deviceCode{d}, nil
+}
+
+func (s *signIn) BoundUser(ctx context.Context, fingerprint string) (string, bool) {
+	b, ok, err := s.b.Lookup(ctx, fingerprint)
+	if err != nil {
+		s.log.Warn("could not read key bindings; the user signs in again", zap.String("fingerprint", fingerprint), zap.Error(err))
+		return "", false
+	}
+	return b.User, ok
+}
+
+func (s *signIn) BindKey(ctx context.Context, k sshgw.BoundKey) error {
+	now := s.now()
+	return s.b.Bind(ctx, identity.Binding{
+		User: k.User, Subject: k.Subject, Fingerprint: k.Fingerprint, KeyType: k.KeyType, Client: k.Client,
+		Bound: now, Until: now.Add(s.ttl),
+	})
+}
+
+// deviceCode is one device sign-in, as the SSH gateway sees it.
+type deviceCode struct{ d *identity.DeviceSignIn }
+
+func (c deviceCode) Message() string    { return c.d.Message }
+func (c deviceCode) Expires() time.Time { return c.d.Expiry }
+func (c deviceCode) Wait(ctx context.Context) (sshgw.SignedIn, error) {
+	id, err := c.d.Wait(ctx)
+	if err != nil {
+		return sshgw.SignedIn{}, userLineError{err}
+	}
+	return sshgw.SignedIn{User: id.User, Subject: id.Subject}, nil
+}
+
+// userLineError gives a sign-in error the user's line.
+type userLineError struct{ error }
+
+func (e userLineError) Unwrap() error    { return e.error }
+func (e userLineError) UserLine() string { return identity.UserMessage(e.error) }
