@@ -222,3 +222,80 @@ func TestIdentityTemplateRefuses(t *testing.T) {
 		}
 	}
 }
+
+// sssdConf is an sssd.conf as realm join writes it for Entra Domain
+// Services, with fully qualified names.
+const sssdConf = `[sssd]
+domains = aadds.contoso.com
+config_file_version = 2
+services = nss, pam
+
+[domain/aadds.contoso.com]
+default_shell = /bin/bash
+krb5_realm = AADDS.CONTOSO.COM
+use_fully_qualified_names = True
+fallback_homedir = /home/%u@%d
+ad_domain = aadds.contoso.com
+access_provider = ad
+
+[nss]
+filter_users = root
+`
+
+// With the sign-in on, a node with an sssd.conf knows users by their
+// short name (the gateway's mapped name), once; without it, or without
+// an sssd.conf, nothing changes.
+func TestNodeSSSDShortNames(t *testing.T) {
+	on := extensionScript(t, mustEval(t, entraParams(map[string]any{"gatewayCaPublicKey": testCA}), defaultWorld()), "")
+	off := extensionScript(t, mustEval(t, withParams(map[string]any{"gatewayCaPublicKey": testCA}), defaultWorld()), "")
+	const conf = "etc/sssd/sssd.conf"
+	setup := func(t *testing.T, withConf bool) *scratchVM {
+		vm := newScratchVM(t)
+		if withConf {
+			p := filepath.Join(vm.root, conf)
+			_ = os.MkdirAll(filepath.Dir(p), 0o711)
+			if err := os.WriteFile(p, []byte(sssdConf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return vm
+	}
+
+	vm := setup(t, true)
+	for run := 0; run < 2; run++ {
+		out, calls, err := vm.run(on)
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s", run, err, out)
+		}
+		if got := called(calls, "systemctl try-restart sssd"); got != (run == 0) {
+			t.Errorf("run %d: sssd restarted = %v (%q)", run, got, calls)
+		}
+		if got := called(calls, "sss_cache -E"); got != (run == 0) {
+			t.Errorf("run %d: sssd's cache cleared = %v", run, got)
+		}
+	}
+	got, mode := vm.file(conf)
+	want := strings.Replace(strings.Replace(sssdConf, "use_fully_qualified_names = True\nfallback", "fallback", 1),
+		"[domain/aadds.contoso.com]\n", "[domain/aadds.contoso.com]\nuse_fully_qualified_names = False\n", 1)
+	if got != want || mode != 0o600 {
+		t.Errorf("sssd.conf (mode %v):\n%s\nwant (0600):\n%s", mode, got, want)
+	}
+
+	// Sign-in off: an sssd.conf is the operator's.
+	vm = setup(t, true)
+	if out, calls, err := vm.run(off); err != nil || called(calls, "systemctl try-restart sssd") {
+		t.Errorf("sign-in off: err %v, calls %q\n%s", err, calls, out)
+	}
+	if got, _ := vm.file(conf); got != sssdConf {
+		t.Errorf("sign-in off: sssd.conf changed:\n%s", got)
+	}
+
+	// No SSSD on the node: none is made.
+	vm = setup(t, false)
+	if out, calls, err := vm.run(on); err != nil || called(calls, "systemctl try-restart sssd") {
+		t.Errorf("no sssd.conf: err %v, calls %q\n%s", err, calls, out)
+	}
+	if _, err := os.Stat(filepath.Join(vm.root, conf)); err == nil {
+		t.Error("an sssd.conf was made on a node without SSSD")
+	}
+}
