@@ -6,8 +6,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/poolgate/poolgate/gateway/identity"
 )
 
 // Issue 23: with entraTenantId (and the app registration's client ID),
@@ -47,6 +50,37 @@ func readIdentitySection(t *testing.T, path string) identitySection {
 	var c identitySection
 	if err := yaml.Unmarshal([]byte(read(t, path)), &c); err != nil {
 		t.Fatalf("%s does not parse: %v\n%s", path, err, read(t, path))
+	}
+	return c
+}
+
+// checkWithIdentityPackage decodes the identity section into the
+// gateway's own identity.Config, strictly (a key it does not know
+// fails), and validates it; the app's config loader does not read the
+// section yet (loadGatewayConfig's pending), this does meanwhile.
+func checkWithIdentityPackage(t *testing.T, path string) identity.Config {
+	t.Helper()
+	var doc struct {
+		Identity yaml.Node `yaml:"identity"`
+	}
+	if err := yaml.Unmarshal([]byte(read(t, path)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	section, err := yaml.Marshal(&doc.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c identity.Config
+	dec := yaml.NewDecoder(strings.NewReader(string(section)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("the identity section does not decode into identity.Config: %v\n%s", err, section)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("identity.Config.Validate: %v\n%s", err, section)
+	}
+	if !c.Enabled() {
+		t.Fatalf("identity.Config is not enabled:\n%s", section)
 	}
 	return c
 }
@@ -109,6 +143,10 @@ func TestIdentityOn(t *testing.T) {
 	if id.KeyTTL != "12h" || len(id.Other) != 0 {
 		t.Errorf("key_ttl %q (want the default 12h), other keys %v", id.KeyTTL, id.Other)
 	}
+	c2 := checkWithIdentityPackage(t, path)
+	if c2.KeyTTL != 12*time.Hour || !slices.Equal(c2.AllowedGroups, id.AllowedGroups) || !slices.Equal(c2.OpsGroups, id.OpsGroups) || c2.OIDC.Issuer != oidc.Issuer {
+		t.Errorf("identity.Config reads %+v", c2)
+	}
 	loadGatewayConfig(t, path, "identity")
 }
 
@@ -126,6 +164,9 @@ func TestIdentityWithoutGroups(t *testing.T) {
 	}
 	if c.Identity.KeyTTL != "90m" {
 		t.Errorf("key_ttl %q, want 90m", c.Identity.KeyTTL)
+	}
+	if c2 := checkWithIdentityPackage(t, path); c2.KeyTTL != 90*time.Minute || len(c2.AllowedGroups) != 0 {
+		t.Errorf("identity.Config reads %+v", c2)
 	}
 	for _, want := range []string{"  allowed_groups: []\n", "  ops_groups: []\n"} {
 		if !strings.Contains(read(t, path), want) {
