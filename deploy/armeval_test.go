@@ -183,6 +183,10 @@ func (ev *armEval) bindParameters(given map[string]any) error {
 			if _, ok := v.(bool); !ok {
 				return fmt.Errorf("parameter %s: want a bool, got %T", name, v)
 			}
+		case "array":
+			if _, ok := v.([]any); !ok {
+				return fmt.Errorf("parameter %s: want an array, got %T", name, v)
+			}
 		case "object", "secureobject":
 			if _, ok := v.(map[string]any); !ok {
 				return fmt.Errorf("parameter %s: want an object, got %T", name, v)

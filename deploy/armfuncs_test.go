@@ -195,6 +195,21 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 			b.WriteString(str(a))
 		}
 		return b.String(), nil
+	case "join":
+		// join(array of strings, delimiter): Azure refuses other elements.
+		a, ok := args[0].([]any)
+		if !ok {
+			return nil, fmt.Errorf("join(%T)", args[0])
+		}
+		parts := make([]string, len(a))
+		for i, x := range a {
+			s, ok := x.(string)
+			if !ok {
+				return nil, fmt.Errorf("join: element %d is %T, want a string", i, x)
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, str(args[1])), nil
 	case "replace":
 		return strings.ReplaceAll(str(args[0]), str(args[1]), str(args[2])), nil
 	case "base64":

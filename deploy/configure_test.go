@@ -19,7 +19,7 @@ const stubs = `
 log() { echo "$(basename "$0") $*" >>"$STUB_LOG"; }
 case "$(basename "$0")" in
 cloud-init|mount.cifs) exit 0 ;;
-chgrp) log "$@" ;;
+chgrp|sss_cache) log "$@" ;;
 getent) [ "$1 $2" = "group poolgate" ] && echo "poolgate:x:998:" ; exit 0 ;;
 mountpoint) [ -e "$2/.mounted" ] ;;
 mount) log "$@"; [ -z "${STUB_MOUNT_FAIL:-}" ] || exit 32; touch "$1/.mounted" ;;
@@ -67,7 +67,7 @@ func newScratchVM(t *testing.T) *scratchVM {
 	if err := os.WriteFile(stub, []byte("#!/bin/sh\n"+stubs), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp", "apt-get"} {
+	for _, name := range []string{"cloud-init", "mount.cifs", "getent", "mountpoint", "mount", "umount", "curl", "systemctl", "chgrp", "apt-get", "sss_cache"} {
 		if err := os.Symlink(stub, filepath.Join(vm.bin, name)); err != nil {
 			t.Fatal(err)
 		}

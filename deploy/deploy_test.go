@@ -239,10 +239,12 @@ func TestTemplateCarriesCloudInit(t *testing.T) {
 	}
 }
 
-// base64Call returns the base64(...) call of an expression whose
-// argument holds want (the file's variable and the replaces that fill it
-// in), or "".
+// base64Call returns the innermost base64(...) call of an expression
+// whose argument holds want (the file's variable and the replaces that
+// fill it in), or "". The replaces may themselves encode a value with
+// base64(...), as the gateway's sign-in values are.
 func base64Call(s, want string) string {
+	best := ""
 	for i := strings.Index(s, "base64("); i >= 0; {
 		depth, inQuote := 0, false
 		for j := i + len("base64"); j < len(s); j++ {
@@ -256,8 +258,8 @@ func base64Call(s, want string) string {
 				depth--
 			}
 			if depth == 0 {
-				if call := s[i : j+1]; strings.Contains(call, want) && !strings.Contains(call[len("base64("):], "base64(") {
-					return call
+				if call := s[i : j+1]; strings.Contains(call, want) && (best == "" || len(call) < len(best)) {
+					best = call
 				}
 				break
 			}
@@ -268,7 +270,7 @@ func base64Call(s, want string) string {
 		}
 		i += 1 + next
 	}
-	return ""
+	return best
 }
 
 // updateTemplate copies the cloud-init files into the template and the unit

@@ -65,6 +65,77 @@ kv_previous='__KEY_VAULT_PREVIOUS_VERSION__'
 # Linux or Windows: Windows nodes take RDP through the gateway.
 nodes_os='__NODE_OS__'
 
+# Sign-in with Microsoft Entra ID (identity.oidc), when entraTenantId is
+# given. The template passes these values base64-encoded, so that no
+# quote or newline in a parameter can reach the shell; they are checked
+# here, before anything is written. IDs are lower-cased: Entra's issuer,
+# audience and groups claims are.
+unb64() {
+	printf '%s' "$1" | base64 -d || { say "a sign-in value from the template is not base64 (a template bug)"; exit 1; }
+}
+lower() { printf '%s' "$1" | tr 'A-F' 'a-f'; }
+entra_tenant=$(unb64 '__ENTRA_TENANT_ID__')
+entra_client=$(unb64 '__ENTRA_CLIENT_ID__')
+entra_allowed=$(unb64 '__ENTRA_ALLOWED_GROUPS__')
+entra_ops=$(unb64 '__ENTRA_OPS_GROUPS__')
+identity_ttl=$(unb64 '__IDENTITY_KEY_TTL__')
+
+# is_guid VALUE: true when VALUE is one GUID (8-4-4-4-12 hex digits).
+is_guid() {
+	case $1 in *[!0-9a-fA-F-]* | '') return 1 ;; esac
+	printf '%s\n' "$1" | grep -Eqx '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}'
+}
+
+# yaml_ids PARAMETER LIST: LIST (object IDs separated by commas) as a
+# YAML flow list of quoted strings; refuses an ID that is not a GUID.
+yaml_ids() {
+	out=
+	case ",$2," in
+	,,) ;;
+	*,,*)
+		say "$1: an empty object ID in the list; nothing was changed"
+		exit 1
+		;;
+	esac
+	set -f
+	IFS=,
+	for id in $2; do
+		if ! is_guid "$id"; then
+			say "$1: \"$id\" is not a group's object ID (a GUID: hex digits and hyphens only); nothing was changed"
+			exit 1
+		fi
+		out="$out${out:+, }\"$id\""
+	done
+	printf '[%s]' "$out"
+}
+
+if [ -n "$entra_tenant" ]; then
+	if ! is_guid "$entra_tenant"; then
+		say "entraTenantId \"$entra_tenant\" is not a tenant ID (a GUID: az account show --query tenantId); nothing was changed"
+		exit 1
+	fi
+	if ! is_guid "$entra_client"; then
+		say "entraClientId \"$entra_client\" is not an application (client) ID (a GUID: az ad app list --display-name NAME --query [].appId), which entraTenantId needs; nothing was changed"
+		exit 1
+	fi
+	case $identity_ttl in
+	'' | [!0-9]* | *[!0-9a-z.]*)
+		say "identityKeyTtl \"$identity_ttl\" is not a duration such as 12h or 90m; nothing was changed"
+		exit 1
+		;;
+	esac
+	# Each in a subshell, whose exit ends this script (set -e).
+	allowed_groups=$(yaml_ids entraAllowedGroups "$entra_allowed")
+	ops_groups=$(yaml_ids entraOpsGroups "$entra_ops")
+	entra_tenant=$(lower "$entra_tenant")
+	entra_client=$(lower "$entra_client")
+	allowed_groups=$(lower "$allowed_groups")
+	ops_groups=$(lower "$ops_groups")
+elif [ -n "$entra_client$entra_allowed$entra_ops" ]; then
+	say "entraClientId, entraAllowedGroups and entraOpsGroups take effect only with entraTenantId, which is empty; nothing was changed"
+	exit 1
+fi
+
 if put "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
 username=__KEYS_ACCOUNT__
 password=__KEYS_STORAGE_KEY__
@@ -143,6 +214,23 @@ ca:
 POOLGATE_EOF
 		[ -z "$kv_version" ] || printf '    version: "%s"\n' "$kv_version"
 		[ -z "$kv_previous" ] || printf '    previous: "%s"\n' "$kv_previous"
+	fi
+	if [ -n "$entra_tenant" ]; then
+		cat <<POOLGATE_EOF
+# Sign-in with Microsoft Entra ID (entraTenantId): the device flow in
+# ssh and the browser sign-in, with the app registration entraClientId,
+# a public client (no client_secret_file). Empty allowed_groups lets
+# every user of the tenant in; ops_groups may use the dashboard and the
+# admin API through the browser sign-in.
+identity:
+  oidc:
+    issuer: "https://login.microsoftonline.com/$entra_tenant/v2.0"
+    client_id: "$entra_client"
+    username_claim: preferred_username
+  key_ttl: "$identity_ttl"
+  allowed_groups: $allowed_groups
+  ops_groups: $ops_groups
+POOLGATE_EOF
 	fi
 	if [ "$nodes_os" = Windows ]; then
 		cat <<'POOLGATE_EOF'

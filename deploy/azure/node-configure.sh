@@ -73,6 +73,30 @@ if [ -n "$mount_changed" ] || ! mountpoint -q "$root$share"; then
 fi
 mkdir -p "$root$share/notebooks"
 
+# With sign-in with Entra ID (entraTenantId), the gateway logs a user in
+# to the nodes as the user part of their preferred_username (alice for
+# alice@contoso.com). A node that knows the users through SSSD (joined to
+# Entra Domain Services) must know them by that short name: when this
+# node has an sssd.conf, every [domain/...] section gets
+# use_fully_qualified_names = False (deploy/README.md).
+if [ '__ENTRA_SHORT_NAMES__' = true ] && [ -f "$root/etc/sssd/sssd.conf" ]; then
+	if awk '
+		/^[ \t]*\[/ {
+			domain = $0 ~ /^[ \t]*\[domain\//
+			print
+			if (domain) print "use_fully_qualified_names = False"
+			next
+		}
+		domain && /^[ \t]*use_fully_qualified_names[ \t]*=/ { next }
+		{ print }
+	' "$root/etc/sssd/sssd.conf" | put "$root/etc/sssd/sssd.conf" 0600; then
+		# Names cached in the long form would linger.
+		if command -v sss_cache >/dev/null 2>&1; then sss_cache -E || true; fi
+		systemctl try-restart sssd
+		say "sssd: use_fully_qualified_names = False in every domain (users are alice, not alice@domain)"
+	fi
+fi
+
 # Prometheus node_exporter, which poolgate scrapes for this node's CPU and
 # memory (load.metrics_port). It listens on the node's private address
 # only, never on 0.0.0.0, and the nodes' NSG lets only the gateway subnet
