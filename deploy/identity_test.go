@@ -147,7 +147,7 @@ func TestIdentityOn(t *testing.T) {
 	if c2.KeyTTL != 12*time.Hour || !slices.Equal(c2.AllowedGroups, id.AllowedGroups) || !slices.Equal(c2.OpsGroups, id.OpsGroups) || c2.OIDC.Issuer != oidc.Issuer {
 		t.Errorf("identity.Config reads %+v", c2)
 	}
-	loadGatewayConfig(t, path, "identity")
+	loadGatewayConfig(t, path)
 }
 
 // No groups: every user of the tenant may sign in, and nobody is ops
@@ -173,7 +173,7 @@ func TestIdentityWithoutGroups(t *testing.T) {
 			t.Errorf("the config lacks %q", want)
 		}
 	}
-	loadGatewayConfig(t, path, "identity")
+	loadGatewayConfig(t, path)
 }
 
 // Turning the sign-in on restarts poolgate once; the same deployment
