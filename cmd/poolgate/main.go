@@ -37,11 +37,13 @@ Usage:
   poolgate undrain NODE             let NODE take new users again
   poolgate pin USER NODE            send USER's next sessions to NODE
   poolgate unpin USER               place USER by load again
+  poolgate identities [--user U]    list the keys bound to users by a sign-in (identity provider)
+  poolgate identity revoke USER     forget USER's bound keys: their next connection signs in again
   poolgate scale-in --idle D [--keep N] [--dry-run]
                                     delete scale-set instances idle for D (Azure)
   poolgate version                  print the version
 
-nodes, sessions, drain, undrain, pin, unpin and scale-in talk to a running gateway's admin API:
+nodes, sessions, drain, undrain, pin, unpin, identities, identity and scale-in talk to a running gateway's admin API:
 --admin URL (env POOLGATE_ADMIN, default http://127.0.0.1:9090),
 --token T (env POOLGATE_TOKEN), --json for scripts.
 
@@ -81,6 +83,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdPin(args[1:], stdout, stderr)
 	case "unpin":
 		return cmdUnpin(args[1:], stdout, stderr)
+	case "identities":
+		return cmdIdentities(args[1:], stdout, stderr)
+	case "identity":
+		return cmdIdentity(args[1:], stdout, stderr)
 	case "scale-in":
 		return cmdScaleIn(args[1:], stdout, stderr)
 	case "version", "--version":

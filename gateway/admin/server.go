@@ -72,13 +72,17 @@ type Options struct {
 	// Metrics is served at GET /metrics in the Prometheus text format,
 	// behind the same read access as the API; nil answers 404.
 	Metrics prometheus.Gatherer
+	// Identities serves GET /api/identities and DELETE
+	// /api/identities/{user}; nil answers 501 (no identity provider).
+	Identities Identities
 }
 
 // Server is the admin API. Create it with New and serve Handler.
 type Server struct {
 	pool      Pool
-	discovery Discovery // nil: static list
-	scaler    Scaler    // nil: no scale-in
+	discovery Discovery  // nil: static list
+	scaler    Scaler     // nil: no scale-in
+	ids       Identities // nil: no identity provider
 	log       *zap.Logger
 	writeTok  []byte // empty: no token required
 	readTok   []byte
@@ -92,7 +96,7 @@ type Server struct {
 
 // New reads the token files and returns the API.
 func New(cfg Config, pool Pool, opts Options) (*Server, error) {
-	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		s.listenHost = strings.ToLower(host)
 	}
@@ -180,6 +184,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/users/{user}/pin", s.writeDelete(s.unpin))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
 	mux.HandleFunc("/api/scale-in", s.write(s.scaleIn))
+	mux.HandleFunc("/api/identities", s.read(s.identities))
+	mux.HandleFunc("DELETE /api/identities/{user}", s.writeDelete(s.revokeIdentity))
 	mux.HandleFunc("/metrics", s.read(s.metricsHandler))
 	mux.HandleFunc("/healthz", s.read(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_seconds": int(time.Since(s.startedAt).Seconds())})

@@ -176,6 +176,9 @@ func (g *Gateway) buildFrontEnds() error {
 	}
 	g.addFrontEnd(frontEnd{name: "ssh", addr: cfg.SSH.Listen, srv: srv, closed: sshgw.ErrServerClosed, vital: true})
 	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
+	if g.identity != nil {
+		adminOpts.Identities = g.identity.b
+	}
 	if g.azure != nil {
 		adminOpts.Discovery, adminOpts.Scaler = azureStatus(g.azure), AzureScaler(g.azure)
 	}
