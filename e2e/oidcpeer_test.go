@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -198,6 +200,42 @@ func readyLine(out string) (string, bool) {
 // discovery document is at Issuer()+"/.well-known/openid-configuration").
 func (p *oidcPeer) Issuer() string { return p.issuer }
 
+// oidcDiscovery is what the tests read of the discovery document.
+type oidcDiscovery struct {
+	Issuer                      string `json:"issuer"`
+	AuthorizationEndpoint       string `json:"authorization_endpoint"`
+	TokenEndpoint               string `json:"token_endpoint"`
+	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
+	JwksURI                     string `json:"jwks_uri"`
+}
+
+// Discovery reads the provider's discovery document.
+func (p *oidcPeer) Discovery(t *testing.T) oidcDiscovery {
+	t.Helper()
+	var d oidcDiscovery
+	getJSON(t, p.issuer+"/.well-known/openid-configuration", &d)
+	if d.Issuer != p.issuer {
+		t.Fatalf("discovery names issuer %q, want %q", d.Issuer, p.issuer)
+	}
+	return d
+}
+
+// OAuth2Config is the public client "poolgate" as x/oauth2 sees it, with
+// scopes openid, profile and email, and redirectURL (may be empty).
+func (p *oidcPeer) OAuth2Config(t *testing.T, redirectURL string) *oauth2.Config {
+	t.Helper()
+	d := p.Discovery(t)
+	return &oauth2.Config{
+		ClientID: oidcClientID,
+		Endpoint: oauth2.Endpoint{
+			AuthURL: d.AuthorizationEndpoint, TokenURL: d.TokenEndpoint,
+			DeviceAuthURL: d.DeviceAuthorizationEndpoint, AuthStyle: oauth2.AuthStyleInParams,
+		},
+		RedirectURL: redirectURL,
+		Scopes:      []string{"openid", "profile", "email"},
+	}
+}
+
 // Log is what the provider has logged so far (one line per request).
 func (p *oidcPeer) Log() string { return p.log.String() }
 
@@ -249,6 +287,20 @@ func approveDevice(t *testing.T, ctx context.Context, verificationURL, userCode,
 		chromedp.WaitVisible(chromedp.CSS(confirm)),
 		chromedp.Click(chromedp.CSS(confirm)),
 	)
+	s.signInAtProvider(login, approve)
+	if approve {
+		s.until("the device sign-in to succeed", `document.title === "Sign-in Success"`, 30*time.Second)
+		return
+	}
+	s.until("the device sign-in to be declined", `document.body.innerText.includes("The Sign-in request was interrupted")`, 30*time.Second)
+}
+
+// signInAtProvider fills the provider's development login page, which the
+// tab is on or about to load, as login (any password is accepted), then
+// on the consent page grants (approve) or cancels ("[ Cancel ]", which
+// ends the request with access_denied).
+func (s *tab) signInAtProvider(login string, approve bool) {
+	s.b.t.Helper()
 	s.do("sign in as "+login,
 		chromedp.WaitReady(chromedp.CSS(`input[name="prompt"][value="login"]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name="login"]`), login),
@@ -258,11 +310,50 @@ func approveDevice(t *testing.T, ctx context.Context, verificationURL, userCode,
 	s.until("the consent page", `!!document.querySelector('input[name="prompt"][value="consent"]')`, 30*time.Second)
 	if approve {
 		s.do("consent", chromedp.Click(chromedp.CSS(`button.login-submit`)))
-		s.until("the device sign-in to succeed", `document.title === "Sign-in Success"`, 30*time.Second)
-		return
+	} else {
+		s.do("decline", chromedp.Click(chromedp.CSS(`a[href$="/abort"]`)))
 	}
-	s.do("decline", chromedp.Click(chromedp.CSS(`a[href$="/abort"]`)))
-	s.until("the device sign-in to be declined", `document.body.innerText.includes("The Sign-in request was interrupted")`, 30*time.Second)
+}
+
+// browserLogin plays the user of the authorization code flow in a real
+// Chromium: on a fresh browser context inside ctx (newBrowser's), it
+// opens startURL (the provider's authorization URL, or a page of the
+// gateway that redirects there), signs in at the provider as login and
+// grants or declines consent, and returns the first URL starting with
+// landPrefix that the browser reaches (the redirect_uri with code, state
+// and iss, or error=access_denied when declined), with the tab still on
+// it for more steps.
+func browserLogin(t *testing.T, ctx context.Context, startURL, landPrefix, login string, approve bool) (*url.URL, *tab) {
+	t.Helper()
+	s := (&browser{t: t, root: ctx}).session()
+	loopbackOnly(t, s.ctx)
+	var mu sync.Mutex
+	var landed string
+	if err := chromedp.Listen(s.ctx, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok && strings.HasPrefix(e.Request.URL, landPrefix) {
+			mu.Lock()
+			if landed == "" {
+				landed = e.Request.URL
+			}
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.do("open "+startURL, chromedp.Navigate(startURL))
+	s.signInAtProvider(login, approve)
+	testutil.Eventually(t, 30*time.Second, "the browser to reach "+landPrefix, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return landed != ""
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	u, err := url.Parse(landed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, s
 }
 
 // loopbackOnly records every request a tab makes and fails the test at
@@ -311,25 +402,8 @@ func TestOIDCPeerDeviceFlow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	var disc struct {
-		Issuer                      string `json:"issuer"`
-		TokenEndpoint               string `json:"token_endpoint"`
-		DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
-		AuthorizationEndpoint       string `json:"authorization_endpoint"`
-		JwksURI                     string `json:"jwks_uri"`
-	}
-	getJSON(t, p.Issuer()+"/.well-known/openid-configuration", &disc)
-	if disc.Issuer != p.Issuer() || disc.DeviceAuthorizationEndpoint == "" {
-		t.Fatalf("discovery: %+v", disc)
-	}
-	cfg := &oauth2.Config{
-		ClientID: oidcClientID,
-		Endpoint: oauth2.Endpoint{
-			AuthURL: disc.AuthorizationEndpoint, TokenURL: disc.TokenEndpoint,
-			DeviceAuthURL: disc.DeviceAuthorizationEndpoint, AuthStyle: oauth2.AuthStyleInParams,
-		},
-		Scopes: []string{"openid", "profile", "email"},
-	}
+	disc := p.Discovery(t)
+	cfg := p.OAuth2Config(t, "")
 	b := newBrowser(t, "")
 
 	// Alice approves, typing the code on the verification page.
@@ -466,4 +540,71 @@ func verifyIDToken(t *testing.T, jwksURI string, tok *oauth2.Token) map[string]a
 	}
 	t.Fatalf("no key %q in %s", hdr.Kid, jwksURI)
 	return nil
+}
+
+// TestOIDCPeerAuthCode proves the provider's authorization code flow
+// with PKCE, as the browser sign-in will use it: Chromium signs in and
+// lands on the redirect URI with code, state and iss; the code and the
+// verifier give an ID token carrying the nonce; a request without PKCE is
+// refused before any login, and a declined consent comes back as
+// error=access_denied.
+func TestOIDCPeerAuthCode(t *testing.T) {
+	requirePeers(t, "chromium")
+	t.Cleanup(func() { reapOrphans(t) }) // runs last: Chromium's helpers outlive it
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "callback")
+	}))
+	t.Cleanup(cb.Close)
+	redirect := cb.URL + "/callback"
+	p := startOIDC(t, oidcOptions{RedirectURIs: []string{redirect}, Groups: map[string][]string{"alice": {"data-science"}}})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cfg := p.OAuth2Config(t, redirect)
+	disc := p.Discovery(t)
+
+	// Without a code_challenge the provider sends the browser back with
+	// an error, and no login page.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(cfg.AuthCodeURL("s0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), redirect) || loc.Query().Get("error") != "invalid_request" {
+		t.Errorf("authorization without PKCE: %s to %s, want 303 to the redirect URI with error=invalid_request", resp.Status, loc)
+	}
+	t.Logf("without PKCE: %s %q", loc.Query().Get("error"), loc.Query().Get("error_description"))
+
+	b := newBrowser(t, "")
+	verifier := oauth2.GenerateVerifier()
+	start := time.Now()
+	u, _ := browserLogin(t, b.root, cfg.AuthCodeURL("s1", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", "n1")), redirect, "alice", true)
+	t.Logf("signing in in Chromium took %v; landed on %s", time.Since(start).Round(time.Millisecond), u)
+	q := u.Query()
+	if q.Get("state") != "s1" || q.Get("iss") != p.Issuer() || q.Get("code") == "" {
+		t.Fatalf("callback %s, want state s1, iss and code", u)
+	}
+	// A wrong verifier is refused, and does not use the code up (the
+	// provider checks PKCE before it consumes the code).
+	_, err = cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(oauth2.GenerateVerifier()))
+	if re := (*oauth2.RetrieveError)(nil); !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("exchange with a wrong verifier: %v, want invalid_grant", err)
+	} else {
+		t.Logf("wrong verifier: %q %q", re.ErrorCode, re.ErrorDescription)
+	}
+	tok, err := cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := verifyIDToken(t, disc.JwksURI, tok)
+	if claims["nonce"] != "n1" || claims["sub"] != "alice" || claims["preferred_username"] != "alice@example.test" || fmt.Sprint(claims["groups"]) != "[data-science]" {
+		t.Errorf("ID token claims %v", claims)
+	}
+
+	// Carol declines.
+	u, _ = browserLogin(t, b.root, cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(verifier)), redirect, "carol", false)
+	if q := u.Query(); q.Get("error") != "access_denied" || q.Get("state") != "s3" {
+		t.Errorf("declined: callback %s, want error=access_denied and state s3", u)
+	}
 }
