@@ -182,7 +182,7 @@ func startOIDC(t *testing.T, opts oidcOptions) *oidcPeer {
 			t.Fatalf("OpenID provider not ready after 30s:\n%s", tailN(p.log.String(), 4000))
 		}
 	}
-	t.Logf("OpenID provider %s ready in %v (pid %d; npm ci step took %v)", p.issuer, time.Since(start).Round(time.Millisecond), p.cmd.Process.Pid, npmTook.Round(time.Millisecond))
+	t.Logf("OpenID provider %s ready in %v (pid %d; the npm ci step, once per test binary, took %v)", p.issuer, time.Since(start).Round(time.Millisecond), p.cmd.Process.Pid, npmTook.Round(time.Millisecond))
 	return p
 }
 
