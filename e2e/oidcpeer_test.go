@@ -248,6 +248,7 @@ func (p *oidcPeer) Stop() {
 		return
 	default:
 	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // if paused
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -256,6 +257,14 @@ func (p *oidcPeer) Stop() {
 		<-p.done
 	}
 }
+
+// Pause stops the provider with SIGSTOP: the kernel still accepts
+// connections on its port, and nothing answers, as with a provider that
+// hangs. Resume (or Stop) lets it go on.
+func (p *oidcPeer) Pause() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused provider.
+func (p *oidcPeer) Resume() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
 
 // approveDevice plays the user of RFC 8628 in a real Chromium: on a fresh
 // browser context (no cookies) inside ctx, a context of newBrowser's, it
@@ -470,6 +479,31 @@ func TestOIDCPeerDeviceFlow(t *testing.T) {
 	if _, has := claims["groups"]; has || names["groups"] == nil || claims["_claim_sources"] == nil {
 		t.Errorf("overage's ID token claims %v, want _claim_names.groups and no groups", claims)
 	}
+
+	// Paused, the provider hangs; resumed, it answers; stopped, its port
+	// refuses.
+	short := &http.Client{Timeout: time.Second}
+	discovery := p.Issuer() + "/.well-known/openid-configuration"
+	p.Pause()
+	if resp, err := short.Get(discovery); err == nil {
+		resp.Body.Close()
+		t.Error("a paused provider answered")
+	}
+	p.Resume()
+	resp, err := short.Get(discovery)
+	if err != nil {
+		t.Fatalf("resumed provider: %v", err)
+	}
+	resp.Body.Close()
+	start = time.Now()
+	p.Stop()
+	t.Logf("stopping the provider took %v", time.Since(start).Round(time.Millisecond))
+	if resp, err := short.Get(discovery); err == nil {
+		resp.Body.Close()
+		t.Error("a stopped provider answered")
+	} else {
+		t.Logf("stopped provider: %v", err)
+	}
 }
 
 // pollOnce asks the token endpoint once for the device code's token and
@@ -606,5 +640,30 @@ func TestOIDCPeerAuthCode(t *testing.T) {
 	u, _ = browserLogin(t, b.root, cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(verifier)), redirect, "carol", false)
 	if q := u.Query(); q.Get("error") != "access_denied" || q.Get("state") != "s3" {
 		t.Errorf("declined: callback %s, want error=access_denied and state s3", u)
+	}
+}
+
+// TestOIDCPeerDeviceCodeExpires: with a short device code lifetime the
+// provider answers expired_token once it has passed, while x/oauth2's
+// DeviceAccessToken gives up at expires_in on its own, with the context's
+// deadline error, and never sees that answer.
+func TestOIDCPeerDeviceCodeExpires(t *testing.T) {
+	p := startOIDC(t, oidcOptions{DeviceCodeTTL: 2 * time.Second})
+	cfg := p.OAuth2Config(t, "")
+	da, err := cfg.DeviceAuth(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(da.Expiry); d <= 0 || d > 2*time.Second {
+		t.Errorf("expires in %v, want 2s", d)
+	}
+	da.Interval = 1
+	_, err = cfg.DeviceAccessToken(t.Context(), da)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("DeviceAccessToken past expires_in: %v, want the context's deadline", err)
+	}
+	time.Sleep(time.Until(da.Expiry) + time.Second)
+	if e := pollOnce(t, cfg, da.DeviceCode); e != "expired_token" {
+		t.Errorf("a poll after the code expired: %q, want expired_token", e)
 	}
 }
