@@ -63,7 +63,6 @@ type oidcOptions struct {
 
 // oidcPeer is a running provider.
 type oidcPeer struct {
-	t      *testing.T
 	cmd    *exec.Cmd
 	issuer string
 	out    testutil.SyncBuffer // stdout: the ready line
@@ -149,7 +148,7 @@ func startOIDC(t *testing.T, opts oidcOptions) *oidcPeer {
 		t.Fatal(err)
 	}
 
-	p := &oidcPeer{t: t, done: make(chan struct{})}
+	p := &oidcPeer{done: make(chan struct{})}
 	p.cmd = exec.Command("node", "provider.mjs")
 	p.cmd.Dir = oidcDir
 	p.cmd.Env = append(os.Environ(), "OIDC_PEER_CONFIG="+string(js))
