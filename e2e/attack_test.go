@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
+	"github.com/poolgate/poolgate/discovery/azure/azuretest"
+	"github.com/poolgate/poolgate/internal/testutil"
+)
+
+// Issue 25's attacks, as an attacker or a user would make them with the
+// real OpenSSH client (and curl and the poolgate CLI for the admin API),
+// against real sshd nodes behind the gateway.
+
+// The gateway's lines the tests look for.
+const (
+	lineStarting = "poolgate: no node in the pool is running, so one is being started for you."
+	lineNoNode   = "poolgate: no node in the pool can take your session right now"
+)
+
+// askpass writes a program that ssh runs for its password prompt (with
+// SSH_ASKPASS_REQUIRE=force, so no terminal is needed): it appends the
+// prompt to the file named by $ASKPASS_LOG and answers password.
+func askpass(t *testing.T, password string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "askpass")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$1\" >> \"$ASKPASS_LOG\"\necho '" + password + "'\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// pwClient is one run of the real ssh client logging in by password only.
+type pwClient struct {
+	cmd     *exec.Cmd
+	errb    testutil.SyncBuffer
+	out     testutil.SyncBuffer
+	prompts string // the askpass log
+	done    chan struct{}
+	code    int
+	took    time.Duration
+}
+
+// startPassword starts `ssh -o PreferredAuthentications=password login@gw
+// true` with one password prompt answered by prog, bound to source ("" for
+// the default address).
+func (p *pool) startPassword(prog, login, source string) *pwClient {
+	p.t.Helper()
+	c := &pwClient{prompts: filepath.Join(p.t.TempDir(), "prompts"), done: make(chan struct{})}
+	args := append([]string{"-o", "LogLevel=INFO"}, p.sshArgs("-p")...)
+	args = append(args, "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
+		"-o", "NumberOfPasswordPrompts=1")
+	if source != "" {
+		args = append(args, "-b", source)
+	}
+	args = append(args, login+"@127.0.0.1", "true")
+	c.cmd = exec.Command("ssh", args...)
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no terminal: the password comes from askpass
+	c.cmd.Env = append(os.Environ(), "SSH_ASKPASS="+prog, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=", "ASKPASS_LOG="+c.prompts)
+	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.errb
+	began := time.Now()
+	if err := c.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	go func() {
+		err := c.cmd.Wait()
+		c.took = time.Since(began)
+		c.code = 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			c.code = ee.ExitCode()
+		} else if err != nil {
+			c.code = -1
+		}
+		close(c.done)
+	}()
+	p.t.Cleanup(func() { c.stop() })
+	return c
+}
+
+// stop ends the client if it still runs.
+func (c *pwClient) stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Kill()
+	<-c.done
+}
+
+// wait waits up to d for the client to exit, and reports whether it did.
+func (c *pwClient) wait(d time.Duration) bool {
+	select {
+	case <-c.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// askedPassword reports the prompts the client showed.
+func (c *pwClient) askedPassword() string {
+	b, _ := os.ReadFile(c.prompts)
+	return string(b)
+}
+
+// passwordLogin runs startPassword to the end (at most 30 s).
+func (p *pool) passwordLogin(prog, login, source string) *pwClient {
+	p.t.Helper()
+	c := p.startPassword(prog, login, source)
+	if !c.wait(30 * time.Second) {
+		c.stop()
+		p.t.Fatalf("ssh %s (password) from %q still ran after 30s; stderr %q", login, source, c.errb.String())
+	}
+	return c
+}
+
+// TestAttackPasswordStartsAreBounded is issue 25 item 1 with the real
+// OpenSSH client: with scale_from_zero true, password logins with a wrong
+// password for a user that does not exist start (or wait for) a node only
+// within the bound, one per client address and three in all per
+// start_timeout; the others get the usual no-node line at once. With
+// keys_only, a password login starts nothing and a key login does.
+func TestAttackPasswordStartsAreBounded(t *testing.T) {
+	t.Run("true", func(t *testing.T) {
+		w := azuretest.New() // an empty scale set: the pool is at zero
+		p := azurePool(t, w, -1, func(c *app.Config) { c.Discovery.Azure.ScaleFromZero = "true" })
+		prog := askpass(t, "wrong-password")
+
+		// The first attacker, from 127.0.0.1, is told a node is starting
+		// and waits for it.
+		waiting := []*pwClient{p.startPassword(prog, "nosuch", "")}
+		told := func(c *pwClient, what string) {
+			t.Helper()
+			testutil.Eventually(t, 15*time.Second, what+" told a node is starting", func() bool {
+				return strings.Contains(c.errb.String(), lineStarting)
+			})
+		}
+		told(waiting[0], "the first password login from 127.0.0.1")
+
+		refusedAtOnce := func(source string) {
+			t.Helper()
+			c := p.passwordLogin(prog, "nosuch", source)
+			errs := c.errb.String()
+			if c.code != 255 || !strings.Contains(errs, lineNoNode) || strings.Contains(errs, lineStarting) || c.took > 10*time.Second {
+				t.Errorf("a password login from %s beyond the bound: exit %d after %s, stderr %q; want 255 at once with %q and no start",
+					orDefault(source), c.code, c.took.Round(time.Millisecond), errs, lineNoNode)
+			}
+		}
+		// The same address again: refused at once, no second wait.
+		refusedAtOnce("")
+		// Two more addresses reach the bound in all (3)...
+		for _, src := range []string{"127.0.0.5", "127.0.0.6"} {
+			c := p.startPassword(prog, "nosuch", src)
+			told(c, "a password login from "+src)
+			waiting = append(waiting, c)
+		}
+		// ...and a fourth address is refused at once.
+		refusedAtOnce("127.0.0.7")
+		if got := w.CapacityRaises(); len(got) != 1 {
+			t.Errorf("capacity raises %v, want one start for all the password logins", got)
+		}
+
+		// The node comes up: the waiting logins reach it, and it refuses
+		// their password; nobody got a session.
+		w.Add(vmFor(0))
+		for i, c := range waiting {
+			if !c.wait(40 * time.Second) {
+				t.Fatalf("waiting password login %d still runs 40s after the node was added; stderr %q", i, c.errb.String())
+			}
+			if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, "node node-1 has started") || !strings.Contains(errs, "Permission denied") {
+				t.Errorf("waiting password login %d: exit %d, stderr %q; want the start, then the node's refusal of the password", i, c.code, errs)
+			}
+		}
+		if n := p.sessionsOf("nosuch"); n != 0 {
+			t.Errorf("%d sessions for nosuch", n)
+		}
+		if got := w.CapacityRaises(); len(got) != 1 {
+			t.Errorf("capacity raises %v, want exactly one", got)
+		}
+	})
+
+	t.Run("keys_only", func(t *testing.T) {
+		w := azuretest.New()
+		w.OnCapacity = func(int64) {
+			go func() { time.Sleep(500 * time.Millisecond); w.Add(vmFor(0)) }()
+		}
+		p := azurePool(t, w, -1, func(c *app.Config) { c.Discovery.Azure.ScaleFromZero = "keys_only" })
+		prog := askpass(t, "wrong-password")
+		c := p.passwordLogin(prog, "nosuch", "")
+		if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, lineNoNode) || strings.Contains(errs, lineStarting) {
+			t.Errorf("password login with keys_only: exit %d, stderr %q; want 255 and %q", c.code, errs, lineNoNode)
+		}
+		// The correct password of a real user starts nothing either.
+		c = p.passwordLogin(askpass(t, "pat-secret-1"), "pat", "")
+		if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, lineNoNode) {
+			t.Errorf("pat's right password with keys_only: exit %d, stderr %q; want 255 and %q", c.code, errs, lineNoNode)
+		}
+		if got := w.CapacityRaises(); len(got) != 0 {
+			t.Fatalf("password logins with keys_only raised the capacity: %v", got)
+		}
+		out, errs, code := p.sshCmd("alice", `echo "$DSVM_NODE"`)
+		if code != 0 || strings.TrimSpace(out) != "node-1" || !strings.Contains(errs, lineStarting) {
+			t.Errorf("alice's key login with keys_only: exit %d, out %q, stderr %q; want a start and a login on node-1", code, out, errs)
+		}
+		if got := w.CapacityRaises(); len(got) != 1 {
+			t.Errorf("capacity raises %v, want one, for alice's key", got)
+		}
+	})
+}
+
+func orDefault(source string) string {
+	if source == "" {
+		return "127.0.0.1"
+	}
+	return source
+}
