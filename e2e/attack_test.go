@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,4 +223,65 @@ func orDefault(source string) string {
 		return "127.0.0.1"
 	}
 	return source
+}
+
+// loopbackUnslowed lets the loopback addresses fail logins without the
+// auth backoff's delays: these tests fail many on purpose.
+func loopbackUnslowed(c *app.Config) { c.SSH.AuthBackoff.Allow = []string{"127.0.0.0/8"} }
+
+// TestAttackChosenNodeTellsNothingBeforeAuth is issue 25 item 3 with the
+// real OpenSSH client: a password login naming a node that exists and is
+// up, one that does not exist, and one being drained get the same answer
+// before authentication (a password prompt, the same failure, the same
+// exit status, no poolgate: line), as does a plain login the node refuses.
+// A user proven by key is told why she cannot choose the node.
+func TestAttackChosenNodeTellsNothingBeforeAuth(t *testing.T) {
+	p := newPool(t, poolOptions{cfg: loopbackUnslowed})
+	resp, err := http.Post("http://"+p.gw.AdminAddr()+"/api/nodes/node-3/drain", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("drain node-3: %s", resp.Status)
+	}
+	prog := askpass(t, "wrong-password")
+	// Connect once so that the known_hosts line is not in the answers.
+	p.passwordLogin(prog, "nosuch", "")
+
+	answers := map[string]string{}
+	for _, login := range []string{"nosuch", "nosuch+node-2", "nosuch+nonexistent", "nosuch+node-3", "pat+node-3", "pat+nonexistent"} {
+		c := p.passwordLogin(prog, login, "")
+		prompts := c.askedPassword()
+		if strings.Count(prompts, "password:") != 1 {
+			t.Errorf("ssh %s: the client showed prompts %q; want one password prompt", login, prompts)
+		}
+		errs := c.errb.String()
+		if strings.Contains(errs, "poolgate:") {
+			t.Errorf("ssh %s with a wrong password was told something by the gateway before authentication: %q", login, errs)
+		}
+		answers[login] = fmt.Sprintf("exit %d; prompts %q; stdout %q; stderr %q", c.code,
+			strings.ReplaceAll(prompts, login, "LOGIN"), c.out.String(), strings.ReplaceAll(strings.ReplaceAll(errs, login, "LOGIN"), p.port(), "PORT"))
+	}
+	want := answers["nosuch"]
+	if !strings.Contains(want, "exit 255") || !strings.Contains(want, "Permission denied") {
+		t.Fatalf("a wrong password for nosuch: %s; want exit 255 and Permission denied", want)
+	}
+	for login, got := range answers {
+		if got != want {
+			t.Errorf("before authentication, %s is answered otherwise than a wrong password a node refused:\n%s: %s\nnosuch: %s", login, login, got, want)
+		}
+	}
+
+	// Proven by her key, alice is told why.
+	args := append([]string{"-o", "LogLevel=INFO"}, p.sshArgs("-p")...)
+	for login, why := range map[string]string{
+		"alice+nonexistent": "poolgate: you cannot choose node nonexistent now: it is not in the pool.",
+		"alice+node-3":      "poolgate: you cannot choose node node-3 now: it is being drained and takes no new users.",
+	} {
+		_, errs, code := p.runClient("ssh", append(args, "-o", "BatchMode=yes", login+"@127.0.0.1", "true"), nil)
+		if code != 255 || !strings.Contains(errs, why) {
+			t.Errorf("ssh %s by key: exit %d, stderr %q; want 255 and %q", login, code, errs, why)
+		}
+	}
 }
