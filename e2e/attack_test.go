@@ -285,3 +285,63 @@ func TestAttackChosenNodeTellsNothingBeforeAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackAuthorizedKeysFirstEntryWins is issue 25 item 5 with the real
+// OpenSSH client: the entry of alice's authorized_keys that sshd would use
+// is the one poolgate uses. When it carries an option poolgate cannot
+// enforce, a later unrestricted line for the same key does not let her in:
+// she gets the line a key that is not there gets. An expired entry is
+// passed over (refused alone, a later line used), an unexpired one used.
+func TestAttackAuthorizedKeysFirstEntryWins(t *testing.T) {
+	p := newPool(t, poolOptions{nodes: 1, cfg: loopbackUnslowed})
+	pub, err := os.ReadFile(p.key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other)
+	otherPub, _ := os.ReadFile(other + ".pub")
+	key := strings.TrimSpace(string(pub))
+	file := filepath.Join(p.dir, "keys", "alice", "authorized_keys")
+	login := func(content string) (string, int) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args := append([]string{"-o", "LogLevel=INFO"}, p.sshArgs("-p")...)
+		out, errs, code := p.runClient("ssh", append(args, "-o", "BatchMode=yes", "alice@127.0.0.1", `echo "$DSVM_NODE"`), nil)
+		if code == 0 && strings.TrimSpace(out) != "node-1" {
+			t.Fatalf("alice logged in but printed %q", out)
+		}
+		var lines []string
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.HasPrefix(l, "poolgate:") {
+				lines = append(lines, l)
+			}
+		}
+		return strings.Join(lines, "\n"), code
+	}
+	usual, code := login(string(otherPub))
+	if code != 255 || !strings.Contains(usual, "is not authorized for alice") {
+		t.Fatalf("a key not in authorized_keys: exit %d, %q; want 255 and the not-authorized line", code, usual)
+	}
+	for _, tc := range []struct {
+		name, file string
+		in         bool
+	}{
+		{"permitlisten first", `permitlisten="localhost:8080" ` + key + "\n" + key + "\n", false},
+		{"environment first", `environment="EDITOR=vi" ` + key + "\n" + key + "\n", false},
+		{"expired", `expiry-time="20200101" ` + key + "\n", false},
+		{"expired then plain", `expiry-time="20200101" ` + key + "\n" + key + "\n", true},
+		{"not yet expired", `expiry-time="20991231" ` + key + "\n", true},
+		{"plain", key + "\n", true},
+	} {
+		got, code := login(tc.file)
+		switch {
+		case tc.in && code != 0:
+			t.Errorf("%s: alice refused (exit %d, %q); sshd would use the entry", tc.name, code, got)
+		case !tc.in && (code != 255 || got != usual):
+			t.Errorf("%s: exit %d, lines %q; want 255 and the usual refusal %q", tc.name, code, got, usual)
+		}
+	}
+}
