@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -343,5 +345,96 @@ func TestAttackAuthorizedKeysFirstEntryWins(t *testing.T) {
 		case !tc.in && (code != 255 || got != usual):
 			t.Errorf("%s: exit %d, lines %q; want 255 and the usual refusal %q", tc.name, code, got, usual)
 		}
+	}
+}
+
+// metric reads one sample of the gateway's /metrics, by its name and
+// labels as exposed (poolgate_ca_signatures_total{result="ok"}); 0 when
+// absent.
+func (p *pool) metric(sample string) float64 {
+	p.t.Helper()
+	resp, err := http.Get("http://" + p.gw.AdminAddr() + "/metrics")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				p.t.Fatalf("/metrics: %q", sc.Text())
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// TestAttackOneUserCannotSpendTheSignatures is issue 25 item 6 with the
+// real OpenSSH client: five logins of alice with one key cost one
+// signature by the user CA (/metrics counts 1 signed, 4 reused); bob, who
+// logs in with a new key each time, gets a clear line past
+// ssh.signatures_per_user_per_minute, while his first key (reused) and
+// alice still log in.
+func TestAttackOneUserCannotSpendTheSignatures(t *testing.T) {
+	const perMinute = 3
+	p := newPool(t, poolOptions{nodes: 1, cfg: func(c *app.Config) { c.SSH.SignaturesPerUserPerMinute = perMinute }})
+	const (
+		signed  = `poolgate_ca_signatures_total{result="ok"}`
+		reused  = `poolgate_ca_signatures_reused_total`
+		limited = `poolgate_ssh_auth_failures_total{reason="signature_limit"}`
+	)
+	before := map[string]float64{signed: p.metric(signed), reused: p.metric(reused), limited: p.metric(limited)}
+	delta := func(name string) float64 { return p.metric(name) - before[name] }
+
+	for i := range 5 {
+		if out, errs, code := p.sshCmd("alice", `echo "$DSVM_NODE"`); code != 0 || strings.TrimSpace(out) != "node-1" {
+			t.Fatalf("alice's login %d: exit %d, out %q, stderr %q", i+1, code, out, errs)
+		}
+	}
+	if s, r := delta(signed), delta(reused); s != 1 || r != 4 {
+		t.Errorf("after alice's 5 logins with one key: %s +%v, %s +%v; want +1 and +4", signed, s, reused, r)
+	}
+
+	// bob has perMinute+1 keys and uses a new one each login.
+	var keys []string
+	var authorized strings.Builder
+	for i := range perMinute + 1 {
+		k := filepath.Join(t.TempDir(), fmt.Sprintf("bob%d", i))
+		run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k)
+		pub, _ := os.ReadFile(k + ".pub")
+		authorized.Write(pub)
+		keys = append(keys, k)
+	}
+	if err := os.WriteFile(filepath.Join(p.dir, "keys", "bob", "authorized_keys"), []byte(authorized.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bob := func(key string) (string, int) {
+		t.Helper()
+		args := append([]string{"-o", "LogLevel=INFO"}, clientArgs(p.dir, key, p.entry, "-p")...)
+		out, errs, code := p.runClient("ssh", append(args, "-o", "BatchMode=yes", "bob@127.0.0.1", `echo "$DSVM_NODE"`), nil)
+		if code == 0 && strings.TrimSpace(out) != "node-1" {
+			t.Fatalf("bob printed %q", out)
+		}
+		return errs, code
+	}
+	for i, k := range keys[:perMinute] {
+		if errs, code := bob(k); code != 0 {
+			t.Fatalf("bob's login %d with a new key: exit %d, stderr %q", i+1, code, errs)
+		}
+	}
+	want := fmt.Sprintf("poolgate: too many logins for bob in the last minute (the gateway signs at most %d node logins a minute per user); please wait a minute and try again.", perMinute)
+	if errs, code := bob(keys[perMinute]); code != 255 || !strings.Contains(errs, want) {
+		t.Errorf("bob's login with new key number %d within the minute: exit %d, stderr %q; want 255 and %q", perMinute+1, code, errs, want)
+	}
+	if errs, code := bob(keys[0]); code != 0 {
+		t.Errorf("bob's first key again (its certificate is reused): exit %d, stderr %q", code, errs)
+	}
+	if _, errs, code := p.sshCmd("alice", "true"); code != 0 {
+		t.Errorf("alice while bob is at his limit: exit %d, stderr %q", code, errs)
+	}
+	if s, r, l := delta(signed), delta(reused), delta(limited); s != 1+perMinute || r != 4+2 || l != 1 {
+		t.Errorf("in all: %s +%v, %s +%v, %s +%v; want +%d, +6, +1", signed, s, reused, r, limited, l, 1+perMinute)
 	}
 }
