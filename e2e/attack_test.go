@@ -438,3 +438,71 @@ func TestAttackOneUserCannotSpendTheSignatures(t *testing.T) {
 		t.Errorf("in all: %s +%v, %s +%v, %s +%v; want +%d, +6, +1", signed, s, reused, r, limited, l, 1+perMinute)
 	}
 }
+
+// controls returns the control characters in s other than newline and
+// tab, quoted, or "" when there are none.
+func controls(s string) string {
+	var bad []rune
+	for _, r := range s {
+		if (r < 0x20 && r != '\n' && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			bad = append(bad, r)
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return strconv.QuoteToASCII(string(bad))
+}
+
+// TestAttackAdminNamesAndCLIOutput is issue 25 item 4 with curl and the
+// poolgate CLI as an operator runs them against the gateway's admin API:
+// a pin for a user name with an escape sequence is 400, saying what is
+// wrong, and pins no one; the CLI asked to pin one, or to list sessions,
+// writes no control character to the terminal.
+func TestAttackAdminNamesAndCLIOutput(t *testing.T) {
+	requirePeers(t, "curl")
+	p := newPool(t, poolOptions{nodes: 1})
+	alice := p.hold("alice")
+	defer alice.close()
+	for _, name := range []string{"al%1B%5B31mice", "alice%1B%5D0%3Bowned%07", "%1B%5B2J"} {
+		body := filepath.Join(t.TempDir(), "body")
+		out, err := exec.Command("curl", "-sS", "-o", body, "-w", "%{http_code}", "-X", "POST",
+			"-H", "Content-Type: application/json", "--data", `{"node": "node-1"}`,
+			"http://"+p.gw.AdminAddr()+"/api/users/"+name+"/pin").CombinedOutput()
+		answer, _ := os.ReadFile(body)
+		if err != nil || string(out) != "400" || !strings.Contains(string(answer), `character '\\x1b'`) {
+			t.Errorf("curl -X POST /api/users/%s/pin: %v, status %q, body %q; want 400 naming the character '\\x1b'", name, err, out, answer)
+		}
+	}
+	var pins struct {
+		Pins []struct{ User string } `json:"pins"`
+	}
+	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/pins", &pins)
+	for _, pin := range pins.Pins {
+		if pin.User != "alice" {
+			t.Errorf("/api/pins holds a pin for %q", pin.User)
+		}
+	}
+
+	bin := buildPoolgate(t)
+	cli := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, append(args, "--admin", "http://"+p.gw.AdminAddr())...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	out, code := cli("pin", "al\x1b[31mice", "node-1")
+	if code == 0 || !strings.Contains(out, `character '\x1b' at position 3`) || controls(out) != "" {
+		t.Errorf("poolgate pin 'al\\x1b[31mice' node-1: exit %d, output %q; want a failure naming the character, with no control character written", code, out)
+	}
+	out, code = cli("sessions")
+	if code != 0 || !strings.Contains(out, "alice") || controls(out) != "" {
+		t.Errorf("poolgate sessions: exit %d, control characters %s, output %q", code, controls(out), out)
+	}
+}
