@@ -3,12 +3,17 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -504,5 +509,50 @@ func TestAttackAdminNamesAndCLIOutput(t *testing.T) {
 	out, code = cli("sessions")
 	if code != 0 || !strings.Contains(out, "alice") || controls(out) != "" {
 		t.Errorf("poolgate sessions: exit %d, control characters %s, output %q", code, controls(out), out)
+	}
+}
+
+// TestAttackLoadScraperStaysOnItsAddress is issue 25 item 2 against the
+// running gateway: what answers on node-1's metrics port (a user's
+// process where node_exporter is not running) redirects every scrape to
+// the gateway's own admin API, reached here through a counting proxy. The
+// gateway keeps asking node-1's port, never the admin API, and node-1 has
+// no load figures in /api/nodes.
+func TestAttackLoadScraperStaysOnItsAddress(t *testing.T) {
+	var toAdmin, scrapes atomic.Int64
+	var adminURL atomic.Pointer[url.URL]
+	toAdminProxy := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(adminURL.Load()) },
+		Transport: &http.Transport{},
+	}
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		toAdmin.Add(1)
+		toAdminProxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { admin.Close(); toAdminProxy.Transport.(*http.Transport).CloseIdleConnections() })
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exporter := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scrapes.Add(1)
+		http.Redirect(w, r, admin.URL+"/api/nodes", http.StatusFound)
+	})}
+	go func() { _ = exporter.Serve(ln) }()
+	t.Cleanup(func() { _ = exporter.Close() })
+
+	const interval = 200 * time.Millisecond
+	p := newPool(t, poolOptions{nodes: 1, cfg: func(c *app.Config) {
+		c.Load.Interval = interval
+		c.Discovery.Static[0].Metrics = ln.Addr().String()
+	}})
+	u, _ := url.Parse("http://" + p.gw.AdminAddr())
+	adminURL.Store(u)
+	p.waitFor("five scrapes of node-1's metrics port", func() bool { return scrapes.Load() >= 5 })
+	if n := toAdmin.Load(); n != 0 {
+		t.Errorf("the gateway followed node-1's redirect to its admin API %d times", n)
+	}
+	if l := apiLoads(t, p)["node-1"]; l.CPU != nil || l.Memory != nil || l.Updated != nil {
+		t.Errorf("node-1's load in /api/nodes from a redirecting exporter: %+v; want no figures", l)
 	}
 }
