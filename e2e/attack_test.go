@@ -252,6 +252,8 @@ func TestAttackChosenNodeTellsNothingBeforeAuth(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("drain node-3: %s", resp.Status)
 	}
+	const signed = `poolgate_ca_signatures_total{result="ok"}`
+	signedBefore := p.metric(signed)
 	prog := askpass(t, "wrong-password")
 	// Connect once so that the known_hosts line is not in the answers.
 	p.passwordLogin(prog, "nosuch", "")
@@ -278,6 +280,15 @@ func TestAttackChosenNodeTellsNothingBeforeAuth(t *testing.T) {
 		if got != want {
 			t.Errorf("before authentication, %s is answered otherwise than a wrong password a node refused:\n%s: %s\nnosuch: %s", login, login, got, want)
 		}
+	}
+
+	// pat's right password logs him in; no password login, right or
+	// wrong, cost a signature by the user CA.
+	if c := p.passwordLogin(askpass(t, "pat-secret-1"), "pat", ""); c.code != 0 {
+		t.Errorf("pat's right password: exit %d, stderr %q", c.code, c.errb.String())
+	}
+	if n := p.metric(signed) - signedBefore; n != 0 {
+		t.Errorf("password logins moved %s by %v; want 0", signed, n)
 	}
 
 	// Proven by her key, alice is told why.
