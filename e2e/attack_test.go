@@ -61,10 +61,16 @@ type pwClient struct {
 // true` with one password prompt answered by prog, bound to source ("" for
 // the default address).
 func (p *pool) startPassword(prog, login, source string) *pwClient {
+	return p.startPasswordBy("password", prog, login, source)
+}
+
+// startPasswordBy is startPassword with the given method: password or
+// keyboard-interactive.
+func (p *pool) startPasswordBy(method, prog, login, source string) *pwClient {
 	p.t.Helper()
 	c := &pwClient{prompts: filepath.Join(p.t.TempDir(), "prompts"), done: make(chan struct{})}
 	args := append([]string{"-o", "LogLevel=INFO"}, p.sshArgs("-p")...)
-	args = append(args, "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
+	args = append(args, "-o", "PreferredAuthentications="+method, "-o", "PubkeyAuthentication=no",
 		"-o", "NumberOfPasswordPrompts=1")
 	if source != "" {
 		args = append(args, "-b", source)
@@ -123,7 +129,13 @@ func (c *pwClient) askedPassword() string {
 // passwordLogin runs startPassword to the end (at most 30 s).
 func (p *pool) passwordLogin(prog, login, source string) *pwClient {
 	p.t.Helper()
-	c := p.startPassword(prog, login, source)
+	return p.passwordLoginBy("password", prog, login, source)
+}
+
+// passwordLoginBy runs startPasswordBy to the end (at most 30 s).
+func (p *pool) passwordLoginBy(method, prog, login, source string) *pwClient {
+	p.t.Helper()
+	c := p.startPasswordBy(method, prog, login, source)
 	if !c.wait(30 * time.Second) {
 		c.stop()
 		p.t.Fatalf("ssh %s (password) from %q still ran after 30s; stderr %q", login, source, c.errb.String())
@@ -154,9 +166,9 @@ func TestAttackPasswordStartsAreBounded(t *testing.T) {
 		}
 		told(waiting[0], "the first password login from 127.0.0.1")
 
-		refusedAtOnce := func(source string) {
+		refusedAtOnce := func(source string, method ...string) {
 			t.Helper()
-			c := p.passwordLogin(prog, "nosuch", source)
+			c := p.passwordLoginBy(append(method, "password")[0], prog, "nosuch", source)
 			errs := c.errb.String()
 			if c.code != 255 || !strings.Contains(errs, lineNoNode) || strings.Contains(errs, lineStarting) || c.took > 10*time.Second {
 				t.Errorf("a password login from %s beyond the bound: exit %d after %s, stderr %q; want 255 at once with %q and no start",
@@ -171,8 +183,10 @@ func TestAttackPasswordStartsAreBounded(t *testing.T) {
 			told(c, "a password login from "+src)
 			waiting = append(waiting, c)
 		}
-		// ...and a fourth address is refused at once.
+		// ...and a fourth address is refused at once, by password or
+		// keyboard-interactive.
 		refusedAtOnce("127.0.0.7")
+		refusedAtOnce("127.0.0.8", "keyboard-interactive")
 		if got := w.CapacityRaises(); len(got) != 1 {
 			t.Errorf("capacity raises %v, want one start for all the password logins", got)
 		}
@@ -265,6 +279,7 @@ func TestAttackChosenNodeTellsNothingBeforeAuth(t *testing.T) {
 		if strings.Count(prompts, "password:") != 1 {
 			t.Errorf("ssh %s: the client showed prompts %q; want one password prompt", login, prompts)
 		}
+		t.Logf("ssh %s with a wrong password: exit %d after %s", login, c.code, c.took.Round(time.Millisecond))
 		errs := c.errb.String()
 		if strings.Contains(errs, "poolgate:") {
 			t.Errorf("ssh %s with a wrong password was told something by the gateway before authentication: %q", login, errs)
