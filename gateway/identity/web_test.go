@@ -33,10 +33,15 @@ func TestWebSessionCookie(t *testing.T) {
 	other := &Web{Name: "poolgate_user", Key: NewWebKey(), Now: w.Now}
 	ops := &Web{Name: "poolgate_ops", Key: w.Key, Now: w.Now}
 	for name, check := range map[string]func() bool{
-		"altered":       func() bool { _, ok := w.Session(req(forged)); return ok },
-		"another key":   func() bool { _, ok := other.Session(req(c.Value)); return ok },
-		"another front": func() bool { r := httptest.NewRequest("GET", "/", nil); r.AddCookie(&http.Cookie{Name: "poolgate_ops", Value: c.Value}); _, ok := ops.Session(r); return ok },
-		"expired":       func() bool { now = now.Add(2 * time.Hour); _, ok := w.Session(req(c.Value)); return ok },
+		"altered":     func() bool { _, ok := w.Session(req(forged)); return ok },
+		"another key": func() bool { _, ok := other.Session(req(c.Value)); return ok },
+		"another front": func() bool {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.AddCookie(&http.Cookie{Name: "poolgate_ops", Value: c.Value})
+			_, ok := ops.Session(r)
+			return ok
+		},
+		"expired": func() bool { now = now.Add(2 * time.Hour); _, ok := w.Session(req(c.Value)); return ok },
 	} {
 		if check() {
 			t.Errorf("a cookie %s opened a session", name)
