@@ -6,6 +6,10 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/poolgate/poolgate/gateway/identity"
 )
 
 // The dashboard is one self-contained page (no CDN): it polls /api/nodes.
@@ -50,7 +54,55 @@ func (s *Server) loginForm(w http.ResponseWriter, failed bool) {
 	pageHeaders(w)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="poolgate"`)
 	w.WriteHeader(http.StatusUnauthorized)
-	_ = loginPage.Execute(w, struct{ Failed bool }{failed})
+	_ = loginPage.Execute(w, struct{ Failed, SignIn bool }{failed, s.web != nil})
+}
+
+// signInRedirect is where the provider sends the browser back: this
+// server's own address as the browser named it (the Host header passed
+// the guard), so it must be registered with the provider as is.
+func signInRedirect(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + "/_poolgate/callback"
+}
+
+// signIn sends the browser to the identity provider (identity.ops_groups
+// may use the page).
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
+	if s.web == nil {
+		http.NotFound(w, r)
+		return
+	}
+	s.web.Begin(w, r, signInRedirect(r), "/")
+}
+
+// signInDone is the provider's callback: an operator gets the page's
+// session (the same cookie a token gives, with write access), anyone else
+// a page saying why not.
+func (s *Server) signInDone(w http.ResponseWriter, r *http.Request) {
+	if s.web == nil {
+		http.NotFound(w, r)
+		return
+	}
+	id, _, err := s.web.Finish(w, r, signInRedirect(r))
+	if err != nil {
+		identity.WritePage(w, http.StatusForbidden, "Sign-in failed", identity.UserMessage(err), "/_poolgate/signin")
+		return
+	}
+	if !s.web.Provider.Config().IsOps(id) {
+		s.log.Info("admin sign-in refused: not in identity.ops_groups", zap.String("user", id.User), zap.String("subject", id.Subject), zap.String("client", r.RemoteAddr))
+		identity.WritePage(w, http.StatusForbidden, "Not an operator",
+			"poolgate: "+id.User+" is signed in, but is not in a group of identity.ops_groups, so this page stays closed.", "")
+		return
+	}
+	s.log.Info("admin signed in", zap.String("user", id.User), zap.String("subject", id.Subject), zap.String("client", r.RemoteAddr))
+	http.SetCookie(w, &http.Cookie{
+		Name: cookieName, Value: s.sess.issue(writeAccess), Path: "/", MaxAge: int(sessionTTL / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	})
+	identity.Continue(w, "/")
 }
 
 // login takes a token from the sign-in form and, if valid, keeps it in

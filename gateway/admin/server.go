@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/identity"
 )
 
 // Pool is what the admin API reads and changes.
@@ -72,6 +73,11 @@ type Options struct {
 	// Metrics is served at GET /metrics in the Prometheus text format,
 	// behind the same read access as the API; nil answers 404.
 	Metrics prometheus.Gatherer
+	// SignIn, if set, is the browser sign-in with the identity provider:
+	// it replaces the dashboard's token form, and members of
+	// identity.ops_groups get the page (with write access). Tokens still
+	// open the API.
+	SignIn *identity.Web
 	// Identities serves GET /api/identities and DELETE
 	// /api/identities/{user}; nil answers 501 (no identity provider).
 	Identities Identities
@@ -80,9 +86,10 @@ type Options struct {
 // Server is the admin API. Create it with New and serve Handler.
 type Server struct {
 	pool      Pool
-	discovery Discovery  // nil: static list
-	scaler    Scaler     // nil: no scale-in
-	ids       Identities // nil: no identity provider
+	discovery Discovery     // nil: static list
+	scaler    Scaler        // nil: no scale-in
+	ids       Identities    // nil: no identity provider
+	web       *identity.Web // nil: the token form
 	log       *zap.Logger
 	writeTok  []byte // empty: no token required
 	readTok   []byte
@@ -96,7 +103,7 @@ type Server struct {
 
 // New reads the token files and returns the API.
 func New(cfg Config, pool Pool, opts Options) (*Server, error) {
-	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		s.listenHost = strings.ToLower(host)
 	}
@@ -193,6 +200,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/access", s.read(s.access))
 	mux.HandleFunc("GET /{$}", s.dashboard)
 	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("GET /_poolgate/signin", s.signIn)
+	mux.HandleFunc("GET /_poolgate/callback", s.signInDone)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if s.accessOf(r) == noAccess {
 			s.unauthorized(w)

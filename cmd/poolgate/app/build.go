@@ -16,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/gateway/identity"
 	"github.com/poolgate/poolgate/gateway/keyvault"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
@@ -178,6 +179,9 @@ func (g *Gateway) buildFrontEnds() error {
 	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
 	if g.identity != nil {
 		adminOpts.Identities = g.identity.b
+		// The admin page's sign-in stays with this gateway (its own
+		// address), so its cookie key is its own.
+		adminOpts.SignIn = &identity.Web{Provider: g.identity.p, Name: "poolgate_ops", Key: identity.NewWebKey()}
 	}
 	if g.azure != nil {
 		adminOpts.Discovery, adminOpts.Scaler = azureStatus(g.azure), AzureScaler(g.azure)
