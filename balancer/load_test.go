@@ -2,8 +2,10 @@ package balancer
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // cpu is a Load with only the CPU figure, taken at at.
@@ -191,5 +193,49 @@ func TestLoadPeak(t *testing.T) {
 	}
 	if (Load{CPU: 0.2, Memory: Unknown, GPU: Unknown, GPUMemory: Unknown}).Measured() {
 		t.Fatal("figures without a time count as measured")
+	}
+}
+
+func TestLoadErrorShownAndCleared(t *testing.T) {
+	b, c := newTest(t, loadCfg(), "n1", "n2")
+	b.SetLoad("n1", cpu(0.5, c.Now()))
+	c.Add(5 * time.Second)
+	b.SetLoadError("n1", "node_exporter: GET /metrics: 302 Found: redirect to \"http://elsewhere/\" not followed")
+	b.SetLoadError("nope", "ignored")
+	st := b.Nodes()
+	if st[0].LoadError != `node_exporter: GET /metrics: 302 Found: redirect to "http://elsewhere/" not followed` || !st[0].LoadErrorAt.Equal(c.Now()) {
+		t.Fatalf("n1's load error %q at %v, want the redirect at %v", st[0].LoadError, st[0].LoadErrorAt, c.Now())
+	}
+	if st[0].Load.CPU != 0.5 {
+		t.Fatalf("an error dropped n1's last figures: %+v", st[0].Load)
+	}
+	if st[1].LoadError != "" || !st[1].LoadErrorAt.IsZero() {
+		t.Fatalf("n2 has a load error %q at %v", st[1].LoadError, st[1].LoadErrorAt)
+	}
+	c.Add(5 * time.Second)
+	b.SetLoadError("n1", "")
+	if st := b.Nodes(); st[0].LoadError != "" || !st[0].LoadErrorAt.IsZero() {
+		t.Fatalf("a good scrape left n1's error %q at %v", st[0].LoadError, st[0].LoadErrorAt)
+	}
+}
+
+func TestLoadErrorTextIsBoundedAndPrintable(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"connection refused", "connection refused"},
+		{"bad \x1b[31mred\tline\n", `bad \x1b[31mred\tline\n`},
+		{"bidi \u202egnp.exe", `bidi \u202egnp.exe`},
+		{"not utf-8 \xff\xfe", `not utf-8 \xff\xfe`},
+		{"ünïcödé ok", "ünïcödé ok"},
+	} {
+		if got := loadErrorText(tc.in); got != tc.want {
+			t.Errorf("loadErrorText(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	long := loadErrorText(strings.Repeat("é", 1000))
+	if len(long) > maxLoadError+len("…") || !strings.HasSuffix(long, "…") || !utf8.ValidString(long) {
+		t.Fatalf("a long error is kept as %d bytes (%q…)", len(long), long[:20])
+	}
+	if got := loadErrorText(strings.Repeat("\x00", 1000)); len(got) > maxLoadError+len("…") {
+		t.Fatalf("escaped controls are kept as %d bytes", len(got))
 	}
 }

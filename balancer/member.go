@@ -3,7 +3,13 @@
 
 package balancer
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
 
 // node is the balancer's record of one pool member.
 type node struct {
@@ -19,6 +25,42 @@ type node struct {
 	users    map[string]int // user → live leases on this node
 	load     Load           // last measured load; NoLoad until the first
 	history  *loadRing      // recent samples for ops; nil until the first
+	// loadErr is why the node's last load scrape failed (see
+	// loadErrorText), seen at loadErrAt; "" since a scrape succeeded.
+	loadErr   string
+	loadErrAt time.Time
+}
+
+// maxLoadError bounds the bytes of a scrape error kept on a node.
+const maxLoadError = 512
+
+// loadErrorText is a scrape error as ops see it: cut after at most
+// maxLoadError bytes (on a character, marked by "…"), with every character that
+// is not printable (a control, a tab, a bidi override) and every byte
+// that is not UTF-8 written as a Go escape (\x1b, \u202e), so that an
+// exporter's answer quoted in it can do nothing to a terminal or page.
+func loadErrorText(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		var part string
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			part = fmt.Sprintf(`\x%02x`, s[i])
+		case strconv.IsPrint(r):
+			part = s[i : i+size]
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			part = q[1 : len(q)-1]
+		}
+		if b.Len()+len(part) > maxLoadError {
+			b.WriteString("…")
+			break
+		}
+		b.WriteString(part)
+		i += size
+	}
+	return b.String()
 }
 
 // upFor reports whether n takes new sessions of protocol index p: its own

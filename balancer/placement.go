@@ -87,6 +87,25 @@ func (b *Balancer) SetLoad(name string, l Load) {
 	b.refreshLocked(n)
 }
 
+// SetLoadError records why the node's last load scrape failed (msg
+// names the exporter and what went wrong), or clears it when msg is "":
+// the load scraper calls it once per node and scrape, so the error ops
+// see is the latest (NodeStatus.LoadError). Unknown names are ignored.
+// It does not change placement: figures go stale on their own.
+func (b *Balancer) SetLoadError(name, msg string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return
+	}
+	if msg == "" {
+		n.loadErr, n.loadErrAt = "", time.Time{}
+		return
+	}
+	n.loadErr, n.loadErrAt = loadErrorText(msg), b.now()
+}
+
 // RefreshLoad scores again every node that has figures, so that figures
 // which went stale stop counting even while nothing else changes on the
 // node (its exporter stopped answering). Call it once per scrape interval.

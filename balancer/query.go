@@ -214,15 +214,17 @@ func (b *Balancer) localNodes() []NodeStatus {
 			idle = n.idle
 		}
 		st := NodeStatus{
-			Node:      n.Node,
-			State:     n.state(),
-			Sessions:  n.sessions,
-			Users:     users,
-			Pinned:    pinned[n],
-			Changed:   n.changed,
-			IdleSince: idle,
-			Load:      n.load,
-			LoadStale: n.load.Measured() && b.stale(n.load, now),
+			Node:        n.Node,
+			State:       n.state(),
+			Sessions:    n.sessions,
+			Users:       users,
+			Pinned:      pinned[n],
+			Changed:     n.changed,
+			IdleSince:   idle,
+			Load:        n.load,
+			LoadStale:   n.load.Measured() && b.stale(n.load, now),
+			LoadError:   n.loadErr,
+			LoadErrorAt: n.loadErrAt,
 		}
 		for p := range st.Checks {
 			c := &n.checks[p]

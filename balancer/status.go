@@ -43,6 +43,11 @@ type NodeStatus struct {
 	// LoadStale is set when it is too old to be used for placement.
 	Load      Load
 	LoadStale bool
+	// LoadError is why the last scrape of the node's exporters failed
+	// (bounded, printable), seen at LoadErrorAt; "" once one succeeds.
+	// With shared state it is this gateway's own scrape.
+	LoadError   string
+	LoadErrorAt time.Time
 }
 
 // Check is the node's check for p (SSH: the node's own).

@@ -578,7 +578,21 @@ func TestAttackLoadScraperStaysOnItsAddress(t *testing.T) {
 	if n := toAdmin.Load(); n != 0 {
 		t.Errorf("the gateway followed node-1's redirect to its admin API %d times", n)
 	}
-	if l := apiLoads(t, p)["node-1"]; l.CPU != nil || l.Memory != nil || l.Updated != nil {
+	l := apiLoads(t, p)["node-1"]
+	if l.CPU != nil || l.Memory != nil || l.Updated != nil {
 		t.Errorf("node-1's load in /api/nodes from a redirecting exporter: %+v; want no figures", l)
+	}
+	// The refused redirect is node-1's scrape error, naming where it
+	// pointed, in /api/nodes and in poolgate nodes.
+	want := `node_exporter: GET /metrics: 302 Found: redirect to "` + admin.URL + `/api/nodes" not followed`
+	if !strings.Contains(l.Error, want) {
+		t.Errorf("node-1's load error in /api/nodes is %q, want one containing %q", l.Error, want)
+	}
+	out, err := runOut(buildPoolgate(t), "nodes", "--admin", "http://"+p.gw.AdminAddr())
+	if err != nil || !strings.Contains(out, "Load scrape failing") || !strings.Contains(out, "  node-1: "+want) {
+		t.Errorf("poolgate nodes does not show node-1's scrape error (%v):\n%s", err, out)
+	}
+	if n := toAdmin.Load(); n != 0 {
+		t.Errorf("the gateway followed node-1's redirect to its admin API %d times", n)
 	}
 }

@@ -25,6 +25,7 @@ type loadJSON struct {
 	GPUMemory *float64   `json:"gpu_memory"`
 	Updated   *time.Time `json:"updated"`
 	Stale     bool       `json:"stale"`
+	Error     string     `json:"error"`
 }
 
 // apiLoads reads each node's load from GET /api/nodes.

@@ -218,7 +218,24 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(tw, "TOTAL (%d nodes)\t\t%d\t%d\t%s\t\t\t\t\t\t\n", len(resp.Nodes), total.SSH, total.HTTP, rdpCol(fmt.Sprint(total.RDP)))
 	_ = tw.Flush()
+	scrapeErrors(stdout, resp.Nodes)
 	return 0
+}
+
+// scrapeErrors lists, under the nodes table, why the last load scrape of
+// each node that has one failed.
+func scrapeErrors(w io.Writer, nodes []admin.NodeJSON) {
+	first := true
+	for _, n := range nodes {
+		if n.Load.Error == "" {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nLoad scrape failing (the node's figures are its last good ones, if any):")
+			first = false
+		}
+		fmt.Fprintf(w, "  %s: %s\n", term(n.Name), term(n.Load.Error))
+	}
 }
 
 // loadCols formats a node's load for poolgate nodes: CPU as the run queue

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -179,6 +180,35 @@ func TestCLINodesShowLoad(t *testing.T) {
 	}
 	if strings.Contains(out, "RDP") {
 		t.Fatalf("an RDP column for a pool without RDP:\n%s", out)
+	}
+	if strings.Contains(out, "scrape") {
+		t.Fatalf("no scrape failed, yet:\n%s", out)
+	}
+}
+
+// A node's last scrape error is listed under the table, escaped.
+func TestCLINodesShowLoadScrapeError(t *testing.T) {
+	url, b := apiServer(t, "")
+	b.SetLoad("node-1", balancer.Load{CPU: 0.5, Memory: 0.5, GPU: balancer.Unknown, GPUMemory: balancer.Unknown, At: time.Now()})
+	b.SetLoadError("node-2", `node_exporter: GET /metrics: 302 Found: redirect to "http://203.0.113.9/metrics" not followed (scrape the exporter's own address)`)
+	code, out, errs := runCmd("nodes", "--admin", url)
+	if code != 0 {
+		t.Fatalf("nodes: %d %q", code, errs)
+	}
+	want := "Load scrape failing (the node's figures are its last good ones, if any):\n" +
+		`  node-2: node_exporter: GET /metrics: 302 Found: redirect to "http://203.0.113.9/metrics" not followed (scrape the exporter's own address)` + "\n"
+	if !strings.HasSuffix(out, want) || strings.Contains(out, "  node-1: ") {
+		t.Fatalf("nodes does not list node-2's scrape error (alone) under the table:\n%s", out)
+	}
+
+	// A control character the server sends never reaches the terminal.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(admin.NodesJSON{Nodes: []admin.NodeJSON{{Name: "node-1", State: "up", Load: admin.LoadJSON{Error: "boom\x1b]0;pwned\a\ttab"}}}})
+	}))
+	t.Cleanup(srv.Close)
+	code, out, errs = runCmd("nodes", "--admin", srv.URL)
+	if code != 0 || strings.ContainsAny(out, "\x1b\a\t") || !strings.Contains(out, `  node-1: "boom\x1b]0;pwned\a\ttab"`) {
+		t.Fatalf("nodes: %d %q, output %q: want the error Go-quoted", code, errs, out)
 	}
 }
 

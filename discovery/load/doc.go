@@ -39,11 +39,13 @@
 // balancer) decides staleness from At, as it must anyway between rounds.
 // A node's exporter failing and recovering is logged once each, at Info.
 // Only the configured address is scraped: a redirect is not followed but
-// is that exporter's scrape error.
+// is that exporter's scrape error. Every round also tells the sink the
+// node's scrape error, or nil once all its exporters answered
+// (Sink.SetLoadError), so that ops see why a node has no figures.
 //
-// Usage (cmd wires it; bal is the balancer, which implements Sink):
+// Usage (cmd wires it; sink adapts the balancer to Sink):
 //
-//	sc, err := load.New(cfg.Load, bal, load.Options{Logger: log})
+//	sc, err := load.New(cfg.Load, sink, load.Options{Logger: log})
 //	if err != nil { ... }                      // names the bad key
 //	sc.SetTargets([]load.Target{{Name: "node-1", Metrics: "10.0.0.4:9100"}})
 //	go sc.Run(ctx)

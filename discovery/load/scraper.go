@@ -16,8 +16,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Sink receives the scraper's samples. *balancer.Balancer is meant to
-// satisfy it; cmd wires them.
+// Sink receives the scraper's samples and errors; cmd wires it to the
+// balancer.
 //
 // SetLoad is called from the scraper's goroutines, once per node and
 // round in which at least one of the node's exporters has a figure younger
@@ -28,15 +28,16 @@ import (
 // ages, and [Sample.Stale] tells when it counts as missing. A node just
 // removed by SetTargets may still get one SetLoad from a scrape in flight;
 // sinks ignore nodes they do not know.
+//
+// SetLoadError is called likewise once per node and round, after any
+// SetLoad of the round: with why the round's scrape failed (each failing
+// exporter's name and error, e.g. a redirect naming its Location), or nil
+// when every exporter of the node answered. An error may quote what an
+// exporter sent: the sink bounds it and escapes what is not printable.
 type Sink interface {
 	SetLoad(node string, s Sample)
+	SetLoadError(node string, err error)
 }
-
-// SinkFunc adapts a function to Sink.
-type SinkFunc func(node string, s Sample)
-
-// SetLoad calls f.
-func (f SinkFunc) SetLoad(node string, s Sample) { f(node, s) }
 
 // Target is one node's exporters. An address is host:port (scraped at
 // http://host:port/metrics) or a full http(s) URL; empty means the node
@@ -269,6 +270,7 @@ func (s *Scraper) scrapeNode(ctx context.Context, st *nodeState) {
 		return // removed or replaced while we scraped
 	}
 	var out Sample
+	var errs []string
 	for i, addr := range addrs {
 		if addr == "" {
 			continue
@@ -276,6 +278,11 @@ func (s *Scraper) scrapeNode(ctx context.Context, st *nodeState) {
 		e := &st.exp[i]
 		elog := log.With(zap.String("exporter", expNames[i]), zap.String("addr", addr))
 		if err := res[i].err; err != nil {
+			msg := err.Error()
+			if errors.Is(err, context.DeadlineExceeded) {
+				msg = fmt.Sprintf("no answer within %s (load.timeout)", s.cfg.Timeout)
+			}
+			errs = append(errs, expNames[i]+": "+msg)
 			if e.state != stateDown {
 				elog.Info("load exporter failing", zap.Error(err))
 			}
@@ -307,6 +314,11 @@ func (s *Scraper) scrapeNode(ctx context.Context, st *nodeState) {
 	if report {
 		s.sink.SetLoad(t.Name, out)
 	}
+	var err error
+	if len(errs) > 0 {
+		err = errors.New(strings.Join(errs, "; "))
+	}
+	s.sink.SetLoadError(t.Name, err)
 }
 
 // maxLocation bounds how much of a redirect's Location an error quotes.

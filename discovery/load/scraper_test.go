@@ -34,10 +34,29 @@ func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// sink records every SetLoad.
+// sink records every SetLoad, and each node's last SetLoadError.
 type sink struct {
-	mu  sync.Mutex // protects got
-	got map[string][]Sample
+	mu   sync.Mutex // protects got and errs
+	got  map[string][]Sample
+	errs map[string]error
+}
+
+func (s *sink) SetLoadError(node string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.errs == nil {
+		s.errs = map[string]error{}
+	}
+	s.errs[node] = err
+}
+
+// lastErr returns node's last reported error, and whether one (even nil)
+// was reported.
+func (s *sink) lastErr(node string) (error, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err, ok := s.errs[node]
+	return err, ok
 }
 
 func (s *sink) SetLoad(node string, smp Sample) {
@@ -283,6 +302,9 @@ func TestPartialFailure(t *testing.T) {
 	s.ScrapeOnce(ctx)
 	got := sk.last(t, "n")
 	checkField(t, "GPU one interval after", got.GPU, want(0.5))
+	if err, _ := sk.lastErr("n"); err == nil || err.Error() != "dcgm_exporter: no load metrics in the response" {
+		t.Errorf("n's reported error %v, want the GPU exporter's alone", err)
+	}
 	if want := c.Now().Add(-time.Second); !got.At.Equal(want) {
 		t.Errorf("At = %v, want the oldest figure's time %v", got.At, want)
 	}
@@ -349,6 +371,18 @@ func TestScrapeFailures(t *testing.T) {
 		if !strings.Contains(errs[node], want) {
 			t.Errorf("%s logged error %q, want one containing %q", node, errs[node], want)
 		}
+	}
+	// The sink is told each node's error, naming the exporter.
+	for node, want := range map[string]string{
+		"slow": "node_exporter: no answer within 1s", "huge": "node_exporter: ", "garbage": "node_exporter: no load metrics",
+		"refused": "node_exporter: dial tcp", "wrong-path": "node_exporter: GET /nothing: 404",
+	} {
+		if err, _ := sk.lastErr(node); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s reported error %v, want one containing %q", node, err, want)
+		}
+	}
+	if err, told := sk.lastErr("ok"); err != nil || !told {
+		t.Errorf("ok reported error %v (told: %v), want nil", err, told)
 	}
 }
 
@@ -423,7 +457,12 @@ func ptr[T any](v T) *T { return &v }
 // scraper asks only the configured address, never one a node names.
 func TestRedirectIsNotFollowed(t *testing.T) {
 	elsewhere := newExporter(t, nodeBody(1, 1, 1))
+	var fixed atomic.Bool // the redirector answers itself
 	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fixed.Load() {
+			_, _ = w.Write([]byte(nodeBody(1, 1, 1)))
+			return
+		}
 		http.Redirect(w, r, elsewhere.URL+"/metrics", http.StatusFound)
 	}))
 	t.Cleanup(redirector.Close)
@@ -462,6 +501,18 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 			}
 			if tc.client != nil && tc.client.CheckRedirect != nil {
 				t.Error("New changed the caller's client")
+			}
+			// The node is told why: the redirect, naming where it points.
+			err, _ = sk.lastErr("n1")
+			if err == nil || !strings.Contains(err.Error(), "node_exporter: GET /metrics: 302 Found: redirect to \""+elsewhere.URL+"/metrics\" not followed") {
+				t.Errorf("n1's reported error %v, want the 302 redirect to %s/metrics", err, elsewhere.URL)
+			}
+			// A good answer clears it.
+			fixed.Store(true)
+			defer fixed.Store(false)
+			s.ScrapeOnce(context.Background())
+			if err, told := sk.lastErr("n1"); err != nil || !told || sk.count("n1") != 1 {
+				t.Errorf("after a good answer n1's error is %v (told: %v), %d samples; want nil and 1", err, told, sk.count("n1"))
 			}
 		})
 	}

@@ -277,7 +277,7 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 			Sessions: SessionCount{SSH: n.Sessions.Of(balancer.SSH), HTTP: n.Sessions.Of(balancer.HTTP), RDP: n.Sessions.Of(balancer.RDP)},
 			Users:    append([]string{}, n.Users...), Pinned: n.Pinned, Health: health, Changed: n.Changed.UTC(),
 			Protected: protected[n.Name],
-			Load:      loadJSON(n.Load, n.LoadStale),
+			Load:      loadJSON(n),
 		}
 		if n.RDP != "" {
 			nj.RDP = n.RDP
@@ -315,12 +315,14 @@ func figure(v float64) *float64 {
 	return &v
 }
 
-func loadJSON(l balancer.Load, stale bool) LoadJSON {
+// loadJSON is a node's load figures and its last scrape error.
+func loadJSON(n balancer.NodeStatus) LoadJSON {
+	l := n.Load
 	if !l.Measured() {
-		return LoadJSON{}
+		return LoadJSON{Error: n.LoadError}
 	}
 	at := l.At.UTC()
-	return LoadJSON{CPU: figure(l.CPU), Memory: figure(l.Memory), GPU: figure(l.GPU), GPUMemory: figure(l.GPUMemory), Updated: &at, Stale: stale}
+	return LoadJSON{CPU: figure(l.CPU), Memory: figure(l.Memory), GPU: figure(l.GPU), GPUMemory: figure(l.GPUMemory), Updated: &at, Stale: n.LoadStale, Error: n.LoadError}
 }
 
 // loadHistory answers GET /api/load: every node's recent samples.

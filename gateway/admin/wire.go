@@ -47,6 +47,9 @@ type NodeJSON struct {
 // is not measured is null. CPU is the run queue per CPU (load1 ÷ CPUs), so
 // it can exceed 1; the others are fractions in use. Stale: the figures
 // are older than three scrape intervals and not used for placement.
+// Error is why this gateway's last scrape of the node's exporters failed
+// (each failing exporter's name and error, e.g. a redirect it did not
+// follow; at most about 512 bytes, printable); absent once one succeeds.
 type LoadJSON struct {
 	CPU       *float64   `json:"cpu"`
 	Memory    *float64   `json:"memory"`
@@ -54,6 +57,7 @@ type LoadJSON struct {
 	GPUMemory *float64   `json:"gpu_memory"`
 	Updated   *time.Time `json:"updated"`
 	Stale     bool       `json:"stale"`
+	Error     string     `json:"error,omitempty"`
 }
 
 // LoadHistoryJSON is the answer of GET /api/load: each node's recent load

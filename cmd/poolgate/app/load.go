@@ -64,13 +64,25 @@ func toBalancerLoad(s load.Sample) balancer.Load {
 	return balancer.Load{CPU: v(s.CPU), Memory: v(s.Memory), GPU: v(s.GPU), GPUMemory: v(s.GPUMemory), At: s.At}
 }
 
+// loadSink reports the scraper's samples and errors to the balancer.
+type loadSink struct{ bal *balancer.Balancer }
+
+func (s loadSink) SetLoad(node string, smp load.Sample) { s.bal.SetLoad(node, toBalancerLoad(smp)) }
+
+// SetLoadError shows why the node's last scrape failed (nil: it did not).
+func (s loadSink) SetLoadError(node string, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	s.bal.SetLoadError(node, msg)
+}
+
 // buildLoad makes the scraper of the nodes' exporters, reporting to the
 // balancer. Ports apply to Azure's instances only.
 func (g *Gateway) buildLoad() error {
 	lc := g.cfg.Load.WithDefaults()
-	s, err := load.New(lc, load.SinkFunc(func(node string, smp load.Sample) {
-		g.bal.SetLoad(node, toBalancerLoad(smp))
-	}), load.Options{Logger: g.log.Named("load")})
+	s, err := load.New(lc, loadSink{g.bal}, load.Options{Logger: g.log.Named("load")})
 	if err != nil {
 		return fmt.Errorf("load.%w", err)
 	}
@@ -101,4 +113,7 @@ func (g *Gateway) runLoad(ctx context.Context) {
 	}
 }
 
-var _ discovery.NodeSetter = loadTargets{}
+var (
+	_ discovery.NodeSetter = loadTargets{}
+	_ load.Sink            = loadSink{}
+)

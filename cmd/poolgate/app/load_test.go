@@ -1,7 +1,11 @@
 package app
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,3 +101,48 @@ func TestToBalancerLoad(t *testing.T) {
 }
 
 func isNaN(f float64) bool { return f != f }
+
+// A node whose exporter redirects shows the scrape error, naming where the
+// redirect pointed, on the balancer's node status; a good answer clears it.
+func TestLoadScrapeErrorShownOnTheNode(t *testing.T) {
+	var good atomic.Bool
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	t.Cleanup(other.Close)
+	exporter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !good.Load() {
+			http.Redirect(w, r, other.URL+"/metrics", http.StatusFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = w.Write([]byte("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1\nnode_load1 0.5\nnode_memory_MemTotal_bytes 1000\nnode_memory_MemAvailable_bytes 750\n"))
+	}))
+	t.Cleanup(exporter.Close)
+
+	bal := balancer.New(balancer.Config{}, balancer.Options{})
+	bal.SetNodes([]balancer.Node{{Name: "node-1", SSH: "127.0.0.1:22", Metrics: strings.TrimPrefix(exporter.URL, "http://")}})
+	sc, err := load.New(load.Config{}, loadSink{bal}, load.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sc.CloseIdleConnections)
+	sc.SetTargets(targetsFor([]balancer.Node{{Name: "node-1", Metrics: strings.TrimPrefix(exporter.URL, "http://")}}, 0, 0))
+
+	before := time.Now()
+	sc.ScrapeOnce(context.Background())
+	st := bal.Nodes()[0]
+	want := `node_exporter: GET /metrics: 302 Found: redirect to "` + other.URL + `/metrics" not followed`
+	if !strings.Contains(st.LoadError, want) || st.LoadErrorAt.Before(before) {
+		t.Fatalf("node-1's load error %q at %v, want one containing %q", st.LoadError, st.LoadErrorAt, want)
+	}
+	if st.Load.Measured() || elsewhere.Load() != 0 {
+		t.Fatalf("node-1 has figures %+v; the redirect's target got %d requests", st.Load, elsewhere.Load())
+	}
+
+	good.Store(true)
+	sc.ScrapeOnce(context.Background())
+	st = bal.Nodes()[0]
+	if st.LoadError != "" || !st.LoadErrorAt.IsZero() || st.Load.CPU != 0.5 {
+		t.Fatalf("after a good scrape node-1's load error is %q at %v, load %+v", st.LoadError, st.LoadErrorAt, st.Load)
+	}
+}
