@@ -147,6 +147,9 @@ func TestSignInWithIdentityProvider(t *testing.T) {
 			KeyTTL:        ttl,
 			AllowedGroups: []string{"data-science"},
 			OpsGroups:     []string{"pool-ops"},
+			// This test starts more sign-ins from 127.0.0.1 in a
+			// minute than one address may (5).
+			DeviceLimit: identity.DeviceLimit{PerAddress: 30},
 		}.WithDefaults()
 	}})
 	pub, _ := os.ReadFile(p.key + ".pub")
