@@ -3,6 +3,7 @@ package balancer
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestPeekChangesNothing(t *testing.T) {
@@ -61,5 +62,59 @@ func TestAcquireOn(t *testing.T) {
 	}
 	if b.UserSessions("bob") != 0 {
 		t.Fatal("refusals left bob a session")
+	}
+}
+
+// TestChoose: a user's choice without a session (the users' page) moves
+// the pin by the same rule as a named node at login, and records it as
+// the user's own.
+func TestChoose(t *testing.T) {
+	b, c := newTest(t, Config{MaxSessionsPerNode: 1, AffinityGrace: time.Minute}, "n1", "n2", "n3", "n4")
+	l := acquire(t, b, "alice") // n1
+	if err := b.Choose("alice", "n2", HTTP); err != nil {
+		t.Fatalf("Choose n2: %v", err)
+	}
+	if n, ok := b.Pinned("alice", SSH); !ok || n.Name != "n2" {
+		t.Fatalf("alice pinned to %v %v, want n2", n.Name, ok)
+	}
+	if b.UserSessions("alice") != 1 || b.Nodes()[0].Sessions.Of(SSH) != 1 {
+		t.Fatal("Choose took a lease or ended the session open on n1")
+	}
+	pins := b.Pins()
+	if len(pins) != 1 || pins[0].By != ByUser || pins[0].Node != "n2" {
+		t.Fatalf("pins %+v, want alice on n2 by user", pins)
+	}
+	if got := acquire(t, b, "alice").Node().Name; got != "n2" {
+		t.Fatalf("alice's next session on %s, want n2", got)
+	}
+	l.Release()
+
+	// The nodes refused are those Choosable leaves out.
+	if _, err := b.AcquireOn("bob", SSH, "c", "n1", ByBalancer); err != nil { // n1 is now full
+		t.Fatal(err)
+	}
+	_ = b.Drain("n3")
+	b.SetHealth("n4", HTTP, false, "hub down")
+	for node, want := range map[string]error{"n1": ErrNodeFull, "n3": ErrDraining, "n4": ErrNodeDown, "n9": ErrUnknownNode} {
+		if err := b.Choose("carol", node, HTTP); !errors.Is(err, want) {
+			t.Errorf("Choose %s: %v, want %v", node, err, want)
+		}
+	}
+	if _, ok := b.Pinned("carol", SSH); ok || len(b.Pins()) != 2 {
+		t.Fatalf("refused choices left a pin: %+v", b.Pins())
+	}
+	// A node up for SSH whose hub is down is choosable for SSH only.
+	if err := b.Choose("carol", "n4", SSH); err != nil {
+		t.Fatalf("Choose n4 for SSH: %v", err)
+	}
+	// alice may choose her own full node again.
+	if err := b.Choose("alice", "n2", HTTP); err != nil {
+		t.Fatalf("alice choosing her own full node: %v", err)
+	}
+
+	// Without a session the choice lasts the grace.
+	c.Add(2 * time.Minute)
+	if _, ok := b.Pinned("carol", SSH); ok {
+		t.Fatal("carol's choice outlived the grace with no session")
 	}
 }

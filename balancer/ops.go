@@ -54,7 +54,32 @@ func (b *Balancer) Pin(user, node string) error {
 	if err != nil {
 		return err
 	}
-	set := func(old Pin) Pin { return pinByOps(old, node, now.Add(b.cfg.AffinityGrace)) }
+	return b.movePin(user, node, ByOps, now)
+}
+
+// Choose moves the user's pin to the named node as the user chose it
+// (ByUser), without a session: what `ssh alice+node-3@pool` does to the
+// pin, for a front end where the user chooses with no session to lease
+// (the users' page). The same rule 3a decides: the node must be one
+// Choosable(user, proto) lists, else ErrUnknownNode, ErrNodeDown,
+// ErrDraining or ErrNodeFull, wrapped with the node's name. The user's
+// next sessions go there; sessions open elsewhere go on. A user with no
+// session keeps the pin for the affinity grace.
+func (b *Balancer) Choose(user, node string, proto Protocol) error {
+	b.mu.RLock()
+	now := b.now()
+	_, err := decide(b.localFacts(proto, now), b.userPinLocked(user), query{proto: proto, named: node, by: ByUser, now: now})
+	b.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	return b.movePin(user, node, ByUser, now)
+}
+
+// movePin sets the user's pin to node, chosen by by, in the shared state
+// first when there is one, then in this gateway's copy.
+func (b *Balancer) movePin(user, node string, by PinOrigin, now time.Time) error {
+	set := func(old Pin) Pin { return pinChosen(old, node, by, now.Add(b.cfg.AffinityGrace)) }
 	if b.sh != nil {
 		if err := b.setPinShared(user, set); err != nil {
 			return fmt.Errorf("the shared state did not take the pin, so it was not applied: %w", err)
@@ -69,13 +94,13 @@ func (b *Balancer) Pin(user, node string) error {
 	return nil
 }
 
-// pinByOps is the pin ops set: on node, chosen by ops, lasting at least
-// until (longer if it already did, on the same node).
-func pinByOps(old Pin, node string, until time.Time) Pin {
+// pinChosen is the pin ops or the user set: on node, chosen by by,
+// lasting at least until (longer if it already did, on the same node).
+func pinChosen(old Pin, node string, by PinOrigin, until time.Time) Pin {
 	if old.Node == node && old.Until.After(until) {
 		until = old.Until
 	}
-	return Pin{Node: node, By: ByOps, Until: until}
+	return Pin{Node: node, By: by, Until: until}
 }
 
 // Unpin drops the user's pin: their next session is placed by the

@@ -19,6 +19,14 @@
 // path naming an invalid user gets 400; an invalid name in a cookie or
 // the login form is not used.
 //
+// With [Options.Users], the gateway serves its users' own page under
+// [PagePrefix] (/_poolgate/, a path JupyterHub never uses): signed in
+// with the identity provider (identity.Web), a user sees their node and
+// its load, the ssh command, their sessions and bound keys, forgets a key
+// or moves to another node as `ssh alice+node-3@pool` would. Paths under
+// PagePrefix never reach a hub, with the page on or off (off: 404), and
+// the page's cookies are taken out of every request passed to a hub.
+//
 // It takes the balancer through the [Balancer] interface it declares, and
 // everything else it needs through [Options].
 package httpgw

@@ -33,6 +33,7 @@ type fakeHub struct {
 	mu        sync.Mutex
 	loginBody string
 	seen      http.Header
+	paths     []string // every request's path, as received
 }
 
 func newFakeHub(t *testing.T, name string, tlsHub bool) *fakeHub {
@@ -107,10 +108,16 @@ func newFakeHub(t *testing.T, name string, tlsHub bool) *fakeHub {
 		h.mu.Unlock()
 		fmt.Fprint(w, name)
 	})
+	all := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.paths = append(h.paths, r.URL.EscapedPath())
+		h.mu.Unlock()
+		mux.ServeHTTP(w, r)
+	})
 	if tlsHub {
-		h.srv = httptest.NewTLSServer(mux)
+		h.srv = httptest.NewTLSServer(all)
 	} else {
-		h.srv = httptest.NewServer(mux)
+		h.srv = httptest.NewServer(all)
 	}
 	t.Cleanup(h.srv.Close)
 	return h
@@ -135,6 +142,12 @@ func newEnv(t *testing.T, cfg Config, tlsHubs bool) *env {
 // newEnvWith is newEnv with the gateway's view of the balancer given by
 // wrap (nil: the balancer itself).
 func newEnvWith(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Balancer) Balancer) *env {
+	t.Helper()
+	return newEnvOpts(t, cfg, tlsHubs, wrap, nil)
+}
+
+// newEnvOpts is newEnvWith with the users' page users (nil: off).
+func newEnvOpts(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Balancer) Balancer, users *UserPage) *env {
 	t.Helper()
 	e := &env{t: t, bal: balancer.New(balancer.Config{}, balancer.Options{})}
 	var nodes []balancer.Node
@@ -161,7 +174,7 @@ func newEnvWith(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Bala
 	if wrap != nil {
 		bal = wrap(e.bal)
 	}
-	gw, err := New(cfg, bal, Options{StateDir: t.TempDir(), Logger: zap.New(core), CertCheckInterval: 20 * time.Millisecond})
+	gw, err := New(cfg, bal, Options{StateDir: t.TempDir(), Logger: zap.New(core), CertCheckInterval: 20 * time.Millisecond, Users: users})
 	if err != nil {
 		t.Fatal(err)
 	}

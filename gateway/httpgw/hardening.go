@@ -3,6 +3,7 @@ package httpgw
 import (
 	"crypto/tls"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -37,14 +38,17 @@ const maxHeaderBytes = 64 << 10
 // before they reach a hub, where a user's server could read it.
 const AdminCookie = "poolgate_admin"
 
-// stripAdminCookie removes the admin cookie from r's Cookie headers.
-func (s *Server) stripAdminCookie(r *http.Request) {
+// stripPrivateCookies removes the gateway's own cookies (the admin
+// dashboard's, the users' page's session and sign-in attempt) from r's
+// Cookie headers: a user's server must never read another user's session.
+func (s *Server) stripPrivateCookies(r *http.Request) {
 	hs := r.Header["Cookie"]
 	found := false
 	for _, h := range hs {
-		if strings.Contains(h, AdminCookie) {
-			found = true
-			break
+		for _, name := range s.private {
+			if strings.Contains(h, name) {
+				found = true
+			}
 		}
 	}
 	if !found {
@@ -55,7 +59,7 @@ func (s *Server) stripAdminCookie(r *http.Request) {
 		var kept []string
 		for part := range strings.SplitSeq(h, ";") {
 			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if name == AdminCookie {
+			if slices.Contains(s.private, name) {
 				continue
 			}
 			kept = append(kept, strings.TrimSpace(part))

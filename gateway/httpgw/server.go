@@ -38,6 +38,10 @@ type Options struct {
 	// (scale from zero); the browser gets a page that says so and reloads
 	// until the node is up. Nil: the plain 503 page.
 	Starter Starter
+	// Users turns on the users' page under PagePrefix (userpage.go). Nil,
+	// or a nil SignIn: those paths answer 404. Either way they never
+	// reach a hub.
+	Users *UserPage
 }
 
 // Balancer is what the HTTP gateway needs from the balancer.
@@ -61,6 +65,18 @@ type Balancer interface {
 	// hub. It must answer from local state: a call to shared state here
 	// would sit on the dial path.
 	HubNode(addr string) string
+
+	// For the users' page:
+
+	// Nodes returns a snapshot of the node set with load and sessions.
+	Nodes() []balancer.NodeStatus
+	// Sessions returns a snapshot of the live sessions.
+	Sessions() []balancer.SessionInfo
+	// Choosable lists the nodes the user may choose for proto now.
+	Choosable(user string, proto balancer.Protocol) []balancer.Node
+	// Choose moves the user's pin to node as the user's own choice,
+	// refusing a node not in Choosable.
+	Choose(user, node string, proto balancer.Protocol) error
 }
 
 // Starter brings up a node when the pool has none (scale from zero).
@@ -90,7 +106,11 @@ type Server struct {
 	tlsConfig *tls.Config
 	certEvery time.Duration
 	srv       *http.Server
-	hsts      string // Strict-Transport-Security value; "" sends none
+	hsts      string    // Strict-Transport-Security value; "" sends none
+	page      *userPage // nil: the users' page is off
+	// private are the gateway's own cookies, taken out of requests
+	// before they reach a hub.
+	private []string
 
 	base     context.Context // parent of every request; cancelled by Close
 	cancel   context.CancelFunc
@@ -120,6 +140,14 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
 	s.sign = newSigner(key)
+	s.page, err = newUserPage(opts.Users, bal, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.private = []string{AdminCookie}
+	if s.page != nil {
+		s.private = append(s.private, s.page.cookieNames()...)
+	}
 	s.cookies = newCookieCache(s.sign, *cfg.TLS)
 	s.track = newTracker(bal, cfg.SessionIdle, s.now)
 	if len(cfg.UpstreamPins) > 0 {
@@ -312,6 +340,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.hsts != "" {
 		w.Header().Set("Strict-Transport-Security", s.hsts)
 	}
+	if isPagePath(r.URL.Path) {
+		// The gateway's own page, before any routing: no affinity, no hub.
+		s.servePage(w, r, st)
+		return
+	}
 
 	user, err := userFromPath(r.URL.EscapedPath())
 	if err != nil {
@@ -372,7 +405,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st.node = node
-	s.stripAdminCookie(r)
+	s.stripPrivateCookies(r)
 	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
