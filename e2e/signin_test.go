@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/identity"
@@ -122,11 +124,11 @@ func newKey(t *testing.T, dir, name string) string {
 func TestSignInWithIdentityProvider(t *testing.T) {
 	requirePeers(t, "chromium")
 	t.Cleanup(func() { reapOrphans(t) })
-	adminAddr := freePort(t)
-	adminURL := "http://" + adminAddr
+	adminAddr, httpAddr := freePort(t), freePort(t)
+	adminURL, httpURL := "http://"+adminAddr, "https://"+httpAddr
 	op := startOIDC(t, oidcOptions{
 		Groups:       map[string][]string{"dave": {"data-science", "pool-ops"}, "erin": {"data-science"}, "frank": {"finance"}},
-		RedirectURIs: []string{adminURL + "/_poolgate/callback"},
+		RedirectURIs: []string{adminURL + "/_poolgate/callback", httpURL + "/_poolgate/callback"},
 	})
 	keyDir := filepath.Join(t.TempDir(), "keys")
 	if err := os.MkdirAll(filepath.Join(keyDir, "alice"), 0o755); err != nil {
@@ -142,6 +144,8 @@ func TestSignInWithIdentityProvider(t *testing.T) {
 		// Only alice has a file; everyone else signs in.
 		c.SSH.AuthorizedKeys = sshgw.KeysTemplate(filepath.Join(keyDir, "{user}", "authorized_keys"))
 		c.Admin.Listen, c.Admin.TokenFile = adminAddr, tokenFile
+		// The HTTP front end, for the users' page (no hubs here).
+		c.HTTP.Listen = httpAddr
 		c.Identity = identity.Config{
 			OIDC:          identity.OIDCConfig{Issuer: op.Issuer(), ClientID: oidcClientID},
 			KeyTTL:        ttl,
@@ -199,6 +203,41 @@ func TestSignInWithIdentityProvider(t *testing.T) {
 	out, errs, c := p.runClient(bin, []string{"identities", "--admin", adminURL, "--token", token}, nil)
 	if c != 0 || !regexp.MustCompile(`dave\s+SHA256:\S+\s+ssh-ed25519`).MatchString(out) {
 		t.Fatalf("poolgate identities: %d %q %q", c, out, errs)
+	}
+
+	// 3b. The users' page: dave signs in with the browser, sees his node
+	// and his key, moves himself to the other node, and forgets the key.
+	_, ut := browserLogin(t, ctx, httpURL+"/_poolgate/", httpURL+"/_poolgate/callback", "dave", true)
+	ut.until("dave's page", `!!document.querySelector("#who") && document.querySelector("#who").innerText.includes("(dave)")`, 30*time.Second)
+	first := regexp.MustCompile(`node=(node-\d)`).FindStringSubmatch(s.stdout.String())[1]
+	other := map[string]string{"node-1": "node-2", "node-2": "node-1"}[first]
+	if got := ut.text(`document.querySelector("#node").innerText`); !strings.Contains(got, first) {
+		t.Errorf("dave's page names his node as %q, want %s", got, first)
+	}
+	if got := ut.text(`document.querySelector("#keys").innerText`); !strings.Contains(got, ids.Identities[0].Fingerprint) {
+		t.Errorf("dave's page lists keys %q, want %s", got, ids.Identities[0].Fingerprint)
+	}
+	if got := ut.text(`document.querySelector("#ssh").innerText`); !strings.Contains(got, "dave@") {
+		t.Errorf("dave's page gives the ssh command %q", got)
+	}
+	ut.do("move to "+other, chromedp.Click(chromedp.CSS(fmt.Sprintf(`form[action="/_poolgate/move"]:has(input[name="node"][value=%q]) button`, other))))
+	ut.until("the move's notice", fmt.Sprintf(`!!document.querySelector("#notice") && document.querySelector("#notice").innerText.includes("Your next sessions go to %s")`, other), 30*time.Second)
+	args = append(clientArgs(p.dir, daveKey, p.entry, "-p"), "-o", "BatchMode=yes", "dave@127.0.0.1", "echo $DSVM_NODE")
+	if out, errs, c := p.runClient("ssh", args, nil); c != 0 || strings.TrimSpace(out) != other {
+		t.Fatalf("dave after moving himself to %s from the page: exit %d, on %q, %q", other, c, out, errs)
+	}
+	ut.do("forget the key", chromedp.Click(chromedp.CSS(`form[action="/_poolgate/keys/forget"] button`)))
+	ut.until("no key left", `!!document.querySelector("#keys") && document.querySelector("#keys").innerText.includes("No key is bound to you")`, 30*time.Second)
+	args = append(clientArgs(p.dir, daveKey, p.entry, "-p"), "-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey", "dave@127.0.0.1", "true")
+	if _, _, c := p.runClient("ssh", args, nil); c == 0 {
+		t.Fatal("dave's forgotten key still logs in by itself")
+	}
+	// Sign in again for what follows.
+	s = p.sshSignIn(t, "dave", daveKey, "true")
+	page, code = s.prompt(t)
+	approveDevice(t, ctx, page, code, "dave", true)
+	if c := s.wait(t, time.Minute); c != 0 {
+		t.Fatalf("dave signing in again after forgetting his key: exit %d, %q", c, s.stderr.String())
 	}
 
 	// 4. Another login name with dave's sign-in; a user outside the

@@ -55,9 +55,18 @@ type Bindings interface {
 	Forget(ctx context.Context, user, fingerprint string) error
 }
 
-// pageProto is the protocol the page asks the balancer about: a node the
-// user moves to must serve their browser (its hub up) as well as SSH.
-const pageProto = balancer.HTTP
+// pageProto is the protocol the page asks the balancer about: where the
+// pool's nodes have hubs, a node the user moves to must serve their
+// browser (its hub up) as well as SSH; a pool of SSH-only nodes (this
+// page without hubs) is asked for SSH, the node's own check.
+func (p *userPage) pageProto() balancer.Protocol {
+	for _, ns := range p.bal.Nodes() {
+		if ns.HTTP != "" {
+			return balancer.HTTP
+		}
+	}
+	return balancer.SSH
+}
 
 // maxPageForm bounds a POST body of the page.
 const maxPageForm = 4 << 10
@@ -268,7 +277,7 @@ func (p *userPage) move(w http.ResponseWriter, r *http.Request, sess identity.We
 		return p.renderError(w, r, sess, http.StatusForbidden, "Choosing a node is turned off on this pool.")
 	}
 	node := r.PostForm.Get("node")
-	err := p.bal.Choose(sess.User, node, pageProto)
+	err := p.bal.Choose(sess.User, node, p.pageProto())
 	if err != nil {
 		shown := "that node"
 		if validNodeName(node) {
@@ -375,7 +384,8 @@ func (p *userPage) render(w http.ResponseWriter, r *http.Request, sess identity.
 		ns := byName[name]
 		return nodeView{Name: name, Load: loadText(ns.Load, ns.LoadStale), Sessions: ns.Sessions.Total()}
 	}
-	if pin, ok := p.bal.Pinned(sess.User, pageProto); ok {
+	proto := p.pageProto()
+	if pin, ok := p.bal.Pinned(sess.User, proto); ok {
 		v := view(pin.Name)
 		d.Node = &v
 	}
@@ -415,7 +425,7 @@ func (p *userPage) render(w http.ResponseWriter, r *http.Request, sess identity.
 		}
 	}
 	if !p.NoNodeChoice {
-		for _, n := range p.bal.Choosable(sess.User, pageProto) {
+		for _, n := range p.bal.Choosable(sess.User, proto) {
 			if d.Node == nil || n.Name != d.Node.Name {
 				d.Moves = append(d.Moves, view(n.Name))
 			}

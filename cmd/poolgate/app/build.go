@@ -195,7 +195,11 @@ func (g *Gateway) buildFrontEnds() error {
 	if !cfg.HTTP.Enabled() {
 		return nil
 	}
-	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter})
+	users, err := g.userPage()
+	if err != nil {
+		return err
+	}
+	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users})
 	if err != nil {
 		return fmt.Errorf("http.%w", err)
 	}

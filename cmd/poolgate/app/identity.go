@@ -2,13 +2,19 @@ package app
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/identity"
 	"github.com/poolgate/poolgate/gateway/sshgw"
+	"github.com/poolgate/poolgate/internal/atomicfile"
 )
 
 // signIn lends the identity provider and its key bindings to the SSH
@@ -39,6 +45,55 @@ func (g *Gateway) buildIdentity() error {
 	}
 	g.identity = &signIn{p: p, b: b, ttl: p.Config().KeyTTL, log: g.log.Named("identity"), now: time.Now}
 	return nil
+}
+
+// webKey is the key that signs the users' page cookies. A sign-in begun
+// through one gateway may come back through another, so gateways that
+// share state share it through Redis (the first one's, kept there);
+// alone, it is kept in state_dir so that a restart keeps users signed in.
+func (g *Gateway) webKey() ([]byte, error) {
+	if g.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rdb, key := g.shared.Client(), g.shared.Prefix()+"identity:web_key"
+		fresh := base64.RawStdEncoding.EncodeToString(identity.NewWebKey())
+		if err := rdb.SetNX(ctx, key, fresh, 0).Err(); err == nil {
+			if v, err := rdb.Get(ctx, key).Result(); err == nil {
+				if k, err := base64.RawStdEncoding.DecodeString(v); err == nil && len(k) >= 32 {
+					return k, nil
+				}
+			}
+		}
+		g.log.Warn("could not share the users' page cookie key through Redis; a sign-in must come back through the gateway it began on")
+	}
+	path := filepath.Join(g.cfg.StateDir, "user_page_key")
+	if k, err := os.ReadFile(path); err == nil && len(k) >= 32 {
+		return k, nil
+	}
+	k := identity.NewWebKey()
+	if err := atomicfile.Write(path, k, 0o600); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	return k, nil
+}
+
+// userPage is the users' page of the HTTP front end (/_poolgate/), on
+// when identity is configured.
+func (g *Gateway) userPage() (*httpgw.UserPage, error) {
+	if g.identity == nil {
+		return nil, nil
+	}
+	key, err := g.webKey()
+	if err != nil {
+		return nil, err
+	}
+	nc := g.cfg.SSH.NodeChoice
+	return &httpgw.UserPage{
+		SignIn:       &identity.Web{Provider: g.identity.p, Name: "poolgate_user", Key: key},
+		Bindings:     g.identity.b,
+		SSHAddr:      g.cfg.SSH.Listen,
+		NoNodeChoice: nc != nil && !*nc,
+	}, nil
 }
 
 func (s *signIn) StartSignIn(ctx context.Context, login string, client net.Addr) (sshgw.DeviceCode, error) {
