@@ -56,6 +56,10 @@ type oidcOptions struct {
 	RedirectURIs []string
 	// DeviceCodeTTL is how long a device code lives (default 10 minutes).
 	DeviceCodeTTL time.Duration
+	// DeviceInterval, if set, is the poll interval the device
+	// authorization answer asks for (the provider sends none, so RFC
+	// 8628's 5 s applies; Entra sends 5): a shorter one keeps tests short.
+	DeviceInterval time.Duration
 	// Host is the listen address, in 127.0.0.0/8 (default 127.0.0.1); the
 	// port is always a free one the provider picks.
 	Host string
@@ -142,6 +146,9 @@ func startOIDC(t *testing.T, opts oidcOptions) *oidcPeer {
 	}
 	if opts.DeviceCodeTTL > 0 {
 		cfg["deviceCodeTTL"] = int(opts.DeviceCodeTTL / time.Second)
+	}
+	if opts.DeviceInterval > 0 {
+		cfg["deviceInterval"] = int(opts.DeviceInterval / time.Second)
 	}
 	js, err := json.Marshal(cfg)
 	if err != nil {

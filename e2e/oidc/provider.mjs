@@ -16,6 +16,8 @@
 //                  (_claim_names/_claim_sources) instead of groups
 //                  (default ["overage"])
 //   deviceCodeTTL  seconds a device code lives (default 600)
+//   deviceInterval seconds between polls to ask of the device (default:
+//                  none sent, so RFC 8628's 5 s applies; Entra sends 5)
 //
 // Claims land in the ID token (conformIdTokenClaims off): scope profile
 // gives name, preferred_username (<id>@example.test) and groups; scope
@@ -118,6 +120,9 @@ function escape(s) {
 provider.use(async (ctx, next) => {
   const start = Date.now();
   await next();
+  if (cfg.deviceInterval && ctx.method === 'POST' && ctx.path === '/device/auth' && ctx.body && typeof ctx.body === 'object' && ctx.body.device_code) {
+    ctx.body = { ...ctx.body, interval: cfg.deviceInterval };
+  }
   if (typeof ctx.body === 'string' && ctx.response.is('html')) {
     ctx.body = ctx.body.replace(/@import url\(https?:[^)]*\);?/g, '');
   }
