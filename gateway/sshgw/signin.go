@@ -162,6 +162,9 @@ func (c *clientConn) signIn(meta ssh.ConnMetadata, challenge ssh.KeyboardInterac
 		return ssh.PublicKeys(signer), nil
 	})
 	if err != nil {
+		// The sign-in held, the login did not (the node refused, no node
+		// could take it): a retry would only ask for another sign-in.
+		c.signInOver = true
 		return nil, err
 	}
 	if key != nil {
