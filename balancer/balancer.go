@@ -60,7 +60,7 @@ type Options struct {
 // Balancer decides where sessions go and keeps count of them. It is safe
 // for concurrent use. Create it with New.
 type Balancer struct {
-	cfg  Config
+	cfg  atomic.Pointer[Config] // replaced whole by SetConfig; read with conf
 	log  *zap.Logger
 	now  func() time.Time
 	rand func(n int) int
@@ -101,8 +101,8 @@ type userState struct {
 	elsewhere []string
 }
 
-// New returns a balancer with an empty node set.
-func New(cfg Config, opts Options) *Balancer {
+// withDefaults fills the zero fields the balancer gives defaults.
+func (cfg Config) withDefaults() Config {
 	if cfg.AffinityGrace == 0 {
 		cfg.AffinityGrace = DefaultAffinityGrace
 	}
@@ -112,8 +112,16 @@ func New(cfg Config, opts Options) *Balancer {
 	if cfg.Load.SessionCost == 0 {
 		cfg.Load.SessionCost = DefaultSessionCost
 	}
+	return cfg
+}
+
+// conf is the settings in force.
+func (b *Balancer) conf() *Config { return b.cfg.Load() }
+
+// New returns a balancer with an empty node set.
+func New(cfg Config, opts Options) *Balancer {
+	cfg = cfg.withDefaults()
 	b := &Balancer{
-		cfg:    cfg,
 		log:    opts.Logger,
 		now:    opts.Now,
 		rand:   opts.Rand,
@@ -121,6 +129,7 @@ func New(cfg Config, opts Options) *Balancer {
 		users:  make(map[string]*userState),
 		leases: make(map[uint64]*Lease),
 	}
+	b.cfg.Store(&cfg)
 	if b.log == nil {
 		b.log = zap.NewNop()
 	}

@@ -246,7 +246,9 @@ func TestRules(t *testing.T) {
 			}
 		}},
 		{"max_sessions_per_node: full nodes take no new users, pinned users still fit", func(t *testing.T, b *Balancer, c *clock) {
-			b.cfg.MaxSessionsPerNode = 1
+			cfg := *b.conf()
+			cfg.MaxSessionsPerNode = 1
+			b.SetConfig(cfg) // as a reload does
 			a := acquire(t, b, "alice")
 			acquire(t, b, "bob")
 			acquire(t, b, "carol")

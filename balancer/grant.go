@@ -92,7 +92,7 @@ func (f localFacts) lookup(name string) (nodeFacts, bool) {
 	if n == nil {
 		return nodeFacts{}, false
 	}
-	max := f.b.cfg.MaxSessionsPerNode
+	max := f.b.conf().MaxSessionsPerNode
 	return nodeFacts{
 		up:       n.upFor(f.p),
 		alive:    f.b.aliveFor(n, f.p, f.now, n.sessions),
@@ -127,7 +127,7 @@ func (f localFacts) leastLoaded(avoid []string, anyAlive bool) string {
 // half grace period, so memory tracks active users rather than all users
 // ever seen.
 func (b *Balancer) maybeSweepLocked(now time.Time) {
-	if now.Sub(b.lastSweep) < b.cfg.AffinityGrace/2 {
+	if now.Sub(b.lastSweep) < b.conf().AffinityGrace/2 {
 		return
 	}
 	b.lastSweep = now

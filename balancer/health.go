@@ -71,6 +71,6 @@ func (b *Balancer) checkedAlive(checks *[nProtos]check, p int, now time.Time, se
 // checksAlive reports whether neither the node's own check nor protocol
 // index p's says it is gone at now, with the given live sessions.
 func (b *Balancer) checksAlive(checks *[nProtos]check, p int, now time.Time, sessions PerProtocol) bool {
-	ra := b.cfg.RepinAfter
+	ra := b.conf().RepinAfter
 	return !checks[own].gone(now, ra, sessions.Total()) && !checks[p].gone(now, ra, sessions[p])
 }

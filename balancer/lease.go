@@ -104,7 +104,7 @@ func (l *Lease) end(abort, failed bool) {
 		return
 	}
 	u.live--
-	pin, keep := pinAfterRelease(u.pin, n.Name, u.live, abort && l.created, l.repinned, now, b.cfg.AffinityGrace)
+	pin, keep := pinAfterRelease(u.pin, n.Name, u.live, abort && l.created, l.repinned, now, b.conf().AffinityGrace)
 	if !keep && u.live == 0 {
 		delete(b.users, l.user)
 		return

@@ -79,7 +79,7 @@ func (b *Balancer) Choose(user, node string, proto Protocol) error {
 // movePin sets the user's pin to node, chosen by by, in the shared state
 // first when there is one, then in this gateway's copy.
 func (b *Balancer) movePin(user, node string, by PinOrigin, now time.Time) error {
-	set := func(old Pin) Pin { return pinChosen(old, node, by, now.Add(b.cfg.AffinityGrace)) }
+	set := func(old Pin) Pin { return pinChosen(old, node, by, now.Add(b.conf().AffinityGrace)) }
 	if b.sh != nil {
 		if err := b.setPinShared(user, set); err != nil {
 			return fmt.Errorf("the shared state did not take the pin, so it was not applied: %w", err)
@@ -168,8 +168,8 @@ func (b *Balancer) setPinShared(user string, set func(Pin) Pin) error {
 	var pin Pin
 	ver, err := b.sh.store.Update(ctx, Read{Users: []string{user}, Now: b.now()}, func(s *Snapshot) (Change, error) {
 		pin = set(s.Pins[user])
-		if s.Live[user] > 0 && pin.Node != "" && pin.Until.Before(s.Now.Add(b.cfg.AffinityGrace)) {
-			pin.Until = s.Now.Add(b.cfg.AffinityGrace)
+		if s.Live[user] > 0 && pin.Node != "" && pin.Until.Before(s.Now.Add(b.conf().AffinityGrace)) {
+			pin.Until = s.Now.Add(b.conf().AffinityGrace)
 		}
 		return Change{Pins: map[string]Pin{user: pin}}, nil
 	})

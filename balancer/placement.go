@@ -67,6 +67,20 @@ func (b *Balancer) setDrainLocked(n *node, on bool) {
 	}
 }
 
+// SetConfig puts new settings in force (a reload): the affinity grace
+// of pins set from now on, the session cap, the load rules and
+// RepinAfter. Pins already set keep their end; placement scores are
+// computed anew at once.
+func (b *Balancer) SetConfig(cfg Config) {
+	cfg = cfg.withDefaults()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.Store(&cfg)
+	for _, n := range b.order {
+		b.refreshLocked(n)
+	}
+}
+
 // SetLoad records the node's measured load (unknown names are ignored)
 // and places new users by it from now on. Figures older than StaleAfter
 // are kept for ops but not used.
@@ -133,7 +147,7 @@ func (b *Balancer) LoadHistory(name string) []Load {
 
 // stale reports whether l is too old to be used at now.
 func (b *Balancer) stale(l Load, now time.Time) bool {
-	return b.cfg.Load.StaleAfter > 0 && now.Sub(l.At) > b.cfg.Load.StaleAfter
+	return b.conf().Load.StaleAfter > 0 && now.Sub(l.At) > b.conf().Load.StaleAfter
 }
 
 // resourceScoreLocked is the measured part of a node's placement score
@@ -150,7 +164,7 @@ func (b *Balancer) resourceScoreLocked(n *node) float64 {
 	if math.IsNaN(peak) {
 		return 0
 	}
-	if b.cfg.Load.Max > 0 && peak >= b.cfg.Load.Max {
+	if b.conf().Load.Max > 0 && peak >= b.conf().Load.Max {
 		return peak + overMax
 	}
 	return peak
@@ -187,10 +201,10 @@ func (b *Balancer) leastLoadedLocked(p int, avoid []string) *node {
 // (draining, or full at sessions), else its resource score plus
 // SessionCost per session per weight.
 func (b *Balancer) openScore(weight float64, sessions int, draining bool, resource float64) float64 {
-	if draining || (b.cfg.MaxSessionsPerNode > 0 && sessions >= b.cfg.MaxSessionsPerNode) {
+	if draining || (b.conf().MaxSessionsPerNode > 0 && sessions >= b.conf().MaxSessionsPerNode) {
 		return math.Inf(1)
 	}
-	return float64(sessions)/weight*b.cfg.Load.SessionCost + resource
+	return float64(sessions)/weight*b.conf().Load.SessionCost + resource
 }
 
 // refreshLocked recomputes n's entries in b.loads after any change to its

@@ -189,7 +189,7 @@ func (f sharedFacts) lookup(name string) (nodeFacts, bool) {
 	if !ok {
 		return nodeFacts{}, false
 	}
-	n, sessions, max := &f.c.nodes[i], f.s.Sessions[name], f.b.cfg.MaxSessionsPerNode
+	n, sessions, max := &f.c.nodes[i], f.s.Sessions[name], f.b.conf().MaxSessionsPerNode
 	return nodeFacts{
 		up:       n.up,
 		alive:    n.serves && f.b.checksAlive(&n.checks, f.p, f.s.Now, sessions),

@@ -26,7 +26,7 @@ func (b *Balancer) SharedStatus() (shared, degraded bool, replica string) {
 // keepFor is how long a pin must last past a session the shared state
 // records: the lease TTL (a gateway that dies stops refreshing) and the
 // grace.
-func (b *Balancer) keepFor() time.Duration { return b.sh.store.LeaseTTL() + b.cfg.AffinityGrace }
+func (b *Balancer) keepFor() time.Duration { return b.sh.store.LeaseTTL() + b.conf().AffinityGrace }
 
 // record puts one lease that was granted from the pin table into the
 // shared state, keeping its user's pin there unless the pool agreed on
@@ -42,7 +42,7 @@ func (b *Balancer) release(ctx context.Context, r SharedRelease) error {
 	var pin Pin
 	ver, err := b.sh.store.Update(ctx, Read{Now: b.now(), Users: []string{r.User}, Without: []uint64{r.LeaseID}, Nodes: []string{r.Node}}, func(s *Snapshot) (Change, error) {
 		var keep bool
-		pin, keep = pinAfterRelease(s.Pins[r.User], r.Node, s.Live[r.User], r.Abort, r.Lost, s.Now, b.cfg.AffinityGrace)
+		pin, keep = pinAfterRelease(s.Pins[r.User], r.Node, s.Live[r.User], r.Abort, r.Lost, s.Now, b.conf().AffinityGrace)
 		if !keep {
 			pin = Pin{}
 		}

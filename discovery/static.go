@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 
 	"github.com/poolgate/poolgate/balancer"
 )
@@ -146,4 +147,38 @@ func (s Static) Run(ctx context.Context, to NodeSetter) error {
 	to.SetNodes(s.Nodes())
 	<-ctx.Done()
 	return nil
+}
+
+// StaticSource is a Source whose list can be replaced while it runs (a
+// reload of discovery.static): the new list is pushed at once.
+type StaticSource struct {
+	mu    sync.Mutex
+	nodes Static
+	to    NodeSetter // set by Run
+}
+
+// NewStaticSource returns a source pushing nodes.
+func NewStaticSource(nodes Static) *StaticSource { return &StaticSource{nodes: nodes} }
+
+// Run pushes the list, and each new one Set gives, until ctx ends.
+func (s *StaticSource) Run(ctx context.Context, to NodeSetter) error {
+	s.mu.Lock()
+	s.to = to
+	to.SetNodes(s.nodes.Nodes())
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	s.to = nil
+	s.mu.Unlock()
+	return nil
+}
+
+// Set replaces the list and pushes it if the source runs.
+func (s *StaticSource) Set(nodes Static) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodes = nodes
+	if s.to != nil {
+		s.to.SetNodes(nodes.Nodes())
+	}
 }

@@ -167,11 +167,17 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	defer func() { signal.Stop(hup); close(hup) }()
 	go func() {
 		for range hup {
-			if err := gw.Reload(); err != nil {
-				log.Error("SIGHUP: reload failed; still serving the previous certificate", zap.Error(err))
-			} else {
-				log.Info("SIGHUP: reloaded")
+			next, err := app.LoadConfig(*configPath)
+			if err != nil {
+				log.Error("SIGHUP: the config file has errors, so none of it is applied; the running config stays", zap.Error(err))
+				continue
 			}
+			r, err := gw.Reload(next)
+			if err != nil {
+				log.Error("SIGHUP: reload failed; the running config stays where not listed as applied", zap.Strings("applied", r.Applied), zap.Error(err))
+				continue
+			}
+			log.Info("SIGHUP: reloaded", zap.Strings("applied", r.Applied), zap.Strings("needs_restart", r.NeedRestart))
 		}
 	}()
 	if err := gw.Run(ctx); err != nil {

@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,11 +93,11 @@ type Server struct {
 	ids       Identities    // nil: no identity provider
 	web       *identity.Web // nil: the token form
 	log       *zap.Logger
-	writeTok  []byte // empty: no token required
-	readTok   []byte
+	tok       atomic.Pointer[tokens] // replaced whole by SetConfig
 	startedAt time.Time
 	metrics   http.Handler // nil: no /metrics
 	sess      sessions     // the dashboard's sign-in cookie
+	cfg       Config       // as started
 	// listenHost and hosts are the names the API answers for (guard.go).
 	listenHost string
 	hosts      []string
@@ -116,14 +118,48 @@ func New(cfg Config, pool Pool, opts Options) (*Server, error) {
 	if opts.Metrics != nil {
 		s.metrics = promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{})
 	}
+	t, err := readTokens(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.tok.Store(t)
+	s.cfg = cfg
+	return s, nil
+}
+
+// tokens are the API's tokens: write (token_file; empty: none required)
+// and read-only (read_token_file).
+type tokens struct{ write, read []byte }
+
+func readTokens(cfg Config) (*tokens, error) {
+	var t tokens
 	var err error
-	if s.writeTok, err = readToken(cfg.TokenFile); err != nil {
+	if t.write, err = readToken(cfg.TokenFile); err != nil {
 		return nil, fmt.Errorf("token_file: %w", err)
 	}
-	if s.readTok, err = readToken(cfg.ReadTokenFile); err != nil {
+	if t.read, err = readToken(cfg.ReadTokenFile); err != nil {
 		return nil, fmt.Errorf("read_token_file: %w", err)
 	}
-	return s, nil
+	return &t, nil
+}
+
+// SetConfig reads the token files again (a reload: a rotated token takes
+// effect at once; dashboard sessions signed in with the old one go on
+// until they expire). It returns the keys that changed but need a
+// restart, or an error naming the bad key, in which case nothing changes.
+func (s *Server) SetConfig(cfg Config) (needRestart []string, err error) {
+	t, err := readTokens(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Listen != s.cfg.Listen {
+		needRestart = append(needRestart, "listen")
+	}
+	if !slices.Equal(cfg.Hosts, s.cfg.Hosts) {
+		needRestart = append(needRestart, "hosts")
+	}
+	s.tok.Store(t)
+	return needRestart, nil
 }
 
 // readToken reads a token file (first line, surrounding space trimmed).
@@ -154,7 +190,7 @@ const (
 
 // accessOf checks the request's bearer token, or the dashboard's cookie.
 func (s *Server) accessOf(r *http.Request) access {
-	if len(s.writeTok) == 0 {
+	if len(s.tok.Load().write) == 0 {
 		return writeAccess // loopback without tokens: open, as configured
 	}
 	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
@@ -168,13 +204,14 @@ func (s *Server) accessOf(r *http.Request) access {
 
 // levelOf compares a token with the configured ones in constant time.
 func (s *Server) levelOf(tok []byte) access {
-	if len(s.writeTok) == 0 {
+	t := s.tok.Load()
+	if len(t.write) == 0 {
 		return writeAccess
 	}
-	if subtle.ConstantTimeCompare(tok, s.writeTok) == 1 {
+	if subtle.ConstantTimeCompare(tok, t.write) == 1 {
 		return writeAccess
 	}
-	if len(s.readTok) > 0 && subtle.ConstantTimeCompare(tok, s.readTok) == 1 {
+	if len(t.read) > 0 && subtle.ConstantTimeCompare(tok, t.read) == 1 {
 		return readAccess
 	}
 	return noAccess

@@ -37,7 +37,7 @@ var (
 func (c *clientConn) who(meta ssh.ConnMetadata) string {
 	user := meta.User()
 	c.chosen = ""
-	if sep := c.s.cfg.separator(); sep != "" {
+	if sep := c.cfg.separator(); sep != "" {
 		if u, node, found := strings.Cut(user, sep); found {
 			user, c.chosen = u, node
 			if c.chosen == "" {
@@ -69,8 +69,8 @@ func validNodeName(name string) bool {
 // checkChoice refuses a choice that cannot be made, before any node is
 // contacted: the feature is off, or the name is no node's name.
 func (c *clientConn) checkChoice(user string) error {
-	sep := c.s.cfg.separator()
-	if c.s.cfg.NodeChoice != nil && !*c.s.cfg.NodeChoice {
+	sep := c.cfg.separator()
+	if c.cfg.NodeChoice != nil && !*c.cfg.NodeChoice {
 		return &ssh.BannerError{Err: errChoice, Message: fmt.Sprintf(msgChoiceOff, safeUser(user), sep, safeUser(user))}
 	}
 	if !validNodeName(c.chosen) {
@@ -115,7 +115,7 @@ func (c *clientConn) choiceRefused(user string, err error) error {
 // it like a wrong one.
 func (c *clientConn) choiceUnproven(user string) error {
 	c.log.Debug("password for a node the user cannot choose: refused as a wrong one", zap.String("user", safeUser(user)), zap.String("node", c.chosen))
-	if d := min(c.s.refusals.typical(), c.s.cfg.UpstreamTimeout); d > 0 {
+	if d := min(c.s.refusals.typical(), c.cfg.UpstreamTimeout); d > 0 {
 		time.Sleep(d)
 	}
 	return errChoiceUnproven

@@ -55,6 +55,7 @@ type restrictionsKey struct{}
 // clientConn is one user connection during and after authentication.
 type clientConn struct {
 	s      *Server
+	cfg    *Config // the settings in force when the connection came (SetConfig)
 	nc     net.Conn
 	client string
 	log    *zap.Logger
@@ -97,9 +98,9 @@ func (w watchedConn) Read(p []byte) (int, error) {
 // holds a pre-auth slot until its handshake ends: then it calls release.
 func (s *Server) handle(nc net.Conn, release func()) {
 	defer nc.Close()
-	c := &clientConn{s: s, nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
+	c := &clientConn{s: s, cfg: s.live.Load(), nc: nc, client: nc.RemoteAddr().String(), bannersSent: map[string]bool{}}
 	c.log = s.log.With(zap.String("client", c.client))
-	_ = nc.SetDeadline(s.now().Add(s.cfg.LoginGraceTime))
+	_ = nc.SetDeadline(s.now().Add(c.cfg.LoginGraceTime))
 	sconn, chans, reqs, err := ssh.NewServerConn(&versionGate{Conn: nc}, c.serverConfig())
 	release()
 	if err != nil {
@@ -137,8 +138,8 @@ func preauthReason(err error) string {
 
 func (c *clientConn) serverConfig() *ssh.ServerConfig {
 	cfg := &ssh.ServerConfig{
-		Config:                    c.s.cfg.Algorithms.config(),
-		MaxAuthTries:              c.s.cfg.MaxAuthTries,
+		Config:                    c.cfg.Algorithms.config(),
+		MaxAuthTries:              c.cfg.MaxAuthTries,
 		ServerVersion:             "SSH-2.0-poolgate",
 		PreAuthConnCallback:       func(p ssh.ServerPreAuthConn) { c.pre = p },
 		PublicKeyCallback:         c.checkKey,
@@ -149,7 +150,7 @@ func (c *clientConn) serverConfig() *ssh.ServerConfig {
 		KeyboardInteractiveCallback: c.keyboardInteractive,
 		AuthLogCallback:             c.authLog,
 	}
-	if c.s.cfg.PasswordPassthrough {
+	if c.cfg.PasswordPassthrough {
 		cfg.PasswordCallback = c.password
 	}
 	cfg.AddHostKey(c.s.keys.HostKey)
@@ -173,7 +174,7 @@ func (c *clientConn) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		c.keyRefused(user, key)
 		return nil, err
 	}
-	r, err := findKey(c.s.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr(), c.s.now())
+	r, err := findKey(c.cfg.AuthorizedKeys.Path(user), key, meta.RemoteAddr(), c.s.now())
 	if err != nil && c.s.identity != nil && errors.Is(err, os.ErrNotExist) && c.s.keyStore.check() == nil {
 		// No authorized_keys file: the user signs in with the identity
 		// provider. A key bound by an earlier sign-in goes straight in;
@@ -242,7 +243,7 @@ func (c *clientConn) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.Ke
 		return c.signIn(meta, challenge, nil) // a client with no key signs in each time
 	}
 	user := c.who(meta)
-	if !c.s.cfg.PasswordPassthrough {
+	if !c.cfg.PasswordPassthrough {
 		return nil, &ssh.BannerError{Err: ErrKeyNotAllowed, Message: fmt.Sprintf(msgNoKey, safeUser(user))}
 	}
 	if c.keysRejected {
@@ -358,7 +359,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 				return &ssh.BannerError{Err: err, Message: msgCAFailed}
 			}
 		}
-		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware, c.s.cfg.Algorithms.Ciphers))
+		nc, err := c.dialNode(user, node, append(extra, method), nodeCiphers(meta, aesHardware, c.cfg.Algorithms.Ciphers))
 		if err == nil {
 			if p.lease == nil { // the node accepted the password: now the user counts
 				by := balancer.ByBalancer
@@ -402,7 +403,7 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 // checkSessionLimit refuses a proven user who has max_sessions_per_user
 // connections open.
 func (c *clientConn) checkSessionLimit(user string) error {
-	if max := c.s.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
+	if max := c.cfg.MaxSessionsPerUser; max > 0 && c.s.bal.UserSessions(user) >= max {
 		c.log.Info("ssh login refused: session limit", zap.String("user", user), zap.Int("limit", max))
 		return &ssh.BannerError{Err: errSessionLimit, Message: fmt.Sprintf(msgTooMany, max)}
 	}
@@ -508,7 +509,7 @@ func (c *clientConn) waitForStart(user string, proven bool) (p placement, starte
 	lastNote := began
 	for {
 		// The login grace runs from now on, not from the connection.
-		_ = c.nc.SetDeadline(until.Add(c.s.cfg.LoginGraceTime))
+		_ = c.nc.SetDeadline(until.Add(c.cfg.LoginGraceTime))
 		select {
 		case <-c.s.closing:
 			return placement{}, true, &ssh.BannerError{Err: ErrServerClosed, Message: "poolgate: the gateway is shutting down; please reconnect in a moment.\n"}
@@ -519,7 +520,7 @@ func (c *clientConn) waitForStart(user string, proven bool) (p placement, starte
 			waited := c.s.now().Sub(began)
 			log.Info("node started; user logging in", zap.String("node", pl.node.Name), zap.Duration("waited", waited))
 			c.banner(fmt.Sprintf(msgStarted, pl.node.Name))
-			_ = c.nc.SetDeadline(c.s.now().Add(c.s.cfg.LoginGraceTime))
+			_ = c.nc.SetDeadline(c.s.now().Add(c.cfg.LoginGraceTime))
 			return pl, true, nil
 		}
 		if !errors.Is(perr, balancer.ErrNoNode) {
@@ -580,7 +581,7 @@ func nodeCiphers(meta ssh.ConnMetadata, aesHW bool, configured []string) []strin
 
 // dialNode connects and logs in to node as user.
 func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMethod, ciphers []string) (*nodeConn, error) {
-	timeout := c.s.cfg.UpstreamTimeout
+	timeout := c.cfg.UpstreamTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	raw, err := c.s.dial(ctx, "tcp", node.SSH)
@@ -595,7 +596,7 @@ func (c *clientConn) dialNode(user string, node balancer.Node, auth []ssh.AuthMe
 		HostKeyCallback:   c.s.keys.KnownHosts.Callback(node.Name),
 		HostKeyAlgorithms: c.s.keys.KnownHosts.Algorithms(node.Name),
 		ClientVersion:     "SSH-2.0-poolgate",
-		Config:            ssh.Config{KeyExchanges: c.s.cfg.Algorithms.KeyExchanges, Ciphers: ciphers, MACs: c.s.cfg.Algorithms.MACs},
+		Config:            ssh.Config{KeyExchanges: c.cfg.Algorithms.KeyExchanges, Ciphers: ciphers, MACs: c.cfg.Algorithms.MACs},
 		// The node's own banner (a legal notice, say) reaches the user.
 		BannerCallback: func(msg string) error { c.banner(msg); return nil },
 	}

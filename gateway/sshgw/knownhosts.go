@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,7 +21,7 @@ var ErrHostKeyChanged = errors.New("node host key does not match the known one")
 // KnownHosts keeps each node's host key, trusted on first contact (as
 // OpenSSH's known_hosts), in a file of lines "NODE-NAME KEY-TYPE BASE64"
 // (the known_hosts layout with the node name as host). To accept a
-// node's new key after a reinstall, delete its line.
+// node's new key after a reinstall, delete its line and reload (SIGHUP).
 type KnownHosts struct {
 	path string
 	mu   sync.Mutex // protects keys and appends to the file
@@ -30,10 +31,39 @@ type KnownHosts struct {
 // OpenKnownHosts reads the known host keys at path; a missing file is an
 // empty store.
 func OpenKnownHosts(path string) (*KnownHosts, error) {
-	p := &KnownHosts{path: path, keys: map[string]ssh.PublicKey{}}
+	keys, err := readKnownHosts(path)
+	if err != nil {
+		return nil, err
+	}
+	return &KnownHosts{path: path, keys: keys}, nil
+}
+
+// Reload reads the file again (SIGHUP): a line ops deleted after
+// rebuilding a node is forgotten, so that node's new key is learnt on
+// first contact. A file that does not parse changes nothing.
+func (p *KnownHosts) Reload() (forgotten []string, err error) {
+	keys, err := readKnownHosts(p.path)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name := range p.keys {
+		if _, ok := keys[name]; !ok {
+			forgotten = append(forgotten, name)
+		}
+	}
+	p.keys = keys
+	slices.Sort(forgotten)
+	return forgotten, nil
+}
+
+// readKnownHosts reads the file; a missing one holds no key.
+func readKnownHosts(path string) (map[string]ssh.PublicKey, error) {
+	keys := map[string]ssh.PublicKey{}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return p, nil
+		return keys, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading node host keys: %w", err)
@@ -53,12 +83,12 @@ func OpenKnownHosts(path string) (*KnownHosts, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
-		p.keys[name] = key
+		keys[name] = key
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	return p, nil
+	return keys, nil
 }
 
 // Callback returns the host-key check for one node: the known key must

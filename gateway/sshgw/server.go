@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,8 @@ type Starter interface {
 
 // Server is the SSH gateway. Create it with New.
 type Server struct {
-	cfg      Config
+	cfg      Config                 // as started: listeners, slots, back-off
+	live     atomic.Pointer[Config] // for each new connection; SetConfig replaces it
 	keys     *Keys
 	bal      Balancer
 	starter  Starter       // nil: no scale from zero
@@ -125,6 +127,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		keyStore: &keyStore{root: cfg.AuthorizedKeys.Root(), log: log},
 		sessions: map[*session]struct{}{},
 	}
+	s.live.Store(&cfg)
 	s.certs = newCertIssuer(keys.CA, cfg.SignaturesPerUserPerMinute, func() time.Time { return s.now() }, opts.Metrics)
 	if opts.PasswordStarts != nil {
 		s.pwStarts = newStartLimiter(*opts.PasswordStarts, func() time.Time { return s.now() })
@@ -141,6 +144,34 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	}
 	s.closing = s.front.Stopping()
 	return s, nil
+}
+
+// SetConfig puts new settings in force for the connections that come
+// from now on (a reload): keys, passwords, limits, algorithms, node
+// choice, timeouts. Connections already open keep theirs. It returns the
+// keys that changed but take effect only at a restart (the pre-auth caps
+// and back-off, made at start), or an error naming a bad key, in which
+// case nothing changes.
+func (s *Server) SetConfig(cfg Config) (needRestart []string, err error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	old := s.cfg
+	if cfg.MaxUnauthenticated != old.MaxUnauthenticated {
+		needRestart = append(needRestart, "max_unauthenticated")
+	}
+	if cfg.MaxUnauthenticatedPerAddress != old.MaxUnauthenticatedPerAddress {
+		needRestart = append(needRestart, "max_unauthenticated_per_address")
+	}
+	if !reflect.DeepEqual(cfg.AuthBackoff, old.AuthBackoff) {
+		needRestart = append(needRestart, "auth_backoff")
+	}
+	if cfg.SignaturesPerUserPerMinute != old.SignaturesPerUserPerMinute {
+		needRestart = append(needRestart, "signatures_per_user_per_minute")
+	}
+	s.live.Store(&cfg)
+	return needRestart, nil
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and then

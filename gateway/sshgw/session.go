@@ -113,7 +113,7 @@ func (s *session) sessionEOF(near ssh.Channel) {
 // thus found interval × (count + 1) after it last spoke, at most three
 // eighths of an interval late.
 func (s *session) startTimers() (stop func()) {
-	cfg := s.c.s.cfg
+	cfg := *s.c.cfg
 	if cfg.KeepaliveInterval <= 0 && cfg.IdleTimeout <= 0 {
 		return func() {}
 	}

@@ -125,7 +125,7 @@ func (c *clientConn) signIn(meta ssh.ConnMetadata, challenge ssh.KeyboardInterac
 	}
 	// The login grace is extended for this connection alone, up to the
 	// code's lifetime; it keeps its one pre-auth slot meanwhile.
-	_ = c.nc.SetDeadline(code.Expires().Add(c.s.cfg.LoginGraceTime))
+	_ = c.nc.SetDeadline(code.Expires().Add(c.cfg.LoginGraceTime))
 	if _, err := challenge("", code.Message(), nil, nil); err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func (c *clientConn) signIn(meta ssh.ConnMetadata, challenge ssh.KeyboardInterac
 	if key != nil {
 		keyID = fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
 	}
-	_ = c.nc.SetDeadline(c.s.now().Add(c.s.cfg.LoginGraceTime))
+	_ = c.nc.SetDeadline(c.s.now().Add(c.cfg.LoginGraceTime))
 	err = c.login(meta, func() (ssh.AuthMethod, error) {
 		signer, err := c.s.certs.issue(user, keyID, restrictions{})
 		if err != nil {

@@ -131,7 +131,8 @@ func (g *Gateway) openSharedState() error {
 // scale set, whose access is checked now) and the SSH health checks.
 func (g *Gateway) buildDiscovery(ao azure.Options) error {
 	cfg := g.cfg
-	g.source = discovery.Static(cfg.Discovery.Static)
+	g.static = discovery.NewStaticSource(cfg.Discovery.Static)
+	g.source = g.static
 	if cfg.Discovery.Azure != nil {
 		ao.Pool, ao.Grace, ao.Logger = g.bal, cfg.Balancer.AffinityGrace, g.log.Named("discovery.azure")
 		ao.NoHTTP = !cfg.HTTP.Enabled()
@@ -175,6 +176,7 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)
 	}
+	g.ssh = srv
 	g.addFrontEnd(frontEnd{name: "ssh", addr: cfg.SSH.Listen, srv: srv, closed: sshgw.ErrServerClosed, vital: true})
 	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
 	if g.identity != nil {
@@ -190,6 +192,7 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return fmt.Errorf("admin.%w", err)
 	}
+	g.api = api
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
 	g.addFrontEnd(frontEnd{name: "admin", addr: cfg.Admin.Listen, srv: adminServer{adminSrv, g.log}, closed: http.ErrServerClosed, closeLast: true})
 	if !cfg.HTTP.Enabled() {

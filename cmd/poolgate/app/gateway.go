@@ -33,6 +33,9 @@ type Gateway struct {
 	source  discovery.Source
 
 	http     *httpgw.Server // nil when http.listen is empty
+	ssh      *sshgw.Server
+	api      *admin.Server
+	static   *discovery.StaticSource // with discovery.static; replaced by Reload
 	hubCheck *discovery.Checker
 	azure    *azure.Source     // nil unless discovery.azure
 	shared   *redisstate.Store // nil unless state.redis
@@ -85,15 +88,6 @@ func (g *Gateway) HTTPAddr() string { return g.listenAddr("http") }
 
 // RDPAddr is the address the RDP gateway listens on, "" when it is off.
 func (g *Gateway) RDPAddr() string { return g.listenAddr("rdp") }
-
-// Reload re-reads what can change without a restart (SIGHUP): the HTTP
-// gateway's TLS certificate.
-func (g *Gateway) Reload() error {
-	if g.http == nil {
-		return nil
-	}
-	return g.http.Reload()
-}
 
 // SSHAddr is the address the SSH gateway listens on.
 func (g *Gateway) SSHAddr() string { return g.listenAddr("ssh") }

@@ -1,0 +1,137 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/load"
+	"go.uber.org/zap"
+)
+
+// ReloadReport says what a reload put in force and what waits for a
+// restart, with why.
+type ReloadReport struct {
+	Applied     []string // "discovery.static: 4 nodes", "ssh", ...
+	NeedRestart []string // "ssh.listen: a listener is bound at start", ...
+}
+
+// reloadMu makes reloads one at a time.
+var reloadMu sync.Mutex
+
+// Reload puts next (read and checked by LoadConfig) in force where it can
+// change while sessions run (SIGHUP): the static node list, the
+// balancer's limits and load rules, the SSH gateway's settings for new
+// connections (keys, passwords, limits, algorithms, node choice,
+// timeouts), the admin tokens, the nodes' known host keys (a line deleted
+// after a node's rebuild is forgotten) and the HTTP certificate. What
+// cannot change live is listed with the reason and keeps its running
+// value; a reload never ends a session. On an error nothing changed.
+func (g *Gateway) Reload(next Config) (ReloadReport, error) {
+	reloadMu.Lock()
+	defer reloadMu.Unlock()
+	var r ReloadReport
+	cur := g.cfg
+	restart := func(key, why string) { r.NeedRestart = append(r.NeedRestart, key+": "+why) }
+	differ := func(a, b any) bool { return !reflect.DeepEqual(a, b) }
+
+	// What is made at start.
+	if next.StateDir != cur.StateDir {
+		restart("state_dir", "keys and state are opened at start")
+	}
+	if next.SSH.Listen != cur.SSH.Listen {
+		restart("ssh.listen", "a listener is bound at start")
+	}
+	if differ(next.HTTP, cur.HTTP) {
+		restart("http", "the HTTP front end is made at start (its certificate files are read again now)")
+	}
+	if differ(next.RDP, cur.RDP) {
+		restart("rdp", "the RDP front end is made at start")
+	}
+	if differ(next.State, cur.State) {
+		restart("state", "the shared state is opened at start")
+	}
+	if differ(next.CA, cur.CA) {
+		restart("ca", "the user CA is opened at start")
+	}
+	if differ(next.Identity, cur.Identity) {
+		restart("identity", "the identity provider is set up at start")
+	}
+	if differ(withoutRepin(next.Health), withoutRepin(cur.Health)) {
+		restart("health", "the checkers run with the settings they started with (repin_after changes now)")
+	}
+	if (next.Discovery.Azure == nil) != (cur.Discovery.Azure == nil) || (next.Discovery.Azure != nil && differ(*next.Discovery.Azure, *cur.Discovery.Azure)) {
+		restart("discovery.azure", "the scale set is opened at start")
+	}
+	if differ(scraperPart(next.Load), scraperPart(cur.Load)) {
+		restart("load", "the scraper runs with the settings it started with (load.max, session_cost and stale_after change now)")
+	}
+	if next.ShutdownTimeout != cur.ShutdownTimeout {
+		restart("shutdown_timeout", "read when the gateway stops; the running value stays")
+	}
+
+	// What changes live. The admin tokens go first: reading their files
+	// is what can still fail.
+	adminRestart, err := g.api.SetConfig(next.Admin)
+	if err != nil {
+		return ReloadReport{}, fmt.Errorf("admin.%w", err)
+	}
+	for _, k := range adminRestart {
+		restart("admin."+k, "a listener is bound at start")
+	}
+	r.Applied = append(r.Applied, "admin tokens (files read again)")
+	sshRestart, err := g.ssh.SetConfig(next.SSH)
+	if err != nil {
+		return r, fmt.Errorf("ssh.%w", err)
+	}
+	for _, k := range sshRestart {
+		restart("ssh."+k, "made at start")
+	}
+	if differ(next.SSH, cur.SSH) {
+		r.Applied = append(r.Applied, "ssh (for new connections)")
+	}
+	if differ(next.Balancer, cur.Balancer) {
+		g.bal.SetConfig(next.Balancer)
+		r.Applied = append(r.Applied, "balancer, load rules, health.repin_after")
+	}
+	if g.static != nil && next.Discovery.Azure == nil && differ(next.Discovery.Static, cur.Discovery.Static) {
+		g.static.Set(next.Discovery.Static)
+		r.Applied = append(r.Applied, fmt.Sprintf("discovery.static: %d nodes", len(next.Discovery.Static)))
+	}
+	if forgotten, err := g.keys.KnownHosts.Reload(); err != nil {
+		g.log.Error("reload: the nodes' known host keys do not parse; the keys in use stay", zap.Error(err))
+		restart("state_dir/node_host_keys", err.Error())
+	} else if len(forgotten) > 0 {
+		r.Applied = append(r.Applied, "node host keys forgotten for "+strings.Join(forgotten, ", ")+" (learnt again on first contact)")
+	}
+	if g.http != nil {
+		if err := g.http.Reload(); err != nil {
+			return r, errors.Join(errors.New("http: the certificate did not load; the previous one is served"), err)
+		}
+	}
+	// What is kept: the running config, with the parts applied now.
+	applied := cur
+	applied.SSH, applied.Admin, applied.Balancer = next.SSH, next.Admin, next.Balancer
+	if g.static != nil && next.Discovery.Azure == nil {
+		applied.Discovery.Static = next.Discovery.Static
+	}
+	g.cfg = applied
+	return r, nil
+}
+
+// withoutRepin is h without repin_after (which the balancer takes live),
+// to compare the rest.
+func withoutRepin(h discovery.HealthConfig) discovery.HealthConfig {
+	h.RepinAfter = 0
+	return h
+}
+
+// scraperPart is what the load scraper reads at start: not Max and
+// SessionCost, which the balancer takes live.
+func scraperPart(c load.Config) load.Config {
+	c.Max, c.SessionCost = nil, 0
+	return c
+}
