@@ -29,7 +29,7 @@ func TestSetConfigForNewConnections(t *testing.T) {
 	_, err = ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
 		User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.userKey)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
-		BannerCallback:  func(m string) error { banner.WriteString(m); return nil },
+		BannerCallback: func(m string) error { banner.WriteString(m); return nil },
 	})
 	if err == nil || !strings.Contains(banner.String(), "you already have 1 connections open") {
 		t.Fatalf("alice's second connection after the reload: %v, %q", err, banner.String())
