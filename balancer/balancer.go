@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -34,15 +35,16 @@ type Config struct {
 // DefaultAffinityGrace is the grace period used when Config leaves it zero.
 const DefaultAffinityGrace = 30 * time.Minute
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	if c.AffinityGrace < 0 {
-		return fmt.Errorf("affinity_grace: must not be negative, got %s", c.AffinityGrace)
+		errs = append(errs, fmt.Errorf("affinity_grace: must not be negative, got %s", c.AffinityGrace))
 	}
 	if c.MaxSessionsPerNode < 0 {
-		return fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode)
+		errs = append(errs, fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Options carries the balancer's collaborators. The zero value is usable.

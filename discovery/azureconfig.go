@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -128,44 +129,56 @@ var (
 	vmssRE = regexp.MustCompile(`^[-\w.]{1,64}$`)
 )
 
-// Validate reports the first bad setting, naming its key. It expects
+// Validate reports every bad setting (joined, one error each), naming its key. It expects
 // WithDefaults to have run.
 func (c AzureConfig) Validate() error {
-	switch {
-	case c.SubscriptionID == "":
-		return fmt.Errorf("subscription_id: missing (the scale set's subscription ID)")
-	case !guidRE.MatchString(c.SubscriptionID):
-		return fmt.Errorf("subscription_id: %q is not a subscription ID (a GUID such as 00000000-0000-0000-0000-000000000000)", c.SubscriptionID)
-	case c.ResourceGroup == "":
-		return fmt.Errorf("resource_group: missing")
-	case !rgRE.MatchString(c.ResourceGroup) || strings.HasSuffix(c.ResourceGroup, "."):
-		return fmt.Errorf("resource_group: %q is not a resource group name", c.ResourceGroup)
-	case c.ScaleSet == "":
-		return fmt.Errorf("scale_set: missing (the VM scale set's name)")
-	case !vmssRE.MatchString(c.ScaleSet) || strings.HasSuffix(c.ScaleSet, "."):
-		return fmt.Errorf("scale_set: %q is not a scale set name", c.ScaleSet)
-	case c.Credential != CredentialManagedIdentity && c.Credential != CredentialDefault:
-		return fmt.Errorf("credential: %q is not one of %s, %s", c.Credential, CredentialManagedIdentity, CredentialDefault)
-	case c.ClientID != "" && !guidRE.MatchString(c.ClientID):
-		return fmt.Errorf("client_id: %q is not a managed identity's client ID (a GUID)", c.ClientID)
-	case c.ClientID != "" && c.Credential != CredentialManagedIdentity:
-		return fmt.Errorf("client_id: only used with credential: %s", CredentialManagedIdentity)
-	case c.SSHPort < 1 || c.SSHPort > 65535:
-		return fmt.Errorf("ssh_port: must be from 1 to 65535, got %d", c.SSHPort)
-	case c.HTTPPort < 1 || c.HTTPPort > 65535:
-		return fmt.Errorf("http_port: must be from 1 to 65535, got %d", c.HTTPPort)
-	case c.RDPPort < 1 || c.RDPPort > 65535:
-		return fmt.Errorf("rdp_port: must be from 1 to 65535, got %d", c.RDPPort)
-	case c.Weight < 0:
-		return fmt.Errorf("weight: must not be negative, got %v", c.Weight)
-	case c.Interval < MinAzureInterval:
-		return fmt.Errorf("interval: %s is too short: listing a scale set with instance view is limited to about 10 calls a minute; use %s or more", c.Interval, MinAzureInterval)
-	case c.ScaleFromZero != ScaleFromZeroOff && c.ScaleFromZero != ScaleFromZeroOn && c.ScaleFromZero != ScaleFromZeroKeysOnly:
-		return fmt.Errorf("scale_from_zero: %q is not one of false, true, keys_only", c.ScaleFromZero)
-	case c.MinCapacity < 1:
-		return fmt.Errorf("min_capacity: must be 1 or more, got %d", c.MinCapacity)
-	case c.StartTimeout < time.Minute:
-		return fmt.Errorf("start_timeout: %s is too short for a VM to start; use 1m or more", c.StartTimeout)
+	var errs []error
+	if c.SubscriptionID == "" {
+		errs = append(errs, fmt.Errorf("subscription_id: missing (the scale set's subscription ID)"))
+	} else if !guidRE.MatchString(c.SubscriptionID) {
+		errs = append(errs, fmt.Errorf("subscription_id: %q is not a subscription ID (a GUID such as 00000000-0000-0000-0000-000000000000)", c.SubscriptionID))
 	}
-	return nil
+	if c.ResourceGroup == "" {
+		errs = append(errs, fmt.Errorf("resource_group: missing"))
+	} else if !rgRE.MatchString(c.ResourceGroup) || strings.HasSuffix(c.ResourceGroup, ".") {
+		errs = append(errs, fmt.Errorf("resource_group: %q is not a resource group name", c.ResourceGroup))
+	}
+	if c.ScaleSet == "" {
+		errs = append(errs, fmt.Errorf("scale_set: missing (the VM scale set's name)"))
+	} else if !vmssRE.MatchString(c.ScaleSet) || strings.HasSuffix(c.ScaleSet, ".") {
+		errs = append(errs, fmt.Errorf("scale_set: %q is not a scale set name", c.ScaleSet))
+	}
+	if c.Credential != CredentialManagedIdentity && c.Credential != CredentialDefault {
+		errs = append(errs, fmt.Errorf("credential: %q is not one of %s, %s", c.Credential, CredentialManagedIdentity, CredentialDefault))
+	}
+	if c.ClientID != "" && !guidRE.MatchString(c.ClientID) {
+		errs = append(errs, fmt.Errorf("client_id: %q is not a managed identity's client ID (a GUID)", c.ClientID))
+	} else if c.ClientID != "" && c.Credential != CredentialManagedIdentity {
+		errs = append(errs, fmt.Errorf("client_id: only used with credential: %s", CredentialManagedIdentity))
+	}
+	if c.SSHPort < 1 || c.SSHPort > 65535 {
+		errs = append(errs, fmt.Errorf("ssh_port: must be from 1 to 65535, got %d", c.SSHPort))
+	}
+	if c.HTTPPort < 1 || c.HTTPPort > 65535 {
+		errs = append(errs, fmt.Errorf("http_port: must be from 1 to 65535, got %d", c.HTTPPort))
+	}
+	if c.RDPPort < 1 || c.RDPPort > 65535 {
+		errs = append(errs, fmt.Errorf("rdp_port: must be from 1 to 65535, got %d", c.RDPPort))
+	}
+	if c.Weight < 0 {
+		errs = append(errs, fmt.Errorf("weight: must not be negative, got %v", c.Weight))
+	}
+	if c.Interval < MinAzureInterval {
+		errs = append(errs, fmt.Errorf("interval: %s is too short: listing a scale set with instance view is limited to about 10 calls a minute; use %s or more", c.Interval, MinAzureInterval))
+	}
+	if c.ScaleFromZero != ScaleFromZeroOff && c.ScaleFromZero != ScaleFromZeroOn && c.ScaleFromZero != ScaleFromZeroKeysOnly {
+		errs = append(errs, fmt.Errorf("scale_from_zero: %q is not one of false, true, keys_only", c.ScaleFromZero))
+	}
+	if c.MinCapacity < 1 {
+		errs = append(errs, fmt.Errorf("min_capacity: must be 1 or more, got %d", c.MinCapacity))
+	}
+	if c.StartTimeout < time.Minute {
+		errs = append(errs, fmt.Errorf("start_timeout: %s is too short for a VM to start; use 1m or more", c.StartTimeout))
+	}
+	return errors.Join(errs...)
 }

@@ -68,25 +68,31 @@ func (c HealthConfig) WithDefaults() HealthConfig {
 	return c
 }
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c HealthConfig) Validate() error {
-	switch {
-	case c.Interval < 0:
-		return fmt.Errorf("interval: must be positive, got %s", c.Interval)
-	case c.Interval > 0 && c.Interval < 10*time.Millisecond:
-		return fmt.Errorf("interval: %s is too short (at least 10ms)", c.Interval)
-	case c.Timeout < 0:
-		return fmt.Errorf("timeout: must be positive, got %s", c.Timeout)
-	case c.Timeout > time.Minute:
-		return fmt.Errorf("timeout: %s is too long (at most 1m)", c.Timeout)
-	case c.Rise < 0:
-		return fmt.Errorf("rise: must be 1 or more, got %d", c.Rise)
-	case c.Fall < 0:
-		return fmt.Errorf("fall: must be 1 or more, got %d", c.Fall)
-	case c.RepinAfter < 0:
-		return fmt.Errorf("repin_after: must not be negative, got %s", c.RepinAfter)
+	var errs []error
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("interval: must be positive, got %s", c.Interval))
 	}
-	return nil
+	if c.Interval > 0 && c.Interval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("interval: %s is too short (at least 10ms)", c.Interval))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout: must be positive, got %s", c.Timeout))
+	}
+	if c.Timeout > time.Minute {
+		errs = append(errs, fmt.Errorf("timeout: %s is too long (at most 1m)", c.Timeout))
+	}
+	if c.Rise < 0 {
+		errs = append(errs, fmt.Errorf("rise: must be 1 or more, got %d", c.Rise))
+	}
+	if c.Fall < 0 {
+		errs = append(errs, fmt.Errorf("fall: must be 1 or more, got %d", c.Fall))
+	}
+	if c.RepinAfter < 0 {
+		errs = append(errs, fmt.Errorf("repin_after: must not be negative, got %s", c.RepinAfter))
+	}
+	return errors.Join(errs...)
 }
 
 // Probe checks one node once; nil means healthy.

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -59,55 +60,57 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad entry, naming its key.
+// Validate reports every bad entry (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	if c.Azure != nil {
 		if len(c.Static) > 0 {
-			return fmt.Errorf("static: use either a static list or azure, not both")
+			errs = append(errs, fmt.Errorf("static: use either a static list or azure, not both"))
 		}
 		if err := c.Azure.WithDefaults().Validate(); err != nil {
-			return fmt.Errorf("azure.%w", err)
+			for _, e := range splitJoined(err) {
+				errs = append(errs, fmt.Errorf("azure.%w", e))
+			}
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 	if len(c.Static) == 0 {
-		return fmt.Errorf("static: list at least one node (name, ssh), or set azure to find a scale set's instances")
+		errs = append(errs, fmt.Errorf("static: list at least one node (name, ssh), or set azure to find a scale set's instances"))
 	}
 	names := map[string]int{}
 	for i, n := range c.Static {
 		key := fmt.Sprintf("static[%d]", i)
 		if n.Name == "" {
-			return fmt.Errorf("%s.name: missing", key)
-		}
-		if j, dup := names[n.Name]; dup {
-			return fmt.Errorf("%s.name: %q is already used by static[%d]", key, n.Name, j)
+			errs = append(errs, fmt.Errorf("%s.name: missing", key))
+		} else if j, dup := names[n.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is already used by static[%d]", key, n.Name, j))
 		}
 		names[n.Name] = i
 		if err := CheckHostPort(n.SSH); err != nil {
-			return fmt.Errorf("%s.ssh: %w", key, err)
+			errs = append(errs, fmt.Errorf("%s.ssh: %w", key, err))
 		}
 		if n.HTTP != "" {
 			if err := CheckHostPort(n.HTTP); err != nil {
-				return fmt.Errorf("%s.http: %w", key, err)
+				errs = append(errs, fmt.Errorf("%s.http: %w", key, err))
 			}
 		}
 		if n.RDP != "" {
 			if err := CheckHostPort(n.RDP); err != nil {
-				return fmt.Errorf("%s.rdp: %w", key, err)
+				errs = append(errs, fmt.Errorf("%s.rdp: %w", key, err))
 			}
 		}
 		if n.Weight < 0 {
-			return fmt.Errorf("%s.weight: must not be negative, got %v", key, n.Weight)
+			errs = append(errs, fmt.Errorf("%s.weight: must not be negative, got %v", key, n.Weight))
 		}
 		for _, a := range []struct{ key, addr string }{{"metrics", n.Metrics}, {"gpu_metrics", n.GPUMetrics}} {
 			if a.addr != "" {
 				if err := CheckHostPort(a.addr); err != nil {
-					return fmt.Errorf("%s.%s: %w", key, a.key, err)
+					errs = append(errs, fmt.Errorf("%s.%s: %w", key, a.key, err))
 				}
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckHostPort reports whether addr is a usable host:port with a numeric
@@ -147,6 +150,14 @@ func (s Static) Run(ctx context.Context, to NodeSetter) error {
 	to.SetNodes(s.Nodes())
 	<-ctx.Done()
 	return nil
+}
+
+// splitJoined is the errors that errors.Join put together, or err alone.
+func splitJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // StaticSource is a Source whose list can be replaced while it runs (a

@@ -55,27 +55,29 @@ func (c Config) WithDefaults() Config {
 
 var replicaRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// Validate reports the first bad setting, naming its key. It never shows
+// Validate reports every bad setting (joined, one error each), naming its key. It never shows
 // the URL's password.
 func (c Config) Validate() error {
+	var errs []error
 	if !c.Enabled() {
 		if c.PasswordFile != "" {
-			return errors.New("password_file: set without state.redis")
+			errs = append(errs, errors.New("password_file: set without state.redis"))
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 	if _, err := redis.ParseURL(c.Redis); err != nil {
-		return fmt.Errorf("redis: not a Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://...): %s", redactErr(err, c.Redis))
+		errs = append(errs, fmt.Errorf("redis: not a Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://...): %s", redactErr(err, c.Redis)))
 	}
-	switch {
-	case c.LeaseTTL < 3*time.Second:
-		return fmt.Errorf("lease_ttl: %s is too short; use 3s or more (leases are refreshed every third of it)", c.LeaseTTL)
-	case c.Replica != "" && !replicaRE.MatchString(c.Replica):
-		return fmt.Errorf("replica: %q may hold only letters, digits, '.', '_' and '-' (1 to 64)", c.Replica)
-	case strings.ContainsAny(c.Prefix, " \n"):
-		return fmt.Errorf("prefix: %q may not contain spaces", c.Prefix)
+	if c.LeaseTTL < 3*time.Second {
+		errs = append(errs, fmt.Errorf("lease_ttl: %s is too short; use 3s or more (leases are refreshed every third of it)", c.LeaseTTL))
 	}
-	return nil
+	if c.Replica != "" && !replicaRE.MatchString(c.Replica) {
+		errs = append(errs, fmt.Errorf("replica: %q may hold only letters, digits, '.', '_' and '-' (1 to 64)", c.Replica))
+	}
+	if strings.ContainsAny(c.Prefix, " \n") {
+		errs = append(errs, fmt.Errorf("prefix: %q may not contain spaces", c.Prefix))
+	}
+	return errors.Join(errs...)
 }
 
 // redactErr keeps a URL's password out of an error message, even for a

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -69,30 +70,48 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
-	switch {
-	case c.Interval < 0:
-		return fmt.Errorf("interval: must be positive, got %s", c.Interval)
-	case c.Interval > 0 && c.Interval < 10*time.Millisecond:
-		return fmt.Errorf("interval: %s is too short (at least 10ms)", c.Interval)
-	case c.Timeout < 0:
-		return fmt.Errorf("timeout: must be positive, got %s", c.Timeout)
-	case c.Timeout > c.WithDefaults().Interval:
-		return fmt.Errorf("timeout: %s is longer than interval %s", c.Timeout, c.WithDefaults().Interval)
-	case c.Max != nil && (*c.Max < 0 || bad(*c.Max)):
-		return fmt.Errorf("max: must be 0 (off) or more, got %v", *c.Max)
-	case c.SessionCost < 0 || bad(c.SessionCost):
-		return fmt.Errorf("session_cost: must be 0 (the default) or more, got %v", c.SessionCost)
-	case c.MetricsPort != nil && (*c.MetricsPort < 0 || *c.MetricsPort > 65535):
-		return fmt.Errorf("metrics_port: must be from 1 to 65535, or 0 for none; got %d", *c.MetricsPort)
-	case c.GPUMetricsPort < 0 || c.GPUMetricsPort > 65535:
-		return fmt.Errorf("gpu_metrics_port: must be from 1 to 65535, or 0 for none; got %d", c.GPUMetricsPort)
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("interval: must be positive, got %s", c.Interval))
 	}
-	return nil
+	if c.Interval > 0 && c.Interval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("interval: %s is too short (at least 10ms)", c.Interval))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout: must be positive, got %s", c.Timeout))
+	}
+	if c.Timeout > c.WithDefaults().Interval {
+		errs = append(errs, fmt.Errorf("timeout: %s is longer than interval %s", c.Timeout, c.WithDefaults().Interval))
+	}
+	if c.Max != nil && (*c.Max < 0 || bad(*c.Max)) {
+		errs = append(errs, fmt.Errorf("max: must be 0 (off) or more, got %v", *c.Max))
+	} else if c.Max != nil && *c.Max > 1 {
+		errs = append(errs, fmt.Errorf("max: %v is more than 1: it is a fraction (0.9 = 90%% of CPU run queue per CPU, memory or GPU); write %v", *c.Max, fractionOf(*c.Max)))
+	}
+	if c.SessionCost < 0 || bad(c.SessionCost) {
+		errs = append(errs, fmt.Errorf("session_cost: must be 0 (the default) or more, got %v", c.SessionCost))
+	}
+	if c.MetricsPort != nil && (*c.MetricsPort < 0 || *c.MetricsPort > 65535) {
+		errs = append(errs, fmt.Errorf("metrics_port: must be from 1 to 65535, or 0 for none; got %d", *c.MetricsPort))
+	}
+	if c.GPUMetricsPort < 0 || c.GPUMetricsPort > 65535 {
+		errs = append(errs, fmt.Errorf("gpu_metrics_port: must be from 1 to 65535, or 0 for none; got %d", c.GPUMetricsPort))
+	}
+	return errors.Join(errs...)
 }
 
 // StaleAfter is the age at which a sample counts as missing: three
 // intervals, so that one or two lost scrapes do not drop a node's load.
 func (c Config) StaleAfter() time.Duration { return 3 * c.WithDefaults().Interval }
+
+// fractionOf guesses the fraction meant by a value given as a percentage
+// (90 → 0.9), for the message that asks for it.
+func fractionOf(v float64) float64 {
+	if v > 100 {
+		return DefaultMax
+	}
+	return math.Round(v) / 100
+}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -33,26 +34,27 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	if c.Listen == "" {
 		return nil
 	}
 	if err := netx.CheckListenAddr(c.Listen); err != nil {
-		return fmt.Errorf("listen: %w", err)
+		errs = append(errs, fmt.Errorf("listen: %w", err))
 	}
 	if host, _, _ := net.SplitHostPort(c.Listen); !IsLoopback(host) && c.TokenFile == "" {
-		return fmt.Errorf("token_file: required when listen (%s) is not a loopback address: the admin API can drain nodes", c.Listen)
+		errs = append(errs, fmt.Errorf("token_file: required when listen (%s) is not a loopback address: the admin API can drain nodes", c.Listen))
 	}
 	for i, h := range c.Hosts {
 		if h == "" || strings.ContainsAny(h, ":/ ") {
-			return fmt.Errorf("hosts[%d]: %q is not a host name (no port, scheme or path)", i, h)
+			errs = append(errs, fmt.Errorf("hosts[%d]: %q is not a host name (no port, scheme or path)", i, h))
 		}
 	}
 	if c.ReadTokenFile != "" && c.TokenFile == "" {
-		return fmt.Errorf("read_token_file: set token_file too: without it the API is open and a read-only token means nothing")
+		errs = append(errs, fmt.Errorf("read_token_file: set token_file too: without it the API is open and a read-only token means nothing"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // IsLoopback reports whether host names only this machine.

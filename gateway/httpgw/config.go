@@ -1,6 +1,7 @@
 package httpgw
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -104,48 +105,57 @@ func (c Config) WithDefaults() Config {
 // Enabled reports whether the HTTP gateway is configured.
 func (c Config) Enabled() bool { return c.Listen != "" }
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	if err := netx.CheckListenAddr(c.Listen); err != nil {
-		return fmt.Errorf("listen: %w", err)
+		errs = append(errs, fmt.Errorf("listen: %w", err))
 	}
-	switch {
-	case (c.CertFile == "") != (c.KeyFile == ""):
+	if (c.CertFile == "") != (c.KeyFile == "") {
 		if c.CertFile == "" {
-			return fmt.Errorf("cert_file: needed with key_file")
+			errs = append(errs, fmt.Errorf("cert_file: needed with key_file"))
+		} else {
+			errs = append(errs, fmt.Errorf("key_file: needed with cert_file"))
 		}
-		return fmt.Errorf("key_file: needed with cert_file")
-	case c.UpstreamInsecureSkipVerify && c.UpstreamCAFile != "":
-		return fmt.Errorf("upstream_insecure_skip_verify: conflicts with upstream_ca_file; choose one")
-	case c.UpstreamTimeout < 0:
-		return fmt.Errorf("upstream_timeout: must be positive, got %s", c.UpstreamTimeout)
-	case c.MaxIdlePerNode < 0:
-		return fmt.Errorf("max_idle_per_node: must be 0 or more, got %d", c.MaxIdlePerNode)
-	case c.SessionIdle < 0:
-		return fmt.Errorf("session_idle: must be positive, got %s", c.SessionIdle)
-	case c.MaxLoginForm < 0:
-		return fmt.Errorf("max_login_form: must be positive, got %d", c.MaxLoginForm)
-	case c.ReadHeaderTimeout < 0:
-		return fmt.Errorf("read_header_timeout: must be positive, got %s", c.ReadHeaderTimeout)
-	case c.HSTSMaxAge != nil && *c.HSTSMaxAge < 0:
-		return fmt.Errorf("hsts_max_age: must be 0 (no header) or more, got %s", *c.HSTSMaxAge)
-	case c.IdleTimeout < 0:
-		return fmt.Errorf("idle_timeout: must be positive, got %s", c.IdleTimeout)
+	}
+	if c.UpstreamInsecureSkipVerify && c.UpstreamCAFile != "" {
+		errs = append(errs, fmt.Errorf("upstream_insecure_skip_verify: conflicts with upstream_ca_file; choose one"))
+	}
+	if c.UpstreamTimeout < 0 {
+		errs = append(errs, fmt.Errorf("upstream_timeout: must be positive, got %s", c.UpstreamTimeout))
+	}
+	if c.MaxIdlePerNode < 0 {
+		errs = append(errs, fmt.Errorf("max_idle_per_node: must be 0 or more, got %d", c.MaxIdlePerNode))
+	}
+	if c.SessionIdle < 0 {
+		errs = append(errs, fmt.Errorf("session_idle: must be positive, got %s", c.SessionIdle))
+	}
+	if c.MaxLoginForm < 0 {
+		errs = append(errs, fmt.Errorf("max_login_form: must be positive, got %d", c.MaxLoginForm))
+	}
+	if c.ReadHeaderTimeout < 0 {
+		errs = append(errs, fmt.Errorf("read_header_timeout: must be positive, got %s", c.ReadHeaderTimeout))
+	}
+	if c.HSTSMaxAge != nil && *c.HSTSMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("hsts_max_age: must be 0 (no header) or more, got %s", *c.HSTSMaxAge))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle_timeout: must be positive, got %s", c.IdleTimeout))
 	}
 	if len(c.UpstreamPins) > 0 && len(c.UpstreamFingerprints) > 0 {
-		return fmt.Errorf("upstream_pins: the old name of upstream_fingerprints; give only upstream_fingerprints")
+		errs = append(errs, fmt.Errorf("upstream_pins: the old name of upstream_fingerprints; give only upstream_fingerprints"))
 	}
 	for node, fp := range c.UpstreamFingerprints {
 		if _, err := parseFingerprint(fp); err != nil {
-			return fmt.Errorf("upstream_fingerprints.%s: %v", node, err)
+			errs = append(errs, fmt.Errorf("upstream_fingerprints.%s: %v", node, err))
 		}
 	}
 	for node, fp := range c.UpstreamPins {
 		if _, err := parseFingerprint(fp); err != nil {
-			return fmt.Errorf("upstream_pins.%s: %v", node, err)
+			errs = append(errs, fmt.Errorf("upstream_pins.%s: %v", node, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // fingerprints is upstream_fingerprints, or upstream_pins, its old name,

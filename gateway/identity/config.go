@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -119,10 +120,12 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad setting, naming its key within the
+// Validate reports every bad setting (joined, one error each), naming its key within the
 // section. Without an issuer the section must set nothing that needs
 // one.
 func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	o := c.OIDC
 	if o.Issuer == "" {
 		if o.ClientID != "" || o.ClientSecretFile != "" || len(c.AllowedGroups) > 0 || len(c.OpsGroups) > 0 {
@@ -131,39 +134,39 @@ func (c Config) Validate() error {
 		return nil
 	}
 	u, err := url.Parse(o.Issuer)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("oidc.issuer: %q is not an https URL without query or fragment", o.Issuer)
-	}
-	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("oidc.issuer: %q must use https (plain http only on loopback, for tests)", o.Issuer)
-	}
-	if strings.EqualFold(u.Hostname(), entraHost) {
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "":
+		add("oidc.issuer: %q is not an https URL without query or fragment", o.Issuer)
+	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+		add("oidc.issuer: %q must use https (plain http only on loopback, for tests)", o.Issuer)
+	case strings.EqualFold(u.Hostname(), entraHost):
 		tenant, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
 		switch strings.ToLower(tenant) {
 		case "", "common", "organizations", "consumers":
-			return fmt.Errorf("oidc.issuer: Entra ID needs the tenant's own issuer, https://%s/TENANT-ID/v2.0 (not %s: tokens from those name each user's own tenant)", entraHost, entraMultiTenantIssuer)
-		}
-		if !strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v2.0") {
-			return fmt.Errorf("oidc.issuer: Entra ID's issuer ends in /v2.0 (https://%s/%s/v2.0); the v1 endpoints have no device flow this gateway speaks", entraHost, tenant)
+			add("oidc.issuer: Entra ID needs the tenant's own issuer, https://%s/TENANT-ID/v2.0 (not %s: tokens from those name each user's own tenant)", entraHost, entraMultiTenantIssuer)
+		default:
+			if !strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v2.0") {
+				add("oidc.issuer: Entra ID's issuer ends in /v2.0 (https://%s/%s/v2.0); the v1 endpoints have no device flow this gateway speaks", entraHost, tenant)
+			}
 		}
 	}
 	if o.ClientID == "" {
-		return fmt.Errorf("oidc.client_id: required when oidc.issuer is set")
+		add("oidc.client_id: required when oidc.issuer is set")
 	}
 	if o.ClientSecretFile != "" {
 		if _, err := os.Stat(o.ClientSecretFile); err != nil {
-			return fmt.Errorf("oidc.client_secret_file: %w", err)
+			add("oidc.client_secret_file: %w", err)
 		}
 	}
 	if c := o.UsernameClaim; c != "" && !validClaimName(c) {
-		return fmt.Errorf("oidc.username_claim: %q is not a claim name (letters, digits, _ - . :)", c)
+		add("oidc.username_claim: %q is not a claim name (letters, digits, _ - . :)", c)
 	}
 	if len(o.Scopes) > 0 && !slices.Contains(o.Scopes, "openid") {
-		return fmt.Errorf("oidc.scopes: must include openid (without it no ID token is issued)")
+		add("oidc.scopes: must include openid (without it no ID token is issued)")
 	}
 	for i, d := range o.UsernameDomains {
 		if d == "" || strings.ContainsAny(d, "@ /") {
-			return fmt.Errorf("oidc.username_domains[%d]: %q is not a domain name (write contoso.com)", i, d)
+			add("oidc.username_domains[%d]: %q is not a domain name (write contoso.com)", i, d)
 		}
 	}
 	for _, v := range []struct {
@@ -173,7 +176,7 @@ func (c Config) Validate() error {
 		{"key_ttl", c.KeyTTL}, {"oidc.request_timeout", o.RequestTimeout}, {"device_limit.window", c.DeviceLimit.Window},
 	} {
 		if v.d < 0 {
-			return fmt.Errorf("%s: must not be negative, got %s", v.key, v.d)
+			add("%s: must not be negative, got %s", v.key, v.d)
 		}
 	}
 	for _, v := range []struct {
@@ -183,7 +186,7 @@ func (c Config) Validate() error {
 		{"device_limit.per_address", c.DeviceLimit.PerAddress}, {"device_limit.total", c.DeviceLimit.Total},
 	} {
 		if v.n < 0 {
-			return fmt.Errorf("%s: must not be negative, got %d", v.key, v.n)
+			add("%s: must not be negative, got %d", v.key, v.n)
 		}
 	}
 	for _, g := range []struct {
@@ -192,11 +195,11 @@ func (c Config) Validate() error {
 	}{{"allowed_groups", c.AllowedGroups}, {"ops_groups", c.OpsGroups}} {
 		for i, name := range g.list {
 			if strings.TrimSpace(name) == "" {
-				return fmt.Errorf("%s[%d]: empty group", g.key, i)
+				add("%s[%d]: empty group", g.key, i)
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // readSecret reads the client secret file, trimmed of surrounding white

@@ -1,6 +1,7 @@
 package rdpgw
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -73,10 +74,11 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	if err := netx.CheckListenAddr(c.Listen); err != nil {
-		return fmt.Errorf("listen: %w", err)
+		errs = append(errs, fmt.Errorf("listen: %w", err))
 	}
 	for _, v := range []struct {
 		key string
@@ -86,7 +88,7 @@ func (c Config) Validate() error {
 		{"connect_timeout", c.ConnectTimeout}, {"proof_time", c.ProofTime}, {"proof_timeout", c.ProofTimeout},
 	} {
 		if v.d < 0 {
-			return fmt.Errorf("%s: must not be negative, got %s", v.key, v.d)
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", v.key, v.d))
 		}
 	}
 	for _, v := range []struct {
@@ -97,17 +99,17 @@ func (c Config) Validate() error {
 		{"max_unproven_per_address", int64(c.MaxUnprovenPerAddress)}, {"proof_bytes", c.ProofBytes},
 	} {
 		if v.n < 0 {
-			return fmt.Errorf("%s: must not be negative, got %d", v.key, v.n)
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", v.key, v.n))
 		}
 	}
 	if c.MaxFirstPacket != 0 && c.MaxFirstPacket < minPacketLen {
-		return fmt.Errorf("max_first_packet: %d is too small for a Connection Request (at least %d)", c.MaxFirstPacket, minPacketLen)
+		errs = append(errs, fmt.Errorf("max_first_packet: %d is too small for a Connection Request (at least %d)", c.MaxFirstPacket, minPacketLen))
 	}
 	if c.MaxFirstPacket > 65535 {
-		return fmt.Errorf("max_first_packet: %d is more than a TPKT packet can hold (65535)", c.MaxFirstPacket)
+		errs = append(errs, fmt.Errorf("max_first_packet: %d is more than a TPKT packet can hold (65535)", c.MaxFirstPacket))
 	}
 	if c.ProofTimeout != 0 && c.ProofTime != 0 && c.ProofTimeout <= c.ProofTime {
-		return fmt.Errorf("proof_timeout: %s must be longer than proof_time %s", c.ProofTimeout, c.ProofTime)
+		errs = append(errs, fmt.Errorf("proof_timeout: %s must be longer than proof_time %s", c.ProofTimeout, c.ProofTime))
 	}
-	return nil
+	return errors.Join(errs...)
 }

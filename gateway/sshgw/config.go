@@ -1,6 +1,7 @@
 package sshgw
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -210,21 +211,22 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad setting, naming its key.
+// Validate reports every bad setting (joined, one error each), naming its key.
 func (c Config) Validate() error {
+	var errs []error
 	if err := netx.CheckListenAddr(c.Listen); err != nil {
-		return fmt.Errorf("listen: %w", err)
+		errs = append(errs, fmt.Errorf("listen: %w", err))
 	}
 	if c.AuthorizedKeys != "" {
 		if err := c.AuthorizedKeys.Validate(); err != nil {
-			return fmt.Errorf("authorized_keys: %w", err)
+			errs = append(errs, fmt.Errorf("authorized_keys: %w", err))
 		}
 	}
 	if c.LoginGraceTime < 0 {
-		return fmt.Errorf("login_grace_time: must be positive, got %s", c.LoginGraceTime)
+		errs = append(errs, fmt.Errorf("login_grace_time: must be positive, got %s", c.LoginGraceTime))
 	}
 	if c.UpstreamTimeout < 0 {
-		return fmt.Errorf("upstream_timeout: must be positive, got %s", c.UpstreamTimeout)
+		errs = append(errs, fmt.Errorf("upstream_timeout: must be positive, got %s", c.UpstreamTimeout))
 	}
 	for _, v := range []struct {
 		key string
@@ -235,7 +237,7 @@ func (c Config) Validate() error {
 		{"auth_backoff.after", c.AuthBackoff.After},
 	} {
 		if v.n < 0 {
-			return fmt.Errorf("%s: must not be negative, got %d", v.key, v.n)
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", v.key, v.n))
 		}
 	}
 	for _, v := range []struct {
@@ -246,24 +248,24 @@ func (c Config) Validate() error {
 		{"auth_backoff.max_delay", c.AuthBackoff.MaxDelay}, {"auth_backoff.forget", c.AuthBackoff.Forget},
 	} {
 		if v.d < 0 {
-			return fmt.Errorf("%s: must not be negative, got %s", v.key, v.d)
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", v.key, v.d))
 		}
 	}
 	if err := c.Algorithms.validate(); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if sep := c.separator(); sep != "" {
 		if _, err := username.Canonical("a" + sep + "b"); err == nil || strings.ContainsAny(sep, " \t\n") {
-			return fmt.Errorf("node_separator: %q may appear in user names; use a character that cannot, such as +", sep)
+			errs = append(errs, fmt.Errorf("node_separator: %q may appear in user names; use a character that cannot, such as +", sep))
 		}
 	}
 	if c.KeepaliveInterval > 0 && c.KeepaliveInterval < 10*time.Millisecond {
-		return fmt.Errorf("keepalive_interval: %s is too short (at least 10ms)", c.KeepaliveInterval)
+		errs = append(errs, fmt.Errorf("keepalive_interval: %s is too short (at least 10ms)", c.KeepaliveInterval))
 	}
 	for i, cidr := range c.AuthBackoff.Allow {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
-			return fmt.Errorf("auth_backoff.allow[%d]: %q is not a network in CIDR form (e.g. 10.0.0.0/8)", i, cidr)
+			errs = append(errs, fmt.Errorf("auth_backoff.allow[%d]: %q is not a network in CIDR form (e.g. 10.0.0.0/8)", i, cidr))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

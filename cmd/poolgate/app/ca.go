@@ -53,32 +53,31 @@ var (
 	madeVersionRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 )
 
-// Validate reports the first bad key, as "key_vault.key: problem".
+// Validate reports every bad key (joined, one error each), as
+// "key_vault.key: problem".
 func (c CASection) Validate() error {
+	var errs []error
 	k := c.KeyVault
 	if k == nil {
 		return nil
 	}
 	if k.URL == "" {
-		return errors.New("key_vault.url: required: the vault's URL, e.g. https://pool-kv.vault.azure.net/")
-	}
-	u, err := url.Parse(k.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
-		return fmt.Errorf("key_vault.url: %q is not a vault URL such as https://pool-kv.vault.azure.net/", k.URL)
+		errs = append(errs, errors.New("key_vault.url: required: the vault's URL, e.g. https://pool-kv.vault.azure.net/"))
+	} else if u, err := url.Parse(k.URL); err != nil || u.Scheme != "https" || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		errs = append(errs, fmt.Errorf("key_vault.url: %q is not a vault URL such as https://pool-kv.vault.azure.net/", k.URL))
 	}
 	if k.Key == "" {
-		return errors.New("key_vault.key: required: the name of the CA key in the vault")
-	}
-	if !keyNameRE.MatchString(k.Key) {
-		return fmt.Errorf("key_vault.key: %q is not a Key Vault key name (letters, digits and dashes)", k.Key)
+		errs = append(errs, errors.New("key_vault.key: required: the name of the CA key in the vault"))
+	} else if !keyNameRE.MatchString(k.Key) {
+		errs = append(errs, fmt.Errorf("key_vault.key: %q is not a Key Vault key name (letters, digits and dashes)", k.Key))
 	}
 	if k.Version != "" && !keyVersionRE.MatchString(k.Version) {
-		return fmt.Errorf("key_vault.version: %q is not a key version (letters and digits)", k.Version)
+		errs = append(errs, fmt.Errorf("key_vault.version: %q is not a key version (letters and digits)", k.Version))
 	}
 	if _, _, err := k.previous(); err != nil {
-		return fmt.Errorf("key_vault.previous: %w", err)
+		errs = append(errs, fmt.Errorf("key_vault.previous: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // previous is the previous key's name and version ("" for its latest);

@@ -22,8 +22,8 @@ import (
 func TestKeyVaultConfigValidation(t *testing.T) {
 	kv := func(body string) string { return minimal + "ca:\n  key_vault:\n" + body }
 	for _, tt := range []struct{ doc, want string }{
-		{kv("    url: https://pool-kv.vault.azure.net/\n"), "p.yaml: ca.key_vault.key: required"},
-		{kv("    key: poolgate-user-ca\n"), "p.yaml: ca.key_vault.url: required"},
+		{kv("    url: https://pool-kv.vault.azure.net/\n"), "p.yaml:5: ca.key_vault.key: required"},
+		{kv("    key: poolgate-user-ca\n"), "p.yaml:5: ca.key_vault.url: required"},
 		{kv("    url: http://pool-kv.vault.azure.net/\n    key: k\n"), "ca.key_vault.url: \"http://pool-kv.vault.azure.net/\" is not a vault URL"},
 		{kv("    url: https://pool-kv.vault.azure.net/keys/k\n    key: k\n"), "ca.key_vault.url: "},
 		{kv("    url: https://pool-kv.vault.azure.net/\n    key: my_key\n"), "ca.key_vault.key: \"my_key\" is not a Key Vault key name"},

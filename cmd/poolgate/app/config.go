@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,10 +77,20 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad setting as "key: problem".
+// Validate reports every bad setting, each as "key: problem" (joined).
 func (c Config) Validate() error {
+	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, fmt.Errorf("%s: %s", p.Key, p.Msg))
+	}
+	return errors.Join(errs...)
+}
+
+// problems is every bad setting, with its dotted key and without a line.
+func (c Config) problems() []*ConfigError {
+	var out []*ConfigError
 	if c.ShutdownTimeout < 0 {
-		return fmt.Errorf("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
+		out = append(out, &ConfigError{Key: "shutdown_timeout", Msg: fmt.Sprintf("must be positive, got %s", c.ShutdownTimeout)})
 	}
 	for _, part := range []struct {
 		key string
@@ -86,11 +98,48 @@ func (c Config) Validate() error {
 	}{
 		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"identity", c.Identity},
 	} {
-		if err := part.v.Validate(); err != nil {
-			return fmt.Errorf("%s.%w", part.key, err)
+		err := part.v.Validate()
+		if err == nil {
+			continue
+		}
+		errs := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		}
+		for _, e := range errs {
+			key, msg, ok := strings.Cut(e.Error(), ": ")
+			if !ok {
+				key, msg = "", e.Error()
+			}
+			out = append(out, &ConfigError{Key: joinKey(part.key, key), Msg: msg})
 		}
 	}
-	return nil
+	return out
+}
+
+func joinKey(section, key string) string {
+	if key == "" {
+		return section
+	}
+	return section + "." + key
+}
+
+// warnings is what is allowed but likely a mistake: the gateway runs, and
+// check and serve say so.
+func (c Config) warnings() []*ConfigError {
+	var out []*ConfigError
+	if c.HTTP.Enabled() && c.Discovery.Azure == nil && len(c.Discovery.Static) > 0 {
+		withHTTP := 0
+		for _, n := range c.Discovery.Static {
+			if n.HTTP != "" {
+				withHTTP++
+			}
+		}
+		if withHTTP == 0 {
+			out = append(out, &ConfigError{Key: "http.listen", Msg: "set, but no node in discovery.static has an http address: browsers would get 503 (give the nodes http: HOST:PORT, or remove http.listen)"})
+		}
+	}
+	return out
 }
 
 // ConfigError is a problem in the config file, with where it is.
@@ -115,76 +164,219 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
+// ConfigErrors is every problem found in one config file, in the file's
+// order: one per line of Error.
+type ConfigErrors []*ConfigError
+
+func (e ConfigErrors) Error() string {
+	lines := make([]string, len(e))
+	for i, ce := range e {
+		lines[i] = ce.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap lets errors.As find each *ConfigError.
+func (e ConfigErrors) Unwrap() []error {
+	out := make([]error, len(e))
+	for i, ce := range e {
+		out[i] = ce
+	}
+	return out
+}
+
 // LoadConfig reads, checks and defaults the config file. Every error names
-// the file, and where it can the line and the key.
+// the file, and where it can the line and the key; all of the file's
+// errors come at once (a ConfigErrors).
 func LoadConfig(path string) (Config, error) {
+	cfg, _, err := CheckConfigFile(path)
+	return cfg, err
+}
+
+// CheckConfigFile is LoadConfig that also returns the warnings: settings
+// that are allowed but likely mistakes. It has no side effects: it creates
+// no key or directory and calls nothing on the network.
+func CheckConfigFile(path string) (Config, []*ConfigError, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("reading config: %w", err)
+		return Config{}, nil, fmt.Errorf("reading config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return CheckConfig(path, data)
 }
 
 // ParseConfig is LoadConfig on the file's contents; name is used in errors.
 func ParseConfig(name string, data []byte) (Config, error) {
+	cfg, _, err := CheckConfig(name, data)
+	return cfg, err
+}
+
+// CheckConfig is CheckConfigFile on the file's contents.
+func CheckConfig(name string, data []byte) (Config, []*ConfigError, error) {
 	var cfg Config
+	fail := func(errs []*ConfigError) (Config, []*ConfigError, error) {
+		for _, e := range errs {
+			e.File = name
+		}
+		sort.SliceStable(errs, func(i, j int) bool { return lineOrder(errs[i].Line) < lineOrder(errs[j].Line) })
+		return cfg, nil, ConfigErrors(errs)
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // io.EOF: empty file
-		return cfg, &ConfigError{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		if tabs := tabIndents(data); len(tabs) > 0 {
+			return fail(tabs)
+		}
+		return fail([]*ConfigError{syntaxError(err)})
 	}
+	var errs []*ConfigError
+	lines := map[string]int{}
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
-		if err := checkNode(root, reflect.TypeOf(cfg), ""); err != nil {
-			err.File = name
-			return cfg, err
-		}
-		if err := root.Decode(&cfg); err != nil {
-			return cfg, &ConfigError{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		keyLines(root, "", lines)
+		checkNode(root, reflect.TypeOf(cfg), "", &errs)
+		if err := root.Decode(&cfg); err != nil && len(errs) == 0 {
+			return fail([]*ConfigError{syntaxError(err)})
 		}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		return cfg, &ConfigError{File: name, Line: extra.Line, Msg: "more than one YAML document; put everything in one"}
+		errs = append(errs, &ConfigError{Line: extra.Line, Msg: "more than one YAML document; put everything in one"})
 	}
 	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
-		key, msg, _ := strings.Cut(err.Error(), ": ")
-		return cfg, &ConfigError{File: name, Key: key, Msg: msg}
+	typed := errs // keys whose values were refused before decoding
+	for _, p := range cfg.problems() {
+		if !under(p.Key, typed) {
+			p.Line = lineOf(p.Key, lines)
+			errs = append(errs, p)
+		}
 	}
-	return cfg, nil
+	if len(errs) > 0 {
+		return fail(errs)
+	}
+	warns := cfg.warnings()
+	for _, w := range warns {
+		w.File, w.Line = name, lineOf(w.Key, lines)
+	}
+	return cfg, warns, nil
+}
+
+// lineOrder puts the problems without a line after the others.
+func lineOrder(line int) int {
+	if line == 0 {
+		return math.MaxInt
+	}
+	return line
+}
+
+var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
+
+// syntaxError turns a YAML decoder's error into a ConfigError with the line.
+func syntaxError(err error) *ConfigError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &ConfigError{Line: line, Msg: msg[len(m[0]):]}
+	}
+	return &ConfigError{Msg: msg}
+}
+
+// tabIndents finds tabs in the indentation, which YAML refuses with a
+// message that does not say so.
+func tabIndents(data []byte) []*ConfigError {
+	var out []*ConfigError
+	for i, line := range strings.Split(string(data), "\n") {
+		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if strings.Contains(indent, "\t") && strings.TrimSpace(line) != "" {
+			out = append(out, &ConfigError{Line: i + 1, Msg: fmt.Sprintf("tab in indentation at line %d; use spaces", i+1)})
+		}
+	}
+	return out
+}
+
+// keyLines records the line of every key and list item under n, by
+// dotted path ("discovery.static[0].ssh"), as problems name them.
+func keyLines(n *yaml.Node, path string, lines map[string]int) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			sub := joinKey(path, n.Content[i].Value)
+			if path == "" {
+				sub = n.Content[i].Value
+			}
+			lines[sub] = n.Content[i].Line
+			keyLines(n.Content[i+1], sub, lines)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			lines[sub] = item.Line
+			keyLines(item, sub, lines)
+		}
+	}
+}
+
+// lineOf is the line of key, or of its nearest parent in the file (a
+// missing key is reported where its section is), or 0.
+func lineOf(key string, lines map[string]int) int {
+	for key != "" {
+		if l, ok := lines[key]; ok {
+			return l
+		}
+		cut := max(strings.LastIndexByte(key, '.'), strings.LastIndexByte(key, '['))
+		if cut < 0 {
+			return 0
+		}
+		key = key[:cut]
+	}
+	return 0
+}
+
+// under reports whether key is one of the problems' keys or below one.
+func under(key string, problems []*ConfigError) bool {
+	for _, p := range problems {
+		if p.Key != "" && (key == p.Key || strings.HasPrefix(key, p.Key+".") || strings.HasPrefix(key, p.Key+"[")) {
+			return true
+		}
+	}
+	return false
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
 // checkNode walks the YAML tree against the Go type it will be decoded
 // into, so that unknown keys and badly typed values are reported with the
-// line and the dotted key rather than a decoder's type name.
-func checkNode(n *yaml.Node, t reflect.Type, key string) *ConfigError {
+// line and the dotted key rather than a decoder's type name. It appends
+// every problem to errs.
+func checkNode(n *yaml.Node, t reflect.Type, key string, errs *[]*ConfigError) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil
+		return
 	}
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	bad := func(format string, args ...any) *ConfigError {
-		return &ConfigError{Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)}
+	bad := func(format string, args ...any) {
+		*errs = append(*errs, &ConfigError{Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode {
-			return bad("want a duration such as 2s or 30m")
+			bad("want a duration such as 2s or 30m")
+			return
 		}
 		if _, err := time.ParseDuration(n.Value); err != nil {
-			return bad("%q is not a duration (use a number with a unit: 500ms, 2s, 30m, 1h)", n.Value)
+			bad("%q is not a duration (use a number with a unit: 500ms, 2s, 30m, 1h)", n.Value)
 		}
-		return nil
+		return
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			return bad("want a mapping of keys, got %s", describe(n))
+			bad("want a mapping of keys, got %s", describe(n))
+			return
 		}
 		fields := map[string]reflect.StructField{}
 		for i := 0; i < t.NumField(); i++ {
@@ -207,52 +399,49 @@ func checkNode(n *yaml.Node, t reflect.Type, key string) *ConfigError {
 					known = append(known, name)
 				}
 				sort.Strings(known)
-				return &ConfigError{Line: k.Line, Key: sub, Msg: fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))}
+				*errs = append(*errs, &ConfigError{Line: k.Line, Key: sub, Msg: fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))})
+				continue
 			}
-			if err := checkNode(v, f.Type, sub); err != nil {
-				return err
-			}
+			checkNode(v, f.Type, sub, errs)
 		}
-		return nil
+		return
 	case t.Kind() == reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			return bad("want a mapping, got %s", describe(n))
+			bad("want a mapping, got %s", describe(n))
+			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := checkNode(n.Content[i+1], t.Elem(), key+"."+n.Content[i].Value); err != nil {
-				return err
-			}
+			checkNode(n.Content[i+1], t.Elem(), key+"."+n.Content[i].Value, errs)
 		}
-		return nil
+		return
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return bad("want a list, got %s", describe(n))
+			bad("want a list, got %s", describe(n))
+			return
 		}
 		for i, item := range n.Content {
-			if err := checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", key, i)); err != nil {
-				return err
-			}
+			checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", key, i), errs)
 		}
-		return nil
+		return
 	}
 	if n.Kind != yaml.ScalarNode {
-		return bad("want a single value, got %s", describe(n))
+		bad("want a single value, got %s", describe(n))
+		return
 	}
 	switch t.Kind() {
 	case reflect.Bool:
 		if n.Tag != "!!bool" {
-			return bad("want true or false, got %q", n.Value)
+			bad("want true or false, got %q", n.Value)
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32:
 		if _, err := strconv.ParseInt(n.Value, 10, 64); err != nil {
-			return bad("want a whole number, got %q", n.Value)
+			bad("want a whole number, got %q", n.Value)
 		}
 	case reflect.Float64, reflect.Float32:
 		if _, err := strconv.ParseFloat(n.Value, 64); err != nil {
-			return bad("want a number, got %q", n.Value)
+			bad("want a number, got %q", n.Value)
 		}
 	}
-	return nil
 }
 
 func describe(n *yaml.Node) string {

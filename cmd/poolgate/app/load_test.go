@@ -64,12 +64,13 @@ func TestLoadSectionDefaultsAndOff(t *testing.T) {
 
 func TestLoadSectionErrorsNameTheKey(t *testing.T) {
 	for _, tt := range []struct{ doc, want string }{
-		{"load:\n  max: -1\n" + minimal, "p.yaml: load.max: must be 0 (off) or more"},
-		{"load:\n  session_cost: -1\n" + minimal, "p.yaml: load.session_cost: must be 0 (the default) or more"},
+		{"load:\n  max: -1\n" + minimal, "p.yaml:2: load.max: must be 0 (off) or more"},
+		{"load:\n  session_cost: -1\n" + minimal, "p.yaml:2: load.session_cost: must be 0 (the default) or more"},
 		{"load:\n  interval: -5s\n" + minimal, "load.interval:"},
 		{"load:\n  metrics_port: 70000\n" + minimal, "load.metrics_port:"},
 		{"load:\n  gpu_metrics_port: -1\n" + minimal, "load.gpu_metrics_port:"},
 		{"load:\n  maximum: 1\n" + minimal, "load.maximum: unknown key"},
+		{"load:\n  max: 90\n" + minimal, "p.yaml:2: load.max: 90 is more than 1: it is a fraction (0.9 = 90% of CPU run queue per CPU, memory or GPU); write 0.9"},
 		{"discovery:\n  static:\n    - {name: n1, ssh: '10.0.0.4:22', metrics: nope}\n", "discovery.static[0].metrics:"},
 	} {
 		_, err := ParseConfig("p.yaml", []byte(tt.doc))
