@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,10 +25,12 @@ import (
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 )
 
-const usage = `poolgate: a session-aware SSH and JupyterHub gateway for a pool of shared VMs
+const usage = `poolgate: a session-aware SSH, JupyterHub and RDP gateway for a pool of shared VMs
 
 Usage:
   poolgate serve --config FILE      run the gateway
+  poolgate check --config FILE      check a config file without side effects: every error
+                                    as file:line: key: problem (exit 1), or a one-line summary (exit 0)
   poolgate demo [--listen ADDR]     run the gateway with three in-process demo nodes
   poolgate ca-pubkey --config FILE  print the user CA line for the nodes' TrustedUserCAKeys
   poolgate nodes                    list the nodes with their state, sessions and users
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return cmdServe(ctx, args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, args[1:], stdout, stderr)
 	case "ca-pubkey":
@@ -90,6 +95,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "scale-in":
 		return cmdScaleIn(args[1:], stdout, stderr)
 	case "version", "--version":
+		if code := parse(flags("version", stderr), args[1:]); code >= 0 {
+			return code
+		}
 		fmt.Fprintln(stdout, "poolgate", version)
 		return 0
 	case "help", "-h", "--help":
@@ -105,7 +113,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func flags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("poolgate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if h, ok := helps[name]; ok {
+		fs.Usage = func() {
+			fmt.Fprintf(stderr, "Usage: %s\n\n%s\n", strings.TrimSpace(fs.Name()+" "+h.args), h.what)
+			n := 0
+			fs.VisitAll(func(*flag.Flag) { n++ })
+			if n > 0 {
+				fmt.Fprintln(stderr, "\nFlags:")
+				fs.PrintDefaults()
+			}
+		}
+	}
 	return fs
+}
+
+// helps is each command's synopsis and what it does, for COMMAND --help.
+var helps = map[string]struct{ args, what string }{
+	"serve":     {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check."},
+	"check":     {"--config FILE", "Check a config file as serve reads it, with no side effects (no key created, state_dir\nuntouched, no network). Prints every error, one file:line: key: problem a line, and\nexits 1; or warnings and a one-line summary of what would be served, and exits 0."},
+	"demo":      {"[flags]", "Run the gateway with three in-process demo nodes and no config, printing how to connect."},
+	"ca-pubkey": {"--config FILE", "Print the gateway's SSH user CA public key (creating it in state_dir if missing):\nput this line in each node's TrustedUserCAKeys file."},
+	"nodes":     {"[flags]", "List the nodes of a running gateway with their state, sessions, users and load."},
+	"sessions":  {"[--node N] [--user U] [flags]", "List the live sessions of a running gateway."},
+	"drain":     {"NODE [flags]", "Stop sending new users to NODE (before scale-in or maintenance). Users pinned to it\nmay still open sessions there; open sessions are never cut. Undo with poolgate undrain NODE."},
+	"undrain":   {"NODE [flags]", "Let NODE take new users again."},
+	"pin":       {"USER NODE [flags]", "Send USER's next sessions to NODE (open sessions stay where they are).\nA draining, down or unknown node is refused. Undo with poolgate unpin USER."},
+	"unpin":     {"USER [flags]", "Forget USER's pin: their next session is placed by load (or stays with\ntheir live sessions' node while they have any)."},
+	"version":   {"", "Print the version of this binary."},
 }
 
 func parse(fs *flag.FlagSet, args []string) int {
@@ -141,10 +175,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	cfg, err := app.LoadConfig(*configPath)
+	cfg, warnings, err := app.CheckConfigFile(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "poolgate serve:", err)
 		return 1
+	}
+	for _, w := range warnings {
+		log.Warn("config: " + warningLine(w))
 	}
 	setGCPercent(log)
 	gw, err := app.New(cfg, log)
