@@ -509,7 +509,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	if !strings.Contains(unit, "ExecStart=/usr/local/bin/poolgate serve --config /etc/poolgate/poolgate.yaml") {
 		t.Fatal("unexpected ExecStart")
 	}
-	for _, want := range []string{"ProtectSystem=strict", "StateDirectory=poolgate", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "User=poolgate", "NoNewPrivileges=yes"} {
+	for _, want := range []string{"ProtectSystem=strict", "StateDirectory=poolgate", "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_DAC_READ_SEARCH", "ProtectHome=read-only", "User=poolgate", "NoNewPrivileges=yes"} {
 		if !strings.Contains(unit, "\n"+want+"\n") {
 			t.Errorf("the unit lacks %s", want)
 		}
