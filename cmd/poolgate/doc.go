@@ -1,4 +1,4 @@
-// Command poolgate is a session-aware SSH and JupyterHub gateway for a
+// Command poolgate is a session-aware SSH, JupyterHub and RDP gateway for a
 // pool of interactive VMs (such as an Azure scale set of Data Science VMs):
 // it sends each new user to the least-loaded live VM and keeps them there,
 // in the terminal and the browser alike. Its subcommands run the gateway
