@@ -28,7 +28,7 @@ func TestRDPSectionParses(t *testing.T) {
 		t.Fatal("rdp is on by default")
 	}
 	for doc, want := range map[string]string{
-		"rdp:\n  proof_bytes: -1\n" + minimal:                             "p.yaml: rdp.proof_bytes: must not be negative",
+		"rdp:\n  proof_bytes: -1\n" + minimal:                             "p.yaml:2: rdp.proof_bytes: must not be negative",
 		"rdp:\n  lisen: x\n" + minimal:                                    "p.yaml:2: rdp.lisen: unknown key",
 		"discovery:\n  static:\n    - {name: n, ssh: 'h:22', rdp: 'h'}\n": "discovery.static[0].rdp:",
 	} {
