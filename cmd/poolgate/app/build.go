@@ -15,6 +15,7 @@ import (
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/identity"
 	"github.com/poolgate/poolgate/gateway/keyvault"
@@ -86,6 +87,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		return nil, err
 	}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(g.bal, g.bal))
+	g.frontM = gwmetrics.New(g.reg)
 	if err = g.buildIdentity(); err != nil {
 		return nil, err
 	}
@@ -160,7 +162,7 @@ func (g *Gateway) buildDiscovery(ao azure.Options) error {
 // front ends for listen and Run.
 func (g *Gateway) buildFrontEnds() error {
 	cfg := g.cfg
-	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg)}
+	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg, g.frontM)}
 	if g.identity != nil {
 		so.Identity = g.identity
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
@@ -38,6 +39,7 @@ type Gateway struct {
 	shared   *redisstate.Store // nil unless state.redis
 	identity *signIn           // nil unless identity.oidc.issuer
 	reg      *prometheus.Registry
+	frontM   *gwmetrics.Set // the front ends' shared families in reg
 
 	load        *load.Scraper // the nodes' exporters
 	loadTargets loadTargets
