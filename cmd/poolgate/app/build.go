@@ -201,7 +201,8 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return err
 	}
-	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users})
+	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users,
+		Metrics: g.frontM.Front(balancer.HTTP, gwmetrics.NoNode, gwmetrics.NodeUnreachable)})
 	if err != nil {
 		return fmt.Errorf("http.%w", err)
 	}
