@@ -96,9 +96,15 @@ type Server struct {
 	startedAt time.Time
 	metrics   http.Handler // nil: no /metrics
 	sess      sessions     // the dashboard's sign-in cookie
-	// listenHost and hosts are the names the API answers for (guard.go).
-	listenHost string
-	hosts      []string
+	// listenHost, metricsHost and hosts are the names the API and the
+	// metrics listener answer for (guard.go).
+	listenHost  string
+	metricsHost string
+	hosts       []string
+	// The metrics listener's token (empty: none) and certificate (nil:
+	// plain HTTP), metricslisten.go.
+	metricsTok  []byte
+	metricsCert *certFiles
 }
 
 // New reads the token files and returns the API.
@@ -106,6 +112,9 @@ func New(cfg Config, pool Pool, opts Options) (*Server, error) {
 	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		s.listenHost = strings.ToLower(host)
+	}
+	if host, _, err := net.SplitHostPort(cfg.MetricsListen); err == nil {
+		s.metricsHost = strings.ToLower(host)
 	}
 	for _, h := range cfg.Hosts {
 		s.hosts = append(s.hosts, strings.ToLower(strings.TrimSuffix(h, ".")))
@@ -122,6 +131,14 @@ func New(cfg Config, pool Pool, opts Options) (*Server, error) {
 	}
 	if s.readTok, err = readToken(cfg.ReadTokenFile); err != nil {
 		return nil, fmt.Errorf("read_token_file: %w", err)
+	}
+	if s.metricsTok, err = readToken(cfg.MetricsTokenFile); err != nil {
+		return nil, fmt.Errorf("metrics_token_file: %w", err)
+	}
+	if cfg.MetricsTLSCertFile != "" {
+		if s.metricsCert, err = loadCertFiles(cfg.MetricsTLSCertFile, cfg.MetricsTLSKeyFile, s.log); err != nil {
+			return nil, fmt.Errorf("metrics_tls_cert_file: %w", err)
+		}
 	}
 	return s, nil
 }

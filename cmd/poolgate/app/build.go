@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,13 @@ type Option func(*options)
 type options struct {
 	azure    azure.Options
 	keyVault keyvault.Options
+	version  string
+}
+
+// WithVersion names the binary's version in poolgate_build_info (the
+// default is "dev").
+func WithVersion(v string) Option {
+	return func(o *options) { o.version = v }
 }
 
 // WithAzure gives discovery.azure a credential, transport and retry
@@ -88,6 +96,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(g.bal, g.bal))
 	g.frontM = gwmetrics.New(g.reg)
+	g.reg.MustRegister(buildInfo(o.version))
 	if err = g.buildIdentity(); err != nil {
 		return nil, err
 	}
@@ -101,6 +110,21 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// buildInfo is poolgate_build_info: 1, labelled with the version and the
+// Go release it was built with, for joins in queries and dashboards.
+func buildInfo(version string) prometheus.Collector {
+	if version == "" {
+		version = "dev"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "poolgate_build_info",
+		Help:        "Always 1; its labels name the running poolgate's version and the Go release that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // openSharedState connects to Redis when state.redis is set. Redis that
