@@ -91,7 +91,7 @@ func (c Config) validateMetrics() error {
 	if err := netx.CheckListenAddr(c.MetricsListen); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
-	if c.MetricsListen == c.Listen {
+	if _, port, _ := net.SplitHostPort(c.MetricsListen); c.MetricsListen == c.Listen && port != "0" {
 		return fmt.Errorf("metrics_listen: %s is admin.listen's address; give the metrics listener a port of its own (e.g. 127.0.0.1:9469)", c.MetricsListen)
 	}
 	if host, _, _ := net.SplitHostPort(c.MetricsListen); !IsLoopback(host) && c.MetricsTokenFile == "" {

@@ -218,6 +218,12 @@ func (g *Gateway) buildFrontEnds() error {
 	}
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
 	g.addFrontEnd(frontEnd{name: "admin", addr: cfg.Admin.Listen, srv: adminServer{adminSrv, g.log}, closed: http.ErrServerClosed, closeLast: true})
+	if cfg.Admin.MetricsListen != "" {
+		// Read-only, for Prometheus; it stays up through the drain, as the
+		// admin API does.
+		msrv := &http.Server{Handler: api.MetricsHandler(), TLSConfig: api.MetricsTLSConfig(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
+		g.addFrontEnd(frontEnd{name: "metrics", key: "admin.metrics_listen", addr: cfg.Admin.MetricsListen, srv: metricsServer{msrv, g.log}, closed: http.ErrServerClosed, closeLast: true})
+	}
 	if !cfg.HTTP.Enabled() {
 		return nil
 	}

@@ -103,6 +103,10 @@ func (g *Gateway) SSHAddr() string { return g.listenAddr("ssh") }
 // AdminAddr is the address the admin API listens on.
 func (g *Gateway) AdminAddr() string { return g.listenAddr("admin") }
 
+// MetricsAddr is the address admin.metrics_listen is bound to, "" when it
+// is off.
+func (g *Gateway) MetricsAddr() string { return g.listenAddr("metrics") }
+
 // Balancer gives access to the routing state (for ops views and tests).
 func (g *Gateway) Balancer() *balancer.Balancer { return g.bal }
 
