@@ -226,8 +226,8 @@ func TestCheckerCountsResults(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	testutil.Eventually(t, 10*time.Second, "two ok probe results", func() bool { return promtest.ToFloat64(v.WithLabelValues("n1", "ok")) >= 2 })
-	if ok, fail := promtest.ToFloat64(v.WithLabelValues("n1", "ok")), promtest.ToFloat64(v.WithLabelValues("n1", "fail")); ok < 2 || fail != 1 {
+	testutil.Eventually(t, 10*time.Second, "two ok probe results", func() bool { return promtest.ToFloat64(v.WithLabelValues("ssh", "n1", "ok")) >= 2 })
+	if ok, fail := promtest.ToFloat64(v.WithLabelValues("ssh", "n1", "ok")), promtest.ToFloat64(v.WithLabelValues("ssh", "n1", "fail")); ok < 2 || fail != 1 {
 		t.Fatalf("results ok %v fail %v, want at least 2 and exactly 1", ok, fail)
 	}
 	c.SetNodes(nil) // n1 leaves the pool: its series go
@@ -235,6 +235,52 @@ func TestCheckerCountsResults(t *testing.T) {
 	<-done
 	if n := promtest.CollectAndCount(v); n != 0 {
 		t.Fatalf("%d series left after the node left", n)
+	}
+}
+
+// TestCheckersShareOneFamily: the SSH, hub and RDP checkers count into
+// poolgate_health_checks_total with their check label, and a node that
+// leaves one checker keeps its series of the others.
+func TestCheckersShareOneFamily(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ok := func(context.Context, balancer.Node) error { return nil }
+	fail := func(context.Context, balancer.Node) error { return errors.New("refused") }
+	cfg := HealthConfig{Interval: 10 * time.Millisecond}
+	ssh := NewChecker(cfg, &recorder{}, CheckerOptions{Probe: ok, Metrics: reg})
+	hub := NewHTTPChecker(cfg, &recorder{}, CheckerOptions{Probe: fail, Metrics: reg})
+	rdp := NewRDPChecker(cfg, &recorder{}, CheckerOptions{Probe: ok, Metrics: reg})
+	nodes := []balancer.Node{{Name: "n1", SSH: "127.0.0.1:1", HTTP: "127.0.0.1:2", RDP: "127.0.0.1:3"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, c := range []*Checker{ssh, hub, rdp} {
+		c.SetNodes(nodes)
+		wg.Go(func() { c.Run(ctx) })
+	}
+	want := []struct{ check, result string }{{"ssh", "ok"}, {"hub", "fail"}, {"rdp", "ok"}}
+	testutil.Eventually(t, 10*time.Second, "a result of every check", func() bool {
+		for _, w := range want {
+			if v, found := testutil.LookupMetric(t, reg, "poolgate_health_checks_total", "check", w.check, "node", "n1", "result", w.result); !found || v < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	hub.SetNodes(nil)
+	cancel()
+	wg.Wait()
+	if _, found := testutil.LookupMetric(t, reg, "poolgate_health_checks_total", "check", "hub"); found {
+		t.Error("the hub check's series stayed after the node left it")
+	}
+	for _, check := range []string{"ssh", "rdp"} {
+		if _, found := testutil.LookupMetric(t, reg, "poolgate_health_checks_total", "check", check, "node", "n1"); !found {
+			t.Errorf("the %s check's series went with the hub check's", check)
+		}
+	}
+	fams, _ := reg.Gather()
+	for _, f := range fams {
+		if f.GetName() != "poolgate_health_checks_total" {
+			t.Errorf("checkers registered %s", f.GetName())
+		}
 	}
 }
 

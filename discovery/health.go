@@ -194,7 +194,8 @@ type Checker struct {
 	to    StatusSetter
 	log   *zap.Logger
 
-	results *prometheus.CounterVec // by node and result; nil: not counted
+	results *prometheus.CounterVec // by check, node and result; nil: not counted
+	check   string                 // its check label
 	proto   balancer.Protocol      // which of the nodes' services it probes
 
 	// mu protects ctx and targets.
@@ -217,11 +218,11 @@ type CheckerOptions struct {
 	Probe Probe
 	// Logger receives state changes; nil means none.
 	Logger *zap.Logger
-	// Metrics, if set, is where the checker registers its counter of
-	// probe results, labelled node and result ("ok" or "fail"):
-	// poolgate_health_checks_total for the SSH checks,
-	// poolgate_hub_health_checks_total for the hub checks. A node's
-	// series are deleted when it leaves the pool. Nil means not counted.
+	// Metrics, if set, is where the checker counts its probe results in
+	// poolgate_health_checks_total{check,node,result}: check "ssh", "hub"
+	// or "rdp" (one family that every checker on the registry shares),
+	// result "ok" or "fail". A node's series of this check are deleted
+	// when it leaves the pool. Nil means not counted.
 	Metrics prometheus.Registerer
 }
 
@@ -250,30 +251,34 @@ func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, proto ba
 	}
 	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, proto: proto, targets: map[string]*target{}}
 	if opts.Metrics != nil {
-		c.results = registerResults(opts.Metrics, proto)
+		c.results, c.check = registerResults(opts.Metrics, proto), checkNames[proto]
 	}
 	return c
 }
 
-// registerResults registers the probe-result counter of the SSH or hub
-// checks in reg, or returns the one already there.
+// checkNames are the values of the check label of
+// poolgate_health_checks_total, by the protocol a checker probes.
+var checkNames = map[balancer.Protocol]string{balancer.SSH: "ssh", balancer.HTTP: "hub", balancer.RDP: "rdp"}
+
+// registerResults returns the probe-result counter of a checker of
+// proto: poolgate_health_checks_total, one family for every checker,
+// registered in reg by the first and shared by the others. (Not curried
+// with the check: DeletePartialMatch ignores curried labels.)
 func registerResults(reg prometheus.Registerer, proto balancer.Protocol) *prometheus.CounterVec {
-	opts := prometheus.CounterOpts{Name: "poolgate_health_checks_total", Help: "Node health probes, by node and result (ok or fail)."}
-	switch proto {
-	case balancer.HTTP:
-		opts = prometheus.CounterOpts{Name: "poolgate_hub_health_checks_total", Help: "JupyterHub /hub/health probes, by node and result (ok or fail)."}
-	case balancer.RDP:
-		opts = prometheus.CounterOpts{Name: "poolgate_rdp_health_checks_total", Help: "RDP Connection Request probes, by node and result (ok or fail)."}
-	}
-	v := prometheus.NewCounterVec(opts, []string{"node", "result"})
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "poolgate_health_checks_total",
+		Help: "Node health probes, by check (ssh: the sshd banner, hub: JupyterHub /hub/health, rdp: an RDP Connection Request), node and result (ok or fail).",
+	}, []string{"check", "node", "result"})
 	if err := reg.Register(v); err != nil {
 		var are prometheus.AlreadyRegisteredError
+		existing, ok := v, false
 		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
+			existing, ok = are.ExistingCollector.(*prometheus.CounterVec)
 		}
-		panic(fmt.Sprintf("discovery: registering %s: %v", opts.Name, err))
+		if !ok {
+			panic(fmt.Sprintf("discovery: registering poolgate_health_checks_total: %v", err))
+		}
+		v = existing
 	}
 	return v
 }
@@ -297,7 +302,7 @@ func (c *Checker) SetNodes(nodes []balancer.Node) {
 			}
 			delete(c.targets, name)
 			if c.results != nil && !ok {
-				c.results.DeletePartialMatch(prometheus.Labels{"node": name})
+				c.results.DeletePartialMatch(prometheus.Labels{"check": c.check, "node": name})
 			}
 		}
 	}
@@ -364,7 +369,7 @@ func (c *Checker) loop(ctx context.Context, n balancer.Node) {
 			if !ok {
 				result = "fail"
 			}
-			c.results.WithLabelValues(n.Name, result).Inc()
+			c.results.WithLabelValues(c.check, n.Name, result).Inc()
 		}
 		if !known || ok == up {
 			streak = 0

@@ -12,8 +12,8 @@ import (
 
 // NewRDPChecker returns a checker of the nodes' RDP servers: it probes
 // only nodes with an RDP address and reports to to (the balancer) for
-// balancer.RDP. Its probe-result counter
-// is poolgate_rdp_health_checks_total.
+// balancer.RDP. Its probe results are
+// poolgate_health_checks_total{check="rdp"}.
 func NewRDPChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions) *Checker {
 	if opts.Probe == nil {
 		opts.Probe = RDPProbe(&net.Dialer{})

@@ -414,7 +414,7 @@ func TestAttackOneUserCannotSpendTheSignatures(t *testing.T) {
 	const (
 		signed  = `poolgate_ca_signatures_total{result="ok"}`
 		reused  = `poolgate_ca_signatures_reused_total`
-		limited = `poolgate_ssh_auth_failures_total{reason="signature_limit"}`
+		limited = `poolgate_login_refusals_total{protocol="ssh",reason="signature_limit"}`
 	)
 	before := map[string]float64{signed: p.metric(signed), reused: p.metric(reused), limited: p.metric(limited)}
 	delta := func(name string) float64 { return p.metric(name) - before[name] }

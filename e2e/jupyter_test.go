@@ -260,7 +260,7 @@ func TestJupyterHubThroughGateway(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, n := range p.nodes {
-			if !strings.Contains(string(metrics), `poolgate_hub_health_checks_total{node="`+n.name+`",result="ok"}`) {
+			if !strings.Contains(string(metrics), `poolgate_health_checks_total{check="hub",node="`+n.name+`",result="ok"}`) {
 				t.Fatalf("no ok /hub/health checks counted for %s", n.name)
 			}
 		}

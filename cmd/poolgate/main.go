@@ -184,7 +184,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Warn("config: " + warningLine(w))
 	}
 	setGCPercent(log)
-	gw, err := app.New(cfg, log)
+	gw, err := app.New(cfg, log, app.WithVersion(version))
 	if err != nil {
 		fmt.Fprintf(stderr, "poolgate serve: %s: %v\n", *configPath, err)
 		return 1

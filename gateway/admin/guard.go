@@ -54,7 +54,7 @@ func (s *Server) hostAllowed(hostport string) bool {
 		return true
 	case host == "localhost" || strings.HasSuffix(host, ".localhost"):
 		return true
-	case host == s.listenHost:
+	case host == s.listenHost, host == s.metricsHost && host != "":
 		return true
 	}
 	for _, h := range s.hosts {

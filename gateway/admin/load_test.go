@@ -68,12 +68,13 @@ func TestAPIShowsLoad(t *testing.T) {
 	}
 
 	_, text := scrape(t, s, "")
-	for _, line := range []string{`poolgate_node_load{node="node-1",resource="cpu"} 0.42`, `poolgate_node_load{node="node-1",resource="memory"} 0.61`, `poolgate_node_sessions{node="node-1",protocol="rdp"} 0`} {
+	for _, line := range []string{`poolgate_node_load1_per_cpu{node="node-1"} 0.42`, `poolgate_node_memory_used_ratio{node="node-1"} 0.61`, `poolgate_node_sessions{node="node-1",protocol="rdp"} 0`} {
 		if !strings.Contains(text, line) {
 			t.Fatalf("/metrics lacks %s:\n%s", line, text)
 		}
 	}
-	if strings.Contains(text, `resource="gpu"`) || strings.Contains(text, `poolgate_node_load{node="node-2"`) {
+	if strings.Contains(text, `poolgate_node_gpu_utilization_ratio{`) || strings.Contains(text, `poolgate_node_gpu_memory_used_ratio{`) ||
+		strings.Contains(text, `{node="node-2"} 0.`) || strings.Contains(text, `poolgate_node_load_timestamp_seconds{node="node-2"}`) {
 		t.Fatalf("/metrics exports figures that were not measured:\n%s", text)
 	}
 }

@@ -30,7 +30,12 @@ var (
 	descStarted  = prometheus.NewDesc("poolgate_sessions_started_total", "Sessions started, by protocol.", []string{"protocol"}, nil)
 	descEnded    = prometheus.NewDesc("poolgate_sessions_ended_total", "Sessions ended, by protocol.", []string{"protocol"}, nil)
 	descDegraded = prometheus.NewDesc("poolgate_shared_state_degraded", "1 while the shared state (Redis) does not answer and this gateway routes from its own view.", nil, nil)
-	descLoad     = prometheus.NewDesc("poolgate_node_load", "A node's measured load, from its exporters: resource cpu is the run queue per CPU (load1 / CPUs; it can exceed 1), memory, gpu and gpu_memory the fractions in use. Absent when not measured or stale.", []string{"node", "resource"}, nil)
+	// A node's measured load, from its exporters; each is absent when not
+	// measured or stale.
+	descLoadCPU  = prometheus.NewDesc("poolgate_node_load1_per_cpu", "A node's run queue per CPU: its 1-minute load average divided by its CPUs (it can exceed 1). Absent when not measured or stale.", []string{"node"}, nil)
+	descLoadMem  = prometheus.NewDesc("poolgate_node_memory_used_ratio", "The fraction of a node's memory in use, from node_exporter's MemAvailable and MemTotal. Absent when not measured or stale.", []string{"node"}, nil)
+	descLoadGPU  = prometheus.NewDesc("poolgate_node_gpu_utilization_ratio", "The utilisation (0-1) of a node's least-used GPU, from dcgm-exporter. Absent when not measured or stale.", []string{"node"}, nil)
+	descLoadGMem = prometheus.NewDesc("poolgate_node_gpu_memory_used_ratio", "The fraction of GPU memory in use on that same least-used GPU, from dcgm-exporter. Absent when not measured or stale.", []string{"node"}, nil)
 	descLoadAge  = prometheus.NewDesc("poolgate_node_load_timestamp_seconds", "When a node's load figures were taken (Unix time).", []string{"node"}, nil)
 )
 
@@ -40,7 +45,7 @@ func NewCollector(pool Pool, counts Counts) prometheus.Collector {
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded, descDegraded, descLoad, descLoadAge} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descUsers, descPinned, descChanged, descStarted, descEnded, descDegraded, descLoadCPU, descLoadMem, descLoadGPU, descLoadGMem, descLoadAge} {
 		ch <- d
 	}
 }
@@ -54,11 +59,11 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLoadAge, prometheus.GaugeValue, float64(n.Load.At.UnixNano())/1e9, n.Name)
 			if !n.LoadStale {
 				for _, r := range []struct {
-					name string
+					desc *prometheus.Desc
 					v    float64
-				}{{"cpu", n.Load.CPU}, {"memory", n.Load.Memory}, {"gpu", n.Load.GPU}, {"gpu_memory", n.Load.GPUMemory}} {
+				}{{descLoadCPU, n.Load.CPU}, {descLoadMem, n.Load.Memory}, {descLoadGPU, n.Load.GPU}, {descLoadGMem, n.Load.GPUMemory}} {
 					if f := figure(r.v); f != nil {
-						ch <- prometheus.MustNewConstMetric(descLoad, prometheus.GaugeValue, *f, n.Name, r.name)
+						ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, *f, n.Name)
 					}
 				}
 			}

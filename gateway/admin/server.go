@@ -98,9 +98,14 @@ type Server struct {
 	metrics   http.Handler // nil: no /metrics
 	sess      sessions     // the dashboard's sign-in cookie
 	cfg       Config       // as started
-	// listenHost and hosts are the names the API answers for (guard.go).
-	listenHost string
-	hosts      []string
+	// listenHost, metricsHost and hosts are the names the API and the
+	// metrics listener answer for (guard.go).
+	listenHost  string
+	metricsHost string
+	hosts       []string
+	// The metrics listener's certificate (nil: plain HTTP),
+	// metricslisten.go; its token is in tok.
+	metricsCert *certFiles
 }
 
 // New reads the token files and returns the API.
@@ -108,6 +113,9 @@ func New(cfg Config, pool Pool, opts Options) (*Server, error) {
 	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		s.listenHost = strings.ToLower(host)
+	}
+	if host, _, err := net.SplitHostPort(cfg.MetricsListen); err == nil {
+		s.metricsHost = strings.ToLower(host)
 	}
 	for _, h := range cfg.Hosts {
 		s.hosts = append(s.hosts, strings.ToLower(strings.TrimSuffix(h, ".")))
@@ -124,12 +132,18 @@ func New(cfg Config, pool Pool, opts Options) (*Server, error) {
 	}
 	s.tok.Store(t)
 	s.cfg = cfg
+	if cfg.MetricsTLSCertFile != "" {
+		if s.metricsCert, err = loadCertFiles(cfg.MetricsTLSCertFile, cfg.MetricsTLSKeyFile, s.log); err != nil {
+			return nil, fmt.Errorf("metrics_tls_cert_file: %w", err)
+		}
+	}
 	return s, nil
 }
 
 // tokens are the API's tokens: write (token_file; empty: none required)
-// and read-only (read_token_file).
-type tokens struct{ write, read []byte }
+// and read-only (read_token_file), and the metrics listener's
+// (metrics_token_file; empty: none).
+type tokens struct{ write, read, metrics []byte }
 
 func readTokens(cfg Config) (*tokens, error) {
 	var t tokens
@@ -139,6 +153,9 @@ func readTokens(cfg Config) (*tokens, error) {
 	}
 	if t.read, err = readToken(cfg.ReadTokenFile); err != nil {
 		return nil, fmt.Errorf("read_token_file: %w", err)
+	}
+	if t.metrics, err = readToken(cfg.MetricsTokenFile); err != nil {
+		return nil, fmt.Errorf("metrics_token_file: %w", err)
 	}
 	return &t, nil
 }
@@ -157,6 +174,9 @@ func (s *Server) SetConfig(cfg Config) (needRestart []string, err error) {
 	}
 	if !slices.Equal(cfg.Hosts, s.cfg.Hosts) {
 		needRestart = append(needRestart, "hosts")
+	}
+	if cfg.MetricsListen != s.cfg.MetricsListen || cfg.MetricsTLSCertFile != s.cfg.MetricsTLSCertFile || cfg.MetricsTLSKeyFile != s.cfg.MetricsTLSKeyFile {
+		needRestart = append(needRestart, "metrics_listen")
 	}
 	s.tok.Store(t)
 	return needRestart, nil

@@ -28,5 +28,6 @@
 // the page's cookies are taken out of every request passed to a hub.
 //
 // It takes the balancer through the [Balancer] interface it declares, and
-// everything else it needs through [Options].
+// everything else it needs through [Options] (its metrics in the front
+// ends' shared families of gateway/gwmetrics).
 package httpgw

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -149,6 +150,12 @@ func newEnvWith(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Bala
 // newEnvOpts is newEnvWith with the users' page users (nil: off).
 func newEnvOpts(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Balancer) Balancer, users *UserPage) *env {
 	t.Helper()
+	return newEnvMetrics(t, cfg, tlsHubs, wrap, users, nil)
+}
+
+// newEnvMetrics is newEnvOpts recording into m.
+func newEnvMetrics(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Balancer) Balancer, users *UserPage, m *gwmetrics.Front) *env {
+	t.Helper()
 	e := &env{t: t, bal: balancer.New(balancer.Config{}, balancer.Options{})}
 	var nodes []balancer.Node
 	for i := 1; i <= 3; i++ {
@@ -174,7 +181,7 @@ func newEnvOpts(t *testing.T, cfg Config, tlsHubs bool, wrap func(*balancer.Bala
 	if wrap != nil {
 		bal = wrap(e.bal)
 	}
-	gw, err := New(cfg, bal, Options{StateDir: t.TempDir(), Logger: zap.New(core), CertCheckInterval: 20 * time.Millisecond, Users: users})
+	gw, err := New(cfg, bal, Options{StateDir: t.TempDir(), Logger: zap.New(core), CertCheckInterval: 20 * time.Millisecond, Users: users, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 )
 
 // Options are the server's collaborators beyond its config.
@@ -42,6 +43,12 @@ type Options struct {
 	// or a nil SignIn: those paths answer 404. Either way they never
 	// reach a hub.
 	Users *UserPage
+	// Metrics, if set, records the HTTP front end's part of the shared
+	// families (gateway/gwmetrics): answers by status code, the time to
+	// choose a node, bytes relayed to and from hubs (bodies and
+	// WebSocket traffic) and requests no node could take. Nil records
+	// nothing.
+	Metrics *gwmetrics.Front
 }
 
 // Balancer is what the HTTP gateway needs from the balancer.
@@ -106,8 +113,9 @@ type Server struct {
 	tlsConfig *tls.Config
 	certEvery time.Duration
 	srv       *http.Server
-	hsts      string    // Strict-Transport-Security value; "" sends none
-	page      *userPage // nil: the users' page is off
+	hsts      string           // Strict-Transport-Security value; "" sends none
+	page      *userPage        // nil: the users' page is off
+	metrics   *gwmetrics.Front // nil: none
 	// private are the gateway's own cookies, taken out of requests
 	// before they reach a hub.
 	private []string
@@ -125,7 +133,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, stateDir: opts.StateDir, bal: bal, starter: opts.Starter, log: opts.Logger, now: opts.Now, certEvery: opts.CertCheckInterval}
+	s := &Server{cfg: cfg, stateDir: opts.StateDir, bal: bal, starter: opts.Starter, log: opts.Logger, now: opts.Now, certEvery: opts.CertCheckInterval, metrics: opts.Metrics}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -336,7 +344,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.handlers.Done()
 	start := s.now()
 	st := &reqState{client: r.RemoteAddr}
-	defer func() { s.accessLog(r, st, start) }()
+	cw := &countingWriter{ResponseWriter: w, m: s.metrics}
+	w = cw
+	defer func() { s.answered(cw, st); s.accessLog(r, st, start) }()
 	if s.hsts != "" {
 		w.Header().Set("Strict-Transport-Security", s.hsts)
 	}
@@ -386,6 +396,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// comes only once the node's answer proves the user (modifyResponse).
 	var node balancer.Node
 	ok := false
+	picking := time.Now()
 	if user != "" {
 		if node, ok = s.track.nodeOf(user); !ok {
 			node, ok = s.bal.Pinned(user, balancer.HTTP)
@@ -398,14 +409,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		node, err = s.bal.Route(balancer.HTTP, prefer)
 		if err != nil {
+			s.metrics.Picked(time.Since(picking).Seconds())
+			s.metrics.Refused(gwmetrics.NoNode)
 			// Only a browser the gateway saw proven (its signed cookie
 			// names a user) may wake a node: scanners must not.
 			s.unavailable(w, st, "", st.affOK && st.aff.User != "")
 			return
 		}
 	}
+	s.metrics.Picked(time.Since(picking).Seconds())
 	st.node = node
 	s.stripPrivateCookies(r)
+	cw.relay = true
+	if s.metrics != nil && r.Body != nil && r.Body != http.NoBody {
+		r.Body = countingBody{r.Body, s.metrics}
+	}
 	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
@@ -511,6 +529,10 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		// Not even a connection: the hub is gone, and its users move on
 		// their next request (a slow hub that answered late is not).
 		s.bal.NodeFailed(st.node.Name, balancer.HTTP)
+	}
+	s.metrics.Refused(gwmetrics.NodeUnreachable)
+	if cw, ok := w.(*countingWriter); ok {
+		cw.relay = false // the gateway's own page
 	}
 	s.unavailable(w, st, st.node.Name, false)
 }

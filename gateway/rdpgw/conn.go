@@ -13,13 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // Directions of a relayed connection.
 const (
-	toNode   = 0
-	toClient = 1
+	toNode   = gwmetrics.ToNode
+	toClient = gwmetrics.ToClient
 )
 
 // conn is one relayed RDP connection.
@@ -53,6 +54,7 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 	_ = nc.SetReadDeadline(time.Time{})
 
 	user, truncated := cr.User()
+	picking := time.Now()
 	prefer := ""
 	if user != "" {
 		user, prefer = s.bal.PinnedUser(user, truncated, balancer.RDP)
@@ -61,7 +63,9 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 		log = log.With(zap.String("user", user))
 	}
 	node, err := s.bal.Route(balancer.RDP, prefer)
+	s.m.Picked(time.Since(picking).Seconds())
 	if err != nil {
+		s.m.Refused(gwmetrics.NoNode)
 		log.Warn("rdp connection refused: no node can take it", zap.Error(err))
 		return
 	}
@@ -70,6 +74,7 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 	upstream, err := s.dial(ctx, "tcp", node.RDP)
 	cancel()
 	if err != nil {
+		s.m.Refused(gwmetrics.NodeUnreachable)
 		log.Warn("rdp connection dropped: node unreachable", zap.String("addr", node.RDP), zap.Error(err))
 		return
 	}
@@ -78,7 +83,9 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 		return
 	}
 	defer s.front.Untrack(upstream)
-	if _, err := upstream.Write(cr.Raw); err != nil {
+	n, err := upstream.Write(cr.Raw)
+	s.m.Relayed(gwmetrics.ToNode, n)
+	if err != nil {
 		log.Warn("rdp connection dropped: writing to the node failed", zap.Error(err))
 		return
 	}
@@ -207,6 +214,7 @@ func (c *conn) copy(dir int, dst, src net.Conn) {
 				return
 			}
 			c.bytes[dir].Add(int64(n))
+			c.s.m.Relayed(dir, n)
 			c.last[dir].Store(time.Now().UnixNano())
 			select {
 			case c.activity <- struct{}{}:

@@ -54,6 +54,7 @@
 // pools should require NLA (the Windows default), as xrdp cannot.
 //
 // The package takes the balancer through the [Balancer] interface it
-// declares, imports balancer for its types and internal/username for the
-// rule on user names, and never imports discovery.
+// declares, imports balancer for its types, internal/username for the
+// rule on user names and gateway/gwmetrics for the front ends' shared
+// metric families, and never imports discovery.
 package rdpgw

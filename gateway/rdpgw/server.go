@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/internal/netx"
 )
 
@@ -36,6 +37,11 @@ type Options struct {
 	Logger *zap.Logger
 	// Dial connects to a node; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Metrics, if set, records the RDP front end's part of the shared
+	// families (gateway/gwmetrics): the time to choose a node, relayed
+	// bytes and the connections no node (or no pre-auth slot) could take.
+	// Nil records nothing.
+	Metrics *gwmetrics.Front
 }
 
 // Server is the RDP gateway. Create it with New, run it with Serve, stop
@@ -45,6 +51,7 @@ type Server struct {
 	bal  Balancer
 	log  *zap.Logger
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	m    *gwmetrics.Front // nil: no metrics
 
 	// front accepts, holds the slots of connections not yet proven
 	// (unproven) and tracks both legs of every connection.
@@ -85,7 +92,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		dial = (&net.Dialer{}).DialContext
 	}
 	s := &Server{
-		cfg: cfg, bal: bal, log: log, dial: dial,
+		cfg: cfg, bal: bal, log: log, dial: dial, m: opts.Metrics,
 		unproven: &netx.Slots{Max: cfg.MaxUnproven, PerAddress: cfg.MaxUnprovenPerAddress},
 	}
 	s.front = &netx.Server{Name: "rdp", Logger: log, Slots: s.unproven, Refused: s.refuse, Handler: s.handle}
@@ -108,6 +115,7 @@ func (s *Server) refuse(nc net.Conn, _ string, err error) {
 	if errors.Is(err, netx.ErrAddressSlotsFull) {
 		why = fmt.Sprintf("too many unproven connections from this address (max_unproven_per_address %d)", s.cfg.MaxUnprovenPerAddress)
 	}
+	s.m.Refused(gwmetrics.TooManyUnauthentic)
 	s.log.Info("rdp connection refused", zap.String("client", nc.RemoteAddr().String()), zap.String("reason", why))
 }
 

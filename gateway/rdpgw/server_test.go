@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/internal/testutil"
 )
 
@@ -67,6 +70,7 @@ func (n *fakeNode) got() [][]byte {
 
 // pool is a balancer over fake nodes n1, n2, … and an RDP gateway.
 type pool struct {
+	reg   *prometheus.Registry // the gateway's metrics
 	bal   *balancer.Balancer
 	srv   *Server
 	addr  string
@@ -88,7 +92,8 @@ func newPool(t *testing.T, cfg Config, nodes ...*fakeNode) *pool {
 	if cfg.ProofTime == 0 {
 		cfg.ProofTime = 20 * time.Millisecond
 	}
-	srv, err := New(cfg, p.bal, Options{})
+	p.reg = prometheus.NewRegistry()
+	srv, err := New(cfg, p.bal, Options{Metrics: gwmetrics.New(p.reg).Front(balancer.RDP)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,6 +420,56 @@ func TestNoNodeForRDP(t *testing.T) {
 	if len(n1.got()) != 0 {
 		t.Fatal("routed to a node whose RDP is down")
 	}
+}
+
+// The RDP front end records picks, relayed bytes both ways and the
+// connections no node could take in the families SSH and HTTP share.
+func TestMetricsOfRDP(t *testing.T) {
+	n1 := newFakeNode(t, true)
+	p := newPool(t, Config{}, n1)
+	val := func(name string, labels ...string) float64 {
+		t.Helper()
+		return testutil.MetricValue(t, p.reg, name, labels...)
+	}
+	pkt := BuildConnectionRequest("Cookie: mstshash=alice", 3)
+	c := p.dial(t, pkt)
+	talk(c)
+	c.Close()
+	testutil.Eventually(t, 5*time.Second, "the relay's bytes counted", func() bool {
+		return val("poolgate_relayed_bytes_total", "protocol", "rdp", "direction", "to_node") >= float64(len(pkt)+1) &&
+			val("poolgate_relayed_bytes_total", "protocol", "rdp", "direction", "to_client") >= float64(len(confirm)+n1.big)
+	})
+	if got := val("poolgate_pick_duration_seconds", "protocol", "rdp"); got != 1 {
+		t.Errorf("pick histogram: %v observations, want 1", got)
+	}
+
+	p.bal.SetHealth("n1", balancer.RDP, false, "refused")
+	refused := func(reason string) {
+		t.Helper()
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write(BuildConnectionRequest("Cookie: mstshash=dave", 3))
+		_, _ = c.Read(make([]byte, 1))
+		testutil.Eventually(t, 5*time.Second, reason+" counted", func() bool {
+			return val("poolgate_login_refusals_total", "protocol", "rdp", "reason", reason) == 1
+		})
+	}
+	refused("no_node")
+
+	// A node whose RDP port takes no connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := ln.Addr().String()
+	ln.Close()
+	p.bal.SetNodes([]balancer.Node{{Name: "n1", SSH: "127.0.0.1:1", RDP: gone}})
+	p.bal.SetHealth("n1", balancer.SSH, true, "ok")
+	p.bal.SetHealth("n1", balancer.RDP, true, "ok")
+	refused("node_unreachable")
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/gateway/keyvault/keyvaulttest"
+	pgtestutil "github.com/poolgate/poolgate/internal/testutil"
 )
 
 // countingCA counts the signatures of a CA.
@@ -208,13 +209,15 @@ func TestCertIssuerStaysBounded(t *testing.T) {
 func kvMetricsGW(t *testing.T, adjust func(*Config)) (v *keyvaulttest.Vault, g *testGW, m *Metrics, keys string) {
 	t.Helper()
 	v, ca := kvCA(t)
-	m = NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	m = NewMetrics(reg, nil)
 	g = startTestGW(t, testGWOptions{ca: ca, metrics: m, adjust: func(c *Config) {
 		keys = c.AuthorizedKeys.Path("alice")
 		if adjust != nil {
 			adjust(c)
 		}
 	}})
+	g.reg = reg
 	return v, g, m, keys
 }
 
@@ -269,7 +272,7 @@ func TestKeyVaultRepeatedLoginsReuseTheCertificate(t *testing.T) {
 }
 
 func TestSignatureLimitTellsTheUser(t *testing.T) {
-	v, g, m, keys := kvMetricsGW(t, func(c *Config) { c.SignaturesPerUserPerMinute = 1 })
+	v, g, _, keys := kvMetricsGW(t, func(c *Config) { c.SignaturesPerUserPerMinute = 1 })
 	if banner, err := login(t, g, "alice"); err != nil {
 		t.Fatalf("first login: %v (banner %q)", err, banner)
 	}
@@ -288,8 +291,8 @@ func TestSignatureLimitTellsTheUser(t *testing.T) {
 	if n := g.bal.UserSessions("alice"); n != 0 {
 		t.Errorf("a refused login left %d sessions", n)
 	}
-	if got := testutil.ToFloat64(m.authFailures.WithLabelValues("signature_limit")); got != 1 {
-		t.Errorf(`poolgate_ssh_auth_failures_total{reason="signature_limit"} = %v, want 1`, got)
+	if got := pgtestutil.MetricValue(t, g.reg, "poolgate_login_refusals_total", "protocol", "ssh", "reason", "signature_limit"); got != 1 {
+		t.Errorf(`poolgate_login_refusals_total{protocol="ssh",reason="signature_limit"} = %v, want 1`, got)
 	}
 	// The certificate already signed is still reused.
 	if banner, err := login(t, g, "alice"); err != nil {

@@ -618,7 +618,7 @@ func (c *clientConn) authLog(meta ssh.ConnMetadata, method string, err error) {
 	if err == nil || method == "none" {
 		return
 	}
-	c.s.metrics.authFailed(failureReason(method, err))
+	c.s.metrics.authFailed(method, failureReason(method, err))
 	// Passwords are what gets guessed; unmatched key offers are routine
 	// (an agent offers every key it holds) and are not counted.
 	if method == "password" || method == "keyboard-interactive" {

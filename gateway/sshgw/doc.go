@@ -52,6 +52,7 @@
 // the CA in Key Vault every signature spends the vault's shared budget.
 //
 // sshgw imports balancer for its types, internal/username for the rule
-// on user names and gateway/keyvault for its error sentinels (to count
-// throttling), and never imports discovery.
+// on user names, gateway/keyvault for its error sentinels (to count
+// throttling) and gateway/gwmetrics for the front ends' shared metric
+// families, and never imports discovery.
 package sshgw

@@ -7,30 +7,35 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 )
 
-// Metrics are the SSH gateway's Prometheus instruments. A nil *Metrics
-// records nothing.
+// Metrics are the SSH gateway's Prometheus instruments: its part of the
+// front ends' shared families (gateway/gwmetrics: picks, relayed bytes,
+// refusals, auth failures) and the user CA's own counters. A nil
+// *Metrics records nothing.
 type Metrics struct {
-	authFailures *prometheus.CounterVec // by reason
-	signatures   *prometheus.CounterVec // user CA signatures, by result
-	reused       prometheus.Counter     // node-leg certificates reused instead of signed
-	bytes        [2]prometheus.Counter  // to the node, to the client
-	pick         prometheus.Histogram
+	front      *gwmetrics.Front
+	signatures *prometheus.CounterVec // user CA signatures, by result
+	reused     prometheus.Counter     // node-leg certificates reused instead of signed
 }
 
-// NewMetrics creates the instruments and registers them with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "poolgate_ssh_auth_failures_total",
-			Help: "Failed SSH authentication attempts and refused logins, by reason.",
-		}, []string{"reason"}),
-		pick: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "poolgate_pick_duration_seconds",
-			Help:    "Time to choose a node and take a session lease.",
-			Buckets: []float64{1e-6, 5e-6, 25e-6, 1e-4, 5e-4, 2.5e-3, 0.01, 0.05},
-		}),
+// refusalReasons are the failures that say the pool could not take the
+// login (poolgate_login_refusals_total); every other reason is the user's
+// credentials (poolgate_auth_failures_total).
+var refusalReasons = []string{gwmetrics.NoNode, gwmetrics.NodeUnreachable, gwmetrics.SessionLimit,
+	"signature_limit", "node_refused", "node_host_key", gwmetrics.TooManyUnauthentic}
+
+// NewMetrics creates the SSH instruments in set, the gateway's shared
+// families, and registers the CA counters with reg. A nil set is created
+// in reg (a gateway with only the SSH front end, or a test).
+func NewMetrics(reg prometheus.Registerer, set *gwmetrics.Set) *Metrics {
+	if set == nil {
+		set = gwmetrics.New(reg)
+	}
+	m := &Metrics{front: set.Front(balancer.SSH, refusalReasons...)}
+	for _, method := range []string{"publickey", "password", "keyboard-interactive"} {
+		m.front.AuthReasons(method, "key_not_authorized", "bad_user", "wrong_password", "other")
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "poolgate_ca_signatures_total",
@@ -43,30 +48,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"ok", "throttled", "error"} {
 		m.signatures.WithLabelValues(r)
 	}
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "poolgate_ssh_relayed_bytes_total",
-		Help: "Channel data relayed by the SSH gateway, by direction.",
-	}, []string{"direction"})
-	m.bytes[toNode] = bytes.WithLabelValues("to_node")
-	m.bytes[toClient] = bytes.WithLabelValues("to_client")
-	reg.MustRegister(m.authFailures, m.pick, bytes, m.signatures, m.reused)
-	for _, r := range []string{"key_not_authorized", "bad_user", "wrong_password", "no_node", "node_unreachable",
-		"node_refused", "node_host_key", "session_limit", "signature_limit", "too_many_unauthenticated", "other"} {
-		m.authFailures.WithLabelValues(r) // export zeros, so rates work from the start
-	}
+	reg.MustRegister(m.signatures, m.reused)
 	return m
 }
 
 // directions index relay counters.
 const (
-	toNode   = 0
-	toClient = 1
+	toNode   = gwmetrics.ToNode
+	toClient = gwmetrics.ToClient
 )
 
-func (m *Metrics) authFailed(reason string) {
-	if m != nil {
-		m.authFailures.WithLabelValues(reason).Inc()
+// authFailed counts a failed login attempt: as a refusal when the pool
+// said no, else as a failure of the user's credentials.
+func (m *Metrics) authFailed(method, reason string) {
+	if m == nil {
+		return
 	}
+	if isRefusal(reason) {
+		m.front.Refused(reason)
+		return
+	}
+	m.front.AuthFailed(method, reason)
+}
+
+func isRefusal(reason string) bool {
+	for _, r := range refusalReasons {
+		if r == reason {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Metrics) signed(err error) {
@@ -83,13 +94,13 @@ func (m *Metrics) signatureReused() {
 
 func (m *Metrics) relayed(dir, n int) {
 	if m != nil {
-		m.bytes[dir].Add(float64(n))
+		m.front.Relayed(dir, n)
 	}
 }
 
 func (m *Metrics) picked(seconds float64) {
 	if m != nil {
-		m.pick.Observe(seconds)
+		m.front.Picked(seconds)
 	}
 }
 
@@ -105,15 +116,15 @@ func failureReason(method string, err error) string {
 	case errors.Is(err, ErrBadUser):
 		return "bad_user"
 	case errors.Is(err, balancer.ErrNoNode):
-		return "no_node"
+		return gwmetrics.NoNode
 	case errors.Is(err, ErrHostKeyChanged):
 		return "node_host_key"
 	case errors.Is(err, errSessionLimit):
-		return "session_limit"
+		return gwmetrics.SessionLimit
 	case errors.Is(err, errSignLimit):
 		return "signature_limit"
 	case errors.Is(err, errNodeUnreachable):
-		return "node_unreachable"
+		return gwmetrics.NodeUnreachable
 	case errors.Is(err, errNodeRefused):
 		if method == "password" || method == "keyboard-interactive" {
 			return "wrong_password"

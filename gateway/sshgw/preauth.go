@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/internal/netx"
 	"github.com/poolgate/poolgate/internal/ratelog"
 )
@@ -91,7 +92,7 @@ func (l *preauthLog) failed(client, reason string, err error) {
 // refuse tells a connection that found no pre-auth slot (see
 // netx.Server.Refused) why, and logs it.
 func (s *Server) refuse(nc net.Conn, key string, err error) {
-	s.metrics.authFailed("too_many_unauthenticated")
+	s.metrics.authFailed("none", gwmetrics.TooManyUnauthentic)
 	msg := "poolgate: too many connections are logging in at once; please try again in a moment.\r\n"
 	reason := fmt.Sprintf("too many connections logging in (max_unauthenticated %d)", s.cfg.MaxUnauthenticated)
 	if errors.Is(err, netx.ErrAddressSlotsFull) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -106,6 +107,7 @@ type testGW struct {
 	srv     *Server
 	starter *swapStarter // the server's Starter; none until set
 	logs    *observer.ObservedLogs
+	reg     *prometheus.Registry // the metrics' registry, when a test keeps it
 }
 
 // newTestGW runs a gateway with cfg adjusted by adjust, in front of the

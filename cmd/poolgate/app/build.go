@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/identity"
 	"github.com/poolgate/poolgate/gateway/keyvault"
@@ -27,6 +29,13 @@ type Option func(*options)
 type options struct {
 	azure    azure.Options
 	keyVault keyvault.Options
+	version  string
+}
+
+// WithVersion names the binary's version in poolgate_build_info (the
+// default is "dev").
+func WithVersion(v string) Option {
+	return func(o *options) { o.version = v }
 }
 
 // WithAzure gives discovery.azure a credential, transport and retry
@@ -86,6 +95,8 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		return nil, err
 	}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), admin.NewCollector(g.bal, g.bal))
+	g.frontM = gwmetrics.New(g.reg)
+	g.reg.MustRegister(buildInfo(o.version))
 	if err = g.buildIdentity(); err != nil {
 		return nil, err
 	}
@@ -99,6 +110,21 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// buildInfo is poolgate_build_info: 1, labelled with the version and the
+// Go release it was built with, for joins in queries and dashboards.
+func buildInfo(version string) prometheus.Collector {
+	if version == "" {
+		version = "dev"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "poolgate_build_info",
+		Help:        "Always 1; its labels name the running poolgate's version and the Go release that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // openSharedState connects to Redis when state.redis is set. Redis that
@@ -161,7 +187,7 @@ func (g *Gateway) buildDiscovery(ao azure.Options) error {
 // front ends for listen and Run.
 func (g *Gateway) buildFrontEnds() error {
 	cfg := g.cfg
-	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg)}
+	so := sshgw.Options{Keys: g.keys, Logger: g.log.Named("ssh"), Metrics: sshgw.NewMetrics(g.reg, g.frontM)}
 	if g.identity != nil {
 		so.Identity = g.identity
 	}
@@ -195,6 +221,12 @@ func (g *Gateway) buildFrontEnds() error {
 	g.api = api
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute}
 	g.addFrontEnd(frontEnd{name: "admin", addr: cfg.Admin.Listen, srv: adminServer{adminSrv, g.log}, closed: http.ErrServerClosed, closeLast: true})
+	if cfg.Admin.MetricsListen != "" {
+		// Read-only, for Prometheus; it stays up through the drain, as the
+		// admin API does.
+		msrv := &http.Server{Handler: api.MetricsHandler(), TLSConfig: api.MetricsTLSConfig(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
+		g.addFrontEnd(frontEnd{name: "metrics", key: "admin.metrics_listen", addr: cfg.Admin.MetricsListen, srv: metricsServer{msrv, g.log}, closed: http.ErrServerClosed, closeLast: true})
+	}
 	if !cfg.HTTP.Enabled() {
 		return nil
 	}
@@ -202,7 +234,8 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return err
 	}
-	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users})
+	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users,
+		Metrics: g.frontM.Front(balancer.HTTP, gwmetrics.NoNode, gwmetrics.NodeUnreachable)})
 	if err != nil {
 		return fmt.Errorf("http.%w", err)
 	}

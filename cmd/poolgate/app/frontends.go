@@ -23,7 +23,8 @@ type server interface {
 // (addFrontEnd) and binds their listeners (listen); Run starts them all
 // and stops them all (serveFrontEnds). A new front end is one more entry.
 type frontEnd struct {
-	name   string // its config section: ssh, http, rdp, admin
+	name   string // its config section: ssh, http, rdp, admin; or metrics
+	key    string // its listen address's key in errors; "" means name.listen
 	addr   string // its listen address
 	srv    server
 	ln     net.Listener // bound by listen
@@ -44,7 +45,11 @@ func (g *Gateway) listen() error {
 	for _, f := range g.fronts {
 		ln, err := net.Listen("tcp", f.addr)
 		if err != nil {
-			return fmt.Errorf("%s.listen: %w", f.name, err)
+			key := f.key
+			if key == "" {
+				key = f.name + ".listen"
+			}
+			return fmt.Errorf("%s: %w", key, err)
 		}
 		f.ln = ln
 	}
@@ -161,4 +166,19 @@ type adminServer struct {
 func (a adminServer) Serve(ln net.Listener) error {
 	a.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
 	return a.Server.Serve(ln)
+}
+
+// metricsServer is admin.metrics_listen's http.Server: HTTPS when it has
+// a TLSConfig.
+type metricsServer struct {
+	*http.Server
+	log *zap.Logger
+}
+
+func (m metricsServer) Serve(ln net.Listener) error {
+	m.log.Info("metrics listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", m.TLSConfig != nil))
+	if m.TLSConfig != nil {
+		return m.ServeTLS(ln, "", "")
+	}
+	return m.Server.Serve(ln)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
@@ -41,6 +42,7 @@ type Gateway struct {
 	shared   *redisstate.Store // nil unless state.redis
 	identity *signIn           // nil unless identity.oidc.issuer
 	reg      *prometheus.Registry
+	frontM   *gwmetrics.Set // the front ends' shared families in reg
 
 	load        *load.Scraper // the nodes' exporters
 	loadTargets loadTargets
@@ -94,6 +96,10 @@ func (g *Gateway) SSHAddr() string { return g.listenAddr("ssh") }
 
 // AdminAddr is the address the admin API listens on.
 func (g *Gateway) AdminAddr() string { return g.listenAddr("admin") }
+
+// MetricsAddr is the address admin.metrics_listen is bound to, "" when it
+// is off.
+func (g *Gateway) MetricsAddr() string { return g.listenAddr("metrics") }
 
 // Balancer gives access to the routing state (for ops views and tests).
 func (g *Gateway) Balancer() *balancer.Balancer { return g.bal }

@@ -3,7 +3,9 @@ package app
 import (
 	"fmt"
 
+	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/rdpgw"
 )
 
@@ -14,7 +16,8 @@ func (g *Gateway) buildRDP() error {
 	if !cfg.RDP.Enabled() {
 		return nil
 	}
-	srv, err := rdpgw.New(cfg.RDP, g.bal, rdpgw.Options{Logger: g.log.Named("rdp")})
+	srv, err := rdpgw.New(cfg.RDP, g.bal, rdpgw.Options{Logger: g.log.Named("rdp"),
+		Metrics: g.frontM.Front(balancer.RDP, gwmetrics.NoNode, gwmetrics.NodeUnreachable, gwmetrics.TooManyUnauthentic)})
 	if err != nil {
 		return fmt.Errorf("rdp.%w", err)
 	}
