@@ -188,9 +188,9 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	for _, tt := range []struct{ yaml, want string }{
 		{"ssh:\n  lisen: 0.0.0.0:22\n", "poolgate.yaml:2: ssh.lisen: unknown key"},
 		{"health:\n  interval: 5x\n", `poolgate.yaml:2: health.interval: "5x" is not a duration`},
-		{"ssh:\n  listen: nowhere\ndiscovery:\n  static: [{name: a, ssh: 'h:22'}]\n", `poolgate.yaml: ssh.listen: "nowhere" is not host:port`},
+		{"ssh:\n  listen: nowhere\ndiscovery:\n  static: [{name: a, ssh: 'h:22'}]\n", `poolgate.yaml:2: ssh.listen: "nowhere" is not host:port`},
 		{"state_dir: /tmp\n", "poolgate.yaml: discovery.static: list at least one node"},
-		{"admin:\n  listen: 0.0.0.0:9090\ndiscovery:\n  static: [{name: a, ssh: 'h:22'}]\n", "poolgate.yaml: admin.token_file: required when listen (0.0.0.0:9090) is not a loopback address"},
+		{"admin:\n  listen: 0.0.0.0:9090\ndiscovery:\n  static: [{name: a, ssh: 'h:22'}]\n", "poolgate.yaml:1: admin.token_file: required when listen (0.0.0.0:9090) is not a loopback address"},
 	} {
 		conf := filepath.Join(dir, "poolgate.yaml")
 		os.WriteFile(conf, []byte(tt.yaml), 0o644)
