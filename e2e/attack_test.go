@@ -31,6 +31,7 @@ import (
 const (
 	lineStarting = "poolgate: no node in the pool is running, so one is being started for you."
 	lineNoNode   = "poolgate: no node in the pool can take your session right now"
+	lineKeysOnly = "only a login with a key may start one here"
 )
 
 // askpass writes a program that ssh runs for its password prompt (with
@@ -218,13 +219,13 @@ func TestAttackPasswordStartsAreBounded(t *testing.T) {
 		p := azurePool(t, w, -1, func(c *app.Config) { c.Discovery.Azure.ScaleFromZero = "keys_only" })
 		prog := askpass(t, "wrong-password")
 		c := p.passwordLogin(prog, "nosuch", "")
-		if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, lineNoNode) || strings.Contains(errs, lineStarting) {
-			t.Errorf("password login with keys_only: exit %d, stderr %q; want 255 and %q", c.code, errs, lineNoNode)
+		if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, lineKeysOnly) || strings.Contains(errs, lineStarting) {
+			t.Errorf("password login with keys_only: exit %d, stderr %q; want 255 and %q", c.code, errs, lineKeysOnly)
 		}
 		// The correct password of a real user starts nothing either.
 		c = p.passwordLogin(askpass(t, "pat-secret-1"), "pat", "")
-		if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, lineNoNode) {
-			t.Errorf("pat's right password with keys_only: exit %d, stderr %q; want 255 and %q", c.code, errs, lineNoNode)
+		if errs := c.errb.String(); c.code != 255 || !strings.Contains(errs, lineKeysOnly) {
+			t.Errorf("pat's right password with keys_only: exit %d, stderr %q; want 255 and %q", c.code, errs, lineKeysOnly)
 		}
 		if got := w.CapacityRaises(); len(got) != 0 {
 			t.Fatalf("password logins with keys_only raised the capacity: %v", got)

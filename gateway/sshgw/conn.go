@@ -26,7 +26,8 @@ import (
 const (
 	msgNoKey       = "poolgate: none of the keys you offered is authorized for %s on this pool.\n"
 	msgKeyRefused  = "poolgate: key %s is not authorized for %s on this pool; your other keys, if any, are tried next.\n"
-	msgNoNode      = "poolgate: no node in the pool can take your session right now (all are down, draining or full). Please try again in a few minutes.\n"
+	msgNoNode      = "poolgate: no node in the pool can take your session right now (none is running, or all are down, draining or full). Please try again in a few minutes.\n"
+	msgKeysStart   = "poolgate: no node in the pool can take your session right now, and only a login with a key may start one here; log in with your key, or try again in a few minutes.\n"
 	msgNodeDown    = "poolgate: could not reach node %s, and no other node can take your session; please try again in a few minutes.\n"
 	msgNodeRefused = "poolgate: node %s refused the login for %s; ask your administrator to check that the node knows this user and trusts the gateway's CA.\n"
 	msgRepinned    = "poolgate: node %s, where your sessions ran, is no longer available; you are now on node %s.\n"
@@ -340,6 +341,9 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 			c.log.Info("ssh login refused: no node available", zap.String("user", user), zap.Strings("unreachable", avoid))
 			if len(avoid) > 0 {
 				return &ssh.BannerError{Err: fmt.Errorf("%w: %v", errNodeUnreachable, err), Message: fmt.Sprintf(msgNodeDown, strings.Join(avoid, ", "))}
+			}
+			if !proven && c.s.starter != nil && c.s.pwStarts == nil { // scale_from_zero: keys_only
+				return &ssh.BannerError{Err: err, Message: msgKeysStart}
 			}
 			return &ssh.BannerError{Err: err, Message: msgNoNode}
 		}

@@ -263,7 +263,7 @@ func TestPasswordLoginsStartNodesWithinBounds(t *testing.T) {
 		st := starter()
 		g.starter.set(st)
 		banner, err := passwordFrom(t, g.addr, "127.0.0.1", "nosuch")
-		if err == nil || calls(st) != 0 || !strings.Contains(banner, "no node in the pool can take your session") {
+		if err == nil || calls(st) != 0 || !strings.Contains(banner, "only a login with a key may start one here") {
 			t.Errorf("password login with keys_only: err %v, %d starts, banner %q", err, calls(st), banner)
 		}
 		if _, banner, err := dialBanner(g.addr, "alice", g.userKey); err == nil || calls(st) == 0 || !strings.Contains(banner, "one is being started for you") {
