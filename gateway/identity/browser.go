@@ -19,13 +19,13 @@ import (
 
 // oauth2Config is the x/oauth2 form of the client for the browser flow.
 func (p *Provider) oauth2Config(d *discovered, redirectURL string) (*oauth2.Config, error) {
-	secret, err := p.cfg.OIDC.readSecret()
+	secret, err := p.conf().OIDC.readSecret()
 	if err != nil {
 		return nil, refuse(ErrProviderUnavailable, err, "sign-in is misconfigured on this gateway; ask ops")
 	}
 	return &oauth2.Config{
-		ClientID: p.cfg.OIDC.ClientID, ClientSecret: secret,
-		Endpoint: d.endpoint, RedirectURL: redirectURL, Scopes: p.cfg.OIDC.Scopes,
+		ClientID: p.conf().OIDC.ClientID, ClientSecret: secret,
+		Endpoint: d.endpoint, RedirectURL: redirectURL, Scopes: p.conf().OIDC.Scopes,
 	}, nil
 }
 
@@ -80,7 +80,7 @@ func (p *Provider) exchange(ctx context.Context, code, nonce, verifier, redirect
 	if err != nil {
 		return nil, err
 	}
-	tctx, cancel := context.WithTimeout(ctx, p.cfg.OIDC.RequestTimeout)
+	tctx, cancel := context.WithTimeout(ctx, p.conf().OIDC.RequestTimeout)
 	defer cancel()
 	tok, err := c.Exchange(oidc.ClientContext(tctx, p.client), code, oauth2.VerifierOption(verifier))
 	if err != nil {

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,5 +93,49 @@ func TestConfigValidate(t *testing.T) {
 	s, err := OIDCConfig{ClientSecretFile: secret}.readSecret()
 	if err != nil || s != "s3cret" {
 		t.Errorf("readSecret = %q, %v", s, err)
+	}
+}
+
+// TestSetConfigLive: a reload's allowed groups hold for the next
+// sign-in's claims; a change of issuer forgets what was discovered; a
+// bad setting or turning sign-in off is refused and changes nothing.
+func TestSetConfigLive(t *testing.T) {
+	cfg := Config{OIDC: OIDCConfig{Issuer: "https://login.microsoftonline.com/0f0e0d0c-0000-4000-8000-000000000001/v2.0", ClientID: "c"}}
+	p, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := p.Config()
+	next.AllowedGroups = []string{"data-science"}
+	next.KeyTTL = time.Hour
+	if restart, err := p.SetConfig(next); err != nil || len(restart) != 0 {
+		t.Fatalf("SetConfig: %v, restart %q", err, restart)
+	}
+	if got := p.Config(); got.KeyTTL != time.Hour || len(got.AllowedGroups) != 1 {
+		t.Fatalf("after SetConfig: %+v", got)
+	}
+	if _, err := p.conf().mapClaims([]byte(`{"sub":"s","preferred_username":"frank@contoso.com","groups":["finance"]}`)); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("frank outside the new allowed_groups: %v", err)
+	}
+	p.disc = &discovered{}
+	moved := p.Config()
+	moved.OIDC.Issuer = "https://login.microsoftonline.com/0f0e0d0c-0000-4000-8000-000000000002/v2.0"
+	moved.DeviceLimit.PerAddress = 9
+	restart, err := p.SetConfig(moved)
+	if err != nil || len(restart) != 1 || restart[0] != "device_limit" {
+		t.Fatalf("a new issuer and device limit: %v, restart %q", err, restart)
+	}
+	if p.disc != nil {
+		t.Fatal("a new issuer kept the old discovery")
+	}
+	off := p.Config()
+	off.OIDC = OIDCConfig{}
+	if _, err := p.SetConfig(off); err == nil {
+		t.Fatal("turning sign-in off was taken live")
+	}
+	bad := p.Config()
+	bad.KeyTTL = -time.Second
+	if _, err := p.SetConfig(bad); err == nil || p.Config().KeyTTL == -time.Second {
+		t.Fatalf("a negative key_ttl: %v, in force %v", err, p.Config().KeyTTL)
 	}
 }

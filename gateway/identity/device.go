@@ -216,7 +216,7 @@ func parseTokenResponse(body []byte) (string, error) {
 // post sends a form to url with the per-request timeout, returning the
 // status and at most maxBody bytes of the body.
 func (p *Provider) post(ctx context.Context, u string, form url.Values) (int, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.OIDC.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.conf().OIDC.RequestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -272,7 +272,7 @@ func (p *Provider) startDevice(ctx context.Context, client net.Addr) (*DeviceSig
 	if d.deviceErr != nil {
 		return nil, refuse(ErrProviderUnavailable, d.deviceErr, "the identity provider offers no sign-in from a terminal; log in with a key the gateway knows")
 	}
-	form := url.Values{"client_id": {p.cfg.OIDC.ClientID}, "scope": {strings.Join(p.cfg.OIDC.Scopes, " ")}}
+	form := url.Values{"client_id": {p.conf().OIDC.ClientID}, "scope": {strings.Join(p.conf().OIDC.Scopes, " ")}}
 	status, body, err := p.post(ctx, d.endpoint.DeviceAuthURL, form)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -322,7 +322,7 @@ func (s *DeviceSignIn) wait(ctx context.Context) (*Identity, error) {
 	defer cancel()
 	form := url.Values{
 		"grant_type":  {"urn:ietf:params:oauth:grant-type:device_code"},
-		"client_id":   {p.cfg.OIDC.ClientID},
+		"client_id":   {p.conf().OIDC.ClientID},
 		"device_code": {s.deviceCode},
 	}
 	interval, failures := s.Interval, 0

@@ -333,7 +333,9 @@ func TestProviderDownThenUp(t *testing.T) {
 	// The provider comes up: the failure is remembered briefly, then
 	// discovery is tried again.
 	f := newFakeEntra(t)
-	p.cfg.OIDC.Issuer = f.issuer
+	c := p.Config() // the same provider, come up (SetConfig would forget the failure)
+	c.OIDC.Issuer = f.issuer
+	p.cfg.Store(&c)
 	if _, err := p.StartDevice(context.Background(), "alice", addr("192.0.2.2")); !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("within %s of the failure: %v", rediscoverAfter, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -33,7 +34,7 @@ const rediscoverAfter = 5 * time.Second
 // Provider signs users in with one OpenID Connect provider. It is safe
 // for concurrent use.
 type Provider struct {
-	cfg    Config
+	cfg    atomic.Pointer[Config] // replaced whole by SetConfig
 	client *http.Client
 	log    *zap.Logger
 	now    func() time.Time
@@ -87,15 +88,49 @@ func New(cfg Config, opts Options) (*Provider, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Provider{
-		cfg: cfg, client: client, log: log.Named("identity"), now: now, after: time.After,
+	p := &Provider{
+		client: client, log: log.Named("identity"), now: now, after: time.After,
 		limit: newStartLimiter(cfg.DeviceLimit, now),
 		sem:   make(chan struct{}, 1),
-	}, nil
+	}
+	p.cfg.Store(&cfg)
+	return p, nil
 }
 
 // Config returns the configuration in force, defaults applied.
-func (p *Provider) Config() Config { return p.cfg }
+func (p *Provider) Config() Config { return *p.conf() }
+
+func (p *Provider) conf() *Config { return p.cfg.Load() }
+
+// SetConfig puts new settings in force (a reload): the groups, the
+// name mapping, key_ttl, scopes, timeouts; a new issuer or client ID is
+// discovered afresh at the next sign-in. Sign-ins under way finish under
+// the settings they began with where they already read them. It returns
+// the keys that need a restart (device_limit, made at start), or an
+// error naming a bad key, in which case nothing changes.
+func (p *Provider) SetConfig(cfg Config) (needRestart []string, err error) {
+	cfg = cfg.WithDefaults()
+	if !cfg.Enabled() {
+		return nil, errors.New("oidc.issuer: empty; turning sign-in off needs a restart")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := cfg.OIDC.readSecret(); err != nil {
+		return nil, fmt.Errorf("oidc.client_secret_file: %w", err)
+	}
+	old := p.conf()
+	if cfg.DeviceLimit != old.DeviceLimit {
+		needRestart = append(needRestart, "device_limit")
+	}
+	p.sem <- struct{}{}
+	p.cfg.Store(&cfg)
+	if cfg.OIDC.Issuer != old.OIDC.Issuer || cfg.OIDC.ClientID != old.OIDC.ClientID {
+		p.disc, p.discErr = nil, nil
+	}
+	<-p.sem
+	return needRestart, nil
+}
 
 // discover returns the provider's endpoints and verifier, fetching the
 // discovery document when not yet known.
@@ -115,7 +150,7 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 	d, err := p.fetchDiscovery(ctx)
 	if err != nil {
 		p.discErr, p.discAt = err, p.now()
-		p.log.Error("identity provider discovery failed", zap.String("issuer", p.cfg.OIDC.Issuer), zap.Error(err))
+		p.log.Error("identity provider discovery failed", zap.String("issuer", p.conf().OIDC.Issuer), zap.Error(err))
 		return nil, err
 	}
 	p.disc, p.discErr = d, nil
@@ -123,8 +158,8 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 }
 
 func (p *Provider) fetchDiscovery(ctx context.Context) (*discovered, error) {
-	issuer := p.cfg.OIDC.Issuer
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.OIDC.RequestTimeout)
+	issuer := p.conf().OIDC.Issuer
+	ctx, cancel := context.WithTimeout(ctx, p.conf().OIDC.RequestTimeout)
 	defer cancel()
 	op, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), issuer)
 	if err != nil {
@@ -145,7 +180,7 @@ func (p *Provider) fetchDiscovery(ctx context.Context) (*discovered, error) {
 			d.deviceErr = errors.New("discovery document has no device_authorization_endpoint (RFC 8628)")
 		}
 	}
-	d.verifier = op.Verifier(&oidc.Config{ClientID: p.cfg.OIDC.ClientID, Now: p.now})
+	d.verifier = op.Verifier(&oidc.Config{ClientID: p.conf().OIDC.ClientID, Now: p.now})
 	return d, nil
 }
 
@@ -171,7 +206,7 @@ func (p *Provider) verify(ctx context.Context, d *discovered, rawIDToken, nonce 
 	if rawIDToken == "" {
 		return nil, refuse(ErrInvalidToken, errors.New("token response has no id_token (is openid among identity.oidc.scopes?)"), "the identity provider sent no ID token; ask ops")
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.OIDC.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.conf().OIDC.RequestTimeout)
 	defer cancel()
 	tok, err := d.verifier.Verify(oidc.ClientContext(ctx, p.client), rawIDToken)
 	if err != nil {
@@ -184,7 +219,7 @@ func (p *Provider) verify(ctx context.Context, d *discovered, rawIDToken, nonce 
 	if err := tok.Claims(&raw); err != nil {
 		return nil, refuse(ErrInvalidToken, err, "the identity provider's token could not be read")
 	}
-	id, err := p.cfg.mapClaims(raw)
+	id, err := p.conf().mapClaims(raw)
 	if id != nil {
 		id.Issuer, id.Expiry = tok.Issuer, tok.Expiry
 	}

@@ -22,7 +22,6 @@ import (
 type signIn struct {
 	p   *identity.Provider
 	b   identity.Bindings
-	ttl time.Duration
 	log *zap.Logger
 	now func() time.Time
 }
@@ -43,7 +42,7 @@ func (g *Gateway) buildIdentity() error {
 	if g.shared != nil {
 		b = identity.NewRedisBindings(g.shared.Client(), g.shared.Prefix()+"identity:", nil)
 	}
-	g.identity = &signIn{p: p, b: b, ttl: p.Config().KeyTTL, log: g.log.Named("identity"), now: time.Now}
+	g.identity = &signIn{p: p, b: b, log: g.log.Named("identity"), now: time.Now}
 	return nil
 }
 
@@ -117,7 +116,7 @@ func (s *signIn) BindKey(ctx context.Context, k sshgw.BoundKey) error {
 	now := s.now()
 	return s.b.Bind(ctx, identity.Binding{
 		User: k.User, Subject: k.Subject, Fingerprint: k.Fingerprint, KeyType: k.KeyType, Client: k.Client,
-		Bound: now, Until: now.Add(s.ttl),
+		Bound: now, Until: now.Add(s.p.Config().KeyTTL),
 	})
 }
 

@@ -57,8 +57,13 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if differ(next.CA, cur.CA) {
 		restart("ca", "the user CA is opened at start")
 	}
+	liveIdentity := false
 	if differ(next.Identity, cur.Identity) {
-		restart("identity", "the identity provider is set up at start")
+		if g.identity == nil || !next.Identity.Enabled() {
+			restart("identity", "turning sign-in on or off is done at start")
+		} else {
+			liveIdentity = true
+		}
 	}
 	if differ(withoutRepin(next.Health), withoutRepin(cur.Health)) {
 		restart("health", "the checkers run with the settings they started with (repin_after changes now)")
@@ -93,6 +98,16 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if differ(next.SSH, cur.SSH) {
 		r.Applied = append(r.Applied, "ssh (for new connections)")
 	}
+	if liveIdentity {
+		idRestart, err := g.identity.p.SetConfig(next.Identity)
+		if err != nil {
+			return r, fmt.Errorf("identity.%w", err)
+		}
+		for _, k := range idRestart {
+			restart("identity."+k, "made at start")
+		}
+		r.Applied = append(r.Applied, "identity (groups, name mapping, key_ttl, provider)")
+	}
 	if differ(next.Balancer, cur.Balancer) {
 		g.bal.SetConfig(next.Balancer)
 		r.Applied = append(r.Applied, "balancer, load rules, health.repin_after")
@@ -115,6 +130,9 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	// What is kept: the running config, with the parts applied now.
 	applied := cur
 	applied.SSH, applied.Admin, applied.Balancer = next.SSH, next.Admin, next.Balancer
+	if liveIdentity {
+		applied.Identity = next.Identity
+	}
 	if g.static != nil && next.Discovery.Azure == nil {
 		applied.Discovery.Static = next.Discovery.Static
 	}
