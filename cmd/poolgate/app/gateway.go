@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -48,6 +49,15 @@ type Gateway struct {
 	loadTargets loadTargets
 
 	rdpCheck *discovery.Checker // nil unless rdp.listen
+
+	// The upgrade (upgrade.go): listeners inherited from the gateway this
+	// one took over from, by front end, until listen takes them; the pipe
+	// its handover comes on (nil unless there is one); retiring is closed
+	// once by Retire.
+	inherited  map[string]InheritedListener
+	handover   io.ReadCloser
+	retiring   chan struct{}
+	retireOnce sync.Once
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -136,7 +146,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); g.checker.Run(bg) }()
 
+	if a, r := g.takeOver(ctx); a != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.follow(r) }()
+	}
 	err := g.serveFrontEnds(ctx)
+	if g.handover != nil {
+		g.handover.Close()
+	}
 	stopBG()
 	wg.Wait()
 	if g.shared != nil {

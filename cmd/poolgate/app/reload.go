@@ -72,6 +72,9 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if next.ShutdownTimeout != cur.ShutdownTimeout {
 		restart("shutdown_timeout", "read when the gateway stops; the running value stays")
 	}
+	if next.UpgradeTimeout != cur.UpgradeTimeout {
+		restart("upgrade_timeout", "read when the gateway hands over to a new binary; the running value stays (the new binary reads the file)")
+	}
 
 	// What changes live. The admin tokens go first: reading their files
 	// is what can still fail.
