@@ -184,10 +184,35 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Warn("config: " + warningLine(w))
 	}
 	setGCPercent(log)
-	gw, err := app.New(cfg, log, app.WithVersion(version))
+	exe, exeErr := startPath() // now: the file may be replaced before SIGUSR2
+	in, err := inherit()
 	if err != nil {
+		fmt.Fprintln(stderr, "poolgate serve: upgrade:", err)
+		return 1
+	}
+	opts := []app.Option{app.WithVersion(version)}
+	if in != nil {
+		opts = append(opts, app.WithListeners(in.listeners), app.WithHandover(in.state))
+	}
+	gw, err := app.New(cfg, log, opts...)
+	if err != nil {
+		if in != nil {
+			in.ready.Close() // the old process serves on
+		}
 		fmt.Fprintf(stderr, "poolgate serve: %s: %v\n", *configPath, err)
 		return 1
+	}
+	// systemd (Type=notify): this process is the service's main one now,
+	// and ready; with an upgrade, before the old one exits.
+	if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
+		log.Warn("could not tell systemd this process is ready", zap.Error(err))
+	}
+	if in != nil {
+		_, err := fmt.Fprintf(in.ready, "ready %d\n", os.Getpid())
+		in.ready.Close()
+		if err != nil {
+			log.Error("upgrade: could not tell the old process this one is ready", zap.Error(err))
+		}
 	}
 	if *pprofAddr != "" {
 		stop, err := servePprof(*pprofAddr)
@@ -217,7 +242,24 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 			log.Info("SIGHUP: reloaded", zap.Strings("applied", r.Applied), zap.Strings("needs_restart", r.NeedRestart))
 		}
 	}()
-	if err := gw.Run(ctx); err != nil {
+	hctx, hcancel := context.WithCancel(context.Background())
+	up := &upgrader{exe: exe, args: os.Args[1:], log: log, gw: gw, handover: make(chan error, 1), ctx: hctx}
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer func() { signal.Stop(usr2); close(usr2) }()
+	go func() {
+		for range usr2 {
+			if exeErr != nil {
+				log.Error("upgrade: SIGUSR2 ignored: the path of this binary was not known at start", zap.Error(exeErr))
+				continue
+			}
+			up.upgrade()
+		}
+	}()
+	err = gw.Run(ctx)
+	hcancel()
+	up.wait()
+	if err != nil {
 		log.Error("poolgate stopped", zap.Error(err))
 		return 1
 	}
