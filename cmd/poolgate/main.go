@@ -191,6 +191,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	opts := []app.Option{app.WithVersion(version)}
+	if in != nil && cfg.State.Replica != "" {
+		// The old process still holds its sessions in Redis under the
+		// configured name until they end; this one must not share it.
+		cfg.State.Replica = upgradeReplica(cfg.State.Replica, os.Getpid())
+		log.Info("upgrade: sharing state under a name of this process's own while the old one ends its sessions", zap.String("replica", cfg.State.Replica))
+	}
 	if in != nil {
 		opts = append(opts, app.WithListeners(in.listeners), app.WithHandover(in.state))
 	}

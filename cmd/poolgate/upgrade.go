@@ -288,3 +288,16 @@ func sdNotify(state string) error {
 	}
 	return nil
 }
+
+// upgradeReplica is the state.replica name of a process started by an
+// upgrade: the configured one with its PID, so that its leases in the
+// shared state and the old process's are apart (each gateway's heartbeat
+// drops the leases under its name that it does not hold, and the old
+// one clears its name at exit). Replica names are at most 64 characters.
+func upgradeReplica(name string, pid int) string {
+	suffix := "." + strconv.Itoa(pid)
+	if len(name)+len(suffix) > 64 {
+		name = name[:64-len(suffix)]
+	}
+	return name + suffix
+}

@@ -88,3 +88,12 @@ func TestInherit(t *testing.T) {
 		}
 	}
 }
+
+func TestUpgradeReplica(t *testing.T) {
+	if got := upgradeReplica("gw-a", 4242); got != "gw-a.4242" {
+		t.Errorf("upgradeReplica = %q", got)
+	}
+	if got := upgradeReplica(strings.Repeat("x", 64), 4242); len(got) != 64 || !strings.HasSuffix(got, ".4242") {
+		t.Errorf("upgradeReplica of a 64-character name = %q", got)
+	}
+}
