@@ -164,6 +164,22 @@ discovery:
 	})
 	time.Sleep(300 * time.Millisecond)
 
+	// An upgrade whose new process cannot start (a broken config file)
+	// changes nothing.
+	good, _ := os.ReadFile(conf)
+	os.WriteFile(conf, bytes.Replace(good, []byte("upgrade_timeout: 2m"), []byte("upgrade_timeout: -1s"), 1), 0o644)
+	if err := old.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the failed upgrade's log line", func() bool {
+		return strings.Contains(logs(), "upgrade: failed; this process serves on as before")
+	})
+	if !strings.Contains(logs(), "upgrade_timeout: must be positive") {
+		t.Error("the new process's log does not say why it failed")
+	}
+	os.WriteFile(conf, good, 0o644)
+	time.Sleep(300 * time.Millisecond)
+
 	sent := time.Now()
 	if err := old.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)

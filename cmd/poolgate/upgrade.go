@@ -152,7 +152,11 @@ func (u *upgrader) start() error {
 	select {
 	case line := <-ready:
 		if !strings.HasPrefix(line, "ready ") {
-			<-exited
+			select {
+			case <-exited:
+			case <-time.After(upgradeReadyWait):
+				_ = cmd.Process.Kill()
+			}
 			return fail(fmt.Errorf("the new process %d exited before it was ready (its log says why)", cmd.Process.Pid))
 		}
 	case err := <-exited:

@@ -35,6 +35,20 @@ const (
 	handoverEnd
 )
 
+func (k handoverKind) String() string {
+	switch k {
+	case handoverPin:
+		return "pin"
+	case handoverSession:
+		return "session"
+	case handoverGo:
+		return "go"
+	case handoverEnd:
+		return "end"
+	}
+	return fmt.Sprintf("kind %d", int(k))
+}
+
 // handoverPinMsg is one pin of the old process.
 type handoverPinMsg struct {
 	User  string             `json:"user"`
@@ -80,7 +94,7 @@ func encodeHandover(m handoverMsg) []byte {
 	case handoverEnd:
 		return []byte("end " + strconv.FormatUint(m.id, 10) + "\n")
 	default:
-		panic(fmt.Sprintf("handover: unknown message kind %d", m.kind))
+		panic("handover: unknown message " + m.kind.String())
 	}
 	b, err := json.Marshal(body)
 	if err != nil {

@@ -266,7 +266,7 @@ func (g *Gateway) takeOver(ctx context.Context) (*adoption, *handoverReader) {
 				got <- nil
 				return
 			default:
-				got <- fmt.Errorf("%v before the snapshot was complete", m.kind)
+				got <- fmt.Errorf("an %q line before the snapshot was complete", m.kind)
 				return
 			}
 		}
