@@ -351,7 +351,10 @@ func (a *adoption) follow(r *handoverReader) {
 }
 
 // waitForNodes waits until discovery has listed every node the handover
-// names, or handoverNodesWait passes.
+// names and the health checks have judged each node listed once, or
+// handoverNodesWait passes: the old process accepted logins until a
+// moment ago, and this one should not refuse one (no node up yet) while
+// its first checks run. Connections meanwhile wait in the backlog.
 func (g *Gateway) waitForNodes(ctx context.Context, pins []handoverPinMsg, sessions []handoverSessionMsg) {
 	want := map[string]bool{}
 	for _, p := range pins {
@@ -362,10 +365,14 @@ func (g *Gateway) waitForNodes(ctx context.Context, pins []handoverPinMsg, sessi
 	}
 	deadline := time.Now().Add(handoverNodesWait)
 	for {
-		for _, n := range g.bal.NodeNames() {
-			delete(want, n)
+		unchecked := 0
+		for _, n := range g.bal.Nodes() {
+			delete(want, n.Name)
+			if !n.Check(balancer.SSH).Checked {
+				unchecked++
+			}
 		}
-		if len(want) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+		if (len(want) == 0 && unchecked == 0) || time.Now().After(deadline) || ctx.Err() != nil {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
