@@ -134,4 +134,4 @@ func (s *Server) Close() error { return s.front.Close() }
 // Drain stops accepting and waits until every connection has ended or
 // ctx ends (then it returns ctx's error and leaves them open). A gateway
 // that handed its listeners to a new binary drains.
-func (s *Server) Drain(ctx context.Context) error { return s.front.Wait(ctx) }
+func (s *Server) Drain(ctx context.Context) error { return s.front.Drain(ctx) }

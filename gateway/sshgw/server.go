@@ -252,4 +252,4 @@ func (s *Server) Close() error { return s.front.Close() }
 // has ended or ctx ends (then it returns ctx's error and leaves them
 // open: Shutdown tells their users and closes them). A gateway that
 // handed its listeners to a new binary drains.
-func (s *Server) Drain(ctx context.Context) error { return s.front.Wait(ctx) }
+func (s *Server) Drain(ctx context.Context) error { return s.front.Drain(ctx) }
