@@ -129,7 +129,7 @@ func flags(name string, stderr io.Writer) *flag.FlagSet {
 
 // helps is each command's synopsis and what it does, for COMMAND --help.
 var helps = map[string]struct{ args, what string }{
-	"serve":     {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check."},
+	"serve":     {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check.\nSignals: SIGHUP reloads the config file; SIGUSR2 upgrades to the binary now at the same path\n(it takes the listeners over, this process keeps its sessions until they end); SIGTERM stops,\ntelling SSH users (shutdown_timeout)."},
 	"check":     {"--config FILE", "Check a config file as serve reads it, with no side effects (no key created, state_dir\nuntouched, no network). Prints every error, one file:line: key: problem a line, and\nexits 1; or warnings and a one-line summary of what would be served, and exits 0."},
 	"demo":      {"[flags]", "Run the gateway with three in-process demo nodes and no config, printing how to connect."},
 	"ca-pubkey": {"--config FILE", "Print the gateway's SSH user CA public key (creating it in state_dir if missing):\nput this line in each node's TrustedUserCAKeys file."},
