@@ -225,6 +225,10 @@ discovery:
 	if !found {
 		t.Errorf("the new process's /api/sessions lacks alice's session on %s: %+v", aliceNode, sessions.Sessions)
 	}
+	testutil.Eventually(t, 5*time.Second, "carol's sessions to end, alice's alone left", func() bool {
+		getJSON(t, "http://"+adminAddr+"/api/sessions", &sessions)
+		return len(sessions.Sessions) == 1
+	})
 	// bob goes to the other node (alice's adopted session counts there),
 	// and alice's next login to hers (her pin carried across).
 	other := map[string]string{"node-1": "node-2", "node-2": "node-1"}[aliceNode]
