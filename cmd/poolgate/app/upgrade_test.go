@@ -150,3 +150,43 @@ func TestHandoverInProcess(t *testing.T) {
 		t.Errorf("WriteHandover: %v", err)
 	}
 }
+
+// TestRetireUntilUpgradeTimeout: a retired gateway whose connection
+// outlives upgrade_timeout ends it as a stop does and returns nil.
+func TestRetireUntilUpgradeTimeout(t *testing.T) {
+	n1 := testutil.ServeLine(t, "127.0.0.1:0", "SSH-2.0-node\r\n")
+	cfg := Config{StateDir: filepath.Join(t.TempDir(), "state"), ShutdownTimeout: 200 * time.Millisecond, UpgradeTimeout: 300 * time.Millisecond}
+	cfg.SSH.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Discovery.Static = []discovery.StaticNode{{Name: "node-1", SSH: n1}}
+	cfg = cfg.WithDefaults()
+	g, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(context.Background()) }()
+	held, err := net.Dial("tcp", g.SSHAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := bufio.NewReader(held).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	g.Retire()
+	if _, err := net.DialTimeout("tcp", g.SSHAddr(), time.Second); err == nil {
+		t.Error("a connection was accepted after Retire (no new process holds the listener here)")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if d := time.Since(start); d < 300*time.Millisecond {
+			t.Errorf("Run returned after %s, before upgrade_timeout", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the retired gateway still runs past upgrade_timeout")
+	}
+}
