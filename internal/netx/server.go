@@ -180,12 +180,6 @@ func (s *Server) notAccepting() bool {
 	return s.closed || s.draining
 }
 
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
 // Track adds a connection that a handler opened (the leg to a node, say)
 // to the set that Close closes, and reports false, tracking nothing, once
 // the server is stopping: the handler should give up then. Untrack it
