@@ -178,6 +178,16 @@ discovery:
 		t.Error("the new process's log does not say why it failed")
 	}
 	os.WriteFile(conf, good, 0o644)
+
+	// The new binary replaces the file the old one was started from, as
+	// an install does (a rename: the running file is left alone).
+	next := filepath.Join(dir, "poolgate.next")
+	if out, err := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-v2", "-o", next, "../cmd/poolgate").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.Rename(next, bin); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(300 * time.Millisecond)
 
 	sent := time.Now()
@@ -189,6 +199,9 @@ discovery:
 	})
 	t.Logf("the new process took over %s after SIGUSR2", time.Since(sent).Round(time.Millisecond))
 	newPID = logField[int](t, logs(), "upgrade: new process", "pid")
+	if !strings.Contains(logs(), `"version":"upgrade-v2"`) {
+		t.Error("the new process is not the binary now at the path (version upgrade-v2)")
+	}
 	if newPID == 0 || newPID == old.Process.Pid {
 		t.Fatalf("new process PID %d", newPID)
 	}
