@@ -4,6 +4,9 @@
 package balancer
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"time"
 )
 
@@ -110,4 +113,42 @@ func (l *Lease) end(abort, failed bool) {
 		return
 	}
 	u.pin = pin
+}
+
+// ErrShared is returned by Adopt and AdoptPin when the balancer shares
+// its state: the shared state already holds every gateway's sessions and
+// pins, so there is nothing to adopt.
+var ErrShared = errors.New("the routing state is shared: nothing to adopt")
+
+// Adopt takes a lease for a session that is already open on the named
+// node, relayed by another process: the gateway this one took over from
+// in an upgrade, which keeps relaying it. No routing rule applies (the
+// session exists): the node may be draining, full or failing its checks.
+// The lease counts toward the node's load and keeps the user pinned as a
+// lease from Acquire does; the user's pin moves to node, chosen by by,
+// only when they hold none that holds. started is when the session began;
+// client is its peer address. Release the lease when the other process
+// says the session ended. It returns ErrUnknownNode for a node not in the
+// pool, and ErrShared with shared state.
+func (b *Balancer) Adopt(user, node string, proto Protocol, client string, started time.Time, by PinOrigin) (*Lease, error) {
+	if b.sh != nil {
+		return nil, ErrShared
+	}
+	if !slices.Contains(Protocols(), proto) {
+		return nil, fmt.Errorf("unknown protocol %q", proto)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.nodes[node] == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownNode, node)
+	}
+	pin := Pin{Node: node, By: by}
+	if u := b.users[user]; u != nil && b.pinHoldsLocked(u, b.now()) {
+		pin = u.pin
+	}
+	if pin.By == "" {
+		pin.By = ByBalancer
+	}
+	b.nextID++
+	return b.grantLocked(user, verdict{node: node, by: pin.By}, query{proto: proto, now: started}, client, b.nextID, pin), nil
 }

@@ -181,3 +181,36 @@ func (b *Balancer) setPinShared(user string, set func(Pin) Pin) error {
 	b.PinNotice(user, pin, ver)
 	return nil
 }
+
+// AdoptPin sets the user's pin as another process had it (the gateway
+// this one took over from in an upgrade): on node, chosen by by, holding
+// until until, or a grace from now when until is zero (the user had
+// sessions there). A user who holds a pin already keeps it; an unknown
+// node is ignored (ErrUnknownNode): the user is placed afresh. It returns
+// ErrShared with shared state, which holds the pins already.
+func (b *Balancer) AdoptPin(user, node string, by PinOrigin, until time.Time) error {
+	if b.sh != nil {
+		return ErrShared
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.nodes[node] == nil {
+		return fmt.Errorf("%w %q", ErrUnknownNode, node)
+	}
+	now := b.now()
+	if until.IsZero() {
+		until = now.Add(b.conf().AffinityGrace)
+	}
+	if !until.After(now) {
+		return nil
+	}
+	u := b.userLocked(user)
+	if b.pinHoldsLocked(u, now) {
+		return nil
+	}
+	if by == "" {
+		by = ByBalancer
+	}
+	u.pin, u.elsewhere = Pin{Node: node, By: by, Until: until}, nil
+	return nil
+}

@@ -166,3 +166,19 @@ func TestUnitSandboxReadsKeys(t *testing.T) {
 		t.Errorf("without CAP_DAC_READ_SEARCH the key was read (the test proves nothing): %s", out)
 	}
 }
+
+// TestUnitFollowsUpgrade: after SIGUSR2 the new process is the service's
+// main one; systemd hears so only from a notify unit that accepts
+// messages from any of its processes.
+func TestUnitFollowsUpgrade(t *testing.T) {
+	b, err := os.ReadFile(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"\nType=notify\n", "\nNotifyAccess=all\n", "\nExecReload=/bin/kill -HUP $MAINPID\n", "systemctl kill -s USR2 --kill-whom=main poolgate"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("the unit lacks %q", strings.TrimSpace(want))
+		}
+	}
+}

@@ -129,7 +129,7 @@ func flags(name string, stderr io.Writer) *flag.FlagSet {
 
 // helps is each command's synopsis and what it does, for COMMAND --help.
 var helps = map[string]struct{ args, what string }{
-	"serve":     {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check."},
+	"serve":     {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check.\nSignals: SIGHUP reloads the config file; SIGUSR2 upgrades to the binary now at the same path\n(it takes the listeners over, this process keeps its sessions until they end); SIGTERM stops,\ntelling SSH users (shutdown_timeout)."},
 	"check":     {"--config FILE", "Check a config file as serve reads it, with no side effects (no key created, state_dir\nuntouched, no network). Prints every error, one file:line: key: problem a line, and\nexits 1; or warnings and a one-line summary of what would be served, and exits 0."},
 	"demo":      {"[flags]", "Run the gateway with three in-process demo nodes and no config, printing how to connect."},
 	"ca-pubkey": {"--config FILE", "Print the gateway's SSH user CA public key (creating it in state_dir if missing):\nput this line in each node's TrustedUserCAKeys file."},
@@ -184,10 +184,41 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Warn("config: " + warningLine(w))
 	}
 	setGCPercent(log)
-	gw, err := app.New(cfg, log, app.WithVersion(version))
+	exe, exeErr := startPath() // now: the file may be replaced before SIGUSR2
+	in, err := inherit()
 	if err != nil {
+		fmt.Fprintln(stderr, "poolgate serve: upgrade:", err)
+		return 1
+	}
+	opts := []app.Option{app.WithVersion(version)}
+	if in != nil && cfg.State.Replica != "" {
+		// The old process still holds its sessions in Redis under the
+		// configured name until they end; this one must not share it.
+		cfg.State.Replica = upgradeReplica(cfg.State.Replica, os.Getpid())
+		log.Info("upgrade: sharing state under a name of this process's own while the old one ends its sessions", zap.String("replica", cfg.State.Replica))
+	}
+	if in != nil {
+		opts = append(opts, app.WithListeners(in.listeners), app.WithHandover(in.state))
+	}
+	gw, err := app.New(cfg, log, opts...)
+	if err != nil {
+		if in != nil {
+			in.ready.Close() // the old process serves on
+		}
 		fmt.Fprintf(stderr, "poolgate serve: %s: %v\n", *configPath, err)
 		return 1
+	}
+	// systemd (Type=notify): this process is the service's main one now,
+	// and ready; with an upgrade, before the old one exits.
+	if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
+		log.Warn("could not tell systemd this process is ready", zap.Error(err))
+	}
+	if in != nil {
+		_, err := fmt.Fprintf(in.ready, "ready %d\n", os.Getpid())
+		in.ready.Close()
+		if err != nil {
+			log.Error("upgrade: could not tell the old process this one is ready", zap.Error(err))
+		}
 	}
 	if *pprofAddr != "" {
 		stop, err := servePprof(*pprofAddr)
@@ -217,7 +248,24 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 			log.Info("SIGHUP: reloaded", zap.Strings("applied", r.Applied), zap.Strings("needs_restart", r.NeedRestart))
 		}
 	}()
-	if err := gw.Run(ctx); err != nil {
+	hctx, hcancel := context.WithCancel(context.Background())
+	up := &upgrader{exe: exe, args: os.Args[1:], log: log, gw: gw, handover: make(chan error, 1), ctx: hctx}
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer func() { signal.Stop(usr2); close(usr2) }()
+	go func() {
+		for range usr2 {
+			if exeErr != nil {
+				log.Error("upgrade: SIGUSR2 ignored: the path of this binary was not known at start", zap.Error(exeErr))
+				continue
+			}
+			up.upgrade()
+		}
+	}()
+	err = gw.Run(ctx)
+	hcancel()
+	up.wait()
+	if err != nil {
 		log.Error("poolgate stopped", zap.Error(err))
 		return 1
 	}

@@ -130,3 +130,8 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.front.Shutdown(c
 // Close stops accepting, closes every connection and waits for their
 // goroutines to finish.
 func (s *Server) Close() error { return s.front.Close() }
+
+// Drain stops accepting and waits until every connection has ended or
+// ctx ends (then it returns ctx's error and leaves them open). A gateway
+// that handed its listeners to a new binary drains.
+func (s *Server) Drain(ctx context.Context) error { return s.front.Drain(ctx) }

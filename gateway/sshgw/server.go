@@ -247,3 +247,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops accepting, closes every connection and waits for their
 // goroutines to finish.
 func (s *Server) Close() error { return s.front.Close() }
+
+// Drain stops accepting and waits, telling no one, until every connection
+// has ended or ctx ends (then it returns ctx's error and leaves them
+// open: Shutdown tells their users and closes them). A gateway that
+// handed its listeners to a new binary drains.
+func (s *Server) Drain(ctx context.Context) error { return s.front.Drain(ctx) }

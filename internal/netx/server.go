@@ -55,11 +55,12 @@ type Server struct {
 	// Close). nil means none.
 	Wrap func(net.Conn) net.Conn
 
-	// mu protects listeners, conns, closed and stopping.
+	// mu protects listeners, conns, closed, draining and stopping.
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
 	closed    bool
+	draining  bool           // Drain closed the listeners; connections go on as before
 	stopping  chan struct{}  // closed with closed
 	wg        sync.WaitGroup // one per Serve loop and per connection goroutine
 }
@@ -92,7 +93,7 @@ func (s *Server) logger() *zap.Logger {
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.initLocked()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
@@ -107,7 +108,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			if s.isClosed() {
+			if s.notAccepting() {
 				return ErrServerClosed
 			}
 			if d, ok := backoff.Temporary(err); ok {
@@ -171,10 +172,12 @@ func (s *Server) serveConn(nc net.Conn, slot *Slot) {
 	}
 }
 
-func (s *Server) isClosed() bool {
+// notAccepting reports whether the listeners were closed on purpose
+// (StopAccepting, Drain, Shutdown or Close).
+func (s *Server) notAccepting() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closed
+	return s.closed || s.draining
 }
 
 // Track adds a connection that a handler opened (the leg to a node, say)
@@ -236,6 +239,32 @@ func (s *Server) StopAccepting() {
 // returns ctx's error and leaves the connections open: Close cuts them.
 func (s *Server) Wait(ctx context.Context) error {
 	s.StopAccepting()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Drain closes every listener, so that Serve returns ErrServerClosed,
+// and waits until every Serve loop and connection goroutine has ended or
+// ctx ends (then it returns ctx's error and leaves the connections open).
+// Unlike StopAccepting it changes nothing for the connections under way:
+// a login still going on may open and Track its leg to a node, and
+// Stopping stays open. For a front end whose listeners a new process took
+// over; Shutdown or Close may follow.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.initLocked()
+	s.draining = true
+	for ln := range s.listeners {
+		ln.Close()
+		delete(s.listeners, ln)
+	}
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

@@ -375,3 +375,51 @@ func TestAcceptErrors(t *testing.T) {
 		t.Fatalf("Serve on a broken listener: %v", err)
 	}
 }
+
+// TestDrainLetsConnectionsGoOn: Drain closes the listener (Serve returns
+// ErrServerClosed, a new connection is refused) but a connection under
+// way still tracks the legs it opens and Stopping stays open; Drain
+// returns once the last connection ends.
+func TestDrainLetsConnectionsGoOn(t *testing.T) {
+	s := &Server{}
+	var tracked atomic.Bool
+	s.Handler = func(nc net.Conn, _ *Slot) {
+		readLine(nc) // the login, still under way at the drain
+		leg, peer := net.Pipe()
+		defer peer.Close()
+		tracked.Store(s.Track(leg))
+		s.Untrack(leg)
+		leg.Close()
+		_, _ = io.WriteString(nc, "done\n")
+		readLine(nc)
+	}
+	addr, served := serve(t, s)
+	c := dialFrom(t, "127.0.0.1", addr)
+	eventually(t, "the connection tracked", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
+	drained := make(chan error, 1)
+	go func() { drained <- s.Drain(context.Background()) }()
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve after Drain: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("a connection was accepted after Drain")
+	}
+	select {
+	case <-s.Stopping():
+		t.Error("Stopping closed by Drain")
+	default:
+	}
+	_, _ = io.WriteString(c, "login\n")
+	if got := readLine(c); got != "done\n" || !tracked.Load() {
+		t.Fatalf("the login under way: %q, tracked %v", got, tracked.Load())
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned with a connection open: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	c.Close()
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}

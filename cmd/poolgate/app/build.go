@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"time"
@@ -30,6 +31,9 @@ type options struct {
 	azure    azure.Options
 	keyVault keyvault.Options
 	version  string
+	// inherited and handover: see WithListeners, WithHandover.
+	inherited []InheritedListener
+	handover  io.ReadCloser
 }
 
 // WithVersion names the binary's version in poolgate_build_info (the
@@ -65,7 +69,13 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (g *Gateway, err error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	g = &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	g = &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry(), retiring: make(chan struct{}), handover: o.handover}
+	for _, in := range o.inherited {
+		if g.inherited == nil {
+			g.inherited = map[string]InheritedListener{}
+		}
+		g.inherited[in.Name] = in
+	}
 	built := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {

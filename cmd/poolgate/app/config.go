@@ -35,13 +35,17 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	// ShutdownTimeout is how long SIGTERM waits for open sessions before
 	// closing them. Default 30s.
-	ShutdownTimeout time.Duration          `yaml:"shutdown_timeout"`
-	SSH             sshgw.Config           `yaml:"ssh"`
-	HTTP            httpgw.Config          `yaml:"http"`
-	Admin           admin.Config           `yaml:"admin"`
-	Balancer        balancer.Config        `yaml:"balancer"`
-	Health          discovery.HealthConfig `yaml:"health"`
-	Discovery       discovery.Config       `yaml:"discovery"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// UpgradeTimeout is how long a gateway that handed its listeners to a
+	// new binary (SIGUSR2) keeps relaying its open sessions before it ends
+	// them as SIGTERM does. Default 24h.
+	UpgradeTimeout time.Duration          `yaml:"upgrade_timeout"`
+	SSH            sshgw.Config           `yaml:"ssh"`
+	HTTP           httpgw.Config          `yaml:"http"`
+	Admin          admin.Config           `yaml:"admin"`
+	Balancer       balancer.Config        `yaml:"balancer"`
+	Health         discovery.HealthConfig `yaml:"health"`
+	Discovery      discovery.Config       `yaml:"discovery"`
 	// State shares routing state with other gateways (Redis); empty keeps
 	// it in this gateway's memory.
 	State redisstate.Config `yaml:"state"`
@@ -55,6 +59,10 @@ type Config struct {
 	Identity identity.Config `yaml:"identity"`
 }
 
+// DefaultUpgradeTimeout is upgrade_timeout's default: a day, as a
+// terminal left open overnight should outlive an upgrade.
+const DefaultUpgradeTimeout = 24 * time.Hour
+
 // WithDefaults fills zero fields with the documented defaults.
 func (c Config) WithDefaults() Config {
 	if c.StateDir == "" {
@@ -62,6 +70,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.UpgradeTimeout == 0 {
+		c.UpgradeTimeout = DefaultUpgradeTimeout
 	}
 	c.SSH = c.SSH.WithDefaults()
 	c.HTTP = c.HTTP.WithDefaults()
@@ -91,6 +102,9 @@ func (c Config) problems() []*ConfigError {
 	var out []*ConfigError
 	if c.ShutdownTimeout < 0 {
 		out = append(out, &ConfigError{Key: "shutdown_timeout", Msg: fmt.Sprintf("must be positive, got %s", c.ShutdownTimeout)})
+	}
+	if c.UpgradeTimeout < 0 {
+		out = append(out, &ConfigError{Key: "upgrade_timeout", Msg: fmt.Sprintf("must be positive, got %s", c.UpgradeTimeout)})
 	}
 	for _, part := range []struct {
 		key string

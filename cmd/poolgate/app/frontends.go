@@ -23,12 +23,14 @@ type server interface {
 // (addFrontEnd) and binds their listeners (listen); Run starts them all
 // and stops them all (serveFrontEnds). A new front end is one more entry.
 type frontEnd struct {
-	name   string // its config section: ssh, http, rdp, admin; or metrics
-	key    string // its listen address's key in errors; "" means name.listen
-	addr   string // its listen address
-	srv    server
-	ln     net.Listener // bound by listen
-	closed error        // what Serve returns once stopped
+	name string // its config section: ssh, http, rdp, admin; or metrics
+	key  string // its listen address's key in errors; "" means name.listen
+	addr string // its listen address
+	srv  server
+	ln   *handoverListener // bound (or inherited) by listen
+	// inherited: ln came from the gateway this one took over from.
+	inherited bool
+	closed    error // what Serve returns once stopped
 	// vital: when Serve fails, the whole gateway stops (the SSH gateway);
 	// the failure of another front end is logged and the rest go on.
 	vital bool
@@ -40,9 +42,17 @@ type frontEnd struct {
 func (g *Gateway) addFrontEnd(f frontEnd) { g.fronts = append(g.fronts, &f) }
 
 // listen binds every front end's listener, in the order they were added,
-// so that a busy port is reported at start, naming its key.
+// so that a busy port is reported at start, naming its key. A listener
+// inherited from the gateway this one took over from (WithListeners) is
+// used as it is when its front end's address is still the one it was
+// bound for; an inherited listener no front end takes is closed.
 func (g *Gateway) listen() error {
 	for _, f := range g.fronts {
+		if in, ok := g.inherited[f.name]; ok && in.Addr == f.addr {
+			delete(g.inherited, f.name)
+			f.ln, f.inherited = newHandoverListener(in.Listener), true
+			continue
+		}
 		ln, err := net.Listen("tcp", f.addr)
 		if err != nil {
 			key := f.key
@@ -51,7 +61,12 @@ func (g *Gateway) listen() error {
 			}
 			return fmt.Errorf("%s: %w", key, err)
 		}
-		f.ln = ln
+		f.ln = newHandoverListener(ln)
+	}
+	for name, in := range g.inherited {
+		g.log.Info("upgrade: closing an inherited listener the config no longer has", zap.String("front_end", name), zap.String("addr", in.Addr))
+		in.Listener.Close()
+		delete(g.inherited, name)
 	}
 	return nil
 }
@@ -74,6 +89,9 @@ func (g *Gateway) closeListeners() {
 		if f.ln != nil {
 			f.ln.Close()
 		}
+	}
+	for _, in := range g.inherited {
+		in.Listener.Close()
 	}
 }
 
@@ -100,6 +118,9 @@ wait:
 		select {
 		case <-ctx.Done():
 			break wait
+		case <-g.retiring:
+			g.retireFrontEnds(ctx)
+			break wait
 		case e := <-done:
 			serving--
 			if err = g.frontEndEnded(e); err != nil {
@@ -107,8 +128,9 @@ wait:
 			}
 		}
 	}
-	g.log.Info("shutting down", zap.Duration("timeout", g.cfg.ShutdownTimeout))
-	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	timeout := g.config().ShutdownTimeout
+	g.log.Info("shutting down", zap.Duration("timeout", timeout))
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	g.stopFrontEnds(sctx, false)
 	g.stopFrontEnds(sctx, true)

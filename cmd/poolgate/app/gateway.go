@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 // the listeners, so that a busy port is reported at start; Run serves
 // until its context ends.
 type Gateway struct {
+	cfgMu   sync.Mutex // protects cfg once Run began (Reload replaces it)
 	cfg     Config
 	log     *zap.Logger
 	bal     *balancer.Balancer
@@ -48,6 +50,15 @@ type Gateway struct {
 	loadTargets loadTargets
 
 	rdpCheck *discovery.Checker // nil unless rdp.listen
+
+	// The upgrade (upgrade.go): listeners inherited from the gateway this
+	// one took over from, by front end, until listen takes them; the pipe
+	// its handover comes on (nil unless there is one); retiring is closed
+	// once by Retire.
+	inherited  map[string]InheritedListener
+	handover   io.ReadCloser
+	retiring   chan struct{}
+	retireOnce sync.Once
 }
 
 // azureStatus reports the scale set's discovery for the admin API.
@@ -83,6 +94,14 @@ func scaleInNodes(ns []azure.ScaleInNode) []admin.ScaleInNodeJSON {
 		out = append(out, admin.ScaleInNodeJSON{Node: n.Node, InstanceID: n.InstanceID, Idle: n.Idle, Reason: n.Reason})
 	}
 	return out
+}
+
+// config is the config in force; Run's goroutines read it here, as a
+// reload may replace it.
+func (g *Gateway) config() Config {
+	g.cfgMu.Lock()
+	defer g.cfgMu.Unlock()
+	return g.cfg
 }
 
 // HTTPAddr is the address the HTTP gateway listens on, "" when it is off.
@@ -136,7 +155,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); g.checker.Run(bg) }()
 
+	if a, r := g.takeOver(ctx); a != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.follow(r) }()
+	}
 	err := g.serveFrontEnds(ctx)
+	if g.handover != nil {
+		g.handover.Close()
+	}
 	stopBG()
 	wg.Wait()
 	if g.shared != nil {

@@ -99,7 +99,7 @@ func (g *Gateway) buildLoad() error {
 func (g *Gateway) runLoad(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); g.load.Run(ctx) }()
-	t := time.NewTicker(g.cfg.Load.WithDefaults().Interval)
+	t := time.NewTicker(g.config().Load.WithDefaults().Interval)
 	defer t.Stop()
 	for {
 		select {

@@ -34,7 +34,7 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	reloadMu.Lock()
 	defer reloadMu.Unlock()
 	var r ReloadReport
-	cur := g.cfg
+	cur := g.config()
 	restart := func(key, why string) { r.NeedRestart = append(r.NeedRestart, key+": "+why) }
 	differ := func(a, b any) bool { return !reflect.DeepEqual(a, b) }
 
@@ -76,6 +76,9 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	}
 	if next.ShutdownTimeout != cur.ShutdownTimeout {
 		restart("shutdown_timeout", "read when the gateway stops; the running value stays")
+	}
+	if next.UpgradeTimeout != cur.UpgradeTimeout {
+		restart("upgrade_timeout", "read when the gateway hands over to a new binary; the running value stays (the new binary reads the file)")
 	}
 
 	// What changes live. The admin tokens go first: reading their files
@@ -136,7 +139,9 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if g.static != nil && next.Discovery.Azure == nil {
 		applied.Discovery.Static = next.Discovery.Static
 	}
+	g.cfgMu.Lock()
 	g.cfg = applied
+	g.cfgMu.Unlock()
 	return r, nil
 }
 
