@@ -381,3 +381,29 @@ func TestFailingProbeBelowFallReportsNothing(t *testing.T) {
 		t.Fatalf("reports %q: want the passing probes reported", reports)
 	}
 }
+
+// TestCheckerSetConfig: a reload's fall count holds from the next probe:
+// with fall 1, one failure takes an up node down, where fall 5 would not
+// have yet.
+func TestCheckerSetConfig(t *testing.T) {
+	s := &scripted{script: []bool{true, true, true}}
+	rec := &recorder{}
+	c := NewChecker(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 5}, rec, CheckerOptions{Probe: s.probe})
+	c.SetNodes([]balancer.Node{{Name: "n1", SSH: "127.0.0.1:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	rec.waitChanges(t, 1) // up
+	c.SetConfig(HealthConfig{Interval: 10 * time.Millisecond, Rise: 1, Fall: 1})
+	s.mu.Lock()
+	s.script = append(s.script[:s.calls:s.calls], false) // fails from now on
+	s.mu.Unlock()
+	got := rec.waitChanges(t, 2)
+	s.mu.Lock()
+	failed := s.calls - len(s.script) + 1
+	s.mu.Unlock()
+	if got[1] != "n1 down" || failed > 3 {
+		t.Fatalf("changes %v after %d failing probes; with fall 1 the first failure should take it down", got, failed)
+	}
+}

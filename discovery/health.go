@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -189,7 +190,7 @@ func HubHealthProbe(client *http.Client, scheme string) Probe {
 // to a StatusSetter. It is a NodeSetter: give it every node set. Create it
 // with NewChecker; Run it once.
 type Checker struct {
-	cfg   HealthConfig
+	cfg   atomic.Pointer[HealthConfig] // replaced whole by SetConfig
 	probe Probe
 	to    StatusSetter
 	log   *zap.Logger
@@ -249,7 +250,9 @@ func newChecker(cfg HealthConfig, to StatusSetter, opts CheckerOptions, proto ba
 	if log == nil {
 		log = zap.NewNop()
 	}
-	c := &Checker{cfg: cfg.WithDefaults(), probe: opts.Probe, to: to, log: log, proto: proto, targets: map[string]*target{}}
+	c := &Checker{probe: opts.Probe, to: to, log: log, proto: proto, targets: map[string]*target{}}
+	cfg = cfg.WithDefaults()
+	c.cfg.Store(&cfg)
 	if opts.Metrics != nil {
 		c.results, c.check = registerResults(opts.Metrics, proto), checkNames[proto]
 	}
@@ -316,6 +319,13 @@ func (c *Checker) SetNodes(nodes []balancer.Node) {
 	}
 }
 
+// SetConfig puts new health settings in force (a reload): each node's
+// loop takes them at its next probe. The caller has checked them.
+func (c *Checker) SetConfig(cfg HealthConfig) {
+	cfg = cfg.WithDefaults()
+	c.cfg.Store(&cfg)
+}
+
 // Run probes until ctx ends, then waits for every probe loop to finish.
 func (c *Checker) Run(ctx context.Context) {
 	c.mu.Lock()
@@ -350,10 +360,17 @@ func (c *Checker) loop(ctx context.Context, n balancer.Node) {
 	}()
 	var known, up bool
 	streak := 0
-	tick := time.NewTicker(c.cfg.Interval)
+	cfg := c.cfg.Load()
+	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		if now := c.cfg.Load(); now != cfg { // a reload: from this probe on
+			if now.Interval != cfg.Interval {
+				tick.Reset(now.Interval)
+			}
+			cfg = now
+		}
+		pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		err := c.probe(pctx, n)
 		cancel()
 		if ctx.Err() != nil {
@@ -376,9 +393,9 @@ func (c *Checker) loop(ctx context.Context, n balancer.Node) {
 		} else {
 			streak++
 		}
-		need := c.cfg.Rise
+		need := cfg.Rise
 		if up {
-			need = c.cfg.Fall
+			need = cfg.Fall
 		}
 		if !known || streak >= need {
 			if !known || up != ok {

@@ -24,7 +24,7 @@ var reloadMu sync.Mutex
 
 // Reload puts next (read and checked by LoadConfig) in force where it can
 // change while sessions run (SIGHUP): the static node list, the
-// balancer's limits and load rules, the SSH gateway's settings for new
+// balancer's limits and load rules, the health checks' settings, the SSH gateway's settings for new
 // connections (keys, passwords, limits, algorithms, node choice,
 // timeouts), the admin tokens, the nodes' known host keys (a line deleted
 // after a node's rebuild is forgotten) and the HTTP certificate. What
@@ -65,9 +65,7 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 			liveIdentity = true
 		}
 	}
-	if differ(withoutRepin(next.Health), withoutRepin(cur.Health)) {
-		restart("health", "the checkers run with the settings they started with (repin_after changes now)")
-	}
+	liveHealth := differ(withoutRepin(next.Health), withoutRepin(cur.Health))
 	if (next.Discovery.Azure == nil) != (cur.Discovery.Azure == nil) || (next.Discovery.Azure != nil && differ(*next.Discovery.Azure, *cur.Discovery.Azure)) {
 		restart("discovery.azure", "the scale set is opened at start")
 	}
@@ -111,6 +109,14 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 		}
 		r.Applied = append(r.Applied, "identity (groups, name mapping, key_ttl, provider)")
 	}
+	if liveHealth {
+		for _, c := range []*discovery.Checker{g.checker, g.hubCheck, g.rdpCheck} {
+			if c != nil {
+				c.SetConfig(next.Health)
+			}
+		}
+		r.Applied = append(r.Applied, "health (each node's checks from their next probe)")
+	}
 	if differ(next.Balancer, cur.Balancer) {
 		g.bal.SetConfig(next.Balancer)
 		r.Applied = append(r.Applied, "balancer, load rules, health.repin_after")
@@ -132,7 +138,7 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	}
 	// What is kept: the running config, with the parts applied now.
 	applied := cur
-	applied.SSH, applied.Admin, applied.Balancer = next.SSH, next.Admin, next.Balancer
+	applied.SSH, applied.Admin, applied.Balancer, applied.Health = next.SSH, next.Admin, next.Balancer, next.Health
 	if liveIdentity {
 		applied.Identity = next.Identity
 	}
