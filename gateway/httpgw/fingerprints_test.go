@@ -155,3 +155,55 @@ func TestHubFingerprintsOldFileReadOnly(t *testing.T) {
 		t.Fatalf("read-only state_dir: %v", err)
 	}
 }
+
+// TestHubFingerprintsReload: after a hub's certificate is replaced on
+// purpose, ops delete its node from the learnt file and reload; the new
+// certificate is then learnt, while the other hubs are still checked.
+func TestHubFingerprintsReload(t *testing.T) {
+	dir := t.TempDir()
+	fps, err := loadHubFingerprints(dir, nil, "upstream_fingerprints", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fps.check("node-1", []byte("cert-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fps.check("node-2", []byte("cert-2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fps.check("node-1", []byte("cert-1-new")); err == nil {
+		t.Fatal("a replaced certificate was taken before ops forgot the old one")
+	}
+	data, err := os.ReadFile(filepath.Join(dir, hubFingerprintsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var learnt map[string]string
+	if err := json.Unmarshal(data, &learnt); err != nil {
+		t.Fatal(err)
+	}
+	delete(learnt, "node-1")
+	data, _ = json.Marshal(learnt)
+	if err := os.WriteFile(filepath.Join(dir, hubFingerprintsFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	forgotten, err := fps.reload(nil, "upstream_fingerprints")
+	if err != nil || len(forgotten) != 1 || forgotten[0] != "node-1" {
+		t.Fatalf("reload: forgotten %q, %v; want node-1", forgotten, err)
+	}
+	if err := fps.check("node-1", []byte("cert-1-new")); err != nil {
+		t.Fatalf("node-1's new certificate after the reload: %v", err)
+	}
+	if err := fps.check("node-2", []byte("cert-x")); err == nil {
+		t.Fatal("node-2 is no longer checked after the reload")
+	}
+	if err := os.WriteFile(filepath.Join(dir, hubFingerprintsFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fps.reload(nil, "upstream_fingerprints"); err == nil {
+		t.Fatal("a file that does not parse was taken")
+	}
+	if err := fps.check("node-2", []byte("cert-2")); err != nil {
+		t.Fatalf("a refused reload dropped node-2's fingerprint: %v", err)
+	}
+}

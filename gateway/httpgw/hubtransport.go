@@ -49,7 +49,8 @@ var (
 type hubTransport struct {
 	std     *http.Transport
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
-	maxIdle int // per hub
+	maxIdle int              // per hub
+	fps     *hubFingerprints // nil unless hubs are checked by fingerprint
 
 	mu    sync.Mutex
 	idle  map[string][]*hubConn // by host:port; the most recently used last

@@ -246,6 +246,17 @@ func (s *Server) Reload() error {
 	return s.certs.reload()
 }
 
+// ReloadFingerprints reads the hubs' certificate fingerprints again: the
+// file learnt on first contact and cfg's upstream_fingerprints (a
+// reload). It returns the nodes forgotten; on an error nothing changes.
+func (s *Server) ReloadFingerprints(cfg Config) (forgotten []string, err error) {
+	if s.transport == nil || s.transport.fps == nil {
+		return nil, nil
+	}
+	configured, key := cfg.fingerprints()
+	return s.transport.fps.reload(configured, key)
+}
+
 // HealthClient is an HTTP client with the same upstream TLS policy as the
 // proxy, and HealthScheme its scheme, for the hub health checks.
 func (s *Server) HealthClient() *http.Client { return &http.Client{Transport: s.transport} }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -95,6 +96,30 @@ func loadHubFingerprints(dir string, configured map[string]string, key string, l
 		p.config[node] = true
 	}
 	return p, nil
+}
+
+// reload reads the learned fingerprints again and takes the configured
+// ones anew (a reload): a node whose line ops deleted after its hub's
+// certificate was replaced is learnt again on first contact. It returns
+// the nodes forgotten; on an error nothing changes.
+func (p *hubFingerprints) reload(configured map[string]string, key string) (forgotten []string, err error) {
+	p.mu.Lock()
+	dir := filepath.Dir(p.path)
+	p.mu.Unlock()
+	fresh, err := loadHubFingerprints(dir, configured, key, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n := range p.known {
+		if _, ok := fresh.known[n]; !ok {
+			forgotten = append(forgotten, n)
+		}
+	}
+	sort.Strings(forgotten)
+	p.known, p.config = fresh.known, fresh.config
+	return forgotten, nil
 }
 
 // check compares the node's certificate with its known fingerprint,
@@ -183,6 +208,7 @@ func newTransport(cfg Config, stateDir string, nodeOf func(addr string) string, 
 		if err != nil {
 			return nil, err
 		}
+		t.fps = fps
 		verify = func(addr string) (func(tls.ConnectionState) error, error) {
 			node := nodeOf(addr)
 			if node == "" {

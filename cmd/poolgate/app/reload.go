@@ -9,6 +9,7 @@ import (
 
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/load"
+	"github.com/poolgate/poolgate/gateway/httpgw"
 	"go.uber.org/zap"
 )
 
@@ -45,8 +46,8 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if next.SSH.Listen != cur.SSH.Listen {
 		restart("ssh.listen", "a listener is bound at start")
 	}
-	if differ(next.HTTP, cur.HTTP) {
-		restart("http", "the HTTP front end is made at start (its certificate files are read again now)")
+	if differ(withoutFingerprints(next.HTTP), withoutFingerprints(cur.HTTP)) {
+		restart("http", "the HTTP front end is made at start (its certificate files and hub fingerprints are read again now)")
 	}
 	if differ(next.RDP, cur.RDP) {
 		restart("rdp", "the RDP front end is made at start")
@@ -132,6 +133,12 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 		r.Applied = append(r.Applied, "node host keys forgotten for "+strings.Join(forgotten, ", ")+" (learnt again on first contact)")
 	}
 	if g.http != nil {
+		if forgotten, err := g.http.ReloadFingerprints(next.HTTP); err != nil {
+			g.log.Error("reload: the hubs' certificate fingerprints do not parse; the ones in use stay", zap.Error(err))
+			restart("http.upstream_fingerprints", err.Error())
+		} else if len(forgotten) > 0 {
+			r.Applied = append(r.Applied, "hub certificate fingerprints forgotten for "+strings.Join(forgotten, ", ")+" (learnt again on first contact)")
+		}
 		if err := g.http.Reload(); err != nil {
 			return r, errors.Join(errors.New("http: the certificate did not load; the previous one is served"), err)
 		}
@@ -139,6 +146,7 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	// What is kept: the running config, with the parts applied now.
 	applied := cur
 	applied.SSH, applied.Admin, applied.Balancer, applied.Health = next.SSH, next.Admin, next.Balancer, next.Health
+	applied.HTTP.UpstreamFingerprints, applied.HTTP.UpstreamPins = next.HTTP.UpstreamFingerprints, next.HTTP.UpstreamPins
 	if liveIdentity {
 		applied.Identity = next.Identity
 	}
@@ -149,6 +157,13 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	g.cfg = applied
 	g.cfgMu.Unlock()
 	return r, nil
+}
+
+// withoutFingerprints is h without the hubs' fingerprints (which a reload
+// reads again), to compare the rest.
+func withoutFingerprints(h httpgw.Config) httpgw.Config {
+	h.UpstreamFingerprints, h.UpstreamPins = nil, nil
+	return h
 }
 
 // withoutRepin is h without repin_after (which the balancer takes live),
