@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -65,7 +66,7 @@ type Options struct {
 // Sink. Create it with New; call SetTargets whenever the node set changes
 // and Run once.
 type Scraper struct {
-	cfg    Config
+	cfg    atomic.Pointer[Config] // replaced whole by SetConfig
 	sink   Sink
 	client *http.Client
 	own    bool // client is the scraper's own
@@ -112,7 +113,8 @@ func New(cfg Config, sink Sink, opts Options) (*Scraper, error) {
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	s := &Scraper{cfg: cfg, sink: sink, client: opts.Client, now: opts.Now, log: opts.Logger, nodes: map[string]*nodeState{}}
+	s := &Scraper{sink: sink, client: opts.Client, now: opts.Now, log: opts.Logger, nodes: map[string]*nodeState{}}
+	s.cfg.Store(&cfg)
 	if s.client == nil {
 		s.own = true
 		s.client = &http.Client{Transport: &http.Transport{
@@ -175,15 +177,32 @@ func (s *Scraper) Last(node string) (Sample, bool) {
 	return st.last, true
 }
 
+// SetConfig puts new settings in force (a reload): the interval from the
+// next round, the timeout from the next scrape. Its error names the bad
+// key; then nothing changes. Exporter ports are the caller's.
+func (s *Scraper) SetConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.WithDefaults()
+	s.cfg.Store(&cfg)
+	return nil
+}
+
 // Run scrapes at once and then every Interval until ctx ends, and returns
 // when the scrapes in flight have finished.
 func (s *Scraper) Run(ctx context.Context) {
 	if s.own {
 		defer s.CloseIdleConnections()
 	}
-	tick := time.NewTicker(s.cfg.Interval)
+	every := s.cfg.Load().Interval
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
+		if now := s.cfg.Load().Interval; now != every { // a reload
+			every = now
+			tick.Reset(every)
+		}
 		s.ScrapeOnce(ctx)
 		select {
 		case <-ctx.Done():
@@ -263,7 +282,7 @@ func (s *Scraper) scrapeNode(ctx context.Context, st *nodeState) {
 	}
 
 	now := s.now()
-	stale := s.cfg.StaleAfter()
+	stale := s.cfg.Load().StaleAfter()
 	s.mu.Lock()
 	if s.nodes[t.Name] != st {
 		s.mu.Unlock()
@@ -280,7 +299,7 @@ func (s *Scraper) scrapeNode(ctx context.Context, st *nodeState) {
 		if err := res[i].err; err != nil {
 			msg := err.Error()
 			if errors.Is(err, context.DeadlineExceeded) {
-				msg = fmt.Sprintf("no answer within %s (load.timeout)", s.cfg.Timeout)
+				msg = fmt.Sprintf("no answer within %s (load.timeout)", s.cfg.Load().Timeout)
 			}
 			errs = append(errs, expNames[i]+": "+msg)
 			if e.state != stateDown {
@@ -329,7 +348,7 @@ var errNoMetrics = errors.New("no load metrics in the response")
 
 // fetch scrapes one exporter within the scrape timeout.
 func (s *Scraper) fetch(ctx context.Context, addr string, parse func(io.Reader, string) (Sample, error)) (Sample, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Load().Timeout)
 	defer cancel()
 	u := addr
 	if !strings.Contains(addr, "://") {

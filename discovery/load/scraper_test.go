@@ -517,3 +517,41 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 		})
 	}
 }
+
+// TestSetConfigTimeout: a reload's timeout holds from the next scrape: an
+// exporter slower than the new timeout is a scrape error naming it; a bad
+// setting is refused and changes nothing.
+func TestSetConfigTimeout(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write([]byte(nodeBody(1, 2, 0.5)))
+	}))
+	defer slow.Close()
+	c, sk := newClock(), &sink{}
+	s := newScraper(t, Config{Interval: time.Second, Timeout: time.Second}, sk, c, nil)
+	s.SetTargets([]Target{{Name: "node-1", Metrics: slow.URL + "/metrics"}})
+	s.ScrapeOnce(context.Background())
+	if n := sk.count("node-1"); n != 1 {
+		t.Fatalf("a 300ms exporter with a 1s timeout gave %d samples", n)
+	}
+	if err := s.SetConfig(Config{Interval: time.Second, Timeout: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	s.ScrapeOnce(context.Background())
+	sk.mu.Lock()
+	err := sk.errs["node-1"]
+	sk.mu.Unlock()
+	if err == nil || !strings.Contains(err.Error(), "no answer within 50ms (load.timeout)") {
+		t.Fatalf("after the timeout fell to 50ms: %v", err)
+	}
+	if err := s.SetConfig(Config{Interval: -time.Second}); err == nil {
+		t.Fatal("a negative interval was taken")
+	}
+	if got := s.cfg.Load().Timeout; got != 50*time.Millisecond {
+		t.Fatalf("a refused SetConfig changed the timeout to %v", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/poolgate/poolgate/discovery"
 	"github.com/poolgate/poolgate/discovery/load"
@@ -70,8 +71,12 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if (next.Discovery.Azure == nil) != (cur.Discovery.Azure == nil) || (next.Discovery.Azure != nil && differ(*next.Discovery.Azure, *cur.Discovery.Azure)) {
 		restart("discovery.azure", "the scale set is opened at start")
 	}
+	liveLoad := false
 	if differ(scraperPart(next.Load), scraperPart(cur.Load)) {
-		restart("load", "the scraper runs with the settings it started with (load.max, session_cost and stale_after change now)")
+		if differ(portsOf(next.Load), portsOf(cur.Load)) {
+			restart("load.metrics_port, load.gpu_metrics_port", "the exporters' ports are set at start (a node's own metrics address in discovery.static changes now)")
+		}
+		liveLoad = differ(timingOf(next.Load), timingOf(cur.Load))
 	}
 	if next.ShutdownTimeout != cur.ShutdownTimeout {
 		restart("shutdown_timeout", "read when the gateway stops; the running value stays")
@@ -110,6 +115,12 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 		}
 		r.Applied = append(r.Applied, "identity (groups, name mapping, key_ttl, provider)")
 	}
+	if liveLoad && g.load != nil {
+		if err := g.load.SetConfig(next.Load); err != nil {
+			return r, fmt.Errorf("load.%w", err)
+		}
+		r.Applied = append(r.Applied, "load.interval, load.timeout (from the next scrape)")
+	}
 	if liveHealth {
 		for _, c := range []*discovery.Checker{g.checker, g.hubCheck, g.rdpCheck} {
 			if c != nil {
@@ -146,6 +157,9 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	// What is kept: the running config, with the parts applied now.
 	applied := cur
 	applied.SSH, applied.Admin, applied.Balancer, applied.Health = next.SSH, next.Admin, next.Balancer, next.Health
+	if liveLoad {
+		applied.Load.Interval, applied.Load.Timeout = next.Load.Interval, next.Load.Timeout
+	}
 	applied.HTTP.UpstreamFingerprints, applied.HTTP.UpstreamPins = next.HTTP.UpstreamFingerprints, next.HTTP.UpstreamPins
 	if liveIdentity {
 		applied.Identity = next.Identity
@@ -173,9 +187,18 @@ func withoutRepin(h discovery.HealthConfig) discovery.HealthConfig {
 	return h
 }
 
-// scraperPart is what the load scraper reads at start: not Max and
-// SessionCost, which the balancer takes live.
+// scraperPart is what the load scraper reads: not Max and SessionCost,
+// which the balancer takes.
 func scraperPart(c load.Config) load.Config {
 	c.Max, c.SessionCost = nil, 0
 	return c
+}
+
+// portsOf is the exporters' ports of c (set at start), timingOf its
+// interval and timeout (live).
+func portsOf(c load.Config) [2]any { return [2]any{c.MetricsPort, c.GPUMetricsPort} }
+
+func timingOf(c load.Config) [2]time.Duration {
+	c = c.WithDefaults()
+	return [2]time.Duration{c.Interval, c.Timeout}
 }
