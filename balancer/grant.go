@@ -97,7 +97,7 @@ func (f localFacts) lookup(name string) (nodeFacts, bool) {
 		up:       n.upFor(f.p),
 		alive:    f.b.aliveFor(n, f.p, f.now, n.sessions),
 		draining: n.draining,
-		full:     max > 0 && n.sessions.Total() >= max,
+		full:     max > 0 && n.counted() >= max,
 	}, true
 }
 
@@ -114,7 +114,7 @@ func (f localFacts) leastLoaded(avoid []string, anyAlive bool) string {
 	for i, n := range b.order {
 		scores[i] = math.Inf(1)
 		if !n.removed && n.serves(f.p) && b.checkedAlive(&n.checks, f.p, f.now, n.sessions) && !slices.Contains(avoid, n.Name) {
-			scores[i] = b.openScore(n.weight, n.sessions.Total(), n.draining, b.resourceScoreLocked(n))
+			scores[i] = b.openScore(n.weight, n.counted(), n.draining, b.resourceScoreLocked(n))
 		}
 	}
 	if i := leastOf(scores, b.rand); i >= 0 {

@@ -4,6 +4,7 @@
 package balancer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -54,6 +55,47 @@ func (b *Balancer) acquire(user, client string, q query) (*Lease, error) {
 	return b.grantLocked(user, v, q, client, b.nextID, pinAfterGrant(b.userPinLocked(user).Pin, v, q.proto, time.Time{})), nil
 }
 
+// Unverified is the user a held session counts under (Hold): a name no
+// login can have (internal/username allows no parentheses), which ops see
+// as such in the sessions and the node's users.
+const Unverified = "(unverified)"
+
+// Hold counts a session that is already open on the named node for no
+// proven user: a plain RDP connection the node kept past its logon, whose
+// user name was only claimed. It counts toward the node's sessions for
+// ops, the dashboard and protection from scale-in, under the user
+// Unverified, and for nothing the routing rules read: no pin is made or
+// moved, no per-user count or limit is touched, and neither
+// max_sessions_per_node nor the node's placement score counts it, so
+// connections anyone can open cannot lock users out of a node. No rule
+// applies (the connection is there); the node must be in the pool, else
+// ErrUnknownNode. Release the lease when the connection ends.
+func (b *Balancer) Hold(node string, proto Protocol, client string) (*Lease, error) {
+	if !slices.Contains(Protocols(), proto) {
+		return nil, fmt.Errorf("unknown protocol %q", proto)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.nodes[node]
+	if n == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownNode, node)
+	}
+	now := b.now()
+	b.nextID++
+	l := &Lease{b: b, id: b.nextID, user: Unverified, node: n, proto: proto, client: client, started: now}
+	p := proto.index()
+	n.sessions[p]++
+	n.unverified++
+	n.users[Unverified]++
+	b.leases[l.id] = l
+	b.started[p].Add(1)
+	if b.sh != nil {
+		rec := LeaseRecord{ID: l.id, User: Unverified, Node: n.Name, Proto: proto, Client: client, Started: now}
+		b.queue(func(ctx context.Context) error { return b.record(ctx, rec) })
+	}
+	return l, nil
+}
+
 // Release ends the session: it stops counting toward the node's load, and
 // when it was the user's last, the affinity grace starts. Calling Release
 // more than once is harmless.
@@ -84,6 +126,9 @@ func (l *Lease) end(abort, failed bool) {
 	b.ended[p].Add(1)
 	n := l.node
 	n.sessions[p]--
+	if l.user == Unverified {
+		n.unverified--
+	}
 	if n.users[l.user]--; n.users[l.user] <= 0 {
 		delete(n.users, l.user)
 	}

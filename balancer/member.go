@@ -23,6 +23,9 @@ type node struct {
 	idle     time.Time      // when the node last had no session (set while it has none)
 	sessions PerProtocol    // live leases through this gateway
 	users    map[string]int // user → live leases on this node
+	// unverified counts the leases among sessions held for no proven
+	// user (Hold): they count for ops and scale-in, never for the rules.
+	unverified int
 	load     Load           // last measured load; NoLoad until the first
 	history  *loadRing      // recent samples for ops; nil until the first
 	// loadErr is why the node's last load scrape failed (see
@@ -30,6 +33,10 @@ type node struct {
 	loadErr   string
 	loadErrAt time.Time
 }
+
+// counted is the node's sessions as the routing rules count them: those
+// of proven users (see Hold).
+func (n *node) counted() int { return n.sessions.Total() - n.unverified }
 
 // maxLoadError bounds the bytes of a scrape error kept on a node.
 const maxLoadError = 512

@@ -213,7 +213,7 @@ func (b *Balancer) refreshLocked(n *node) {
 	if n.removed {
 		return
 	}
-	score := b.openScore(n.weight, n.sessions.Total(), n.draining, b.resourceScoreLocked(n))
+	score := b.openScore(n.weight, n.counted(), n.draining, b.resourceScoreLocked(n))
 	for p := range b.loads {
 		load := math.Inf(1)
 		if n.upFor(p) {

@@ -39,6 +39,16 @@ func (b *Balancer) record(ctx context.Context, rec LeaseRecord) error {
 // release ends one lease in the shared state: the rules say what becomes
 // of the user's pin there.
 func (b *Balancer) release(ctx context.Context, r SharedRelease) error {
+	if r.User == Unverified {
+		_, err := b.sh.store.Update(ctx, Read{Now: b.now(), Without: []uint64{r.LeaseID}, Nodes: []string{r.Node}}, func(s *Snapshot) (Change, error) {
+			ch := Change{Drop: []LeaseRecord{{ID: r.LeaseID, User: r.User, Node: r.Node, Proto: r.Proto}}}
+			if s.Sessions[r.Node].Total() == 0 {
+				ch.Idle = []string{r.Node}
+			}
+			return ch, nil
+		})
+		return err
+	}
 	var pin Pin
 	ver, err := b.sh.store.Update(ctx, Read{Now: b.now(), Users: []string{r.User}, Without: []uint64{r.LeaseID}, Nodes: []string{r.Node}}, func(s *Snapshot) (Change, error) {
 		var keep bool
@@ -67,7 +77,7 @@ func (b *Balancer) release(ctx context.Context, r SharedRelease) error {
 func (b *Balancer) keepLeases(ctx context.Context, leases []LeaseRecord, drop func(LeaseRecord) bool) (conflicts map[string]conflict, err error) {
 	users := make([]string, 0, len(leases))
 	for _, l := range leases {
-		if !slices.Contains(users, l.User) {
+		if l.User != Unverified && !slices.Contains(users, l.User) {
 			users = append(users, l.User)
 		}
 	}
@@ -76,6 +86,9 @@ func (b *Balancer) keepLeases(ctx context.Context, leases []LeaseRecord, drop fu
 		pins, conflicts = map[string]Pin{}, map[string]conflict{}
 		keep := s.Now.Add(b.keepFor())
 		for _, l := range leases {
+			if l.User == Unverified {
+				continue // no pin (Hold)
+			}
 			old, ok := pins[l.User]
 			if !ok {
 				old = s.Pins[l.User]

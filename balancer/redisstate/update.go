@@ -248,9 +248,13 @@ func (s *Store) write(ctx context.Context, p redis.Pipeliner, r balancer.Read, c
 	exp := float64(ms(now.Add(s.ttl)))
 	for _, l := range ch.Put {
 		k := s.leaseKey(l.ID)
-		p.ZAdd(ctx, s.nodeKey(l.Node, l.Proto), redis.Z{Score: exp, Member: k})
-		p.ZRemRangeByScore(ctx, s.nodeKey(l.Node, l.Proto), "-inf", strconv.FormatInt(ms(now), 10))
-		p.ZAdd(ctx, P+"user:"+l.User, redis.Z{Score: exp, Member: k})
+		if l.User != balancer.Unverified {
+			// A held session (balancer.Hold) counts in the view only:
+			// the rules read these two sets.
+			p.ZAdd(ctx, s.nodeKey(l.Node, l.Proto), redis.Z{Score: exp, Member: k})
+			p.ZRemRangeByScore(ctx, s.nodeKey(l.Node, l.Proto), "-inf", strconv.FormatInt(ms(now), 10))
+			p.ZAdd(ctx, P+"user:"+l.User, redis.Z{Score: exp, Member: k})
+		}
 		p.ZAdd(ctx, P+"replica:"+s.replica, redis.Z{Score: exp, Member: k})
 		p.ZAdd(ctx, P+"leases", redis.Z{Score: exp, Member: k})
 		p.HSet(ctx, P+"lease:"+k, "user", l.User, "node", l.Node, "proto", string(l.Proto), "client", l.Client, "started", ms(l.Started), "replica", s.replica)

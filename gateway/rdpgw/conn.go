@@ -48,25 +48,26 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 	_ = nc.SetReadDeadline(accepted.Add(s.cfg.FirstPacketTimeout))
 	cr, err := ReadConnectionRequest(nc, s.cfg.MaxFirstPacket)
 	if err != nil {
-		log.Info("rdp connection dropped before routing", zap.String("reason", err.Error()))
+		s.refused(log, "rdp connection dropped before routing", zap.String("reason", err.Error()))
 		return
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 
-	user, truncated := cr.User()
+	// The cookie's name is a claim anyone can type: it chooses where the
+	// connection goes (the claimed user's node), never whom it counts
+	// for. So the log names it as a claim.
+	claim, truncated := cr.User()
 	picking := time.Now()
 	prefer := ""
-	if user != "" {
-		user, prefer = s.bal.PinnedUser(user, truncated, balancer.RDP)
-	}
-	if user != "" {
-		log = log.With(zap.String("user", user))
+	if claim != "" {
+		_, prefer = s.bal.PinnedUser(claim, truncated, balancer.RDP)
+		log = log.With(zap.String("claimed_user", claim))
 	}
 	node, err := s.bal.Route(balancer.RDP, prefer)
 	s.m.Picked(time.Since(picking).Seconds())
 	if err != nil {
 		s.m.Refused(gwmetrics.NoNode)
-		log.Warn("rdp connection refused: no node can take it", zap.Error(err))
+		s.refused(log, "rdp connection refused: no node can take it", zap.Error(err))
 		return
 	}
 	log = log.With(zap.String("node", node.Name))
@@ -93,7 +94,7 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 	now := time.Now().UnixNano()
 	c.last[toNode].Store(now)
 	c.last[toClient].Store(now)
-	log.Debug("rdp connection routed", zap.Bool("claimed", user != ""), zap.String("routing_token", cr.RoutingToken))
+	log.Debug("rdp connection routed", zap.String("routing_token", cr.RoutingToken))
 
 	var lease *balancer.Lease
 	var proofWG sync.WaitGroup
@@ -104,21 +105,13 @@ func (s *Server) handle(nc net.Conn, slot *netx.Slot) {
 			return
 		}
 		slot.Release()
-		if user == "" {
-			log.Info("rdp connection proven; no user named, so no session is counted")
-			return
-		}
-		l, err := s.bal.AcquireOn(user, balancer.RDP, clientAddr, node.Name, balancer.ByBalancer)
+		l, err := s.bal.Hold(node.Name, balancer.RDP, clientAddr)
 		if err != nil {
-			log.Warn("rdp connection proven but not counted", zap.Error(err))
+			log.Warn("rdp connection kept by its node but not counted", zap.Error(err))
 			return
 		}
 		lease = l
-		fields := []zap.Field{zap.Uint64("session_id", l.ID())}
-		if l.Repinned() != "" {
-			fields = append(fields, zap.String("repinned_from", l.Repinned()))
-		}
-		log.Info("rdp session started", fields...)
+		log.Info("rdp session started, counted on its node as unverified (plain RDP proves no user)", zap.Uint64("session_id", l.ID()))
 	}()
 	c.relay()
 	close(c.done)

@@ -13,6 +13,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/internal/netx"
+	"github.com/poolgate/poolgate/internal/ratelog"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -26,8 +27,9 @@ type Balancer interface {
 	// Route names the node for a connection that takes no lease yet:
 	// prefer if it can take proto, else the least-loaded node.
 	Route(proto balancer.Protocol, prefer string) (balancer.Node, error)
-	// AcquireOn takes the lease of a proven connection on its node.
-	AcquireOn(user string, proto balancer.Protocol, client, node string, by balancer.PinOrigin) (*balancer.Lease, error)
+	// Hold counts a proven connection on its node for no proven user
+	// (balancer.Unverified): no pin, no per-user count.
+	Hold(node string, proto balancer.Protocol, client string) (*balancer.Lease, error)
 }
 
 // Options carries the server's collaborators besides its balancer. The
@@ -64,6 +66,8 @@ type Server struct {
 	mu           sync.Mutex // protects proofMark and proofWaiting
 	proofMark    <-chan time.Time
 	proofWaiting func()
+
+	refusals ratelog.Limiter // refusals logged (refused)
 }
 
 // testHooks returns the test hooks (nil outside tests).
@@ -94,6 +98,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	s := &Server{
 		cfg: cfg, bal: bal, log: log, dial: dial, m: opts.Metrics,
 		unproven: &netx.Slots{Max: cfg.MaxUnproven, PerAddress: cfg.MaxUnprovenPerAddress},
+		refusals: ratelog.Limiter{Every: time.Second},
 	}
 	s.front = &netx.Server{Name: "rdp", Logger: log, Slots: s.unproven, Refused: s.refuse, Handler: s.handle}
 	return s, nil
@@ -116,7 +121,20 @@ func (s *Server) refuse(nc net.Conn, _ string, err error) {
 		why = fmt.Sprintf("too many unproven connections from this address (max_unproven_per_address %d)", s.cfg.MaxUnprovenPerAddress)
 	}
 	s.m.Refused(gwmetrics.TooManyUnauthentic)
-	s.log.Info("rdp connection refused", zap.String("client", nc.RemoteAddr().String()), zap.String("reason", why))
+	s.refused(s.log, "rdp connection refused", zap.String("client", nc.RemoteAddr().String()), zap.String("reason", why))
+}
+
+// refused logs a refusal, at most one a second with the count of those
+// held back: anyone can open connections to be refused.
+func (s *Server) refused(log *zap.Logger, msg string, fields ...zap.Field) {
+	held, ok := s.refusals.Allow()
+	if !ok {
+		return
+	}
+	if held > 0 {
+		fields = append(fields, zap.Int("refusals_not_logged", held))
+	}
+	log.Info(msg, fields...)
 }
 
 // Unproven counts the connections not yet proven (for ops and tests).

@@ -144,7 +144,7 @@ func talk(c net.Conn) {
 
 func (p *pool) rdpSessions(node int) int { return p.bal.Nodes()[node].Sessions.Of(balancer.RDP) }
 
-func TestProvenConnectionTakesLeaseAndPin(t *testing.T) {
+func TestProvenConnectionCountsOnItsNodeUnverified(t *testing.T) {
 	n1 := newFakeNode(t, true)
 	p := newPool(t, Config{}, n1)
 	pkt := BuildConnectionRequest("Cookie: mstshash=alice", 3)
@@ -152,22 +152,53 @@ func TestProvenConnectionTakesLeaseAndPin(t *testing.T) {
 	if got := n1.got(); len(got) != 1 || !bytes.Equal(got[0], pkt) {
 		t.Fatalf("node got %q, want the client's packet unchanged", got)
 	}
-	testutil.Eventually(t, 5*time.Second, "alice's RDP session counted", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the RDP session counted on n1", func() bool {
 		talk(c)
 		return p.rdpSessions(0) == 1
 	})
 	ss := p.bal.Sessions()
-	if len(ss) != 1 || ss[0].User != "alice" || ss[0].Protocol != balancer.RDP || ss[0].Node != "n1" {
-		t.Fatalf("sessions %+v", ss)
+	if len(ss) != 1 || ss[0].User != balancer.Unverified || ss[0].Protocol != balancer.RDP || ss[0].Node != "n1" {
+		t.Fatalf("sessions %+v, want one RDP session on n1 as %s", ss, balancer.Unverified)
 	}
 	if p.srv.Unproven() != 0 {
 		t.Fatalf("unproven %d after proof", p.srv.Unproven())
 	}
+	if p.bal.UserSessions("alice") != 0 {
+		t.Fatalf("a cookie naming alice counted %d sessions for her", p.bal.UserSessions("alice"))
+	}
 	c.Close()
 	testutil.Eventually(t, 5*time.Second, "session released", func() bool { return p.rdpSessions(0) == 0 })
-	if _, node := p.bal.PinnedUser("alice", false, balancer.RDP); node != "n1" {
-		t.Fatalf("alice's pin after her session: %q, want n1 (grace)", node)
+	if _, node := p.bal.PinnedUser("alice", false, balancer.RDP); node != "" {
+		t.Fatalf("a cookie naming alice pinned her to %q", node)
 	}
+}
+
+// TestForgedCookieMovesNoOne: mallory's connection claims alice, who
+// works on n2 over SSH; the node keeps it (no NLA). Her pin, her count
+// and her per-user limit stay as they were.
+func TestForgedCookieMovesNoOne(t *testing.T) {
+	n1, n2 := newFakeNode(t, true), newFakeNode(t, true)
+	p := newPool(t, Config{}, n1, n2)
+	p.bal.SetHealth("n1", balancer.SSH, false, "down")
+	l, err := p.bal.Acquire("alice", balancer.SSH, "c")
+	if err != nil || l.Node().Name != "n2" {
+		t.Fatalf("alice's SSH: %v %v", l, err)
+	}
+	p.bal.SetHealth("n1", balancer.SSH, true, "ok")
+	l.Release() // alice is between sessions: her pin is in its grace
+	c := p.dial(t, BuildConnectionRequest("Cookie: mstshash=alice", 3))
+	testutil.Eventually(t, 5*time.Second, "the forged connection counted on n2", func() bool { talk(c); return p.rdpSessions(1) == 1 })
+	if _, node := p.bal.PinnedUser("alice", false, balancer.RDP); node != "n2" {
+		t.Fatalf("alice's pin after a forged connection: %q, want n2", node)
+	}
+	if n := p.bal.UserSessions("alice"); n != 0 { // what ssh.max_sessions_per_user reads
+		t.Fatalf("alice's sessions: %d, want 0", n)
+	}
+	l2, err := p.bal.Acquire("alice", balancer.SSH, "c")
+	if err != nil || l2.Node().Name != "n2" {
+		t.Fatalf("alice's next SSH session: %v %v, want n2", l2, err)
+	}
+	l2.Release()
 }
 
 func TestUnprovenConnectionsCountNothing(t *testing.T) {
@@ -291,6 +322,12 @@ func TestPinnedUserGoesToHisNode(t *testing.T) {
 		t.Fatalf("alice's RDP went to n1 %d, n2 %d times", len(n1.got()), len(n2.got()))
 	}
 	testutil.Eventually(t, 5*time.Second, "counted on n2", func() bool { talk(c); return p.rdpSessions(1) == 1 })
+	// A domain and a name cut to 9 characters: "CONTOSO\\a" says nothing
+	// about names that start with "a" (alice), so it goes least-loaded: n1.
+	p.dial(t, BuildConnectionRequest(`Cookie: mstshash=CONTOSO\a`, 3))
+	if len(n1.got()) != 1 || len(n2.got()) != 1 {
+		t.Fatalf("CONTOSO\\a went to n1 %d, n2 %d times; want n1 (no prefix match across a domain)", len(n1.got()), len(n2.got())-1)
+	}
 	// A cookie cut to 9 characters, in any case, finds christopher's node.
 	p.bal.SetHealth("n2", balancer.SSH, false, "down")
 	l2, err := p.bal.Acquire("christopher", balancer.SSH, "c")
@@ -299,39 +336,25 @@ func TestPinnedUserGoesToHisNode(t *testing.T) {
 	}
 	p.bal.SetHealth("n2", balancer.SSH, true, "ok")
 	c2 := p.dial(t, BuildConnectionRequest("Cookie: mstshash=Christoph", 3))
-	if len(n1.got()) != 1 {
-		t.Fatalf("christoph went to n1 %d times", len(n1.got()))
+	if len(n1.got()) != 2 {
+		t.Fatalf("christoph went to n1 %d times", len(n1.got())-1)
 	}
-	testutil.Eventually(t, 5*time.Second, "counted as christopher", func() bool {
+	testutil.Eventually(t, 5*time.Second, "counted on n1, for no user", func() bool {
 		talk(c2)
-		for _, s := range p.bal.Sessions() {
-			if s.User == "christopher" && s.Protocol == balancer.RDP && s.Node == "n1" {
-				return true
-			}
-		}
-		return false
+		return p.rdpSessions(0) == 1 && p.bal.UserSessions("christopher") == 1
 	})
 }
 
-func TestBobsConnectionsStayTogether(t *testing.T) {
+func TestCookieNeverPins(t *testing.T) {
 	n1, n2 := newFakeNode(t, true), newFakeNode(t, true)
 	p := newPool(t, Config{}, n1, n2)
 	c := p.dial(t, BuildConnectionRequest("Cookie: mstshash=bob", 3))
-	testutil.Eventually(t, 5*time.Second, "bob counted", func() bool { talk(c); return p.bal.UserSessions("bob") == 1 })
-	first := p.bal.Sessions()[0].Node
-	// Another user on bob's node makes it the busier one; bob's second
-	// connection still goes there.
-	for i := range 3 {
-		if _, err := p.bal.AcquireOn("x"+string(rune('a'+i)), balancer.SSH, "c", first, balancer.ByBalancer); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c2 := p.dial(t, BuildConnectionRequest("Cookie: mstshash=bob", 3))
-	testutil.Eventually(t, 5*time.Second, "bob's second counted", func() bool { talk(c2); return p.bal.UserSessions("bob") == 2 })
-	for _, s := range p.bal.Sessions() {
-		if s.User == "bob" && s.Node != first {
-			t.Fatalf("bob's sessions on %s and %s", first, s.Node)
-		}
+	testutil.Eventually(t, 5*time.Second, "bob's connection counted", func() bool {
+		talk(c)
+		return p.rdpSessions(0)+p.rdpSessions(1) == 1
+	})
+	if _, node := p.bal.PinnedUser("bob", false, balancer.RDP); node != "" || p.bal.UserSessions("bob") != 0 {
+		t.Fatalf("a cookie naming bob pinned him to %q with %d sessions", node, p.bal.UserSessions("bob"))
 	}
 }
 

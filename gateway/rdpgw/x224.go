@@ -52,17 +52,21 @@ type ConnectionRequest struct {
 // most 9 characters).
 func (cr ConnectionRequest) User() (user string, truncated bool) {
 	u := cr.Cookie
+	domain := false
 	if i := strings.LastIndexByte(u, '\\'); i >= 0 {
-		u = u[i+1:]
+		u, domain = u[i+1:], true
 	}
 	if i := strings.IndexByte(u, '@'); i >= 0 {
-		u = u[:i]
+		u, domain = u[:i], true
 	}
 	u, err := username.Canonical(u)
 	if err != nil {
 		return "", false // not a user name of the pool
 	}
-	return u, len(cr.Cookie) == mstscCookieMax
+	// A cookie of mstsc's length may be a name cut short, but only a
+	// cookie that is the name alone: "CORP\\a" cut from CORP\\alice says
+	// nothing about which names start with "a".
+	return u, !domain && len(cr.Cookie) == mstscCookieMax
 }
 
 // ReadConnectionRequest reads the client's first packet from r: a TPKT
