@@ -26,8 +26,8 @@ type node struct {
 	// unverified counts the leases among sessions held for no proven
 	// user (Hold): they count for ops and scale-in, never for the rules.
 	unverified int
-	load     Load           // last measured load; NoLoad until the first
-	history  *loadRing      // recent samples for ops; nil until the first
+	load       Load      // last measured load; NoLoad until the first
+	history    *loadRing // recent samples for ops; nil until the first
 	// loadErr is why the node's last load scrape failed (see
 	// loadErrorText), seen at loadErrAt; "" since a scrape succeeded.
 	loadErr   string
