@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/poolgate/poolgate/balancer"
@@ -30,8 +31,12 @@ type pool struct {
 	cancel  context.CancelFunc
 	done    chan error
 	stopped bool
-	hubs    []*hub // when poolOptions.hubs
+	hubs    []*hub               // when poolOptions.hubs
+	logs    *testutil.SyncBuffer // the gateway's log, JSON lines
 }
+
+// logText is the gateway's log so far.
+func (p *pool) logText() string { return p.logs.String() }
 
 type poolOptions struct {
 	nodes int // default 3
@@ -125,7 +130,10 @@ func newPool(t *testing.T, opts poolOptions) *pool {
 	if opts.cfg != nil {
 		opts.cfg(&cfg)
 	}
-	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	p.logs = &testutil.SyncBuffer{}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewTee(c, zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(p.logs), zap.InfoLevel))
+	})))
 	gw, err := app.New(cfg, log, opts.appOpts...)
 	if err != nil {
 		t.Fatal(err)

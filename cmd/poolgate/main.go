@@ -42,11 +42,13 @@ Usage:
   poolgate unpin USER               place USER by load again
   poolgate identities [--user U]    list the keys bound to users by a sign-in (identity provider)
   poolgate identity revoke USER     forget USER's bound keys: their next connection signs in again
+  poolgate rdp-file USER [--node N] [-o FILE]
+                                    an .rdp file that opens USER's node through the RD Gateway
   poolgate scale-in --idle D [--keep N] [--dry-run]
                                     delete scale-set instances idle for D (Azure)
   poolgate version                  print the version
 
-nodes, sessions, drain, undrain, pin, unpin, identities, identity and scale-in talk to a running gateway's admin API:
+nodes, sessions, drain, undrain, pin, unpin, identities, identity, rdp-file and scale-in talk to a running gateway's admin API:
 --admin URL (env POOLGATE_ADMIN, default http://127.0.0.1:9090),
 --token T (env POOLGATE_TOKEN), --json for scripts.
 
@@ -92,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdIdentities(args[1:], stdout, stderr)
 	case "identity":
 		return cmdIdentity(args[1:], stdout, stderr)
+	case "rdp-file":
+		return cmdRDPFile(args[1:], stdout, stderr)
 	case "scale-in":
 		return cmdScaleIn(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -139,6 +143,7 @@ var helps = map[string]struct{ args, what string }{
 	"undrain":   {"NODE [flags]", "Let NODE take new users again."},
 	"pin":       {"USER NODE [flags]", "Send USER's next sessions to NODE (open sessions stay where they are).\nA draining, down or unknown node is refused. Undo with poolgate unpin USER."},
 	"unpin":     {"USER [flags]", "Forget USER's pin: their next session is placed by load (or stays with\ntheir live sessions' node while they have any)."},
+	"rdp-file":  {"USER [--node N] [-o FILE] [flags]", "Write an .rdp file that opens USER's node through the RD Gateway (rdp.gateway), with a\ntoken the gateway signs for USER. Open it with mstsc or xfreerdp. Needs the admin write token\nand rdp.gateway.address."},
 	"version":   {"", "Print the version of this binary."},
 }
 

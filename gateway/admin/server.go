@@ -83,6 +83,9 @@ type Options struct {
 	// Identities serves GET /api/identities and DELETE
 	// /api/identities/{user}; nil answers 501 (no identity provider).
 	Identities Identities
+	// RDPFiles serves POST /api/users/{user}/rdp-file; nil answers 501
+	// (the RD Gateway is off).
+	RDPFiles RDPFiles
 }
 
 // Server is the admin API. Create it with New and serve Handler.
@@ -91,6 +94,7 @@ type Server struct {
 	discovery Discovery     // nil: static list
 	scaler    Scaler        // nil: no scale-in
 	ids       Identities    // nil: no identity provider
+	rdpFiles  RDPFiles      // nil: no RD Gateway
 	web       *identity.Web // nil: the token form
 	log       *zap.Logger
 	tok       atomic.Pointer[tokens] // replaced whole by SetConfig
@@ -110,7 +114,7 @@ type Server struct {
 
 // New reads the token files and returns the API.
 func New(cfg Config, pool Pool, opts Options) (*Server, error) {
-	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, rdpFiles: opts.RDPFiles, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		s.listenHost = strings.ToLower(host)
 	}
@@ -246,6 +250,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/pins", s.read(s.pins))
 	mux.HandleFunc("POST /api/users/{user}/pin", s.write(s.pin))
 	mux.HandleFunc("DELETE /api/users/{user}/pin", s.writeDelete(s.unpin))
+	mux.HandleFunc("/api/users/{user}/rdp-file", s.write(s.rdpFile))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
 	mux.HandleFunc("/api/scale-in", s.write(s.scaleIn))
 	mux.HandleFunc("/api/identities", s.read(s.identities))

@@ -21,6 +21,8 @@ const (
 	NodeUnreachable    = "node_unreachable"         // the chosen nodes took no connection
 	SessionLimit       = "session_limit"            // the user holds balancer.max_sessions_per_user
 	TooManyUnauthentic = "too_many_unauthenticated" // no pre-auth slot (in all or for the address)
+	BadToken           = "bad_token"                // an RD Gateway token was forged, expired or absent
+	TargetRefused      = "target_refused"           // an RD Gateway channel named a host other than the user's node
 )
 
 // Set is the families of one gateway. Create it with New.

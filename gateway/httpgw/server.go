@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,12 +44,28 @@ type Options struct {
 	// or a nil SignIn: those paths answer 404. Either way they never
 	// reach a hub.
 	Users *UserPage
+	// RDGateway, when set, takes every request under RDGatewayPath (the
+	// RD Gateway, gateway/rdg) before any routing: it never reaches a hub.
+	RDGateway RDGateway
 	// Metrics, if set, records the HTTP front end's part of the shared
 	// families (gateway/gwmetrics): answers by status code, the time to
 	// choose a node, bytes relayed to and from hubs (bodies and
 	// WebSocket traffic) and requests no node could take. Nil records
 	// nothing.
 	Metrics *gwmetrics.Front
+}
+
+// RDGatewayPath is the RD Gateway's path (MS-TSGU clients ask for it
+// under this name).
+const RDGatewayPath = "/remoteDesktopGateway/"
+
+// RDGateway is the RD Gateway as the HTTP front end serves it: its
+// tunnels live on hijacked connections, so Shutdown waits for them
+// (Drain) until its context ends, and then closes them.
+type RDGateway interface {
+	http.Handler
+	Drain(context.Context) error
+	Close() error
 }
 
 // Balancer is what the HTTP gateway needs from the balancer.
@@ -101,6 +118,7 @@ type Server struct {
 	stateDir  string
 	bal       Balancer
 	starter   Starter // nil: no scale from zero
+	rdg       RDGateway
 	log       *zap.Logger
 	now       func() time.Time
 	sign      signer
@@ -148,6 +166,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
 	s.sign = newSigner(key)
+	s.rdg = opts.RDGateway
 	s.page, err = newUserPage(opts.Users, bal, s.log)
 	if err != nil {
 		return nil, err
@@ -299,6 +318,14 @@ func (s *Server) Serve(ln net.Listener) error {
 // gateway), or gives up when ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
+	if s.rdg != nil {
+		if derr := s.rdg.Drain(ctx); derr != nil {
+			_ = s.rdg.Close()
+			if err == nil {
+				err = derr
+			}
+		}
+	}
 	s.cancel() // hijacked connections are not waited for by http.Server
 	done := make(chan struct{})
 	go func() { s.handlers.Wait(); close(done) }()
@@ -316,6 +343,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops at once.
 func (s *Server) Close() error {
 	err := s.srv.Close()
+	if s.rdg != nil {
+		_ = s.rdg.Close()
+	}
 	s.cancel()
 	s.handlers.Wait()
 	s.finish()
@@ -351,6 +381,11 @@ func isLogoutPath(p string) bool { return p == "/hub/logout" }
 // ServeHTTP routes one request: who it belongs to, which node, then the
 // reverse proxy.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.rdg != nil && strings.HasPrefix(r.URL.Path, RDGatewayPath) {
+		// Its own protocol on hijacked connections: no affinity, no hub.
+		s.rdg.ServeHTTP(w, r)
+		return
+	}
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	start := s.now()

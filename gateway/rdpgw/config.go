@@ -5,14 +5,20 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/poolgate/poolgate/gateway/rdg"
 	"github.com/poolgate/poolgate/internal/netx"
 )
 
 // Config is the YAML section "rdp".
 type Config struct {
-	// Listen is the address RDP clients connect to, e.g. 0.0.0.0:3389.
-	// Empty (the default) turns the RDP gateway off.
+	// Listen is the address plain RDP clients connect to, e.g.
+	// 0.0.0.0:3389. Empty (the default) turns plain RDP off. Plain RDP
+	// proves no user: see the package doc. The RD Gateway (Gateway) is
+	// the way in that does.
 	Listen string `yaml:"listen"`
+	// Gateway is the RD Gateway on the HTTP front end's port (section
+	// "rdp.gateway", validated by the app under that name).
+	Gateway rdg.Config `yaml:"gateway"`
 	// IdleTimeout closes connections that relayed no byte either way for
 	// this long. 0 (default) means never.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
@@ -47,6 +53,7 @@ func (c Config) Enabled() bool { return c.Listen != "" }
 
 // WithDefaults fills zero fields with the documented defaults.
 func (c Config) WithDefaults() Config {
+	c.Gateway = c.Gateway.WithDefaults()
 	if c.FirstPacketTimeout == 0 {
 		c.FirstPacketTimeout = 10 * time.Second
 	}

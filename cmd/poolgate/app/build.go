@@ -214,7 +214,13 @@ func (g *Gateway) buildFrontEnds() error {
 	}
 	g.ssh = srv
 	g.addFrontEnd(frontEnd{name: "ssh", addr: cfg.SSH.Listen, srv: srv, closed: sshgw.ErrServerClosed, vital: true})
+	if err := g.buildRDGateway(); err != nil {
+		return err
+	}
 	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
+	if g.rdg != nil {
+		adminOpts.RDPFiles = rdpFiles{g.rdg}
+	}
 	if g.identity != nil {
 		adminOpts.Identities = g.identity.b
 		// The admin page's sign-in stays with this gateway (its own
@@ -244,8 +250,12 @@ func (g *Gateway) buildFrontEnds() error {
 	if err != nil {
 		return err
 	}
-	hs, err := httpgw.New(cfg.HTTP, g.bal, httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users,
-		Metrics: g.frontM.Front(balancer.HTTP, gwmetrics.NoNode, gwmetrics.NodeUnreachable)})
+	hopts := httpgw.Options{StateDir: cfg.StateDir, Logger: g.log.Named("http"), Starter: starter, Users: users,
+		Metrics: g.frontM.Front(balancer.HTTP, gwmetrics.NoNode, gwmetrics.NodeUnreachable)}
+	if g.rdg != nil {
+		hopts.RDGateway = g.rdg
+	}
+	hs, err := httpgw.New(cfg.HTTP, g.bal, hopts)
 	if err != nil {
 		return fmt.Errorf("http.%w", err)
 	}

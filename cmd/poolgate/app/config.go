@@ -103,6 +103,9 @@ func (c Config) problems() []*ConfigError {
 	if c.ShutdownTimeout < 0 {
 		out = append(out, &ConfigError{Key: "shutdown_timeout", Msg: fmt.Sprintf("must be positive, got %s", c.ShutdownTimeout)})
 	}
+	if c.RDP.Gateway.Enabled && !c.HTTP.Enabled() {
+		out = append(out, &ConfigError{Key: "rdp.gateway.enabled", Msg: "the RD Gateway runs on the HTTP front end's port: set http.listen too"})
+	}
 	if c.UpgradeTimeout < 0 {
 		out = append(out, &ConfigError{Key: "upgrade_timeout", Msg: fmt.Sprintf("must be positive, got %s", c.UpgradeTimeout)})
 	}
@@ -110,7 +113,7 @@ func (c Config) problems() []*ConfigError {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"identity", c.Identity},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"rdp.gateway", c.RDP.Gateway}, {"identity", c.Identity},
 	} {
 		err := part.v.Validate()
 		if err == nil {

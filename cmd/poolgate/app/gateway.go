@@ -18,6 +18,7 @@ import (
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/httpgw"
+	"github.com/poolgate/poolgate/gateway/rdg"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -49,7 +50,8 @@ type Gateway struct {
 	load        *load.Scraper // the nodes' exporters
 	loadTargets loadTargets
 
-	rdpCheck *discovery.Checker // nil unless rdp.listen
+	rdpCheck *discovery.Checker // nil unless rdp.listen or rdp.gateway.enabled
+	rdg      *rdg.Server        // nil unless rdp.gateway.enabled
 
 	// The upgrade (upgrade.go): listeners inherited from the gateway this
 	// one took over from, by front end, until listen takes them; the pipe

@@ -2,11 +2,7 @@ package app
 
 import (
 	"context"
-	"encoding/base64"
-	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,7 +10,6 @@ import (
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/identity"
 	"github.com/poolgate/poolgate/gateway/sshgw"
-	"github.com/poolgate/poolgate/internal/atomicfile"
 )
 
 // signIn lends the identity provider and its key bindings to the SSH
@@ -51,29 +46,7 @@ func (g *Gateway) buildIdentity() error {
 // share state share it through Redis (the first one's, kept there);
 // alone, it is kept in state_dir so that a restart keeps users signed in.
 func (g *Gateway) webKey() ([]byte, error) {
-	if g.shared != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rdb, key := g.shared.Client(), g.shared.Prefix()+"identity:web_key"
-		fresh := base64.RawStdEncoding.EncodeToString(identity.NewWebKey())
-		if err := rdb.SetNX(ctx, key, fresh, 0).Err(); err == nil {
-			if v, err := rdb.Get(ctx, key).Result(); err == nil {
-				if k, err := base64.RawStdEncoding.DecodeString(v); err == nil && len(k) >= 32 {
-					return k, nil
-				}
-			}
-		}
-		g.log.Warn("could not share the users' page cookie key through Redis; a sign-in must come back through the gateway it began on")
-	}
-	path := filepath.Join(g.cfg.StateDir, "user_page_key")
-	if k, err := os.ReadFile(path); err == nil && len(k) >= 32 {
-		return k, nil
-	}
-	k := identity.NewWebKey()
-	if err := atomicfile.Write(path, k, 0o600); err != nil {
-		return nil, fmt.Errorf("state_dir: %w", err)
-	}
-	return k, nil
+	return g.sharedKey("identity:web_key", "user_page_key", "users' page cookie")
 }
 
 // userPage is the users' page of the HTTP front end (/_poolgate/), on

@@ -9,10 +9,15 @@ import (
 	"github.com/poolgate/poolgate/gateway/rdpgw"
 )
 
-// buildRDP makes, with rdp.listen, the RDP gateway and the nodes' RDP
-// health checks.
+// buildRDP makes, with rdp.listen, the plain RDP front end, and with it
+// or the RD Gateway (rdp.gateway.enabled) the nodes' RDP health checks.
 func (g *Gateway) buildRDP() error {
 	cfg := g.cfg
+	if cfg.RDP.Enabled() || cfg.RDP.Gateway.Enabled {
+		g.rdpCheck = discovery.NewRDPChecker(cfg.Health, g.bal, discovery.CheckerOptions{
+			Logger: g.log.Named("health_checker.rdp"), Metrics: g.reg,
+		})
+	}
 	if !cfg.RDP.Enabled() {
 		return nil
 	}
@@ -22,8 +27,5 @@ func (g *Gateway) buildRDP() error {
 		return fmt.Errorf("rdp.%w", err)
 	}
 	g.addFrontEnd(frontEnd{name: "rdp", addr: cfg.RDP.Listen, srv: srv, closed: rdpgw.ErrServerClosed})
-	g.rdpCheck = discovery.NewRDPChecker(cfg.Health, g.bal, discovery.CheckerOptions{
-		Logger: g.log.Named("health_checker.rdp"), Metrics: g.reg,
-	})
 	return nil
 }
