@@ -15,6 +15,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
+	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/rdpgw"
 	"github.com/poolgate/poolgate/internal/testutil"
@@ -234,12 +235,12 @@ func TestRDPThroughTheGateway(t *testing.T) {
 		t.Fatalf("alice's RDP reached %s, her SSH session is on %s", xs[got].name, h.node)
 	}
 
-	// bob's held connection is counted, shows in the admin API, and his
-	// second connection reaches the same node.
+	// bob's held connection is counted on its node, as unverified: plain
+	// RDP proves no user, so it makes no pin and counts for nobody.
 	before = tlsCounts(xs)
 	stopBob := freerdp(t, p, "bob", false)
 	first := landed(t, xs, before)
-	p.waitFor("bob's RDP session counted", func() bool {
+	p.waitFor("bob's RDP connection counted on its node", func() bool {
 		for _, n := range apiNodes(t, p) {
 			if n.Name == xs[first].name && n.Sessions.RDP >= 1 {
 				return true
@@ -251,15 +252,16 @@ func TestRDPThroughTheGateway(t *testing.T) {
 	getJSON(t, "http://"+p.gw.AdminAddr()+"/api/sessions", &ss)
 	found := false
 	for _, s := range ss.Sessions {
-		found = found || (s.User == "bob" && s.Protocol == "rdp" && s.Node == xs[first].name)
+		found = found || (s.User == balancer.Unverified && s.Protocol == "rdp" && s.Node == xs[first].name)
+		if s.User == "bob" {
+			t.Fatalf("/api/sessions names bob for a connection that only claimed him: %+v", s)
+		}
 	}
 	if !found {
-		t.Fatalf("/api/sessions has no rdp session of bob on %s: %+v", xs[first].name, ss.Sessions)
+		t.Fatalf("/api/sessions has no unverified rdp session on %s: %+v", xs[first].name, ss.Sessions)
 	}
-	before = tlsCounts(xs)
-	freerdp(t, p, "bob", true)
-	if second := landed(t, xs, before); second != first {
-		t.Fatalf("bob's second RDP connection reached %s, his first %s", xs[second].name, xs[first].name)
+	if _, pinned := p.gw.Balancer().Pinned("bob", balancer.RDP); pinned {
+		t.Fatal("a cookie naming bob pinned him")
 	}
 	stopBob()
 	p.waitFor("bob's RDP session released", func() bool { return rdpCount(apiNodes(t, p)) == 0 })
@@ -331,5 +333,106 @@ func TestRDPForgedCookiesCountNothing(t *testing.T) {
 		if n.Pinned != 0 {
 			t.Fatalf("forged cookies pinned a user to %s", n.Name)
 		}
+	}
+}
+
+// TestPlainRDPMovesNoOne: mallory's connection claims alice (xrdp has no
+// NLA, so it is kept at the logon screen and passes the proof). Alice's
+// pin, her count and her per-user limit stay as they were; ten made-up
+// names do not fill the nodes for SSH users.
+func TestPlainRDPMovesNoOne(t *testing.T) {
+	p, xs := rdpPool(t, func(c *app.Config) {
+		c.SSH.MaxSessionsPerUser = 2
+		c.Balancer.MaxSessionsPerNode = 2
+	})
+	alice := p.hold("alice")
+	before := tlsCounts(xs)
+	freerdp(t, p, "alice", false) // mallory, claiming alice
+	if got := landed(t, xs, before); xs[got].name != alice.node {
+		t.Fatalf("the cookie naming alice routed to %s, her node is %s", xs[got].name, alice.node)
+	}
+	p.waitFor("the forged connection counted on alice's node", func() bool {
+		for _, n := range apiNodes(t, p) {
+			if n.Name == alice.node {
+				return n.Sessions.RDP == 1
+			}
+		}
+		return false
+	})
+	if n := p.sessionsOf("alice"); n != 1 {
+		t.Fatalf("alice has %d sessions, want her one SSH session", n)
+	}
+	// max_sessions_per_user 2: her second SSH session is let in, on her node.
+	out, _, code := p.sshCmd("alice", `echo "$DSVM_NODE"`)
+	if code != 0 || strings.TrimSpace(out) != alice.node {
+		t.Fatalf("alice's second SSH session: %q exit %d, want her node %s", out, code, alice.node)
+	}
+
+	// Ten held connections with made-up names; max_sessions_per_node is 2.
+	for i := range 10 {
+		before := tlsCounts(xs)
+		freerdp(t, p, fmt.Sprintf("fake%d", i), false)
+		landed(t, xs, before)
+	}
+	p.waitFor("the ten counted", func() bool { return rdpCount(apiNodes(t, p)) == 11 })
+	for _, u := range []string{"carol", "dave"} {
+		if out, errOut, code := p.sshCmd(u, "true"); code != 0 {
+			t.Fatalf("%s refused with ten unverified RDP connections held: %q %q exit %d", u, out, errOut, code)
+		}
+	}
+	for _, pin := range p.gw.Balancer().Pins() {
+		if pin.User != "alice" && pin.User != "carol" && pin.User != "dave" {
+			t.Fatalf("plain RDP pinned %q", pin.User)
+		}
+	}
+}
+
+// TestPlainRDPWithoutNameProtectsItsNode: a desktop opened with a name
+// that is no user of the pool (as with no cookie) counts on its node, so neither Azure's scale-in nor
+// poolgate scale-in removes the VM under it.
+func TestPlainRDPWithoutNameProtectsItsNode(t *testing.T) {
+	requirePeers(t, "xrdp", "xfreerdp", "xvfb-run")
+	var xs []*xrdpNode
+	for i := 0; i < 2; i++ {
+		xs = append(xs, startXrdp(t, fmt.Sprintf("node-%d", i+1), fmt.Sprintf("127.0.0.%d", i+2)))
+	}
+	w := azuretest.New()
+	w.Add(vmFor(0), vmFor(1))
+	p := azurePool(t, w, 2, func(c *app.Config) {
+		c.Discovery.Azure.ProtectBusyNodes = true
+		c.Discovery.Azure.RDPPort = 33389
+		c.RDP.Listen = "127.0.0.1:0"
+		c.RDP.ProofTime = time.Second
+	})
+	p.waitFor("both nodes' RDP up", func() bool {
+		for _, st := range p.gw.Balancer().Nodes() {
+			if !st.Check(balancer.RDP).Up {
+				return false
+			}
+		}
+		return true
+	})
+	before := tlsCounts(xs)
+	freerdp(t, p, "John Smith", false) // a cookie that names no user of the pool
+	busy := xs[landed(t, xs, before)].name
+	id := map[string]string{"node-1": "0", "node-2": "1"}[busy]
+	p.waitFor("the nameless desktop's instance protected from scale-in", func() bool {
+		vm, _ := w.VM(id)
+		return vm.Protected
+	})
+	bin := buildPoolgate(t)
+	out, err := exec.Command(bin, "scale-in", "--idle", "1m", "--admin", "http://"+p.gw.AdminAddr()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("poolgate scale-in: %v\n%s", err, out)
+	}
+	for _, d := range w.Deleted() {
+		for _, gone := range d {
+			if gone == id {
+				t.Fatalf("scale-in deleted %s, where a desktop is open:\n%s", busy, out)
+			}
+		}
+	}
+	if want := busy + " (instance " + id + "): has 1 sessions"; !strings.Contains(string(out), want) {
+		t.Fatalf("poolgate scale-in does not say %q:\n%s", want, out)
 	}
 }
