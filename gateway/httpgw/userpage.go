@@ -46,6 +46,14 @@ type UserPage struct {
 	// NoNodeChoice is set when users may not choose their node
 	// (ssh.node_choice false): the page offers no move.
 	NoNodeChoice bool
+	// RDPFile, when set, offers "Connect with Remote Desktop": an .rdp
+	// file for the user through the RD Gateway at gateway (host[:port]),
+	// with a token signed for them (gateway/rdg). It returns the file
+	// and the token's ID, for the log.
+	RDPFile func(user, gateway string) (file []byte, tokenID string, err error)
+	// RDGatewayAddress is the gateway as .rdp files name it; "" uses
+	// the host the browser asked for.
+	RDGatewayAddress string
 }
 
 // Bindings is what the page needs of the key bindings
@@ -165,12 +173,42 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request, st *reqState)
 		st.status = p.forget(w, r, sess, signedIn)
 	case route == PagePrefix+"move" && post:
 		st.status = p.move(w, r, sess, signedIn)
+	case route == PagePrefix+"rdp" && get && p.RDPFile != nil:
+		if !signedIn {
+			st.status = http.StatusSeeOther
+			http.Redirect(w, r, PagePrefix+"signin", st.status)
+			return
+		}
+		st.status = p.rdpFile(w, r, sess)
 	case slices.Contains([]string{PagePrefix, PagePrefix + "signin", PagePrefix + "callback", PagePrefix + "signout", PagePrefix + "keys/forget", PagePrefix + "move"}, route):
 		st.status = http.StatusMethodNotAllowed
 		writePage(w, page{Status: st.status, Title: "Method not allowed", Message: "This address does not take that method."})
 	default:
 		notFound()
 	}
+}
+
+// rdpFile answers the signed-in user's .rdp file: through the RD Gateway
+// as configured, else at the host the browser asked for (the HTTP front
+// end's own address, where the gateway runs).
+func (p *userPage) rdpFile(w http.ResponseWriter, r *http.Request, sess identity.WebSession) int {
+	gw := p.RDGatewayAddress
+	if gw == "" {
+		gw = strings.TrimSuffix(r.Host, ":443")
+	}
+	file, id, err := p.RDPFile(sess.User, gw)
+	if err != nil {
+		p.log.Warn("could not write an .rdp file", zap.String("user", sess.User), zap.Error(err))
+		writePage(w, page{Status: http.StatusInternalServerError, Title: "No Remote Desktop file", Message: "The pool could not write your Remote Desktop file; try again, or ask the pool's operators."})
+		return http.StatusInternalServerError
+	}
+	p.log.Info(".rdp file issued on the users' page", zap.String("user", sess.User), zap.String("token_id", id), zap.String("client", r.RemoteAddr))
+	w.Header().Set("Content-Type", "application/x-rdp")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+sess.User+`-pool.rdp"`)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(file)
+	return http.StatusOK
 }
 
 // origin is the request's own scheme://host. Behind a proxy that ends TLS
@@ -350,6 +388,7 @@ type pageData struct {
 	KeysError  bool
 	Moves      []nodeView
 	NoChoice   bool
+	RDP        bool // offer the .rdp file
 }
 
 type nodeView struct {
@@ -368,7 +407,7 @@ type keyView struct {
 
 func (p *userPage) render(w http.ResponseWriter, r *http.Request, sess identity.WebSession, n notice, status int) {
 	c, _ := r.Cookie(p.SignIn.Name)
-	d := pageData{User: sess.User, Name: sess.Name, Notice: n, NoChoice: p.NoNodeChoice, ShowKeys: p.Bindings != nil,
+	d := pageData{User: sess.User, Name: sess.Name, Notice: n, NoChoice: p.NoNodeChoice, ShowKeys: p.Bindings != nil, RDP: p.RDPFile != nil,
 		HubLink: "/user/" + sess.User + "/"}
 	if d.Name == "" {
 		d.Name = sess.User

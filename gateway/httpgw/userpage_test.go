@@ -471,3 +471,44 @@ func flipFirst(s string) string {
 	}
 	return "x" + s[1:]
 }
+
+func TestUserPageRemoteDesktopFile(t *testing.T) {
+	var asked []string
+	e := newPageEnv(t, func(up *UserPage) {
+		up.RDPFile = func(user, gateway string) ([]byte, string, error) {
+			asked = append(asked, user+"@"+gateway)
+			return []byte("full address:s:pool\r\n"), "id1", nil
+		}
+	})
+	c := e.browser()
+	// Not signed in: to the sign-in, no file.
+	code, _, _ := e.get(c, "/_poolgate/rdp")
+	if code != http.StatusSeeOther && code != http.StatusOK || len(asked) != 0 {
+		t.Fatalf("rdp before sign-in: %d, files %v", code, asked)
+	}
+	e.signIn(c)
+	body, _ := e.page(c, "")
+	if !strings.Contains(body, `<a id="rdp" href="/_poolgate/rdp" download>Connect with Remote Desktop</a>`) {
+		t.Fatalf("no Remote Desktop link:\n%s", body)
+	}
+	code, file, resp := e.get(c, "/_poolgate/rdp")
+	if code != http.StatusOK || file != "full address:s:pool\r\n" || resp.Header.Get("Content-Type") != "application/x-rdp" ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment") {
+		t.Fatalf("rdp: %d %q %v", code, file, resp.Header)
+	}
+	if len(asked) != 1 || !strings.HasPrefix(asked[0], "alice@127.0.0.1:") {
+		t.Fatalf("file asked for %v, want alice at the host the browser asked", asked)
+	}
+}
+
+func TestUserPageNoRemoteDesktopWithoutGateway(t *testing.T) {
+	e := newPageEnv(t, nil)
+	c := e.browser()
+	e.signIn(c)
+	if body, _ := e.page(c, ""); strings.Contains(body, "Remote Desktop") {
+		t.Fatal("Remote Desktop offered without an RD Gateway")
+	}
+	if code, _, _ := e.get(c, "/_poolgate/rdp"); code != http.StatusNotFound {
+		t.Fatalf("/_poolgate/rdp without a gateway: %d, want 404", code)
+	}
+}

@@ -60,12 +60,18 @@ func (g *Gateway) userPage() (*httpgw.UserPage, error) {
 		return nil, err
 	}
 	nc := g.cfg.SSH.NodeChoice
-	return &httpgw.UserPage{
+	up := &httpgw.UserPage{
 		SignIn:       &identity.Web{Provider: g.identity.p, Name: "poolgate_user", Key: key},
 		Bindings:     g.identity.b,
 		SSHAddr:      g.cfg.SSH.Listen,
 		NoNodeChoice: nc != nil && !*nc,
-	}, nil
+	}
+	if g.rdg != nil {
+		f := rdpFiles{g.rdg}
+		up.RDGatewayAddress = g.rdg.Config().Address
+		up.RDPFile = func(user, gateway string) ([]byte, string, error) { return f.file(user, "", gateway) }
+	}
+	return up, nil
 }
 
 func (s *signIn) StartSignIn(ctx context.Context, login string, client net.Addr) (sshgw.DeviceCode, error) {
