@@ -172,7 +172,7 @@ func (g *Gateway) buildDiscovery(ao azure.Options) error {
 	if cfg.Discovery.Azure != nil {
 		ao.Pool, ao.Grace, ao.Logger = g.bal, cfg.Balancer.AffinityGrace, g.log.Named("discovery.azure")
 		ao.NoHTTP = !cfg.HTTP.Enabled()
-		ao.RDP = cfg.RDP.Enabled()
+		ao.RDP = cfg.RDP.Enabled() || cfg.RDP.Gateway.Enabled
 		az, err := azure.New(*cfg.Discovery.Azure, ao)
 		if err != nil {
 			return err

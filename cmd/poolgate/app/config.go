@@ -53,7 +53,9 @@ type Config struct {
 	Load load.Config `yaml:"load"`
 	// CA is where the SSH user CA key lives: state_dir, or Key Vault.
 	CA CASection `yaml:"ca"`
-	// RDP is the RDP gateway (Windows pools); off unless rdp.listen.
+	// RDP is Remote Desktop (Windows pools): the RD Gateway on the HTTP
+	// port (rdp.gateway.enabled) and plain RDP (rdp.listen); both off by
+	// default.
 	RDP rdpgw.Config `yaml:"rdp"`
 	// Identity signs users in with Entra ID or another OIDC provider.
 	Identity identity.Config `yaml:"identity"`

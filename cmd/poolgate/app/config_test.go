@@ -83,6 +83,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"identity:\n  oidc:\n    issuer: https://login.microsoftonline.com/0f0e0d0c-0000-4000-8000-000000000001/v2.0\n" + minimal, "p.yaml:2: identity.oidc.client_id: required"},
 		{"identity:\n  oidc:\n    isuer: x\n" + minimal, "p.yaml:3: identity.oidc.isuer: unknown key"},
 		{"identity:\n  key_ttl: soon\n" + minimal, `p.yaml:2: identity.key_ttl: "soon" is not a duration`},
+		{"rdp:\n  gateway:\n    enabled: true\n" + minimal, "rdp.gateway.enabled: the RD Gateway runs on the HTTP front end's port: set http.listen too"},
+		{"http:\n  listen: ':443'\nrdp:\n  gateway:\n    enabled: true\n    token_ttl: 48h\n" + minimal, "rdp.gateway.token_ttl: 48h0m0s is longer than a day"},
+		{"http:\n  listen: ':443'\nrdp:\n  gateway:\n    enabled: true\n    address: 'pool.example.com:'\n" + minimal, "rdp.gateway.address:"},
+		{"rdp:\n  gateway:\n    enable: true\n" + minimal, "p.yaml:3: rdp.gateway.enable: unknown key"},
 	} {
 		_, err := ParseConfig("p.yaml", []byte(tt.doc))
 		var ce *ConfigError

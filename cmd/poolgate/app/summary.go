@@ -19,7 +19,7 @@ func (c Config) Summary() string {
 		ls = append(ls, fmt.Sprintf("http %s (%s)", c.HTTP.Listen, tls))
 	}
 	if c.RDP.Enabled() {
-		ls = append(ls, "rdp "+c.RDP.Listen)
+		ls = append(ls, "plain rdp "+c.RDP.Listen)
 	}
 	if c.Admin.Listen != "" {
 		ls = append(ls, "admin "+c.Admin.Listen)
@@ -46,6 +46,9 @@ func (c Config) Summary() string {
 	}
 	if c.Identity.Enabled() {
 		on = append(on, "identity sign-in ("+c.Identity.OIDC.Issuer+")")
+	}
+	if c.RDP.Gateway.Enabled {
+		on = append(on, "RD Gateway on the http port")
 	}
 	if c.State.Enabled() {
 		on = append(on, "shared state (Redis)")
