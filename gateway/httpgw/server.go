@@ -59,12 +59,12 @@ type Options struct {
 // under this name).
 const RDGatewayPath = "/remoteDesktopGateway/"
 
-// RDGateway is the RD Gateway as the HTTP front end serves it: its
-// tunnels live on hijacked connections, so Shutdown waits for them
-// (Drain) until its context ends, and then closes them.
+// RDGateway is the RD Gateway as the HTTP front end serves it. Its
+// tunnels live on hijacked connections, which Shutdown leaves to their
+// owner (a desktop outlives a browser request: the app waits for them as
+// for RDP sessions) and Close closes.
 type RDGateway interface {
 	http.Handler
-	Drain(context.Context) error
 	Close() error
 }
 
@@ -318,14 +318,6 @@ func (s *Server) Serve(ln net.Listener) error {
 // gateway), or gives up when ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
-	if s.rdg != nil {
-		if derr := s.rdg.Drain(ctx); derr != nil {
-			_ = s.rdg.Close()
-			if err == nil {
-				err = derr
-			}
-		}
-	}
 	s.cancel() // hijacked connections are not waited for by http.Server
 	done := make(chan struct{})
 	go func() { s.handlers.Wait(); close(done) }()

@@ -133,6 +133,7 @@ wait:
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	g.stopFrontEnds(sctx, false)
+	g.stopRDGateway(sctx)
 	g.stopFrontEnds(sctx, true)
 	for ; serving > 0; serving-- {
 		if ferr := g.frontEndEnded(<-done); err == nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/gwmetrics"
@@ -34,6 +36,19 @@ func (g *Gateway) buildRDGateway() error {
 	}
 	g.rdg = srv
 	return nil
+}
+
+// stopRDGateway waits for the RD Gateway's tunnels until ctx ends, then
+// closes those left (its listener is the HTTP front end's, stopped
+// already).
+func (g *Gateway) stopRDGateway(ctx context.Context) {
+	if g.rdg == nil {
+		return
+	}
+	if err := g.rdg.Drain(ctx); err != nil {
+		g.log.Info("closed RD Gateway tunnels still open at the shutdown timeout", zap.Int("tunnels", g.rdg.Open()))
+		_ = g.rdg.Close()
+	}
 }
 
 // sharedKey is a signing key the gateways share: through Redis when they

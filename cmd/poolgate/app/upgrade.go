@@ -114,6 +114,10 @@ func (g *Gateway) retireFrontEnds(ctx context.Context) {
 	uctx, cancel := context.WithTimeout(ctx, g.config().UpgradeTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
+	if g.rdg != nil {
+		// Desktops through the RD Gateway are waited for as RDP's are.
+		wg.Go(func() { _ = g.rdg.Drain(uctx) })
+	}
 	for _, f := range g.fronts {
 		wg.Go(func() {
 			if d, ok := f.srv.(drainer); ok {
