@@ -316,7 +316,14 @@ func (a *adoption) adopt(s handoverSessionMsg) {
 	if a.leases[s.ID] != nil {
 		return
 	}
-	l, err := a.g.bal.Adopt(s.User, s.Node, s.Protocol, s.Client, s.Started, balancer.ByBalancer)
+	var l *balancer.Lease
+	var err error
+	if s.User == balancer.Unverified {
+		// A plain RDP connection: counted on its node, for no one.
+		l, err = a.g.bal.Hold(s.Node, s.Protocol, s.Client)
+	} else {
+		l, err = a.g.bal.Adopt(s.User, s.Node, s.Protocol, s.Client, s.Started, balancer.ByBalancer)
+	}
 	if err != nil {
 		a.g.log.Warn("upgrade: session of the old process not adopted", zap.Uint64("session_id", s.ID), zap.String("user", s.User), zap.String("node", s.Node), zap.Error(err))
 		return

@@ -55,6 +55,11 @@ func TestHandoverInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	aliceNode := alice.Node().Name
+	// A plain RDP connection held for no one (balancer.Hold).
+	desk, err := old.Balancer().Hold(aliceNode, balancer.RDP, "192.0.2.3:1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A connection the old gateway relays: it keeps the old one running.
 	held, err := net.Dial("tcp", old.SSHAddr())
 	if err != nil {
@@ -89,8 +94,8 @@ func TestHandoverInProcess(t *testing.T) {
 	if next.SSHAddr() != old.SSHAddr() || next.AdminAddr() != old.AdminAddr() {
 		t.Fatalf("the new gateway listens on %s and %s, the old one on %s and %s", next.SSHAddr(), next.AdminAddr(), old.SSHAddr(), old.AdminAddr())
 	}
-	if kept := old.Retire(); kept != 1 {
-		t.Errorf("Retire: the old gateway keeps %d sessions, want 1", kept)
+	if kept := old.Retire(); kept != 2 {
+		t.Errorf("Retire: the old gateway keeps %d sessions, want 2", kept)
 	}
 	hctx, hcancel := context.WithCancel(context.Background())
 	defer hcancel()
@@ -101,10 +106,16 @@ func TestHandoverInProcess(t *testing.T) {
 	go func() { nextDone <- next.Run(nctx) }()
 	defer func() { ncancel(); <-nextDone }()
 
-	testutil.Eventually(t, 5*time.Second, "alice's session adopted", func() bool {
+	testutil.Eventually(t, 5*time.Second, "alice's session and the unverified desktop adopted", func() bool {
 		s := next.Balancer().Sessions()
-		return len(s) == 1 && s[0].User == "alice" && s[0].Node == aliceNode && s[0].Client == "192.0.2.1:1"
+		return len(s) == 2 && s[0].User == "alice" && s[0].Node == aliceNode && s[0].Client == "192.0.2.1:1" &&
+			s[1].User == balancer.Unverified && s[1].Node == aliceNode
 	})
+	for _, p := range next.Balancer().Pins() {
+		if p.User != "alice" {
+			t.Errorf("the new gateway pins %q", p.User)
+		}
+	}
 	// New connections reach the new gateway.
 	c, err := net.Dial("tcp", next.SSHAddr())
 	if err != nil {
@@ -133,6 +144,7 @@ func TestHandoverInProcess(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	alice.Release()
+	desk.Release()
 	testutil.Eventually(t, 5*time.Second, "alice's adopted session released", func() bool {
 		return len(next.Balancer().Sessions()) == 0
 	})
