@@ -21,6 +21,12 @@ type Config struct {
 	// users already pinned to it may still open sessions there, so a user
 	// is never split across nodes. 0 means no limit.
 	MaxSessionsPerNode int `yaml:"max_sessions_per_node"`
+	// Placement is how new users are spread over the nodes that can take
+	// them: "spread" (the default) puts each on the least-loaded node;
+	// "pack" fills the busiest node whose score is still under
+	// Load.PackTarget before starting an emptier one, so that empty
+	// nodes appear and scale-in can remove them.
+	Placement string `yaml:"placement"`
 	// RepinAfter is how long a node may fail its checks, with no session
 	// of it relaying, before its users' pins move (YAML
 	// health.repin_after, checked and filled by the caller). Default 2m;
@@ -31,6 +37,12 @@ type Config struct {
 	// default.
 	Load LoadConfig `yaml:"-"`
 }
+
+// Placements (Config.Placement).
+const (
+	Spread = "spread"
+	Pack   = "pack"
+)
 
 // DefaultAffinityGrace is the grace period used when Config leaves it zero.
 const DefaultAffinityGrace = 30 * time.Minute
@@ -43,6 +55,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionsPerNode < 0 {
 		errs = append(errs, fmt.Errorf("max_sessions_per_node: must be 0 (no limit) or more, got %d", c.MaxSessionsPerNode))
+	}
+	switch c.Placement {
+	case "", Spread, Pack:
+	default:
+		errs = append(errs, fmt.Errorf("placement: %q is neither %q nor %q", c.Placement, Spread, Pack))
 	}
 	return errors.Join(errs...)
 }

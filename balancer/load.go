@@ -54,7 +54,17 @@ type LoadConfig struct {
 	// StaleAfter: figures older than this are not used (the node is judged
 	// by its sessions alone) and ops see them as stale. Zero means never.
 	StaleAfter time.Duration
+	// PackTarget is, with placement "pack", the score up to which a node
+	// is filled before an emptier one is started: the same score spread
+	// orders by (the peak of CPU, memory and GPU use, plus SessionCost
+	// per session per weight). Zero means DefaultPackTarget.
+	PackTarget float64
 }
+
+// DefaultPackTarget is the PackTarget used when it is zero: a node is
+// filled to 70 % of its scarcest resource (sessions counted in), leaving
+// room for the users on it to work.
+const DefaultPackTarget = 0.7
 
 // DefaultSessionCost is the SessionCost that New uses when it is zero.
 const DefaultSessionCost = 0.1

@@ -204,7 +204,23 @@ func (b *Balancer) openScore(weight float64, sessions int, draining bool, resour
 	if draining || (b.conf().MaxSessionsPerNode > 0 && sessions >= b.conf().MaxSessionsPerNode) {
 		return math.Inf(1)
 	}
-	return float64(sessions)/weight*b.conf().Load.SessionCost + resource
+	cfg := b.conf()
+	score := float64(sessions)/weight*cfg.Load.SessionCost + resource
+	if cfg.Placement != Pack {
+		return score
+	}
+	// Pack: the lowest score wins, so a node under the target scores
+	// minus its load (the busiest first; an empty node 0), and a node at
+	// or over it its load past the target (the least loaded of those,
+	// and only when no node is under it).
+	target := cfg.Load.PackTarget
+	if target <= 0 {
+		target = DefaultPackTarget
+	}
+	if score < target {
+		return -score
+	}
+	return score
 }
 
 // refreshLocked recomputes n's entries in b.loads after any change to its

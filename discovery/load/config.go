@@ -12,7 +12,7 @@ import (
 // (Prometheus node_exporter; NVIDIA dcgm-exporter for GPUs). It is the
 // section's one type: its defaults and checks are here and nowhere else.
 // Each part takes what it needs: the scraper Interval and Timeout; the
-// balancer Max, SessionCost and StaleAfter (cmd copies them into
+// balancer Max, SessionCost, PackTarget and StaleAfter (cmd copies them into
 // balancer.LoadConfig, since the balancer imports no package of ours);
 // cmd's exporter targets for Azure instances MetricsPort and
 // GPUMetricsPort.
@@ -30,6 +30,11 @@ type Config struct {
 	// SessionCost is what one session per weight adds to a node's score,
 	// in the units of load. Default 0.1 (0 means the default).
 	SessionCost float64 `yaml:"session_cost"`
+	// PackTarget is, with balancer.placement pack, the score up to which
+	// a node is filled before an emptier one is started (the score spread
+	// orders by: the peak of CPU, memory and GPU use, plus session_cost
+	// per session). Default 0.7.
+	PackTarget float64 `yaml:"pack_target"`
 	// MetricsPort is node_exporter's port on each instance found by Azure
 	// discovery. Default 9100; 0 means none. Static nodes name their
 	// exporters (discovery.static[].metrics).
@@ -45,6 +50,7 @@ const (
 	DefaultTimeout     = 2 * time.Second // or Interval, if shorter
 	DefaultMax         = 0.9
 	DefaultSessionCost = 0.1
+	DefaultPackTarget  = 0.7
 	DefaultMetricsPort = 9100 // node_exporter's port
 )
 
@@ -62,6 +68,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.SessionCost == 0 {
 		c.SessionCost = DefaultSessionCost
+	}
+	if c.PackTarget == 0 {
+		c.PackTarget = DefaultPackTarget
 	}
 	if c.MetricsPort == nil {
 		p := DefaultMetricsPort
@@ -93,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionCost < 0 || bad(c.SessionCost) {
 		errs = append(errs, fmt.Errorf("session_cost: must be 0 (the default) or more, got %v", c.SessionCost))
+	}
+	if c.PackTarget < 0 || c.PackTarget > 1 || bad(c.PackTarget) {
+		errs = append(errs, fmt.Errorf("pack_target: must be a fraction from 0 (the default, 0.7) to 1, got %v", c.PackTarget))
 	}
 	if c.MetricsPort != nil && (*c.MetricsPort < 0 || *c.MetricsPort > 65535) {
 		errs = append(errs, fmt.Errorf("metrics_port: must be from 1 to 65535, or 0 for none; got %d", *c.MetricsPort))

@@ -16,7 +16,7 @@ import (
 // defaulted there), for balancer.Config.Load.
 func balancerLoad(c load.Config) balancer.LoadConfig {
 	c = c.WithDefaults()
-	return balancer.LoadConfig{Max: *c.Max, SessionCost: c.SessionCost, StaleAfter: c.StaleAfter()}
+	return balancer.LoadConfig{Max: *c.Max, SessionCost: c.SessionCost, PackTarget: c.PackTarget, StaleAfter: c.StaleAfter()}
 }
 
 // loadTargets passes each node set to the scraper as its exporters: the

@@ -190,7 +190,7 @@ func withoutRepin(h discovery.HealthConfig) discovery.HealthConfig {
 // scraperPart is what the load scraper reads: not Max and SessionCost,
 // which the balancer takes.
 func scraperPart(c load.Config) load.Config {
-	c.Max, c.SessionCost = nil, 0
+	c.Max, c.SessionCost, c.PackTarget = nil, 0, 0
 	return c
 }
 
