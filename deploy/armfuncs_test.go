@@ -190,6 +190,19 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 		})
 		return out, bad
 	case "concat":
+		// Arrays (every argument an array) join into one array; else
+		// strings.
+		if len(args) > 0 && isArray(args[0]) {
+			out := []any{}
+			for i, a := range args {
+				x, ok := a.([]any)
+				if !ok {
+					return nil, fmt.Errorf("concat: argument %d is %T among arrays", i, a)
+				}
+				out = append(out, x...)
+			}
+			return out, nil
+		}
 		var b strings.Builder
 		for _, a := range args {
 			b.WriteString(str(a))
@@ -341,3 +354,5 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 	}
 	return nil, fmt.Errorf("function %s is not known to this evaluator", fn)
 }
+
+func isArray(v any) bool { _, ok := v.([]any); return ok }

@@ -464,6 +464,7 @@ func TestEvaluatedTemplateMatchesARMSchemas(t *testing.T) {
 		withParams(nil),
 		withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 3, "scaleFromZero": false, "shareQuotaGiB": 102400, "caKeyVault": true, "keyVaultSku": "premium", "nodeGpuExporterPort": 9400, "entraTenantId": testTenant, "entraClientId": testClient, "entraAllowedGroups": []any{testGroupA}}),
 		withParams(map[string]any{"osType": "Windows", "nodeAdminPassword": "Pa55-word-for-tests", "gatewayCaPublicKey": testCA, "nodeCount": 2, "gatewayPreviousCaPublicKey": testCA}),
+		withParams(map[string]any{"osType": "Windows", "nodeAdminPassword": "Pa55-word-for-tests", "gatewayCaPublicKey": testCA, "nodeCount": 2, "plainRdp": true}),
 	} {
 		ev := mustEval(t, p, defaultWorld())
 		for _, r := range ev.Resources {

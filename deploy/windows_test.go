@@ -2,11 +2,13 @@ package deploy
 
 import (
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/poolgate/poolgate/cmd/poolgate/app"
 )
 
 // Issue 17: osType Windows builds the pool from the Windows Data Science
@@ -73,38 +75,100 @@ func TestWindowsNodes(t *testing.T) {
 		t.Errorf("the Windows node's script holds the storage key or an unfilled placeholder")
 	}
 
-	// RDP and SSH reach the nodes from the gateways only; users reach the
-	// gateway's 3389.
+	// RDP and SSH reach the nodes from the gateways only (the RD Gateway
+	// and plain RDP both open the node's 3389 from the gateway). Users
+	// reach the gateway's 443 only: the RD Gateway is there.
 	checkOnlyGateways(t, ev, 22, 3389)
-	if ok, rule := nsgAllows(t, nsgRules(t, ev, "gateway-nsg"), internetAddr, 3389); !ok {
-		t.Errorf("users cannot reach the gateway's RDP port (rule %s)", rule)
+	checkGatewayRDP(t, ev, false)
+
+	// The gateway runs the RD Gateway under the pool's address, no plain
+	// RDP, and does not scrape node_exporter (Windows nodes have none).
+	cfg := gatewayAppConfig(t, gatewayConfigFile(t, ev))
+	if cfg.RDP.Listen != "" || cfg.Load.MetricsPort == nil || *cfg.Load.MetricsPort != 0 {
+		t.Errorf("Windows pool: rdp.listen %q, load.metrics_port %v; want none and 0", cfg.RDP.Listen, cfg.Load.MetricsPort)
+	}
+	checkRDGateway(t, cfg)
+}
+
+// gatewayAppConfig loads the gateway's config as poolgate does.
+func gatewayAppConfig(t *testing.T, path string) app.Config {
+	t.Helper()
+	cfg, err := app.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the gateway's config does not load: %v\n%s", err, read(t, path))
+	}
+	return cfg
+}
+
+// checkRDGateway: the RD Gateway is on, named by the public address's
+// FQDN (the evaluator's stand-in for reference(poolgate-ip)).
+func checkRDGateway(t *testing.T, cfg app.Config) {
+	t.Helper()
+	const fqdn = "pool-x.westeurope.cloudapp.azure.com"
+	if !cfg.RDP.Gateway.Enabled || cfg.RDP.Gateway.Address != fqdn {
+		t.Errorf("rdp.gateway.enabled %v, address %q; want true and %q", cfg.RDP.Gateway.Enabled, cfg.RDP.Gateway.Address, fqdn)
+	}
+}
+
+// checkGatewayRDP checks that the gateway NSG lets users reach 443, and
+// 3389 only when plain is set; and that the load balancer forwards 3389
+// to the gateways only then.
+func checkGatewayRDP(t *testing.T, ev evaluated, plain bool) {
+	t.Helper()
+	rules := nsgRules(t, ev, "gateway-nsg")
+	if ok, rule := nsgAllows(t, rules, internetAddr, 443); !ok {
+		t.Errorf("users cannot reach the gateway's 443 (rule %s)", rule)
+	}
+	if ok, rule := nsgAllows(t, rules, internetAddr, 3389); ok != plain {
+		t.Errorf("users reach the gateway's 3389: %v (rule %s), want %v", ok, rule, plain)
 	}
 	lbRDP := false
 	for _, r := range dig(ev.resources("Microsoft.Network/loadBalancers")[0], "properties", "loadBalancingRules").([]any) {
-		lbRDP = lbRDP || (dig(r, "properties", "frontendPort") == int64(3389) && dig(r, "properties", "backendPort") == int64(3389))
+		fp, bp := dig(r, "properties", "frontendPort"), dig(r, "properties", "backendPort")
+		if fp == int64(3389) || bp == int64(3389) {
+			lbRDP = true
+			if dig(r, "name") != "rdp" || fp != int64(3389) || bp != int64(3389) {
+				t.Errorf("load balancer rule %v forwards %v to %v", dig(r, "name"), fp, bp)
+			}
+		}
 	}
-	if !lbRDP {
-		t.Error("the load balancer does not forward 3389 to the gateways")
+	if lbRDP != plain {
+		t.Errorf("the load balancer forwards 3389 to the gateways: %v, want %v", lbRDP, plain)
 	}
+}
 
-	// The gateway listens for RDP, and does not scrape node_exporter
-	// (Windows nodes have none).
-	path := gatewayConfigFile(t, ev)
-	var cfg struct {
-		RDP struct {
-			Listen string `yaml:"listen"`
-		} `yaml:"rdp"`
-		Load struct {
-			MetricsPort *int `yaml:"metrics_port"`
-		} `yaml:"load"`
+// plainRdp=true opens plain RDP on 3389 besides the RD Gateway.
+func TestWindowsPlainRDP(t *testing.T) {
+	ev := mustEval(t, windowsParams(map[string]any{"plainRdp": true}), defaultWorld())
+	checkOnlyGateways(t, ev, 22, 3389)
+	checkGatewayRDP(t, ev, true)
+	cfg := gatewayAppConfig(t, gatewayConfigFile(t, ev))
+	if cfg.RDP.Listen != "0.0.0.0:3389" {
+		t.Errorf("plainRdp: rdp.listen %q, want 0.0.0.0:3389", cfg.RDP.Listen)
 	}
-	if err := yaml.Unmarshal([]byte(read(t, path)), &cfg); err != nil {
-		t.Fatal(err)
+	checkRDGateway(t, cfg)
+}
+
+// The FQDN reaches the config quoted, and only if it is a host name: a
+// value with a quote, a space or a newline fails the script before it
+// writes anything.
+func TestGatewayScriptChecksRDGAddress(t *testing.T) {
+	ev := mustEval(t, windowsParams(nil), defaultWorld())
+	script := extensionScript(t, ev, "poolgate-0")
+	const fqdn = "pool-x.westeurope.cloudapp.azure.com"
+	if !strings.Contains(script, "rdg_address='"+fqdn+"'") || !strings.Contains(script, "plain_rdp='false'") {
+		t.Fatalf("the script does not get the FQDN and plainRdp as placeholders")
 	}
-	if cfg.RDP.Listen != "0.0.0.0:3389" || cfg.Load.MetricsPort == nil || *cfg.Load.MetricsPort != 0 {
-		t.Errorf("Windows pool: rdp.listen %q, load.metrics_port %v; want 0.0.0.0:3389 and 0", cfg.RDP.Listen, cfg.Load.MetricsPort)
+	for _, bad := range []string{"", "pool x.example.com", "pool\"x", "pool.example.com\nidentity:", "pool:443", "$(reboot)"} {
+		vm := newScratchVM(t)
+		out, _, err := vm.run(strings.Replace(script, "rdg_address='"+fqdn+"'", "rdg_address='"+strings.ReplaceAll(bad, "'", "")+"'", 1))
+		if err == nil || !strings.Contains(out, "is not a host name") {
+			t.Errorf("address %q: err %v, output %q; want a refusal", bad, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(vm.root, "etc/poolgate/poolgate.yaml")); err == nil {
+			t.Errorf("address %q: the config was written", bad)
+		}
 	}
-	loadGatewayConfig(t, path, "rdp")
 }
 
 // Linux pools (the default) open no RDP anywhere and write no rdp section.
@@ -120,8 +184,19 @@ func TestLinuxNodesHaveNoRDP(t *testing.T) {
 	if ok, _ := nsgAllows(t, nsgRules(t, ev, "gateway-nsg"), internetAddr, 3389); ok {
 		t.Error("the internet reaches the gateway's 3389 on a Linux pool")
 	}
-	if strings.Contains(read(t, gatewayConfigFile(t, ev)), "rdp:") {
+	path := gatewayConfigFile(t, ev)
+	if strings.Contains(read(t, path), "rdp:") {
 		t.Error("a Linux pool's gateway config has an rdp section")
+	}
+	if cfg := gatewayAppConfig(t, path); cfg.RDP.Listen != "" || cfg.RDP.Gateway.Enabled {
+		t.Errorf("a Linux pool's gateway: rdp.listen %q, rdp.gateway.enabled %v; want neither", cfg.RDP.Listen, cfg.RDP.Gateway.Enabled)
+	}
+	checkGatewayRDP(t, ev, false)
+	// plainRdp takes effect on Windows pools only.
+	ev = mustEval(t, withParams(map[string]any{"gatewayCaPublicKey": testCA, "plainRdp": true}), defaultWorld())
+	checkGatewayRDP(t, ev, false)
+	if cfg := gatewayAppConfig(t, gatewayConfigFile(t, ev)); cfg.RDP.Listen != "" || cfg.RDP.Gateway.Enabled {
+		t.Errorf("a Linux pool with plainRdp: rdp.listen %q, rdp.gateway.enabled %v; want neither", cfg.RDP.Listen, cfg.RDP.Gateway.Enabled)
 	}
 	vmss := ev.resources("Microsoft.Compute/virtualMachineScaleSets")[0]
 	if img := dig(vmss, "properties", "virtualMachineProfile", "storageProfile", "imageReference"); dig(img, "offer") != "ubuntu-2204" {

@@ -6,8 +6,8 @@
 # deployment history and of customData), with a forceUpdateTag that
 # changes at every deployment, so it runs again each time:
 #   - a new poolgateUrl installs that binary;
-#   - highAvailability, scaleFromZero or a rotated storage or Redis key
-#     rewrite the config, the credentials and the mount;
+#   - highAvailability, scaleFromZero, plainRdp or a rotated storage or
+#     Redis key rewrite the config, the credentials and the mount;
 #   - poolgate restarts only when something it reads changed (a restart
 #     tells users and waits for their sessions: shutdown_timeout).
 # The VM's customData (gateway-cloud-init.yaml) never changes, as Azure
@@ -64,6 +64,29 @@ kv_version='__KEY_VAULT_KEY_VERSION__'
 kv_previous='__KEY_VAULT_PREVIOUS_VERSION__'
 # Linux or Windows: Windows nodes take RDP through the gateway.
 nodes_os='__NODE_OS__'
+# Windows pools: the RD Gateway on 443 (rdp.gateway), which .rdp files
+# name by the public address's FQDN; and, with plainRdp, plain RDP on
+# 3389 (rdp.listen), which routes by the name the client types and
+# proves no user.
+rdg_address='__RDG_ADDRESS__'
+plain_rdp='__PLAIN_RDP__'
+if [ "$nodes_os" = Windows ]; then
+	# An FQDN Azure makes from a label: letters, digits, dots and
+	# hyphens only, so nothing in it can reach the YAML or the shell.
+	case $rdg_address in
+	'' | *[!A-Za-z0-9.-]*)
+		say "the public address's FQDN \"$rdg_address\" is not a host name (letters, digits, dots and hyphens; a template bug); nothing was changed"
+		exit 1
+		;;
+	esac
+fi
+case $plain_rdp in
+true | false) ;;
+*)
+	say "plainRdp \"$plain_rdp\" is neither true nor false (a template bug); nothing was changed"
+	exit 1
+	;;
+esac
 
 # Sign-in with Microsoft Entra ID (identity.oidc), when entraTenantId is
 # given. The template passes these values base64-encoded, so that no
@@ -233,11 +256,23 @@ identity:
 POOLGATE_EOF
 	fi
 	if [ "$nodes_os" = Windows ]; then
-		cat <<'POOLGATE_EOF'
-# Windows nodes: users' RDP, to the node that holds their desktop.
+		cat <<POOLGATE_EOF
+# Windows nodes: users' Remote Desktop, to the node that holds their
+# desktop. The RD Gateway on 443: users open an .rdp file (from the
+# users' page, or poolgate rdp-file USER) that names this address and
+# carries a token poolgate signed for them.
 rdp:
+  gateway:
+    enabled: true
+    address: "$rdg_address"
+POOLGATE_EOF
+		if [ "$plain_rdp" = true ]; then
+			cat <<'POOLGATE_EOF'
+  # plainRdp: plain RDP on 3389 too. It routes by the name the client
+  # types and proves no user (the RD Gateway does).
   listen: 0.0.0.0:3389
 POOLGATE_EOF
+		fi
 	fi
 }
 
