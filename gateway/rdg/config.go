@@ -74,6 +74,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", v.key, v.d))
 		}
 	}
+	if c.IdleTimeout > 0 && c.IdleTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("idle_timeout: %s is shorter than 100ms (0 turns it off)", c.IdleTimeout))
+	}
 	if c.TokenTTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("token_ttl: %s is longer than a day; a token is for opening a connection within minutes", c.TokenTTL))
 	}

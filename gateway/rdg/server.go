@@ -277,8 +277,7 @@ type legacyTunnel struct {
 	out   net.Conn
 	slot  *netx.Slot
 	log   *zap.Logger
-	in    chan io.Reader // the IN channel's chunked body
-	inC   chan net.Conn
+	gone  chan struct{} // closed when the client's OUT connection ends
 	timer *time.Timer
 }
 
@@ -316,20 +315,9 @@ func (s *Server) serveLegacyOut(w http.ResponseWriter, r *http.Request, slot *ne
 		conn.Close()
 		return
 	}
-	seed := make([]byte, seedLen)
-	_, _ = rand.Read(seed)
-	head := "HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\n\r\n"
-	if _, err := io.WriteString(conn, head); err != nil {
-		slot.Release()
-		conn.Close()
-		return
-	}
-	if _, err := conn.Write(seed); err != nil {
-		slot.Release()
-		conn.Close()
-		return
-	}
-	l := &legacyTunnel{out: conn, slot: slot, log: log.With(zap.String("transport", "http")), inC: make(chan net.Conn, 1), in: make(chan io.Reader, 1)}
+	// Registered before the answer goes out: the client sends its IN
+	// request as soon as it has read the seed.
+	l := &legacyTunnel{out: conn, slot: slot, log: log.With(zap.String("transport", "http")), gone: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed || s.legacy[id] != nil {
 		s.mu.Unlock()
@@ -338,15 +326,30 @@ func (s *Server) serveLegacyOut(w http.ResponseWriter, r *http.Request, slot *ne
 		return
 	}
 	s.legacy[id] = l
-	l.timer = time.AfterFunc(s.cfg.HandshakeTimeout, func() {
+	forget := func() {
 		s.mu.Lock()
 		if s.legacy[id] == l {
 			delete(s.legacy, id)
 			l.abandon()
 		}
 		s.mu.Unlock()
-	})
+	}
+	l.timer = time.AfterFunc(s.cfg.HandshakeTimeout, forget)
 	s.mu.Unlock()
+	seed := make([]byte, seedLen)
+	_, _ = rand.Read(seed)
+	if _, err := conn.Write(append([]byte("HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\n\r\n"), seed...)); err != nil {
+		forget()
+		return
+	}
+	// The client sends nothing on its OUT channel: a read that returns
+	// means it left (or broke the protocol), before or after its IN
+	// channel came.
+	go func() {
+		_, _ = conn.Read(make([]byte, 1))
+		close(l.gone)
+		forget()
+	}()
 	// The tunnel runs in serveIn, on the IN channel's handler; this
 	// handler's connection is hijacked, so it returns.
 }
@@ -395,6 +398,15 @@ func (s *Server) serveIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.in = req.Body
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-l.gone:
+			t.end("client closed its OUT channel")
+		case <-done:
+		}
+	}()
 	s.runTunnel(t, l.slot)
 }
 

@@ -110,11 +110,12 @@ func (s *Signer) Verify(token string) (Claims, error) {
 	if !ok {
 		return Claims{}, ErrTokenInvalid
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, s.mac(payload)) {
+	// The signature's one spelling: decoding would skip line breaks and
+	// ignore the last character's spare bits.
+	if !hmac.Equal([]byte(sig), []byte(base64.RawURLEncoding.EncodeToString(s.mac(payload)))) {
 		return Claims{}, ErrTokenInvalid
 	}
-	body, err := base64.RawURLEncoding.DecodeString(payload)
+	body, err := base64.RawURLEncoding.Strict().DecodeString(payload)
 	if err != nil {
 		return Claims{}, ErrTokenInvalid
 	}

@@ -46,6 +46,7 @@ type tunnel struct {
 
 	user  string
 	lease *balancer.Lease
+	nmu   sync.Mutex // protects node: end runs on other goroutines
 	node  net.Conn
 	last  atomic.Int64 // unix nanos of the last byte either way
 	bytes [2]atomic.Int64
@@ -63,9 +64,11 @@ func (t *tunnel) send(p []byte) error {
 func (t *tunnel) end(reason string) {
 	t.why.CompareAndSwap(nil, &reason)
 	t.close()
+	t.nmu.Lock()
 	if t.node != nil {
 		t.node.Close()
 	}
+	t.nmu.Unlock()
 }
 
 // refuse tells the client why (in the packet its state expects), logs
@@ -267,7 +270,16 @@ func (t *tunnel) open(c Claims, cc channelCreate) bool {
 		t.refuse(channelResponse(eProxyTSConnectFailed, 0), "node unreachable: "+err.Error(), zap.String("node", l.Node().Name))
 		return false
 	}
+	t.nmu.Lock()
+	if r := t.why.Load(); r != nil {
+		// Ended (handshake_timeout, a shutdown) while the node was dialled.
+		t.nmu.Unlock()
+		nc.Close()
+		l.Release()
+		return false
+	}
 	t.node, t.lease = nc, l
+	t.nmu.Unlock()
 	t.log = t.log.With(zap.String("node", l.Node().Name))
 	if err := t.send(channelResponse(statusOK, 1)); err != nil {
 		t.end("client gone")
@@ -300,7 +312,7 @@ func (t *tunnel) relay() {
 		idle := t.s.cfg.IdleTimeout
 		every := keepaliveEvery
 		if idle > 0 {
-			every = min(every, idle/4)
+			every = max(min(every, idle/4), 10*time.Millisecond)
 		}
 		tick := time.NewTicker(every)
 		defer tick.Stop()
