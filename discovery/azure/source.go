@@ -133,6 +133,7 @@ type Source struct {
 	start     startState
 
 	prot protector
+	capa capacityState
 }
 
 // New builds a source. It builds the credential but contacts nothing;

@@ -144,6 +144,26 @@ type DiscoveryJSON struct {
 	Starting    bool       `json:"starting"`  // scale from zero waits for a node
 	// Protected names the nodes whose instances carry scale-in protection.
 	Protected []string `json:"protected,omitempty"`
+	// Capacity is the capacity controller's state (section capacity);
+	// absent when it is off.
+	Capacity *CapacityJSON `json:"capacity,omitempty"`
+}
+
+// CapacityJSON is the capacity controller's state, in GET /api/nodes.
+type CapacityJSON struct {
+	// Leading: this gateway acts on the scale set (with several gateways,
+	// one does).
+	Leading bool `json:"leading"`
+	// WarmSpares is the spares wanted; Spares those running with no user
+	// (instances starting count); Starting the instances asked for and
+	// not yet nodes.
+	WarmSpares int `json:"warm_spares"`
+	Spares     int `json:"spares"`
+	Starting   int `json:"starting"`
+	// LastAction says what was last done and why, at LastActionAt.
+	LastAction   string     `json:"last_action,omitempty"`
+	LastActionAt *time.Time `json:"last_action_at,omitempty"`
+	Error        string     `json:"error,omitempty"`
 }
 
 // StateJSON says where the routing state lives, in GET /api/nodes.

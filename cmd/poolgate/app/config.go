@@ -21,6 +21,7 @@ import (
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/balancer/redisstate"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/capacity"
 	"github.com/poolgate/poolgate/discovery/load"
 	"github.com/poolgate/poolgate/gateway/admin"
 	"github.com/poolgate/poolgate/gateway/httpgw"
@@ -59,6 +60,10 @@ type Config struct {
 	RDP rdpgw.Config `yaml:"rdp"`
 	// Identity signs users in with Entra ID or another OIDC provider.
 	Identity identity.Config `yaml:"identity"`
+	// Capacity grows and shrinks the Azure scale set with the team: warm
+	// spares, a node more when all are saturated, idle nodes removed.
+	// Off by default.
+	Capacity capacity.Config `yaml:"capacity"`
 }
 
 // DefaultUpgradeTimeout is upgrade_timeout's default: a day, as a
@@ -85,6 +90,7 @@ func (c Config) WithDefaults() Config {
 	c.Load = c.Load.WithDefaults()
 	c.RDP = c.RDP.WithDefaults()
 	c.Identity = c.Identity.WithDefaults()
+	c.Capacity = c.Capacity.WithDefaults()
 	c.Balancer.Load = balancerLoad(c.Load)
 	c.Balancer.RepinAfter = c.Health.RepinAfter
 	return c
@@ -105,6 +111,9 @@ func (c Config) problems() []*ConfigError {
 	if c.ShutdownTimeout < 0 {
 		out = append(out, &ConfigError{Key: "shutdown_timeout", Msg: fmt.Sprintf("must be positive, got %s", c.ShutdownTimeout)})
 	}
+	if c.Capacity.Enabled() && c.Discovery.Azure == nil {
+		out = append(out, &ConfigError{Key: "capacity", Msg: "grows and shrinks an Azure scale set: it needs discovery.azure"})
+	}
 	if c.RDP.Gateway.Enabled && !c.HTTP.Enabled() {
 		out = append(out, &ConfigError{Key: "rdp.gateway.enabled", Msg: "the RD Gateway runs on the HTTP front end's port: set http.listen too"})
 	}
@@ -115,7 +124,7 @@ func (c Config) problems() []*ConfigError {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"rdp.gateway", c.RDP.Gateway}, {"identity", c.Identity},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"rdp.gateway", c.RDP.Gateway}, {"identity", c.Identity}, {"capacity", c.Capacity},
 	} {
 		err := part.v.Validate()
 		if err == nil {

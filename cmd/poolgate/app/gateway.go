@@ -76,6 +76,14 @@ func azureStatus(az *azure.Source) admin.Discovery {
 			d.Protected = append(d.Protected, name)
 		}
 		sort.Strings(d.Protected)
+		if c := az.CapacityStatus(); c.On {
+			cj := &admin.CapacityJSON{Leading: c.Leading, WarmSpares: c.WarmSpares, Spares: c.Spares, Starting: c.Starting, LastAction: c.LastAction, Error: c.Error}
+			if !c.LastActionAt.IsZero() {
+				t := c.LastActionAt.UTC()
+				cj.LastActionAt = &t
+			}
+			d.Capacity = cj
+		}
 		return d
 	}
 }
@@ -147,6 +155,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.shared != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); g.bal.RunShared(bg) }()
+	}
+	if g.azure != nil && g.cfg.Capacity.Enabled() {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.runCapacity(bg) }()
 	}
 	wg.Add(2)
 	go func() {

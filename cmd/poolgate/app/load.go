@@ -9,6 +9,7 @@ import (
 
 	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/discovery"
+	"github.com/poolgate/poolgate/discovery/azure"
 	"github.com/poolgate/poolgate/discovery/load"
 )
 
@@ -117,3 +118,26 @@ var (
 	_ discovery.NodeSetter = loadTargets{}
 	_ load.Sink            = loadSink{}
 )
+
+// runCapacity runs the capacity controller on the scale set: alone, or
+// with gateways sharing state, only while this one holds the lease.
+func (g *Gateway) runCapacity(ctx context.Context) {
+	o := azure.CapacityOptions{Metrics: g.reg, Saturated: g.saturated}
+	if g.shared != nil {
+		o.Leader = g.shared.Leader("capacity", time.Minute)
+	}
+	g.azure.RunCapacity(ctx, g.cfg.Capacity, o)
+}
+
+// saturated reports a node that takes no new user now: at or over
+// load.max on its scarcest resource (fresh figures), or full.
+func (g *Gateway) saturated(n balancer.NodeStatus) bool {
+	cfg := g.config().Balancer
+	if cfg.MaxSessionsPerNode > 0 && n.Sessions.Total() >= cfg.MaxSessionsPerNode {
+		return true
+	}
+	if cfg.Load.Max <= 0 || !n.Load.Measured() || n.LoadStale {
+		return false
+	}
+	return n.Load.Peak() >= cfg.Load.Max
+}
