@@ -177,6 +177,9 @@ func cmdNodes(args []string, stdout, stderr io.Writer) int {
 	if resp.Discovery.Starting {
 		fmt.Fprintln(stdout, "A node is starting (scale from zero); waiting users are logged in when it is up.")
 	}
+	if c := resp.Discovery.Capacity; c != nil {
+		fmt.Fprintln(stdout, capacityLine(*c))
+	}
 	rdp := false
 	for _, n := range resp.Nodes {
 		rdp = rdp || n.RDP != ""
@@ -437,4 +440,20 @@ func cmdScaleIn(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "They are drained now and leave 'poolgate nodes' once Azure has deleted them.")
 	}
 	return 0
+}
+
+// capacityLine is the capacity controller's state in one line.
+func capacityLine(c admin.CapacityJSON) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Capacity: %d spare(s) of %d wanted, %d instance(s) starting", c.Spares, c.WarmSpares, c.Starting)
+	if !c.Leading {
+		b.WriteString("; another gateway acts on the scale set")
+	}
+	if c.LastAction != "" && c.LastActionAt != nil {
+		fmt.Fprintf(&b, "; last: %s, %s", term(c.LastAction), ago(*c.LastActionAt))
+	}
+	if c.Error != "" {
+		fmt.Fprintf(&b, "\nWARNING: the capacity controller could not act: %s", term(c.Error))
+	}
+	return b.String()
 }

@@ -37,6 +37,7 @@ const (
 	msgStillStart  = "poolgate: still starting a node (%s so far)...\n"
 	msgStarted     = "poolgate: node %s has started; logging you in.\n"
 	msgStartFailed = "poolgate: no node could be started for you in time. Please try again in a few minutes, or tell your administrator.\n"
+	msgBusy        = "poolgate: the pool is busy: node %s is loaded and a new node is starting; your session opens there now.\n"
 	msgCAFailed    = "poolgate: the gateway could not sign your login to the node (its certificate authority did not answer in time); please try again in a minute, or tell your administrator if this goes on.\n"
 )
 
@@ -377,6 +378,9 @@ func (c *clientConn) login(meta ssh.ConnMetadata, auth func() (ssh.AuthMethod, e
 			nc.lease = p.lease
 			if prev := p.lease.Repinned(); prev != "" {
 				c.banner(fmt.Sprintf(msgRepinned, prev, node.Name))
+			}
+			if c.s.busy != nil && c.s.busy(node.Name) {
+				c.banner(fmt.Sprintf(msgBusy, node.Name))
 			}
 			c.node = nc
 			return nil

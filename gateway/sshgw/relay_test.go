@@ -134,6 +134,8 @@ type testGWOptions struct {
 	pwStarts *StartLimit
 	// identity is Options.Identity.
 	identity Identity
+	// busy is Options.Busy.
+	busy func(node string) bool
 }
 
 // startTestGW runs a gateway as o says; alice's, bob's and carol's
@@ -178,7 +180,7 @@ func startTestGW(t *testing.T, o testGWOptions) *testGW {
 		core, logs = observer.New(zap.InfoLevel)
 		log = zap.New(core)
 	}
-	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Identity: o.identity, Logger: log})
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Identity: o.identity, Busy: o.busy, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,8 @@ type Server struct {
 	live     atomic.Pointer[Config] // for each new connection; SetConfig replaces it
 	keys     *Keys
 	bal      Balancer
-	starter  Starter       // nil: no scale from zero
+	starter  Starter // nil: no scale from zero
+	busy     func(node string) bool
 	pwStarts *startLimiter // bounds the password logins that use starter; nil: none may
 	log      *zap.Logger
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -86,6 +87,9 @@ type Options struct {
 	// Starter, if set, lets users who find no node wait while it starts
 	// one (scale from zero); nil means they are refused at once.
 	Starter Starter
+	// Busy, if set, reports that the node a user was just placed on is
+	// saturated while a new node starts: the user is told so in one line.
+	Busy func(node string) bool
 	// PasswordStarts, if set, lets password logins use Starter within its
 	// bounds, each logged at Info with the client; nil means only users
 	// proven by a key or certificate do (scale_from_zero: keys_only), and
@@ -120,7 +124,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	}
 	d := &net.Dialer{}
 	s := &Server{
-		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, metrics: opts.Metrics, identity: opts.Identity,
+		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, busy: opts.Busy, metrics: opts.Metrics, identity: opts.Identity,
 		dial: d.DialContext, now: time.Now,
 		backoff:  newBackoff(cfg.AuthBackoff, time.Now),
 		preauth:  &preauthLog{log: log, limit: ratelog.Limiter{Every: time.Second}},

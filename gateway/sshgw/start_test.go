@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,4 +271,29 @@ func TestPasswordLoginsStartNodesWithinBounds(t *testing.T) {
 			t.Errorf("a proven key with keys_only: err %v, %d starts, banner %q", err, calls(st), banner)
 		}
 	})
+}
+
+// TestBusyPoolIsSaid: a user placed on a saturated node while a new one
+// starts is told so in one line, and logs in; on a node that is not
+// saturated, nothing is said.
+func TestBusyPoolIsSaid(t *testing.T) {
+	var busyNow atomic.Bool
+	g := startTestGW(t, testGWOptions{busy: func(node string) bool { return busyNow.Load() && node == "n1" }})
+	for _, want := range []bool{true, false} {
+		busyNow.Store(want)
+		var banners []string
+		c, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
+			User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.userKey)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			BannerCallback:  func(m string) error { banners = append(banners, m); return nil },
+		})
+		if err != nil {
+			t.Fatalf("busy %v: login refused: %v", want, err)
+		}
+		c.Close()
+		said := len(banners) == 1 && strings.Contains(banners[0], "the pool is busy: node n1 is loaded and a new node is starting")
+		if said != want || (!want && len(banners) != 0) {
+			t.Fatalf("busy %v: banners %q", want, banners)
+		}
+	}
 }

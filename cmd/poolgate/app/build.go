@@ -208,6 +208,9 @@ func (g *Gateway) buildFrontEnds() error {
 			so.PasswordStarts = &sshgw.StartLimit{Window: z.WithDefaults().StartTimeout}
 		}
 	}
+	if g.azure != nil && cfg.Capacity.Enabled() {
+		so.Busy = g.busy
+	}
 	srv, err := sshgw.New(cfg.SSH, g.bal, so)
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)

@@ -141,3 +141,17 @@ func (g *Gateway) saturated(n balancer.NodeStatus) bool {
 	}
 	return n.Load.Peak() >= cfg.Load.Max
 }
+
+// busy reports that node is saturated while the capacity controller
+// starts another: the SSH user placed there is told so.
+func (g *Gateway) busy(node string) bool {
+	if g.azure.CapacityStatus().Starting == 0 {
+		return false
+	}
+	for _, n := range g.bal.Nodes() {
+		if n.Name == node {
+			return g.saturated(n)
+		}
+	}
+	return false
+}
