@@ -34,8 +34,6 @@ type CapacityOptions struct {
 	// Saturated reports a node that takes no new user (at or over
 	// load.max, or full); nil: none is.
 	Saturated func(balancer.NodeStatus) bool
-	// Interval between two decisions. Default 15s.
-	Interval time.Duration
 	// Metrics, when set, gets poolgate_scale_actions_total{reason}.
 	Metrics prometheus.Registerer
 }
@@ -111,11 +109,7 @@ func (s *Source) RunCapacity(ctx context.Context, cfg capacity.Config, o Capacit
 		}
 	}
 	c.mu.Unlock()
-	every := o.Interval
-	if every <= 0 {
-		every = 15 * time.Second
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	for {
 		s.capacityOnce(ctx, cfg, o)

@@ -27,6 +27,8 @@ type Config struct {
 	// ScaleInIdle removes nodes idle this long (no session, no pin in its
 	// grace), keeping WarmSpares and MinInstances. 0: never.
 	ScaleInIdle time.Duration `yaml:"scale_in_idle"`
+	// Interval between two decisions. Default 15s.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // DefaultCooldown is the Cooldown used when it is zero.
@@ -36,6 +38,9 @@ const DefaultCooldown = 2 * time.Minute
 func (c Config) WithDefaults() Config {
 	if c.Cooldown == 0 {
 		c.Cooldown = DefaultCooldown
+	}
+	if c.Interval == 0 {
+		c.Interval = 15 * time.Second
 	}
 	return c
 }
@@ -65,8 +70,11 @@ func (c Config) Validate() error {
 	if c.WarmSpares > 0 && c.MaxInstances == 0 {
 		errs = append(errs, errors.New("warm_spares: needs max_instances, the most the pool may grow to"))
 	}
-	if c.Cooldown < 0 || c.ScaleInIdle < 0 {
-		errs = append(errs, errors.New("cooldown, scale_in_idle: must not be negative"))
+	if c.Cooldown < 0 || c.ScaleInIdle < 0 || c.Interval < 0 {
+		errs = append(errs, errors.New("cooldown, scale_in_idle, interval: must not be negative"))
+	}
+	if c.Interval > 0 && c.Interval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("interval: %s is too short (at least 100ms)", c.Interval))
 	}
 	if c.ScaleInIdle > 0 && c.ScaleInIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("scale_in_idle: %s is shorter than a minute", c.ScaleInIdle))
