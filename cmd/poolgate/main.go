@@ -44,11 +44,14 @@ Usage:
   poolgate identity revoke USER     forget USER's bound keys: their next connection signs in again
   poolgate rdp-file USER [--node N] [-o FILE]
                                     an .rdp file that opens USER's node through the RD Gateway
+  poolgate recordings [--user U] [--node N] [--since T]
+                                    list the session recordings (ops)
+  poolgate play ID [--speed X]      replay a recording in this terminal (ops)
   poolgate scale-in --idle D [--keep N] [--dry-run]
                                     delete scale-set instances idle for D (Azure)
   poolgate version                  print the version
 
-nodes, sessions, drain, undrain, pin, unpin, identities, identity, rdp-file and scale-in talk to a running gateway's admin API:
+nodes, sessions, drain, undrain, pin, unpin, identities, identity, rdp-file, recordings, play and scale-in talk to a running gateway's admin API:
 --admin URL (env POOLGATE_ADMIN, default http://127.0.0.1:9090),
 --token T (env POOLGATE_TOKEN), --json for scripts.
 
@@ -96,6 +99,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdIdentity(args[1:], stdout, stderr)
 	case "rdp-file":
 		return cmdRDPFile(args[1:], stdout, stderr)
+	case "recordings":
+		return cmdRecordings(args[1:], stdout, stderr)
+	case "play":
+		return cmdPlay(ctx, args[1:], stdout, stderr)
 	case "scale-in":
 		return cmdScaleIn(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -133,18 +140,20 @@ func flags(name string, stderr io.Writer) *flag.FlagSet {
 
 // helps is each command's synopsis and what it does, for COMMAND --help.
 var helps = map[string]struct{ args, what string }{
-	"serve":     {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check.\nSignals: SIGHUP reloads the config file; SIGUSR2 upgrades to the binary now at the same path\n(it takes the listeners over, this process keeps its sessions until they end); SIGTERM stops,\ntelling SSH users (shutdown_timeout)."},
-	"check":     {"--config FILE", "Check a config file as serve reads it, with no side effects (no key created, state_dir\nuntouched, no network). Prints every error, one file:line: key: problem a line, and\nexits 1; or warnings and a one-line summary of what would be served, and exits 0."},
-	"demo":      {"[flags]", "Run the gateway with three in-process demo nodes and no config, printing how to connect."},
-	"ca-pubkey": {"--config FILE", "Print the gateway's SSH user CA public key (creating it in state_dir if missing):\nput this line in each node's TrustedUserCAKeys file."},
-	"nodes":     {"[flags]", "List the nodes of a running gateway with their state, sessions, users and load."},
-	"sessions":  {"[--node N] [--user U] [flags]", "List the live sessions of a running gateway."},
-	"drain":     {"NODE [flags]", "Stop sending new users to NODE (before scale-in or maintenance). Users pinned to it\nmay still open sessions there; open sessions are never cut. Undo with poolgate undrain NODE."},
-	"undrain":   {"NODE [flags]", "Let NODE take new users again."},
-	"pin":       {"USER NODE [flags]", "Send USER's next sessions to NODE (open sessions stay where they are).\nA draining, down or unknown node is refused. Undo with poolgate unpin USER."},
-	"unpin":     {"USER [flags]", "Forget USER's pin: their next session is placed by load (or stays with\ntheir live sessions' node while they have any)."},
-	"rdp-file":  {"USER [--node N] [-o FILE] [flags]", "Write an .rdp file that opens USER's node through the RD Gateway (rdp.gateway), with a\ntoken the gateway signs for USER. Open it with mstsc or xfreerdp. Needs the admin write token\nand rdp.gateway.address."},
-	"version":   {"", "Print the version of this binary."},
+	"serve":      {"--config FILE", "Run the gateway (the config file's keys: docs/CONFIG.md). Check a file first with poolgate check.\nSignals: SIGHUP reloads the config file; SIGUSR2 upgrades to the binary now at the same path\n(it takes the listeners over, this process keeps its sessions until they end); SIGTERM stops,\ntelling SSH users (shutdown_timeout)."},
+	"check":      {"--config FILE", "Check a config file as serve reads it, with no side effects (no key created, state_dir\nuntouched, no network). Prints every error, one file:line: key: problem a line, and\nexits 1; or warnings and a one-line summary of what would be served, and exits 0."},
+	"demo":       {"[flags]", "Run the gateway with three in-process demo nodes and no config, printing how to connect."},
+	"ca-pubkey":  {"--config FILE", "Print the gateway's SSH user CA public key (creating it in state_dir if missing):\nput this line in each node's TrustedUserCAKeys file."},
+	"nodes":      {"[flags]", "List the nodes of a running gateway with their state, sessions, users and load."},
+	"sessions":   {"[--node N] [--user U] [flags]", "List the live sessions of a running gateway."},
+	"drain":      {"NODE [flags]", "Stop sending new users to NODE (before scale-in or maintenance). Users pinned to it\nmay still open sessions there; open sessions are never cut. Undo with poolgate undrain NODE."},
+	"undrain":    {"NODE [flags]", "Let NODE take new users again."},
+	"pin":        {"USER NODE [flags]", "Send USER's next sessions to NODE (open sessions stay where they are).\nA draining, down or unknown node is refused. Undo with poolgate unpin USER."},
+	"unpin":      {"USER [flags]", "Forget USER's pin: their next session is placed by load (or stays with\ntheir live sessions' node while they have any)."},
+	"rdp-file":   {"USER [--node N] [-o FILE] [flags]", "Write an .rdp file that opens USER's node through the RD Gateway (rdp.gateway), with a\ntoken the gateway signs for USER. Open it with mstsc or xfreerdp. Needs the admin write token\nand rdp.gateway.address."},
+	"recordings": {"[--user U] [--node N] [--since T] [flags]", "List the session recordings of a running gateway, newest first (recording.enabled; the admin\nwrite token or a sign-in of identity.ops_groups). Listing is logged."},
+	"play":       {"ID [--speed X] [--idle-limit D] [--raw] [flags]", "Replay a session recording in this terminal, with its timing. --raw writes the asciicast file\n(for asciinema play). Who played which recording is logged."},
+	"version":    {"", "Print the version of this binary."},
 }
 
 func parse(fs *flag.FlagSet, args []string) int {

@@ -86,6 +86,9 @@ type Options struct {
 	// RDPFiles serves POST /api/users/{user}/rdp-file; nil answers 501
 	// (the RD Gateway is off).
 	RDPFiles RDPFiles
+	// Recordings serves GET /api/recordings and GET
+	// /api/recordings/{id} (ops only); nil answers 501.
+	Recordings Recordings
 }
 
 // Server is the admin API. Create it with New and serve Handler.
@@ -95,6 +98,7 @@ type Server struct {
 	scaler    Scaler        // nil: no scale-in
 	ids       Identities    // nil: no identity provider
 	rdpFiles  RDPFiles      // nil: no RD Gateway
+	recs      Recordings    // nil: no recording
 	web       *identity.Web // nil: the token form
 	log       *zap.Logger
 	tok       atomic.Pointer[tokens] // replaced whole by SetConfig
@@ -114,7 +118,7 @@ type Server struct {
 
 // New reads the token files and returns the API.
 func New(cfg Config, pool Pool, opts Options) (*Server, error) {
-	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, rdpFiles: opts.RDPFiles, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
+	s := &Server{pool: pool, discovery: opts.Discovery, scaler: opts.Scaler, ids: opts.Identities, rdpFiles: opts.RDPFiles, recs: opts.Recordings, web: opts.SignIn, log: opts.Logger, startedAt: time.Now(), sess: newSessions(time.Now)}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		s.listenHost = strings.ToLower(host)
 	}
@@ -251,6 +255,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/users/{user}/pin", s.write(s.pin))
 	mux.HandleFunc("DELETE /api/users/{user}/pin", s.writeDelete(s.unpin))
 	mux.HandleFunc("/api/users/{user}/rdp-file", s.write(s.rdpFile))
+	mux.HandleFunc("/api/recordings", s.ops(s.recordings))
+	mux.HandleFunc("/api/recordings/{id}", s.ops(s.recordingFile))
 	mux.HandleFunc("/api/nodes/{name}/{action}", s.write(s.drain))
 	mux.HandleFunc("/api/scale-in", s.write(s.scaleIn))
 	mux.HandleFunc("/api/identities", s.read(s.identities))

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -33,6 +34,10 @@ type pair struct {
 	exited     chan struct{}
 	exitedOnce sync.Once
 	farReqsEnd chan struct{}
+
+	// audit watches a client's session channel with recording on; nil
+	// otherwise.
+	audit *channelAudit
 }
 
 // channelHandler returns the handler that passes a channel request on to
@@ -55,6 +60,9 @@ func isExit(r *ssh.Request) bool { return r.Type == "exit-status" || r.Type == "
 func (p *pair) fromFar(r *ssh.Request) {
 	if p.exit != nil && r.Type == "exit-status" && len(r.Payload) >= 4 {
 		p.exit.Store(int64(binary.BigEndian.Uint32(r.Payload)))
+		if p.audit != nil {
+			p.audit.exit.Store(int64(binary.BigEndian.Uint32(r.Payload)))
+		}
 	}
 	p.toNear.push(r)
 }
@@ -83,6 +91,14 @@ func (p *pair) farClosed() {
 // with the far side's own reason, hands the pair's request streams to loop,
 // and relays data, the node's stderr and EOF between them.
 func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
+	if rs := s.c.s.rec; fromClient && nc.ChannelType() == "session" && rs != nil && rs.Config().Required {
+		if err := rs.Writable(); err != nil {
+			s.log.Warn("session channel refused: recording.required, and recordings cannot be written", zap.Error(err))
+			_ = nc.Reject(ssh.Prohibited, "poolgate: sessions here are recorded, and recording is failing just now; please try again in a few minutes, or tell your administrator")
+			s.register <- nil
+			return
+		}
+	}
 	far, farReqs, err := out.OpenChannel(nc.ChannelType(), nc.ExtraData())
 	if err != nil {
 		var oce *ssh.OpenChannelError
@@ -103,6 +119,11 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	}
 	s.channels.Add(1)
 	isSession := fromClient && nc.ChannelType() == "session"
+	var audit *channelAudit
+	if rs := s.c.s.rec; isSession && rs != nil {
+		audit = newChannelAudit(s, rs)
+		defer audit.finish()
+	}
 	if isSession {
 		s.mu.Lock()
 		sc := &sessionChannel{}
@@ -127,7 +148,7 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	}
 	p := &pair{
 		near: near, far: far, nearReqs: nearReqs, farReqs: farReqs, exit: &s.exitStatus,
-		farDone: make(chan struct{}), exited: make(chan struct{}), farReqsEnd: make(chan struct{}),
+		farDone: make(chan struct{}), exited: make(chan struct{}), farReqsEnd: make(chan struct{}), audit: audit,
 	}
 	p.toFar = newRequestQueue(channelHandler(far, &p.nearReplying))
 	toNear := channelHandler(near, &p.farReplying)
@@ -171,12 +192,16 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 		}
 	}
 	wg.Add(int(farStreams))
-	if isSession {
-		go func() { defer wg.Done(); s.copy(near.Stderr(), far.Stderr(), farToNear); farStreamDone() }()
+	var nearOut, nearErr, farIn io.Writer = near, near.Stderr(), far
+	if audit != nil {
+		nearOut, nearErr, farIn = tap{w: near, a: audit}, tap{w: near.Stderr(), a: audit}, tap{w: far, a: audit, input: true}
 	}
-	go func() { defer wg.Done(); s.copy(near, far, farToNear); farStreamDone() }()
+	if isSession {
+		go func() { defer wg.Done(); s.copy(nearErr, far.Stderr(), farToNear); farStreamDone() }()
+	}
+	go func() { defer wg.Done(); s.copy(nearOut, far, farToNear); farStreamDone() }()
 	// Data near → far, on this goroutine.
-	s.copy(far, near, nearToFar)
+	s.copy(farIn, near, nearToFar)
 	_ = far.CloseWrite()
 	wg.Wait()
 }

@@ -224,6 +224,9 @@ func (s *session) onPairRequest(m *mux, i int, v reflect.Value, ok bool) {
 	if ok {
 		r := v.Interface().(*ssh.Request)
 		if fromNear {
+			if p.audit != nil {
+				p.audit.request(r)
+			}
 			p.toFar.push(r)
 		} else {
 			p.fromFar(r)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/recording"
 	"github.com/poolgate/poolgate/internal/netx"
 	"github.com/poolgate/poolgate/internal/ratelog"
 )
@@ -52,7 +53,8 @@ type Server struct {
 	bal      Balancer
 	starter  Starter // nil: no scale from zero
 	busy     func(node string) bool
-	pwStarts *startLimiter // bounds the password logins that use starter; nil: none may
+	rec      *recording.Store // nil: no recording
+	pwStarts *startLimiter    // bounds the password logins that use starter; nil: none may
 	log      *zap.Logger
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	now      func() time.Time
@@ -87,6 +89,9 @@ type Options struct {
 	// Starter, if set, lets users who find no node wait while it starts
 	// one (scale from zero); nil means they are refused at once.
 	Starter Starter
+	// Recorder, if set, records sessions with a PTY and writes the audit
+	// lines of commands (gateway/recording; section recording).
+	Recorder *recording.Store
 	// Busy, if set, reports that the node a user was just placed on is
 	// saturated while a new node starts: the user is told so in one line.
 	Busy func(node string) bool
@@ -124,7 +129,7 @@ func New(cfg Config, bal Balancer, opts Options) (*Server, error) {
 	}
 	d := &net.Dialer{}
 	s := &Server{
-		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, busy: opts.Busy, metrics: opts.Metrics, identity: opts.Identity,
+		cfg: cfg, keys: keys, bal: bal, log: log, starter: opts.Starter, busy: opts.Busy, rec: opts.Recorder, metrics: opts.Metrics, identity: opts.Identity,
 		dial: d.DialContext, now: time.Now,
 		backoff:  newBackoff(cfg.AuthBackoff, time.Now),
 		preauth:  &preauthLog{log: log, limit: ratelog.Limiter{Every: time.Second}},

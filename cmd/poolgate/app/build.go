@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/identity"
 	"github.com/poolgate/poolgate/gateway/keyvault"
+	"github.com/poolgate/poolgate/gateway/recording"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -201,6 +203,17 @@ func (g *Gateway) buildFrontEnds() error {
 	if g.identity != nil {
 		so.Identity = g.identity
 	}
+	if cfg.Recording.Enabled {
+		gw := cfg.State.Replica
+		if gw == "" {
+			gw, _ = os.Hostname()
+		}
+		st, err := recording.Open(cfg.Recording, recording.Options{Logger: g.log.Named("recording"), Gateway: gw, Metrics: g.reg})
+		if err != nil {
+			return err
+		}
+		g.recordings, so.Recorder = st, st
+	}
 	var starter httpgw.Starter
 	if z := cfg.Discovery.Azure; g.azure != nil && z.ScaleFromZero.On() {
 		so.Starter, starter = g.azure, g.azure
@@ -223,6 +236,9 @@ func (g *Gateway) buildFrontEnds() error {
 	adminOpts := admin.Options{Logger: g.log.Named("admin"), Metrics: g.reg}
 	if g.rdg != nil {
 		adminOpts.RDPFiles = rdpFiles{g.rdg}
+	}
+	if g.recordings != nil {
+		adminOpts.Recordings = g.recordings
 	}
 	if g.identity != nil {
 		adminOpts.Identities = g.identity.b

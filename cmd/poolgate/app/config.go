@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/poolgate/poolgate/gateway/identity"
+	"github.com/poolgate/poolgate/gateway/recording"
 
 	"go.yaml.in/yaml/v3"
 
@@ -64,6 +65,8 @@ type Config struct {
 	// spares, a node more when all are saturated, idle nodes removed.
 	// Off by default.
 	Capacity capacity.Config `yaml:"capacity"`
+	// Recording records SSH sessions for audit. Off by default.
+	Recording recording.Config `yaml:"recording"`
 }
 
 // DefaultUpgradeTimeout is upgrade_timeout's default: a day, as a
@@ -91,6 +94,7 @@ func (c Config) WithDefaults() Config {
 	c.RDP = c.RDP.WithDefaults()
 	c.Identity = c.Identity.WithDefaults()
 	c.Capacity = c.Capacity.WithDefaults()
+	c.Recording = c.Recording.WithDefaults(c.StateDir)
 	c.Balancer.Load = balancerLoad(c.Load)
 	c.Balancer.RepinAfter = c.Health.RepinAfter
 	return c
@@ -124,7 +128,7 @@ func (c Config) problems() []*ConfigError {
 		key string
 		v   interface{ Validate() error }
 	}{
-		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"rdp.gateway", c.RDP.Gateway}, {"identity", c.Identity}, {"capacity", c.Capacity},
+		{"ssh", c.SSH}, {"http", c.HTTP}, {"admin", c.Admin}, {"balancer", c.Balancer}, {"health", c.Health}, {"discovery", c.Discovery}, {"state", c.State}, {"load", c.Load}, {"ca", c.CA}, {"rdp", c.RDP}, {"rdp.gateway", c.RDP.Gateway}, {"identity", c.Identity}, {"capacity", c.Capacity}, {"recording", c.Recording},
 	} {
 		err := part.v.Validate()
 		if err == nil {

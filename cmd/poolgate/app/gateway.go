@@ -19,6 +19,7 @@ import (
 	"github.com/poolgate/poolgate/gateway/gwmetrics"
 	"github.com/poolgate/poolgate/gateway/httpgw"
 	"github.com/poolgate/poolgate/gateway/rdg"
+	"github.com/poolgate/poolgate/gateway/recording"
 	"github.com/poolgate/poolgate/gateway/sshgw"
 )
 
@@ -52,6 +53,9 @@ type Gateway struct {
 
 	rdpCheck *discovery.Checker // nil unless rdp.listen or rdp.gateway.enabled
 	rdg      *rdg.Server        // nil unless rdp.gateway.enabled
+	// recordings is the session recordings' store; nil unless
+	// recording.enabled.
+	recordings *recording.Store
 
 	// The upgrade (upgrade.go): listeners inherited from the gateway this
 	// one took over from, by front end, until listen takes them; the pipe

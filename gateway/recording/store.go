@@ -1,0 +1,526 @@
+// Package recording records SSH sessions as asciicast v2 files (the
+// format asciinema, its web player and Teleport's converters read) with
+// their metadata, without ever stalling a session: events go through a
+// bounded buffer to a writer of their own, and a recording whose storage
+// cannot keep up is marked incomplete.
+package recording
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Meta is what a recording is about: its metadata file, and what ops
+// search by.
+type Meta struct {
+	ID        string `json:"id"`
+	SessionID uint64 `json:"session_id"`
+	User      string `json:"user"`
+	// Subject is the identity provider's subject, when the user signed in
+	// with it.
+	Subject string `json:"subject,omitempty"`
+	Node    string `json:"node"`
+	Group   string `json:"group,omitempty"`
+	Client  string `json:"client"`
+	Gateway string `json:"gateway"`
+	// Kind is "pty" (an interactive session) or "exec" (a command's
+	// output, with recording.exec_output).
+	Kind    string    `json:"kind"`
+	Command string    `json:"command,omitempty"`
+	Term    string    `json:"term,omitempty"`
+	Width   int       `json:"width"`
+	Height  int       `json:"height"`
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end,omitzero"`
+	// Exit is the command's exit status, -1 when none came.
+	Exit int   `json:"exit_status"`
+	Size int64 `json:"size"` // bytes of the cast file
+	// Input: keystrokes are in the recording (recording.input).
+	Input bool `json:"input"`
+	// Incomplete: events were dropped (storage too slow or failing) or
+	// the gateway stopped before the session ended; Reason says which.
+	Incomplete bool   `json:"incomplete"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// Options are a Store's collaborators.
+type Options struct {
+	Logger *zap.Logger
+	// Gateway names this gateway in the recordings' metadata.
+	Gateway string
+	// Metrics, when set, gets the recording families.
+	Metrics prometheus.Registerer
+	Now     func() time.Time
+}
+
+// Store writes recordings to a directory and reads them back.
+type Store struct {
+	cfg Config
+	log *zap.Logger
+	gw  string
+	now func() time.Time
+
+	ended   *prometheus.CounterVec
+	dropped prometheus.Counter
+
+	mu       sync.Mutex
+	checked  time.Time
+	writeErr error
+	swept    time.Time
+}
+
+// Open makes the directory and returns the store.
+func Open(cfg Config, o Options) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("recording: no directory")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recording.dir: %w", err)
+	}
+	s := &Store{cfg: cfg, log: o.Logger, gw: o.Gateway, now: o.Now}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.ended = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "poolgate_recordings_total",
+		Help: "Session recordings ended, by result: complete, or incomplete (events dropped: storage slow or failing).",
+	}, []string{"result"})
+	s.ended.WithLabelValues("complete")
+	s.ended.WithLabelValues("incomplete")
+	s.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "poolgate_recording_dropped_bytes_total",
+		Help: "Bytes of session output that recordings dropped because storage could not keep up.",
+	})
+	if o.Metrics != nil {
+		o.Metrics.MustRegister(s.ended, s.dropped)
+	}
+	if err := s.Writable(); err != nil {
+		return nil, fmt.Errorf("recording.dir: %w", err)
+	}
+	return s, nil
+}
+
+// Config is the store's configuration.
+func (s *Store) Config() Config { return s.cfg }
+
+// Writable reports whether recordings can be written now (checked at
+// most every five seconds): recording.required refuses sessions while it
+// fails.
+func (s *Store) Writable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.now(); now.Sub(s.checked) > 5*time.Second {
+		s.checked = now
+		f, err := os.CreateTemp(s.cfg.Dir, ".probe-*")
+		if err == nil {
+			name := f.Name()
+			_, err = f.Write([]byte("ok"))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			_ = os.Remove(name)
+		}
+		s.writeErr = err
+	}
+	return s.writeErr
+}
+
+// idPattern is what recording IDs look like (and all that Open takes).
+var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[a-z0-9_.@-]{1,64}-[0-9a-f]{8}$`)
+
+// ValidID reports whether id could name a recording.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Start begins a recording described by m (ID, Start and Gateway are
+// filled in). A recording that cannot be created is returned nil, with
+// the error: the session goes on unrecorded unless recording.required.
+func (s *Store) Start(m Meta) (*Recording, error) {
+	now := s.now()
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	m.ID = now.UTC().Format("20060102T150405Z") + "-" + m.User + "-" + hex.EncodeToString(rnd[:])
+	if !ValidID(m.ID) {
+		return nil, fmt.Errorf("recording: bad user name %q", m.User)
+	}
+	m.Start, m.Gateway, m.Exit, m.Input = now, s.gw, -1, s.cfg.Input
+	if m.Width <= 0 {
+		m.Width = 80
+	}
+	if m.Height <= 0 {
+		m.Height = 24
+	}
+	s.maybeSweep(now)
+	dir := filepath.Join(s.cfg.Dir, now.UTC().Format("2006-01-02"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, m.ID+".cast"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	r := &Recording{s: s, f: f, w: bufio.NewWriterSize(f, 64<<10), meta: m, metaPath: filepath.Join(dir, m.ID+".json"),
+		events: make(chan event, 1024), done: make(chan struct{}), start: now}
+	hdr := map[string]any{"version": 2, "width": m.Width, "height": m.Height, "timestamp": now.Unix()}
+	if m.Term != "" {
+		hdr["env"] = map[string]string{"TERM": m.Term}
+	}
+	if m.Command != "" {
+		hdr["command"] = m.Command
+	}
+	hdr["title"] = fmt.Sprintf("%s on %s", m.User, m.Node)
+	b, _ := json.Marshal(hdr)
+	if _, err := r.w.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := r.w.Flush(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := r.writeMeta(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	go r.run()
+	return r, nil
+}
+
+// event is one asciicast event: output "o", input "i" or resize "r".
+type event struct {
+	at   time.Duration
+	kind byte
+	data []byte
+}
+
+// Recording is one session being recorded. Its methods never block on
+// storage.
+type Recording struct {
+	s        *Store
+	f        *os.File
+	w        *bufio.Writer
+	meta     Meta
+	metaPath string
+	start    time.Time
+
+	events   chan event
+	queued   atomic.Int64 // bytes in events
+	done     chan struct{}
+	sendMu   sync.Mutex // serialises sends on events with its close
+	finished bool       // events is closed; under sendMu
+	mu       sync.Mutex // protects meta's end fields, pending and closed
+	pending  [2][]byte  // an incomplete UTF-8 sequence at the end of the last output/input
+	closed   bool
+	dropped  atomic.Bool
+	why      atomic.Pointer[string]
+}
+
+// ID names the recording.
+func (r *Recording) ID() string { return r.meta.ID }
+
+// Output records what the session printed.
+func (r *Recording) Output(p []byte) { r.data('o', p) }
+
+// Input records what the user typed (only with recording.input).
+func (r *Recording) Input(p []byte) {
+	if r.s.cfg.Input {
+		r.data('i', p)
+	}
+}
+
+// Resize records the terminal's new size.
+func (r *Recording) Resize(cols, rows int) {
+	r.push(event{kind: 'r', data: []byte(strconv.Itoa(cols) + "x" + strconv.Itoa(rows))})
+}
+
+func (r *Recording) data(kind byte, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	i := 0
+	if kind == 'i' {
+		i = 1
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	// Events are JSON strings: a UTF-8 sequence cut between two reads
+	// waits for its end.
+	buf := append(append([]byte(nil), r.pending[i]...), p...)
+	cut := len(buf)
+	for back := 1; back <= 3 && back <= len(buf); back++ {
+		c := buf[len(buf)-back]
+		if c < 0x80 {
+			break
+		}
+		if utf8.RuneStart(c) {
+			if !utf8.FullRune(buf[len(buf)-back:]) {
+				cut = len(buf) - back
+			}
+			break
+		}
+	}
+	r.pending[i] = append(r.pending[i][:0], buf[cut:]...)
+	r.mu.Unlock()
+	if cut > 0 {
+		r.push(event{kind: kind, data: buf[:cut]})
+	}
+}
+
+// push queues an event, or drops it (marking the recording incomplete)
+// when the buffer is full.
+func (r *Recording) push(e event) {
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	if r.finished {
+		return
+	}
+	e.at = r.s.now().Sub(r.start)
+	n := int64(len(e.data))
+	if r.queued.Add(n) > int64(r.s.cfg.BufferBytes) {
+		r.queued.Add(-n)
+		r.drop("storage too slow: events dropped", n)
+		return
+	}
+	select {
+	case r.events <- e:
+	default:
+		r.queued.Add(-n)
+		r.drop("storage too slow: events dropped", n)
+	}
+}
+
+func (r *Recording) drop(why string, n int64) {
+	r.s.dropped.Add(float64(n))
+	r.why.CompareAndSwap(nil, &why)
+	if !r.dropped.Swap(true) {
+		r.s.log.Warn("recording incomplete: output dropped", zap.String("recording", r.meta.ID), zap.String("reason", why))
+	}
+}
+
+// run writes events as they come and flushes every two seconds, so a
+// gateway that dies loses at most that much.
+func (r *Recording) run() {
+	defer close(r.done)
+	flush := time.NewTicker(2 * time.Second)
+	defer flush.Stop()
+	failed := false
+	write := func(e event) {
+		r.queued.Add(-int64(len(e.data)))
+		if failed {
+			r.drop("storage failing: events dropped", int64(len(e.data)))
+			return
+		}
+		var line []byte
+		at := strconv.FormatFloat(e.at.Seconds(), 'f', 6, 64)
+		data, _ := json.Marshal(string(e.data))
+		line = append(line, '[')
+		line = append(line, at...)
+		line = append(line, `, "`...)
+		line = append(line, e.kind)
+		line = append(line, `", `...)
+		line = append(line, data...)
+		line = append(line, "]\n"...)
+		if _, err := r.w.Write(line); err != nil {
+			failed = true
+			r.drop("storage failing: "+err.Error(), int64(len(e.data)))
+		}
+	}
+	for {
+		select {
+		case e, ok := <-r.events:
+			if !ok {
+				if err := r.w.Flush(); err != nil && !failed {
+					r.drop("storage failing: "+err.Error(), 0)
+				}
+				return
+			}
+			write(e)
+		case <-flush.C:
+			if err := r.w.Flush(); err != nil && !failed {
+				failed = true
+				r.drop("storage failing: "+err.Error(), 0)
+			}
+		}
+	}
+}
+
+// Finish ends the recording with the command's exit status (-1: none)
+// and writes its metadata. It waits for the events queued to be written.
+func (r *Recording) Finish(exit int) Meta {
+	r.mu.Lock()
+	if r.closed {
+		m := r.meta
+		r.mu.Unlock()
+		return m
+	}
+	r.closed = true
+	tails := r.pending
+	r.mu.Unlock()
+	for i, t := range tails {
+		if len(t) > 0 {
+			r.push(event{kind: "oi"[i], data: t})
+		}
+	}
+	r.sendMu.Lock()
+	r.finished = true
+	close(r.events)
+	r.sendMu.Unlock()
+	<-r.done
+	_ = r.f.Sync()
+	st, _ := r.f.Stat()
+	r.f.Close()
+	r.mu.Lock()
+	r.meta.End, r.meta.Exit = r.s.now(), exit
+	if st != nil {
+		r.meta.Size = st.Size()
+	}
+	if why := r.why.Load(); why != nil {
+		r.meta.Incomplete, r.meta.Reason = true, *why
+	}
+	m := r.meta
+	r.mu.Unlock()
+	if err := r.writeMeta(); err != nil {
+		r.s.log.Warn("recording metadata not written", zap.String("recording", m.ID), zap.Error(err))
+	}
+	result := "complete"
+	if m.Incomplete {
+		result = "incomplete"
+	}
+	r.s.ended.WithLabelValues(result).Inc()
+	return m
+}
+
+// writeMeta writes the metadata file (replaced whole).
+func (r *Recording) writeMeta() error {
+	r.mu.Lock()
+	m := r.meta
+	r.mu.Unlock()
+	if m.End.IsZero() {
+		m.Incomplete, m.Reason = true, "in progress, or the gateway stopped before the session ended"
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := r.metaPath + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, r.metaPath)
+}
+
+// Filter selects recordings for List.
+type Filter struct {
+	User, Node string
+	Since      time.Time
+}
+
+// List returns the recordings' metadata, newest first.
+func (s *Store) List(f Filter) ([]Meta, error) {
+	var out []Meta
+	days, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range days {
+		if !d.IsDir() {
+			continue
+		}
+		if !f.Since.IsZero() {
+			if day, err := time.Parse("2006-01-02", d.Name()); err == nil && day.Add(24*time.Hour).Before(f.Since) {
+				continue
+			}
+		}
+		metas, _ := filepath.Glob(filepath.Join(s.cfg.Dir, d.Name(), "*.json"))
+		for _, p := range metas {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			var m Meta
+			if json.Unmarshal(b, &m) != nil || !ValidID(m.ID) {
+				continue
+			}
+			if (f.User != "" && m.User != f.User) || (f.Node != "" && m.Node != f.Node) || (!f.Since.IsZero() && m.Start.Before(f.Since)) {
+				continue
+			}
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.After(out[j].Start) })
+	return out, nil
+}
+
+// ErrNotFound: no recording has that ID.
+var ErrNotFound = errors.New("no such recording")
+
+// Open returns a recording's cast file and metadata.
+func (s *Store) Open(id string) (io.ReadCloser, Meta, error) {
+	if !ValidID(id) {
+		return nil, Meta{}, ErrNotFound
+	}
+	day, err := time.Parse("20060102", id[:8])
+	if err != nil {
+		return nil, Meta{}, ErrNotFound
+	}
+	base := filepath.Join(s.cfg.Dir, day.Format("2006-01-02"), id)
+	var m Meta
+	b, err := os.ReadFile(base + ".json")
+	if err != nil || json.Unmarshal(b, &m) != nil {
+		return nil, Meta{}, ErrNotFound
+	}
+	f, err := os.Open(base + ".cast")
+	if err != nil {
+		return nil, Meta{}, ErrNotFound
+	}
+	return f, m, nil
+}
+
+// maybeSweep deletes, at most once an hour, the days older than Keep.
+func (s *Store) maybeSweep(now time.Time) {
+	if s.cfg.Keep <= 0 {
+		return
+	}
+	s.mu.Lock()
+	if now.Sub(s.swept) < time.Hour {
+		s.mu.Unlock()
+		return
+	}
+	s.swept = now
+	s.mu.Unlock()
+	days, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return
+	}
+	for _, d := range days {
+		day, err := time.Parse("2006-01-02", d.Name())
+		if err != nil || !d.IsDir() || !day.Add(24*time.Hour).Before(now.Add(-s.cfg.Keep)) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.cfg.Dir, d.Name())); err == nil {
+			s.log.Info("recordings past recording.keep deleted", zap.String("day", d.Name()))
+		}
+	}
+}
