@@ -54,17 +54,19 @@ type LoadConfig struct {
 	// StaleAfter: figures older than this are not used (the node is judged
 	// by its sessions alone) and ops see them as stale. Zero means never.
 	StaleAfter time.Duration
-	// PackTarget is, with placement "pack", the score up to which a node
-	// is filled before an emptier one is started: the same score spread
-	// orders by (the peak of CPU, memory and GPU use, plus SessionCost
-	// per session per weight). Zero means DefaultPackTarget.
+	// PackTarget is, with placement "pack", the fill up to which a node
+	// is filled before an emptier one is started: the higher of its
+	// scarcest measured resource (the peak of CPU, memory and GPU use)
+	// and SessionCost per session per weight. Zero means
+	// DefaultPackTarget.
 	PackTarget float64
 }
 
 // DefaultPackTarget is the PackTarget used when it is zero: a node is
-// filled to 70 % of its scarcest resource (sessions counted in), leaving
-// room for the users on it to work.
-const DefaultPackTarget = 0.7
+// filled to 80 % of its scarcest resource, below load.max's default 0.9
+// so that the users on it have room to work (bench/capacitysim measured
+// 0.7 to 0.85: docs/PERFORMANCE.md).
+const DefaultPackTarget = 0.8
 
 // DefaultSessionCost is the SessionCost that New uses when it is zero.
 const DefaultSessionCost = 0.1

@@ -6,7 +6,7 @@ import "testing"
 // users go to the busiest node still under the target, an empty node is
 // started only when none is, and the nodes it leaves empty stay empty.
 func TestPackFillsTheBusiestNodeUnderTheTarget(t *testing.T) {
-	b, clk := newTest(t, Config{Placement: Pack, Load: LoadConfig{SessionCost: 0.1, PackTarget: 0.5}}, "n1", "n2", "n3")
+	b, clk := newTest(t, Config{Placement: Pack, Load: LoadConfig{SessionCost: 0.1, PackTarget: 0.3}}, "n1", "n2", "n3")
 	for _, n := range []string{"n1", "n2", "n3"} {
 		b.SetLoad(n, Load{CPU: 0, Memory: 0, GPU: Unknown, GPUMemory: Unknown, At: clk.Now()})
 	}
@@ -16,11 +16,12 @@ func TestPackFillsTheBusiestNodeUnderTheTarget(t *testing.T) {
 		l := acquire(t, b, "u"+string(rune('a'+i)))
 		on[l.Node().Name]++
 	}
-	// n2 scores 0.2, 0.3, 0.4: under 0.5 each time.
+	// n2's fill is the higher of its CPU (0.2) and its sessions' share
+	// (0.1 each): 0.2, 0.2, 0.2, under 0.3 each time.
 	if on["n2"] != 3 {
 		t.Fatalf("pack placed %v, want all three on the busy n2", on)
 	}
-	// n2 at 0.5 is at the target: the next user starts an empty node,
+	// n2 at 0.3 is at the target: the next user starts an empty node,
 	// and the one after joins that node (busiest under the target).
 	started := acquire(t, b, "ud").Node().Name
 	second := acquire(t, b, "ue").Node().Name

@@ -209,16 +209,20 @@ func (b *Balancer) openScore(weight float64, sessions int, draining bool, resour
 	if cfg.Placement != Pack {
 		return score
 	}
-	// Pack: the lowest score wins, so a node under the target scores
-	// minus its load (the busiest first; an empty node 0), and a node at
-	// or over it its load past the target (the least loaded of those,
-	// and only when no node is under it).
+	// Pack: the lowest score wins, so a node whose fill is under the
+	// target scores minus its fill (the fullest first; an empty node 0),
+	// and a node at or over it its spread score (the least loaded of
+	// those, and only when no node is under it). The fill is the node's
+	// scarcest measured resource, or its sessions' share when that is
+	// more (load not measured yet, or users who have not started work):
+	// not their sum, which would call a node full while half of it idles.
 	target := cfg.Load.PackTarget
 	if target <= 0 {
 		target = DefaultPackTarget
 	}
-	if score < target {
-		return -score
+	fill := max(resource, float64(sessions)/weight*cfg.Load.SessionCost)
+	if fill < target {
+		return -fill
 	}
 	return score
 }

@@ -30,10 +30,10 @@ type Config struct {
 	// SessionCost is what one session per weight adds to a node's score,
 	// in the units of load. Default 0.1 (0 means the default).
 	SessionCost float64 `yaml:"session_cost"`
-	// PackTarget is, with balancer.placement pack, the score up to which
-	// a node is filled before an emptier one is started (the score spread
-	// orders by: the peak of CPU, memory and GPU use, plus session_cost
-	// per session). Default 0.7.
+	// PackTarget is, with balancer.placement pack, the fill up to which a
+	// node is filled before an emptier one is started: the higher of its
+	// scarcest measured resource (CPU, memory, GPU) and session_cost per
+	// session. Default 0.8.
 	PackTarget float64 `yaml:"pack_target"`
 	// MetricsPort is node_exporter's port on each instance found by Azure
 	// discovery. Default 9100; 0 means none. Static nodes name their
@@ -50,7 +50,7 @@ const (
 	DefaultTimeout     = 2 * time.Second // or Interval, if shorter
 	DefaultMax         = 0.9
 	DefaultSessionCost = 0.1
-	DefaultPackTarget  = 0.7
+	DefaultPackTarget  = 0.8
 	DefaultMetricsPort = 9100 // node_exporter's port
 )
 
@@ -104,7 +104,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("session_cost: must be 0 (the default) or more, got %v", c.SessionCost))
 	}
 	if c.PackTarget < 0 || c.PackTarget > 1 || bad(c.PackTarget) {
-		errs = append(errs, fmt.Errorf("pack_target: must be a fraction from 0 (the default, 0.7) to 1, got %v", c.PackTarget))
+		errs = append(errs, fmt.Errorf("pack_target: must be a fraction from 0 (the default, 0.8) to 1, got %v", c.PackTarget))
 	}
 	if c.MetricsPort != nil && (*c.MetricsPort < 0 || *c.MetricsPort > 65535) {
 		errs = append(errs, fmt.Errorf("metrics_port: must be from 1 to 65535, or 0 for none; got %d", *c.MetricsPort))
