@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -68,11 +67,15 @@ type Options struct {
 	// Metrics, when set, gets the recording families.
 	Metrics prometheus.Registerer
 	Now     func() time.Time
+	// Backend, when set, stores the recordings (Azure Blob Storage);
+	// nil: the directory recording.dir.
+	Backend Backend
 }
 
 // Store writes recordings to a directory and reads them back.
 type Store struct {
 	cfg Config
+	be  Backend
 	log *zap.Logger
 	gw  string
 	now func() time.Time
@@ -88,13 +91,17 @@ type Store struct {
 
 // Open makes the directory and returns the store.
 func Open(cfg Config, o Options) (*Store, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("recording: no directory")
+	be := o.Backend
+	if be == nil {
+		if cfg.Dir == "" {
+			return nil, errors.New("recording: no directory")
+		}
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("recording.dir: %w", err)
+		}
+		be = Dir{Path: cfg.Dir}
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("recording.dir: %w", err)
-	}
-	s := &Store{cfg: cfg, log: o.Logger, gw: o.Gateway, now: o.Now}
+	s := &Store{cfg: cfg, be: be, log: o.Logger, gw: o.Gateway, now: o.Now}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -115,7 +122,7 @@ func Open(cfg Config, o Options) (*Store, error) {
 		o.Metrics.MustRegister(s.ended, s.dropped)
 	}
 	if err := s.Writable(); err != nil {
-		return nil, fmt.Errorf("recording.dir: %w", err)
+		return nil, fmt.Errorf("recording: %w", err)
 	}
 	return s, nil
 }
@@ -131,15 +138,7 @@ func (s *Store) Writable() error {
 	defer s.mu.Unlock()
 	if now := s.now(); now.Sub(s.checked) > 5*time.Second {
 		s.checked = now
-		f, err := os.CreateTemp(s.cfg.Dir, ".probe-*")
-		if err == nil {
-			name := f.Name()
-			_, err = f.Write([]byte("ok"))
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			_ = os.Remove(name)
-		}
+		err := s.be.Writable()
 		s.writeErr = err
 	}
 	return s.writeErr
@@ -170,15 +169,11 @@ func (s *Store) Start(m Meta) (*Recording, error) {
 		m.Height = 24
 	}
 	s.maybeSweep(now)
-	dir := filepath.Join(s.cfg.Dir, now.UTC().Format("2006-01-02"))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(dir, m.ID+".cast"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	sink, err := s.be.Create(m)
 	if err != nil {
 		return nil, err
 	}
-	r := &Recording{s: s, f: f, w: bufio.NewWriterSize(f, 64<<10), meta: m, metaPath: filepath.Join(dir, m.ID+".json"),
+	r := &Recording{s: s, out: sink, w: bufio.NewWriterSize(sink, 64<<10), meta: m,
 		events: make(chan event, 1024), done: make(chan struct{}), start: now}
 	hdr := map[string]any{"version": 2, "width": m.Width, "height": m.Height, "timestamp": now.Unix()}
 	if m.Term != "" {
@@ -189,16 +184,17 @@ func (s *Store) Start(m Meta) (*Recording, error) {
 	}
 	hdr["title"] = fmt.Sprintf("%s on %s", m.User, m.Node)
 	b, _ := json.Marshal(hdr)
-	if _, err := r.w.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return nil, err
+	if _, err := r.w.Write(append(b, '\n')); err == nil {
+		err = r.w.Flush()
 	}
-	if err := r.w.Flush(); err != nil {
-		f.Close()
-		return nil, err
+	if err == nil {
+		err = sink.Sync()
 	}
-	if err := r.writeMeta(); err != nil {
-		f.Close()
+	if err == nil {
+		err = r.writeMeta()
+	}
+	if err != nil {
+		_, _ = sink.Close()
 		return nil, err
 	}
 	go r.run()
@@ -215,12 +211,11 @@ type event struct {
 // Recording is one session being recorded. Its methods never block on
 // storage.
 type Recording struct {
-	s        *Store
-	f        *os.File
-	w        *bufio.Writer
-	meta     Meta
-	metaPath string
-	start    time.Time
+	s     *Store
+	out   Sink
+	w     *bufio.Writer
+	meta  Meta
+	start time.Time
 
 	events   chan event
 	queued   atomic.Int64 // bytes in events
@@ -351,14 +346,27 @@ func (r *Recording) run() {
 		select {
 		case e, ok := <-r.events:
 			if !ok {
-				if err := r.w.Flush(); err != nil && !failed {
-					r.drop("storage failing: "+err.Error(), 0)
+				if !failed {
+					err := r.w.Flush()
+					if err == nil {
+						err = r.out.Sync()
+					}
+					if err != nil {
+						r.drop("storage failing: "+err.Error(), 0)
+					}
 				}
 				return
 			}
 			write(e)
 		case <-flush.C:
-			if err := r.w.Flush(); err != nil && !failed {
+			if failed {
+				continue
+			}
+			err := r.w.Flush()
+			if err == nil {
+				err = r.out.Sync()
+			}
+			if err != nil {
 				failed = true
 				r.drop("storage failing: "+err.Error(), 0)
 			}
@@ -388,14 +396,12 @@ func (r *Recording) Finish(exit int) Meta {
 	close(r.events)
 	r.sendMu.Unlock()
 	<-r.done
-	_ = r.f.Sync()
-	st, _ := r.f.Stat()
-	r.f.Close()
-	r.mu.Lock()
-	r.meta.End, r.meta.Exit = r.s.now(), exit
-	if st != nil {
-		r.meta.Size = st.Size()
+	size, err := r.out.Close()
+	if err != nil {
+		r.drop("storage failing: "+err.Error(), 0)
 	}
+	r.mu.Lock()
+	r.meta.End, r.meta.Exit, r.meta.Size = r.s.now(), exit, size
 	if why := r.why.Load(); why != nil {
 		r.meta.Incomplete, r.meta.Reason = true, *why
 	}
@@ -420,15 +426,7 @@ func (r *Recording) writeMeta() error {
 	if m.End.IsZero() {
 		m.Incomplete, m.Reason = true, "in progress, or the gateway stopped before the session ended"
 	}
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := r.metaPath + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, r.metaPath)
+	return r.s.be.PutMeta(m)
 }
 
 // Filter selects recordings for List.
@@ -439,35 +437,16 @@ type Filter struct {
 
 // List returns the recordings' metadata, newest first.
 func (s *Store) List(f Filter) ([]Meta, error) {
-	var out []Meta
-	days, err := os.ReadDir(s.cfg.Dir)
+	all, err := s.be.List(f.Since)
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range days {
-		if !d.IsDir() {
+	var out []Meta
+	for _, m := range all {
+		if (f.User != "" && m.User != f.User) || (f.Node != "" && m.Node != f.Node) || (!f.Since.IsZero() && m.Start.Before(f.Since)) {
 			continue
 		}
-		if !f.Since.IsZero() {
-			if day, err := time.Parse("2006-01-02", d.Name()); err == nil && day.Add(24*time.Hour).Before(f.Since) {
-				continue
-			}
-		}
-		metas, _ := filepath.Glob(filepath.Join(s.cfg.Dir, d.Name(), "*.json"))
-		for _, p := range metas {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				continue
-			}
-			var m Meta
-			if json.Unmarshal(b, &m) != nil || !ValidID(m.ID) {
-				continue
-			}
-			if (f.User != "" && m.User != f.User) || (f.Node != "" && m.Node != f.Node) || (!f.Since.IsZero() && m.Start.Before(f.Since)) {
-				continue
-			}
-			out = append(out, m)
-		}
+		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Start.After(out[j].Start) })
 	return out, nil
@@ -481,21 +460,7 @@ func (s *Store) Open(id string) (io.ReadCloser, Meta, error) {
 	if !ValidID(id) {
 		return nil, Meta{}, ErrNotFound
 	}
-	day, err := time.Parse("20060102", id[:8])
-	if err != nil {
-		return nil, Meta{}, ErrNotFound
-	}
-	base := filepath.Join(s.cfg.Dir, day.Format("2006-01-02"), id)
-	var m Meta
-	b, err := os.ReadFile(base + ".json")
-	if err != nil || json.Unmarshal(b, &m) != nil {
-		return nil, Meta{}, ErrNotFound
-	}
-	f, err := os.Open(base + ".cast")
-	if err != nil {
-		return nil, Meta{}, ErrNotFound
-	}
-	return f, m, nil
+	return s.be.Open(id)
 }
 
 // maybeSweep deletes, at most once an hour, the days older than Keep.
@@ -510,17 +475,11 @@ func (s *Store) maybeSweep(now time.Time) {
 	}
 	s.swept = now
 	s.mu.Unlock()
-	days, err := os.ReadDir(s.cfg.Dir)
-	if err != nil {
-		return
+	gone, err := s.be.Sweep(now.Add(-s.cfg.Keep))
+	for _, d := range gone {
+		s.log.Info("recordings past recording.keep deleted", zap.String("day", d))
 	}
-	for _, d := range days {
-		day, err := time.Parse("2006-01-02", d.Name())
-		if err != nil || !d.IsDir() || !day.Add(24*time.Hour).Before(now.Add(-s.cfg.Keep)) {
-			continue
-		}
-		if err := os.RemoveAll(filepath.Join(s.cfg.Dir, d.Name())); err == nil {
-			s.log.Info("recordings past recording.keep deleted", zap.String("day", d.Name()))
-		}
+	if err != nil {
+		s.log.Warn("recordings past recording.keep not all deleted", zap.Error(err))
 	}
 }
