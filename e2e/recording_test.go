@@ -124,6 +124,24 @@ func TestSessionRecordedWithoutPasswords(t *testing.T) {
 			t.Fatalf("the audit log lacks %s:\n%s", want, grepLines(logs, "ssh command"))
 		}
 	}
+	// sftp: one audit line per file, with its path, direction and size.
+	batch := filepath.Join(t.TempDir(), "batch")
+	back := filepath.Join(t.TempDir(), "back.bin")
+	if err := os.WriteFile(batch, []byte("put "+src+" /tmp/poolgate-sftp-up.bin\nget /tmp/poolgate-sftp-up.bin "+back+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := p.runClient("sftp", append(p.sshArgs("-P"), "-b", batch, "alice@127.0.0.1"), nil); code != 0 {
+		t.Fatalf("sftp: %d %s %s", code, out, errOut)
+	}
+	logs = p.logText()
+	for _, want := range []string{
+		`"path":"/tmp/poolgate-sftp-up.bin","direction":"upload","bytes_read":0,"bytes_written":5000`,
+		`"path":"/tmp/poolgate-sftp-up.bin","direction":"download","bytes_read":5000,"bytes_written":0`,
+	} {
+		if strings.Count(logs, want) != 1 {
+			t.Fatalf("the audit log has not one %s:\n%s", want, grepLines(logs, "sftp file"))
+		}
+	}
 	getJSON(t, admin1+"/api/recordings", &list)
 	if len(list.Recordings) != 1 {
 		t.Fatalf("commands without a PTY were recorded: %+v", list.Recordings)

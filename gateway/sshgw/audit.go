@@ -29,6 +29,7 @@ type channelAudit struct {
 	command    string
 	began      time.Time
 	rec        *recording.Recording // nil: not recorded
+	sftp       *sftpAudit           // an sftp subsystem's files; nil otherwise
 
 	in, out atomic.Int64 // bytes from the client, to the client
 	exit    atomic.Int64
@@ -105,6 +106,16 @@ func (a *channelAudit) start(kind, command string) {
 	if command != "" {
 		fields = append(fields, zap.String("command", command))
 	}
+	if kind == "subsystem" && command == "sftp" {
+		log := a.s.log
+		sa := newSFTPAudit(func(f *sftpFile) {
+			log.Info("sftp file", zap.String("path", f.Path), zap.String("direction", f.direction()),
+				zap.Int64("bytes_read", f.Read), zap.Int64("bytes_written", f.Written))
+		})
+		a.mu.Lock()
+		a.sftp = sa
+		a.mu.Unlock()
+	}
 	record := pty || (kind == "exec" && a.st.Config().ExecOutput)
 	if record {
 		m := recording.Meta{SessionID: lease.ID(), User: lease.User(), Node: lease.Node().Name, Client: a.s.c.client,
@@ -125,20 +136,23 @@ func (a *channelAudit) start(kind, command string) {
 	a.s.log.Info("ssh command started", fields...)
 }
 
-// recording returns the channel's recording, nil when none.
-func (a *channelAudit) recording() *recording.Recording {
+// current returns the channel's recording and sftp audit, nil when none.
+func (a *channelAudit) current() (*recording.Recording, *sftpAudit) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.rec
+	return a.rec, a.sftp
 }
 
 // finish ends the recording and writes the command's audit line.
 func (a *channelAudit) finish() {
 	a.mu.Lock()
-	kind, command, began, rec := a.kind, a.command, a.began, a.rec
+	kind, command, began, rec, sa := a.kind, a.command, a.began, a.rec, a.sftp
 	a.mu.Unlock()
 	if kind == "" {
 		return
+	}
+	if sa != nil {
+		sa.finish()
 	}
 	exit := int(a.exit.Load())
 	fields := []zap.Field{zap.String("kind", kind), zap.Int("exit_status", exit),
@@ -157,25 +171,35 @@ func (a *channelAudit) finish() {
 	a.s.log.Info("ssh command ended", fields...)
 }
 
-// tap is a writer that passes what it writes to a channel's audit.
+// tap is a writer that passes what it writes to a channel's audit: the
+// client's input, the node's output (stdout, or stderr, which an sftp
+// audit does not read).
 type tap struct {
-	w     io.Writer
-	a     *channelAudit
-	input bool
+	w      io.Writer
+	a      *channelAudit
+	input  bool
+	stderr bool
 }
 
 func (t tap) Write(p []byte) (int, error) {
 	n, err := t.w.Write(p)
 	if n > 0 {
+		rec, sa := t.a.current()
 		if t.input {
 			t.a.in.Add(int64(n))
-			if rec := t.a.recording(); rec != nil {
+			if rec != nil {
 				rec.Input(p[:n])
+			}
+			if sa != nil {
+				sa.fromClient(p[:n])
 			}
 		} else {
 			t.a.out.Add(int64(n))
-			if rec := t.a.recording(); rec != nil {
+			if rec != nil {
 				rec.Output(p[:n])
+			}
+			if sa != nil && !t.stderr {
+				sa.fromNode(p[:n])
 			}
 		}
 	}

@@ -194,7 +194,7 @@ func (s *session) pipe(nc ssh.NewChannel, out ssh.Conn, fromClient bool) {
 	wg.Add(int(farStreams))
 	var nearOut, nearErr, farIn io.Writer = near, near.Stderr(), far
 	if audit != nil {
-		nearOut, nearErr, farIn = tap{w: near, a: audit}, tap{w: near.Stderr(), a: audit}, tap{w: far, a: audit, input: true}
+		nearOut, nearErr, farIn = tap{w: near, a: audit}, tap{w: near.Stderr(), a: audit, stderr: true}, tap{w: far, a: audit, input: true}
 	}
 	if isSession {
 		go func() { defer wg.Done(); s.copy(nearErr, far.Stderr(), farToNear); farStreamDone() }()
