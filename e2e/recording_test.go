@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
+
 	"context"
 	"encoding/json"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/gateway/admin"
@@ -106,6 +110,16 @@ func TestSessionRecordedWithoutPasswords(t *testing.T) {
 	if !strings.Contains(p.logText(), `"recording played through the admin API"`) {
 		t.Fatal("who played the recording is not logged")
 	}
+
+	// The dashboard lists it and plays it in the browser.
+	requirePeers(t, "chromium")
+	tab := newBrowser(t, "").session()
+	tab.do("open the dashboard", chromedp.Navigate(admin1+"/"))
+	tab.until("the recording listed", fmt.Sprintf(`!!document.querySelector('tr[data-recording=%q] button.play')`, m.ID), 15*time.Second)
+	tab.do("play it", chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-recording=%q] button.play`, m.ID))))
+	tab.until("the player showing the session", `document.getElementById("screen").textContent.includes("hello from the recording") && document.getElementById("player-state").textContent === "ended"`, 30*time.Second)
+	tab.until("the player's terminal at the resized width", `document.getElementById("screen").textContent.includes("got-14") && !document.getElementById("screen").textContent.includes("hunter2")`, 5*time.Second)
+	tab.screenshot("dashboard-recording-player.png")
 
 	// Without a PTY: audit lines, no recording.
 	if _, errOut, code := p.sshCmd("alice", "echo audited; exit 3"); code != 3 {
