@@ -116,14 +116,7 @@ func (s *Server) Issue(user, node string) (string, Claims, error) {
 // refused logs a refusal, at most one a second with a count of those
 // held back: anyone can ask to be refused.
 func (s *Server) refused(log *zap.Logger, msg string, fields ...zap.Field) {
-	held, ok := s.refusals.Allow()
-	if !ok {
-		return
-	}
-	if held > 0 {
-		fields = append(fields, zap.Int("refusals_not_logged", held))
-	}
-	log.Info(msg, fields...)
+	s.refusals.Info(log, msg, fields...)
 }
 
 // ServeHTTP takes one transport request: RDG_OUT_DATA, upgraded to a

@@ -127,14 +127,7 @@ func (s *Server) refuse(nc net.Conn, _ string, err error) {
 // refused logs a refusal, at most one a second with the count of those
 // held back: anyone can open connections to be refused.
 func (s *Server) refused(log *zap.Logger, msg string, fields ...zap.Field) {
-	held, ok := s.refusals.Allow()
-	if !ok {
-		return
-	}
-	if held > 0 {
-		fields = append(fields, zap.Int("refusals_not_logged", held))
-	}
-	log.Info(msg, fields...)
+	s.refusals.Info(log, msg, fields...)
 }
 
 // Unproven counts the connections not yet proven (for ops and tests).

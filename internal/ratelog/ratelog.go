@@ -6,6 +6,8 @@ package ratelog
 import (
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Limiter lets one event through per Every. Its zero value lets every
@@ -34,4 +36,18 @@ func (l *Limiter) Allow() (held int, ok bool) {
 	}
 	held, l.last, l.held = l.held, now, 0
 	return held, true
+}
+
+// Info logs msg at Info level when the limiter lets an event pass, with
+// the count of those held back since (field held_back); it drops it
+// otherwise. For lines anyone can cause, such as refusals.
+func (l *Limiter) Info(log *zap.Logger, msg string, fields ...zap.Field) {
+	held, ok := l.Allow()
+	if !ok {
+		return
+	}
+	if held > 0 {
+		fields = append(fields, zap.Int("held_back", held))
+	}
+	log.Info(msg, fields...)
 }
