@@ -59,6 +59,12 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if differ(next.CA, cur.CA) {
 		restart("ca", "the user CA is opened at start")
 	}
+	if differ(next.Capacity, cur.Capacity) {
+		restart("capacity", "the capacity controller is started with its settings")
+	}
+	if differ(next.Recording, cur.Recording) {
+		restart("recording", "the recordings' store is opened at start")
+	}
 	liveIdentity := false
 	if differ(next.Identity, cur.Identity) {
 		if g.identity == nil || !next.Identity.Enabled() {

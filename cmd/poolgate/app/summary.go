@@ -50,6 +50,12 @@ func (c Config) Summary() string {
 	if c.RDP.Gateway.Enabled {
 		on = append(on, "RD Gateway on the http port")
 	}
+	if c.Recording.Enabled {
+		on = append(on, "session recording")
+	}
+	if c.Capacity.Enabled() {
+		on = append(on, fmt.Sprintf("capacity (%d warm spares, at most %d instances)", c.Capacity.WarmSpares, c.Capacity.MaxInstances))
+	}
 	if c.State.Enabled() {
 		on = append(on, "shared state (Redis)")
 	}
