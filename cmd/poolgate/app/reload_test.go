@@ -60,7 +60,7 @@ func TestReloadAppliesLiveAndNamesTheRest(t *testing.T) {
 	next.Discovery.Static = append(next.Discovery.Static, discovery.StaticNode{Name: "node-2", SSH: n2})
 	next.Balancer.MaxSessionsPerNode = 1
 	next.SSH.Listen = "127.0.0.1:1" // needs a restart
-	next.Recording.Enabled = true    // so does this
+	next.Recording.Enabled = true   // so does this
 	next.Health.Interval = time.Second
 	if err := os.WriteFile(tok, []byte("new-token-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
