@@ -169,6 +169,10 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 			return map[string]any{"vaultUri": "https://" + name + ".vault.azure.net/"}, nil
 		case strings.Contains(id, "/Microsoft.Compute/virtualMachines/"):
 			return map[string]any{"identity": map[string]any{"principalId": shortHash(id)[:32]}}, nil
+		case strings.Contains(id, "/Microsoft.Storage/storageAccounts/") && !strings.Contains(id[strings.Index(id, "/Microsoft.Storage/storageAccounts/")+len("/Microsoft.Storage/storageAccounts/"):], "/"):
+			// As Azure's public cloud gives them, with the trailing slash.
+			ep := func(svc string) string { return "https://" + name + "." + svc + ".core.windows.net/" }
+			return map[string]any{"primaryEndpoints": map[string]any{"blob": ep("blob"), "file": ep("file"), "queue": ep("queue"), "table": ep("table"), "dfs": ep("dfs"), "web": "https://" + name + ".z6.web.core.windows.net/"}}, nil
 		}
 		return nil, fmt.Errorf("reference(%s): no stand-in", id)
 	case "format":
@@ -243,6 +247,26 @@ func (ev *armEval) call(fn string, args []any) (any, error) {
 			return strconv.ParseInt(v, 10, 64)
 		}
 		return nil, fmt.Errorf("int(%T)", args[0])
+	case "endswith":
+		return strings.HasSuffix(strings.ToLower(str(args[0])), strings.ToLower(str(args[1]))), nil
+	case "startswith":
+		return strings.HasPrefix(strings.ToLower(str(args[0])), strings.ToLower(str(args[1]))), nil
+	case "substring":
+		// substring(string, startIndex [, length]): Azure fails out of
+		// range.
+		s := str(args[0])
+		n, err := ints(fn, args[1:])
+		if err != nil {
+			return nil, err
+		}
+		start, end := n[0], int64(len(s))
+		if len(n) > 1 {
+			end = start + n[1]
+		}
+		if start < 0 || end < start || end > int64(len(s)) {
+			return nil, fmt.Errorf("substring(%q, %v): out of range", s, n)
+		}
+		return s[start:end], nil
 	case "tolower":
 		return strings.ToLower(str(args[0])), nil
 	case "trim":

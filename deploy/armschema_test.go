@@ -220,9 +220,12 @@ func (a *armSchemas) validateEvaluated(r map[string]any) []error {
 	}
 	// A child resource written at the top level is named
 	// "parent/child", while its schema's name pattern is the child's
-	// own name (as when nested): check the last segment.
+	// own name (as when nested): check the last segment. Singleton
+	// children (a storage account's managementPolicies, a container's
+	// immutabilityPolicies) are always named "default", which their
+	// schemas check on the whole name (^.*/default$): keep it whole.
 	if typ, _ := c["type"].(string); strings.Count(typ, "/") > 1 {
-		if name, ok := c["name"].(string); ok {
+		if name, ok := c["name"].(string); ok && !strings.HasSuffix(name, "/default") {
 			c["name"] = name[strings.LastIndex(name, "/")+1:]
 		}
 	}
@@ -242,8 +245,14 @@ func (a *armSchemas) validate(r map[string]any, written bool) []error {
 			// A name written as an expression is evaluated before the
 			// provider sees it (and the schemas' length limits apply to
 			// the value, not to the expression): stand in a plain name.
+			// A singleton child's name, format('{0}/default', ...),
+			// keeps its literal "/default", which its schema's
+			// pattern asks for.
 			if s, _ := v.(string); written && strings.HasPrefix(s, "[") {
 				v = "evaluatedname0"
+				if strings.HasPrefix(s, "[format('") && strings.Contains(s, "/default', ") {
+					v = "evaluatedname0/default"
+				}
 			}
 			body[k] = v
 		default:
@@ -465,6 +474,7 @@ func TestEvaluatedTemplateMatchesARMSchemas(t *testing.T) {
 		withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 3, "scaleFromZero": false, "shareQuotaGiB": 102400, "caKeyVault": true, "keyVaultSku": "premium", "nodeGpuExporterPort": 9400, "entraTenantId": testTenant, "entraClientId": testClient, "entraAllowedGroups": []any{testGroupA}}),
 		withParams(map[string]any{"osType": "Windows", "nodeAdminPassword": "Pa55-word-for-tests", "gatewayCaPublicKey": testCA, "nodeCount": 2, "gatewayPreviousCaPublicKey": testCA}),
 		withParams(map[string]any{"osType": "Windows", "nodeAdminPassword": "Pa55-word-for-tests", "gatewayCaPublicKey": testCA, "nodeCount": 2, "plainRdp": true}),
+		withParams(map[string]any{"highAvailability": true, "sessionRecording": true, "recordingRetentionDays": 3650, "recordingImmutableDays": 146000}),
 	} {
 		ev := mustEval(t, p, defaultWorld())
 		for _, r := range ev.Resources {

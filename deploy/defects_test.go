@@ -223,12 +223,12 @@ func TestReadmeWhatIf(t *testing.T) {
 
 // TestDependsOnResolve: every dependsOn of the evaluated template names a
 // resource the template deploys (with highAvailability, the conditional
-// Redis and Key Vault ones too), so the order it asks for is the order
+// Redis, Key Vault and recording ones too), so the order it asks for is the order
 // Azure follows. (A dependency on a resource whose condition is false is
 // dropped by Azure.)
 func TestDependsOnResolve(t *testing.T) {
 	world := defaultWorld()
-	ev := mustEval(t, withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 2, "caKeyVault": true}), world)
+	ev := mustEval(t, withParams(map[string]any{"highAvailability": true, "gatewayCaPublicKey": testCA, "nodeCount": 2, "caKeyVault": true, "sessionRecording": true, "recordingImmutableDays": 365}), world)
 	ids := map[string]bool{}
 	for _, r := range ev.Resources {
 		typ := strings.Split(r["type"].(string), "/")

@@ -159,6 +159,45 @@ elif [ -n "$entra_client$entra_allowed$entra_ops" ]; then
 	exit 1
 fi
 
+# Session recordings (sessionRecording): the blob endpoint of the
+# recordings' storage account, without its trailing slash, and the
+# container; empty: no recording. poolgate writes there as this VM's
+# managed identity (Storage Blob Data Contributor on the container).
+# The URL is Azure's https://ACCOUNT.blob.SUFFIX (core.windows.net in
+# Azure's public cloud): only lower-case letters, digits, dots and
+# hyphens after https://, so nothing in it can reach the YAML or the
+# shell.
+rec_url='__RECORDING_ACCOUNT_URL__'
+rec_container='__RECORDING_CONTAINER__'
+if [ -n "$rec_url$rec_container" ]; then
+	rec_host=${rec_url#https://}
+	rec_account=${rec_host%%.blob.*}
+	rec_suffix=${rec_host#*.blob.}
+	case $rec_url in
+	https://*.blob.?*) rec_ok=1 ;;
+	*) rec_ok= ;;
+	esac
+	case $rec_host in '' | *[!a-z0-9.-]*) rec_ok= ;; esac
+	case $rec_account in '' | *[!a-z0-9]*) rec_ok= ;; esac
+	case $rec_suffix in '' | .* | *. | *..*) rec_ok= ;; esac
+	if [ -z "$rec_ok" ]; then
+		say "the recordings' account URL \"$rec_url\" is not a blob endpoint such as https://ACCOUNT.blob.core.windows.net (a template bug); nothing was changed"
+		exit 1
+	fi
+	# A container name: 3-63 lower-case letters, digits and single
+	# hyphens (the template's constant).
+	case $rec_container in
+	[a-z0-9]?*[a-z0-9])
+		case $rec_container in *[!a-z0-9-]* | *--*) rec_container= ;; esac
+		;;
+	*) rec_container= ;;
+	esac
+	if [ -z "$rec_container" ]; then
+		say "the recordings' container name from the template is not a container name (a template bug); nothing was changed"
+		exit 1
+	fi
+fi
+
 if put "$root/etc/smbcredentials/__KEYS_ACCOUNT__.cred" 0600 <<'POOLGATE_EOF'
 username=__KEYS_ACCOUNT__
 password=__KEYS_STORAGE_KEY__
@@ -253,6 +292,20 @@ identity:
   key_ttl: "$identity_ttl"
   allowed_groups: $allowed_groups
   ops_groups: $ops_groups
+POOLGATE_EOF
+	fi
+	if [ -n "$rec_url" ]; then
+		cat <<POOLGATE_EOF
+# Session recordings (sessionRecording): each SSH session with a
+# terminal, as asciicast, in Azure Blob Storage, written as this VM's
+# managed identity (Storage Blob Data Contributor on the container).
+# Retention: the account's lifecycle rule (recordingRetentionDays) and,
+# with recordingImmutableDays, the container's WORM policy.
+recording:
+  enabled: true
+  azure_blob:
+    account_url: "$rec_url"
+    container: "$rec_container"
 POOLGATE_EOF
 	fi
 	if [ "$nodes_os" = Windows ]; then
