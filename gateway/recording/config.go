@@ -32,6 +32,9 @@ type Config struct {
 	// Default false: sessions go on, recordings are marked incomplete,
 	// ops are told (log, metrics).
 	Required bool `yaml:"required"`
+	// AzureBlob, when set, keeps the recordings in an Azure Blob Storage
+	// container (as the gateway's managed identity) instead of Dir.
+	AzureBlob *BlobConfig `yaml:"azure_blob"`
 	// BufferBytes bounds what one recording holds in memory while
 	// storage is slow; past it events are dropped and the recording is
 	// marked incomplete. Default 4 MiB.
@@ -64,5 +67,23 @@ func (c Config) Validate() error {
 	if c.Dir != "" && !filepath.IsAbs(c.Dir) {
 		errs = append(errs, fmt.Errorf("dir: %q is not an absolute path", c.Dir))
 	}
+	if c.AzureBlob != nil {
+		if err := c.AzureBlob.Validate(); err != nil {
+			errs = append(errs, prefixed("azure_blob.", err)...)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// prefixed puts prefix before each of err's joined errors.
+func prefixed(prefix string, err error) []error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = fmt.Errorf("%s%w", prefix, e)
+	}
+	return out
 }

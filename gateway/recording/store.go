@@ -122,7 +122,10 @@ func Open(cfg Config, o Options) (*Store, error) {
 		o.Metrics.MustRegister(s.ended, s.dropped)
 	}
 	if err := s.Writable(); err != nil {
-		return nil, fmt.Errorf("recording: %w", err)
+		if cfg.Required {
+			return nil, fmt.Errorf("recording: recording.required, and recordings cannot be written: %w", err)
+		}
+		s.log.Warn("recordings cannot be written now; sessions go on, their recordings marked incomplete, until storage answers", zap.Error(err))
 	}
 	return s, nil
 }
@@ -168,7 +171,7 @@ func (s *Store) Start(m Meta) (*Recording, error) {
 	if m.Height <= 0 {
 		m.Height = 24
 	}
-	s.maybeSweep(now)
+	go s.maybeSweep(now) // a blob store deletes one request per blob
 	sink, err := s.be.Create(m)
 	if err != nil {
 		return nil, err
@@ -184,7 +187,8 @@ func (s *Store) Start(m Meta) (*Recording, error) {
 	}
 	hdr["title"] = fmt.Sprintf("%s on %s", m.User, m.Node)
 	b, _ := json.Marshal(hdr)
-	if _, err := r.w.Write(append(b, '\n')); err == nil {
+	_, err = r.w.Write(append(b, '\n'))
+	if err == nil {
 		err = r.w.Flush()
 	}
 	if err == nil {

@@ -208,7 +208,19 @@ func (g *Gateway) buildFrontEnds() error {
 		if gw == "" {
 			gw, _ = os.Hostname()
 		}
-		st, err := recording.Open(cfg.Recording, recording.Options{Logger: g.log.Named("recording"), Gateway: gw, Metrics: g.reg})
+		ro := recording.Options{Logger: g.log.Named("recording"), Gateway: gw, Metrics: g.reg}
+		if ab := cfg.Recording.AzureBlob; ab != nil {
+			cred, err := keyVaultCredential(cfg.Discovery.Azure) // the gateway's Azure identity
+			if err != nil {
+				return fmt.Errorf("recording.azure_blob: the gateway's Azure identity: %w", err)
+			}
+			be, err := recording.NewBlob(*ab, cred, nil)
+			if err != nil {
+				return fmt.Errorf("recording.azure_blob: %w", err)
+			}
+			ro.Backend = be
+		}
+		st, err := recording.Open(cfg.Recording, ro)
 		if err != nil {
 			return err
 		}

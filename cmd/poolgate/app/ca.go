@@ -186,8 +186,9 @@ func openKeyVault(ctx context.Context, cfg Config, name, version string, ko keyv
 	return s, nil
 }
 
-// keyVaultCredential is the identity of discovery.azure when it is set,
-// else the VM's managed identity. Building it contacts nothing.
+// keyVaultCredential is the gateway's Azure identity, for Key Vault and
+// Blob Storage: that of discovery.azure when it is set, else the VM's
+// managed identity. Building it contacts nothing.
 func keyVaultCredential(az *discovery.AzureConfig) (azcore.TokenCredential, error) {
 	if az != nil && az.Credential == discovery.CredentialDefault {
 		return azidentity.NewDefaultAzureCredential(nil)
