@@ -45,13 +45,14 @@ func main() {
 		runNode(os.Args[2:])
 		return
 	}
-	only := flag.String("only", "", "run one part: throughput, setup or idle")
+	only := flag.String("only", "", "run one part: throughput, setup, idle or recording")
 	flag.BoolVar(&hold, "hold", false, "after the setup part, keep the gateway and node running until interrupted (for captures)")
 	size := flag.Int64("size", 1<<30, "bytes per throughput run")
-	runs := flag.Int("runs", 3, "runs per throughput figure (median reported)")
+	runs := flag.Int("runs", 3, "runs per throughput and recording figure (median reported)")
+	ptySize := flag.Int64("pty-size", 256<<20, "bytes of PTY output per recording run")
 	logins := flag.Int("logins", 50, "sequential logins for the setup figure")
 	idle := flag.Int("idle", 2000, "concurrent idle sessions")
-	flag.StringVar(&profileDir, "profile", "", "save the gateway's heap and goroutine profiles with idle sessions open into this directory")
+	flag.StringVar(&profileDir, "profile", "", "save the gateway's profiles into this directory: CPU during transfers, heap and goroutines with idle sessions open")
 	cipherList := flag.String("ciphers", "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com", "ciphers for the throughput part")
 	env := flag.String("gateway-env", "", "extra environment for the gateway process, e.g. GODEBUG=adaptivestackstart=0")
 	flag.Parse()
@@ -77,6 +78,9 @@ func main() {
 	}
 	if *only == "" || *only == "idle" {
 		b.idle(*idle)
+	}
+	if *only == "" || *only == "recording" {
+		b.recording(*ptySize, *runs)
 	}
 }
 
@@ -112,6 +116,7 @@ type bench struct {
 	key     string
 	procs   []*exec.Cmd
 	gateway *exec.Cmd
+	sshd    bool // startSSHD ran
 }
 
 func run(name string, args ...string) string {
@@ -188,6 +193,7 @@ func (b *bench) startSSHD() {
 	must(os.WriteFile(filepath.Join(b.dir, "sshd_config"), []byte(conf), 0o600), "sshd_config")
 	b.start("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(b.dir, "sshd_config"))
 	waitPort(nodeAddr)
+	b.sshd = true
 }
 
 // startGateway runs poolgate serve, optionally with another node list.
@@ -202,6 +208,11 @@ func (b *bench) startGateway(node string) {
 		data = bytes.ReplaceAll(data, []byte("name: node-1"), []byte("name: idle-node"))
 		must(os.WriteFile(conf, data, 0o644), "config")
 	}
+	b.startGatewayConf(conf)
+}
+
+// startGatewayConf runs poolgate serve with the config file conf.
+func (b *bench) startGatewayConf(conf string) {
 	b.gateway = exec.Command(b.bin, "serve", "--config", conf, "--log-level", "warn", "--pprof", pprofAddr)
 	b.gateway.Stderr = os.Stderr
 	b.gateway.Env = append(os.Environ(), gatewayEnv...)
@@ -358,7 +369,7 @@ func (b *bench) throughput(size int64, runs int) {
 
 func (b *bench) setup(n int) {
 	if b.gateway == nil {
-		if len(b.procs) == 0 {
+		if !b.sshd {
 			b.startSSHD()
 		}
 		b.startGateway(nodeAddr)
