@@ -325,21 +325,19 @@ func (r *Recording) run() {
 	flush := time.NewTicker(2 * time.Second)
 	defer flush.Stop()
 	failed := false
+	var line []byte // reused: one event's line
 	write := func(e event) {
 		r.queued.Add(-int64(len(e.data)))
 		if failed {
 			r.drop("storage failing: events dropped", int64(len(e.data)))
 			return
 		}
-		var line []byte
-		at := strconv.FormatFloat(e.at.Seconds(), 'f', 6, 64)
-		data, _ := json.Marshal(string(e.data))
-		line = append(line, '[')
-		line = append(line, at...)
+		line = append(line[:0], '[')
+		line = strconv.AppendFloat(line, e.at.Seconds(), 'f', 6, 64)
 		line = append(line, `, "`...)
 		line = append(line, e.kind)
 		line = append(line, `", `...)
-		line = append(line, data...)
+		line = appendJSONString(line, e.data)
 		line = append(line, "]\n"...)
 		if _, err := r.w.Write(line); err != nil {
 			failed = true
@@ -486,4 +484,60 @@ func (s *Store) maybeSweep(now time.Time) {
 	if err != nil {
 		s.log.Warn("recordings past recording.keep not all deleted", zap.Error(err))
 	}
+}
+
+// appendJSONString appends b to dst as a JSON string: valid UTF-8 as it
+// is, the characters JSON requires escaped, and each byte that is not
+// UTF-8 as U+FFFD (as encoding/json does). It is the asciicast writer's
+// hot path: no reflection, no HTML escaping, no copy of the runs that
+// need none.
+func appendJSONString(dst, b []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, b[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, b[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			// Valid JSON either way; escaped so that no line-oriented
+			// reader of the cast mistakes them for a line end.
+			dst = append(dst, b[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, b[start:]...)
+	return append(dst, '"')
 }

@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -164,4 +165,28 @@ func TestWritableAndValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) accepted", c)
 		}
 	}
+}
+
+// FuzzAppendJSONString: the writer's escaper reads back, through
+// encoding/json, as what json.Marshal of the same bytes reads back as.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "a\"b\\c\n\r\t\x00\x1b[31m", "é\xc3", "\xff\xfe", "\u2028\u2029", "<&>"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := appendJSONString(nil, b)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("%q escaped to invalid JSON %s: %v", b, got, err)
+		}
+		want, _ := json.Marshal(string(b))
+		var wantBack string
+		_ = json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Fatalf("%q: read back %q, encoding/json's %q", b, back, wantBack)
+		}
+		if bytes.ContainsAny(got[1:len(got)-1], "\n\r") {
+			t.Fatalf("a line break in %s", got)
+		}
+	})
 }
