@@ -32,8 +32,8 @@ type Meta struct {
 	ID        string `json:"id"`
 	SessionID uint64 `json:"session_id"`
 	User      string `json:"user"`
-	// Subject is the identity provider's subject, when the user signed in
-	// with it.
+	// Subject is the identity provider's subject when the session began
+	// with a sign-in (a key bound by an earlier sign-in names none).
 	Subject string `json:"subject,omitempty"`
 	Node    string `json:"node"`
 	Group   string `json:"group,omitempty"`

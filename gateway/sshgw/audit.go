@@ -118,7 +118,7 @@ func (a *channelAudit) start(kind, command string) {
 	}
 	record := pty || (kind == "exec" && a.st.Config().ExecOutput)
 	if record {
-		m := recording.Meta{SessionID: lease.ID(), User: lease.User(), Node: lease.Node().Name, Client: a.s.c.client,
+		m := recording.Meta{SessionID: lease.ID(), User: lease.User(), Subject: a.s.c.subject, Node: lease.Node().Name, Client: a.s.c.client,
 			Kind: "exec", Command: command, Term: term, Width: cols, Height: rows}
 		if pty {
 			m.Kind = "pty"

@@ -68,6 +68,7 @@ type clientConn struct {
 	signInOver   bool // a sign-in failed for good in this connection
 	bannersSent  map[string]bool
 	chosen       string    // the node named at login (alice+node-3), "" if none
+	subject      string    // the identity provider's subject, when this login signed in
 	node         *nodeConn // the node login, once authentication succeeded
 }
 

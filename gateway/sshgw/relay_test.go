@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/poolgate/poolgate/balancer"
+	"github.com/poolgate/poolgate/gateway/recording"
 )
 
 // testPassword is the password every test node accepts.
@@ -136,6 +137,8 @@ type testGWOptions struct {
 	identity Identity
 	// busy is Options.Busy.
 	busy func(node string) bool
+	// recorder is Options.Recorder.
+	recorder *recording.Store
 }
 
 // startTestGW runs a gateway as o says; alice's, bob's and carol's
@@ -180,7 +183,7 @@ func startTestGW(t *testing.T, o testGWOptions) *testGW {
 		core, logs = observer.New(zap.InfoLevel)
 		log = zap.New(core)
 	}
-	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Identity: o.identity, Busy: o.busy, Logger: log})
+	srv, err := New(cfg, bal, Options{Keys: keys, Metrics: m, Starter: starter, PasswordStarts: o.pwStarts, Identity: o.identity, Busy: o.busy, Recorder: o.recorder, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,7 @@ func (c *clientConn) signIn(meta ssh.ConnMetadata, challenge ssh.KeyboardInterac
 		return nil, c.signInRefused(errors.New("signed in as another user"), fmt.Sprintf(msgSignedInAsElse, who.User, safeUser(user), who.User))
 	}
 	c.log.Info("signed in", zap.String("user", user), zap.String("subject", who.Subject), zap.Bool("key_bound", key != nil))
+	c.subject = who.Subject
 	keyID := fmt.Sprintf("poolgate:%s:signin:%s", user, who.Subject)
 	if key != nil {
 		keyID = fmt.Sprintf("poolgate:%s:%s", user, ssh.FingerprintSHA256(key))
