@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/poolgate/poolgate/balancer"
 	"github.com/poolgate/poolgate/cmd/poolgate/app"
 	"github.com/poolgate/poolgate/discovery/azure/azuretest"
 	"github.com/poolgate/poolgate/discovery/capacity"
@@ -34,10 +35,10 @@ func TestWarmSpareOnAzure(t *testing.T) {
 	if alice.node == bob.node {
 		t.Fatalf("alice and bob both on %s", alice.node)
 	}
-	p.waitFor("the spare node-3 in the pool", func() bool {
+	p.waitFor("the spare node-3 in the pool and up", func() bool {
 		for _, n := range p.gw.Balancer().Nodes() {
 			if n.Name == "node-3" {
-				return true
+				return n.State == balancer.StateUp
 			}
 		}
 		return false
